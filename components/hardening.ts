@@ -1,0 +1,140 @@
+import * as command from "@pulumi/command";
+import * as docker from "@pulumi/docker";
+import * as pulumi from "@pulumi/pulumi";
+
+/**
+ * The hardening every container of this project carries (invariant 4). Nothing here is optional: a
+ * container that needs an exception must say so where it is declared, and the policy pack reports it.
+ */
+export const CONTAINER_HARDENING = {
+    readOnly: true,
+    privileged: false,
+    capabilities: { drops: ["ALL"] },
+    securityOpts: ["no-new-privileges:true"],
+    ipcMode: "private",
+    restart: "unless-stopped",
+    logDriver: "json-file",
+    logOpts: { "max-size": "10m", "max-file": "3" },
+} as const;
+
+/** Mount options for every tmpfs: scratch space that can hold no executables or device nodes. */
+export const TMPFS_OPTIONS = "rw,noexec,nosuid,nodev";
+
+export interface ContainerResources {
+    memoryMb: number;
+    cpus: number;
+    pids: number;
+}
+
+export interface NetworkAttachment {
+    name: pulumi.Input<string>;
+    ipv4Address?: pulumi.Input<string>;
+    aliases?: pulumi.Input<string>[];
+}
+
+export interface PublishedPort {
+    internal: number;
+    external: number;
+    /** Host address; the stack's publish address, 127.0.0.1 unless the stack opts into another. */
+    ip: string;
+}
+
+export interface HardenedContainerSpec {
+    /** The Docker container name. */
+    containerName: string;
+    image: pulumi.Input<string>;
+    /** uid:gid; never root. */
+    user: string;
+    resources: ContainerResources;
+    labels: Record<string, pulumi.Input<string>>;
+    healthcheck: { tests: string[]; interval?: string; timeout?: string; startPeriod?: string; retries?: number };
+    networks: NetworkAttachment[];
+    envs?: pulumi.Input<pulumi.Input<string>[]>;
+    command?: string[];
+    ports?: PublishedPort[];
+    /** Named volumes only: this project mounts no host paths. */
+    volumes?: { volumeName: pulumi.Input<string>; containerPath: string; readOnly?: boolean }[];
+    /** Writable scratch paths and their size, e.g. { "/tmp": "64m" }. */
+    tmpfs?: Record<string, string>;
+    uploads?: { file: string; content: pulumi.Input<string>; permissions?: string }[];
+    dns?: pulumi.Input<string>[];
+    hostname?: string;
+    stopTimeoutSeconds?: number;
+}
+
+const ROOT_USERS = /^(0|root)(:|$)/;
+
+/** Pure: the full docker.Container inputs for a spec, hardening included. */
+export function hardenedContainerArgs(spec: HardenedContainerSpec): docker.ContainerArgs {
+    if (ROOT_USERS.test(spec.user) || !/^\d+:\d+$/.test(spec.user)) {
+        throw new Error(`container ${spec.containerName}: user must be a numeric non-root uid:gid, got '${spec.user}'`);
+    }
+    for (const port of spec.ports ?? []) {
+        if (port.ip === "0.0.0.0" || port.ip === "::" || port.ip === "") {
+            throw new Error(`container ${spec.containerName}: port ${port.external} must be published on one address, not all`);
+        }
+    }
+    return {
+        name: spec.containerName,
+        image: spec.image,
+        user: spec.user,
+        ...CONTAINER_HARDENING,
+        capabilities: { drops: [...CONTAINER_HARDENING.capabilities.drops] },
+        securityOpts: [...CONTAINER_HARDENING.securityOpts],
+        logOpts: { ...CONTAINER_HARDENING.logOpts },
+        memory: spec.resources.memoryMb,
+        memorySwap: spec.resources.memoryMb,
+        cpus: String(spec.resources.cpus),
+        labels: Object.entries(spec.labels).map(([label, value]) => ({ label, value })),
+        healthcheck: {
+            tests: spec.healthcheck.tests,
+            interval: spec.healthcheck.interval ?? "30s",
+            timeout: spec.healthcheck.timeout ?? "5s",
+            startPeriod: spec.healthcheck.startPeriod ?? "20s",
+            retries: spec.healthcheck.retries ?? 3,
+        },
+        networksAdvanced: spec.networks,
+        envs: spec.envs,
+        command: spec.command,
+        ports: spec.ports?.map((p) => ({ internal: p.internal, external: p.external, ip: p.ip, protocol: "tcp" })),
+        volumes: spec.volumes?.map((v) => ({ volumeName: v.volumeName, containerPath: v.containerPath, readOnly: v.readOnly ?? false })),
+        tmpfs: Object.fromEntries(Object.entries(spec.tmpfs ?? {}).map(([path, sizeLimit]) => [path, `${TMPFS_OPTIONS},size=${sizeLimit}`])),
+        uploads: spec.uploads,
+        dns: spec.dns,
+        hostname: spec.hostname,
+        stopTimeout: spec.stopTimeoutSeconds,
+        mustRun: true,
+    };
+}
+
+/**
+ * The pids cgroup limit as a command: the Docker provider has no pids_limit input, and `docker update`
+ * sets it on the running container without restarting it. It re-runs whenever the container is replaced.
+ */
+export function pidsLimitCommand(containerId: pulumi.Input<string>, pids: number, dockerHost: string) {
+    return {
+        create: pulumi.interpolate`docker update --pids-limit ${pids} ${containerId}`,
+        environment: { DOCKER_HOST: dockerHost },
+        triggers: [containerId, pids],
+    };
+}
+
+export interface HardenedContainer {
+    container: docker.Container;
+    pidsLimit: command.local.Command;
+}
+
+/** Declares a hardened container `${name}-container` and its pids limit `${name}-pids-limit`. */
+export function hardenedContainer(
+    name: string,
+    spec: HardenedContainerSpec,
+    dockerHost: string,
+    opts: pulumi.CustomResourceOptions,
+): HardenedContainer {
+    const container = new docker.Container(`${name}-container`, hardenedContainerArgs(spec), opts);
+    const pidsLimit = new command.local.Command(`${name}-pids-limit`, pidsLimitCommand(container.id, spec.resources.pids, dockerHost), {
+        ...opts,
+        dependsOn: [container],
+    });
+    return { container, pidsLimit };
+}

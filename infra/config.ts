@@ -1,0 +1,324 @@
+import { domainToASCII } from "node:url";
+import ipaddr from "ipaddr.js";
+import { z } from "zod";
+import { DOCKER_DEFAULT_POOLS, PRIVATE_RANGES, allocateSubnets, contains, overlaps, parseBlock, slotCount } from "./subnets";
+import { MAX_AGENT_PREFIX, MIN_AGENT_PREFIX } from "./topology";
+
+/** The config namespace: Pulumi.yaml's project name. */
+export const NAMESPACE = "openclaw";
+
+/** Config keys whose values are plain strings, never JSON. */
+export const STRING_KEYS = ["dockerHost", "anthropicApiKey", "openaiApiKey"] as const;
+
+export const PROVIDERS = ["anthropic", "openai"] as const;
+export type ProviderId = (typeof PROVIDERS)[number];
+
+/** The secret config key that holds each provider's real API key. */
+export const PROVIDER_KEY_CONFIG: Record<ProviderId, "anthropicApiKey" | "openaiApiKey"> = {
+    anthropic: "anthropicApiKey",
+    openai: "openaiApiKey",
+};
+
+const DNS_LABEL = /^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$/;
+const HOST_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
+
+const dnsLabel = z
+    .string()
+    .regex(DNS_LABEL, "must be a DNS label: lowercase letters, digits and '-', starting with a letter, at most 32 characters");
+
+/** An image reference pinned to a tag other than `latest`, or to a digest. */
+export function isPinnedImage(reference: string): boolean {
+    if (/@sha256:[0-9a-f]{64}$/.test(reference)) return true;
+    const lastSegment = reference.slice(reference.lastIndexOf("/") + 1);
+    const colon = lastSegment.indexOf(":");
+    if (colon < 0) return false;
+    const tag = lastSegment.slice(colon + 1);
+    return /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/.test(tag) && tag !== "latest";
+}
+
+const image = z
+    .string()
+    .min(1)
+    .refine(isPinnedImage, "must be pinned: name:tag with a tag other than 'latest', or name@sha256:<digest>");
+
+const port = z.number().int().min(1).max(65535);
+const hostPort = z.number().int().min(1024, "must be 1024 or above (no privileged host ports)").max(65535);
+const usd = z.number().finite().positive();
+const epoch = z.number().int().min(0);
+
+const ipv4 = z.string().refine((value) => ipaddr.IPv4.isValidFourPartDecimal(value), "must be an IPv4 address");
+
+const httpsUrl = z
+    .string()
+    .url()
+    .refine((value) => {
+        const url = new URL(value);
+        return url.protocol === "https:" && url.username === "" && url.password === "" && url.search === "" && url.hash === "";
+    }, "must be an https:// URL without credentials, query or fragment");
+
+export interface EgressRule {
+    /** Canonical (lowercase, punycode, no trailing dot) host name; `*.` prefix for a suffix glob. */
+    host: string;
+    /** Allowed ports; undefined means the egress default ports. */
+    ports?: number[];
+}
+
+/** Canonicalises a host name as the gateway will: case, trailing dot, IDN to punycode. */
+export function canonicalHost(input: string): string | undefined {
+    const wildcard = input.startsWith("*.");
+    const bare = (wildcard ? input.slice(2) : input).replace(/\.$/, "");
+    // domainToASCII parses a URL host: it would cut "a.com/x" to "a.com" and turn "0x7f.1" into an address.
+    if (!/^[\p{L}\p{N}.-]+$/u.test(bare)) return undefined;
+    const ascii = domainToASCII(bare.toLowerCase());
+    if (ascii === "" || ascii.length > 253) return undefined;
+    const labels = ascii.split(".");
+    if (labels.length < 2 || !labels.every((label) => HOST_LABEL.test(label))) return undefined;
+    if (/^\d+$/.test(labels[labels.length - 1])) return undefined; // an IP literal, not a name
+    return (wildcard ? "*." : "") + ascii;
+}
+
+export function parseEgressRule(rule: string): EgressRule | string {
+    const match = /^([^:\s]+)(?::(\d+(?:,\d+)*))?$/.exec(rule.trim());
+    if (!match) return "must be host, *.suffix, or either with :port[,port]";
+    const host = canonicalHost(match[1]);
+    if (!host) return `'${match[1]}' is not a host name or *.suffix glob`;
+    if (match[2] === undefined) return { host };
+    const ports = match[2].split(",").map(Number);
+    if (ports.some((p) => !Number.isInteger(p) || p < 1 || p > 65535)) return "ports must be 1-65535";
+    return { host, ports: [...new Set(ports)].sort((a, b) => a - b) };
+}
+
+const egressRule = z.string().transform((value, ctx): EgressRule => {
+    const parsed = parseEgressRule(value);
+    if (typeof parsed === "string") {
+        ctx.addIssue({ code: "custom", message: parsed });
+        return z.NEVER;
+    }
+    return parsed;
+});
+
+const resources = (defaults: { memoryMb: number; cpus: number; pids: number }) =>
+    z
+        .strictObject({
+            memoryMb: z.number().int().min(64).max(262144).default(defaults.memoryMb),
+            cpus: z.number().min(0.05).max(256).default(defaults.cpus),
+            pids: z.number().int().min(16).max(65536).default(defaults.pids),
+        })
+        .prefault({});
+
+const budget = z
+    .strictObject({ dailyUsd: usd.optional(), monthlyUsd: usd.optional(), totalUsd: usd.optional() })
+    .refine((b) => b.dailyUsd !== undefined || b.monthlyUsd !== undefined || b.totalUsd !== undefined, {
+        message: "set at least one of dailyUsd, monthlyUsd, totalUsd",
+    });
+
+const agent = z.strictObject({
+    name: dnsLabel,
+    image,
+    dashboardPort: hostPort,
+    model: z
+        .string()
+        .regex(/^(anthropic|openai)\/[A-Za-z0-9._:-]+$/, "must be <provider>/<model> with provider anthropic or openai")
+        .default("anthropic/claude-sonnet-4-5"),
+    resources: resources({ memoryMb: 2048, cpus: 1, pids: 512 }),
+    egress: z
+        .strictObject({
+            mode: z.enum(["enforce", "report"]).default("enforce"),
+            allow: z.array(egressRule).default([]),
+        })
+        .prefault({}),
+    budget,
+    credentialEpoch: epoch.default(1),
+    subnet: z.string().optional(),
+});
+
+const provider = (defaultBaseUrl: string) =>
+    z.strictObject({ baseUrl: httpsUrl.default(defaultBaseUrl), keyEpoch: epoch.default(1) });
+
+const schema = z
+    .strictObject({
+        dockerHost: z
+            .string()
+            .regex(/^(unix|tcp|ssh):\/\/\S+$/, "must be a unix://, tcp:// or ssh:// Docker host URL")
+            .default("unix:///var/run/docker.sock"),
+        network: z
+            .strictObject({
+                addressPool: z.string().default("10.64.0.0/10"),
+                agentSubnetPrefix: z.number().int().min(MIN_AGENT_PREFIX).max(MAX_AGENT_PREFIX).default(28),
+                publishAddress: ipv4.default("127.0.0.1"),
+            })
+            .prefault({}),
+        agents: z.array(agent).min(1, "declare at least one agent"),
+        keyProxy: z
+            .strictObject({
+                image: image.default("openclaw-key-proxy:0.1.0"),
+                providers: z
+                    .strictObject({
+                        anthropic: provider("https://api.anthropic.com").optional(),
+                        openai: provider("https://api.openai.com").optional(),
+                    })
+                    .prefault({ anthropic: {}, openai: {} })
+                    .refine((p) => p.anthropic !== undefined || p.openai !== undefined, "enable at least one provider"),
+                resources: resources({ memoryMb: 512, cpus: 1, pids: 256 }),
+            })
+            .prefault({}),
+        egress: z
+            .strictObject({
+                image: image.default("openclaw-egress-gateway:0.1.0"),
+                defaultPorts: z.array(port).min(1).default([443]),
+                allowForAll: z.array(egressRule).default([]),
+                resources: resources({ memoryMb: 256, cpus: 0.5, pids: 256 }),
+            })
+            .prefault({}),
+        monitoring: z
+            .strictObject({
+                host: z.string().regex(/^ssh:\/\/[^@\s/]+@[^\s/:]+(:\d+)?$/, "must be ssh://user@host[:port]"),
+                sshOpts: z.array(z.string()).default([]),
+            })
+            .optional(),
+        anthropicApiKey: z.string().min(1).optional(),
+        openaiApiKey: z.string().min(1).optional(),
+    })
+    .superRefine((config, ctx) => {
+        const pool = checkPool(config.network.addressPool, ctx);
+
+        const names = new Map<string, number>();
+        const hostPorts = new Map<number, string>();
+        config.agents.forEach((a, i) => {
+            const first = names.get(a.name);
+            if (first !== undefined) {
+                ctx.addIssue({ code: "custom", path: ["agents", i, "name"], message: `duplicate agent name '${a.name}' (also agents[${first}])` });
+            } else {
+                names.set(a.name, i);
+            }
+            const holder = hostPorts.get(a.dashboardPort);
+            if (holder !== undefined) {
+                ctx.addIssue({
+                    code: "custom",
+                    path: ["agents", i, "dashboardPort"],
+                    message: `host port ${a.dashboardPort} is already used by ${holder}`,
+                });
+            } else {
+                hostPorts.set(a.dashboardPort, `agents[${i}] (${a.name})`);
+            }
+            const [providerId] = a.model.split("/") as [ProviderId];
+            if (config.keyProxy.providers[providerId] === undefined) {
+                ctx.addIssue({ code: "custom", path: ["agents", i, "model"], message: `provider '${providerId}' is not enabled in keyProxy.providers` });
+            }
+        });
+
+        for (const id of PROVIDERS) {
+            const key = PROVIDER_KEY_CONFIG[id];
+            if (config.keyProxy.providers[id] !== undefined && config[key] === undefined) {
+                ctx.addIssue({
+                    code: "custom",
+                    path: [key],
+                    message: `missing secret: the real ${id} API key; set it with \`pulumi config set --secret ${key}\` or disable keyProxy.providers.${id}`,
+                });
+            }
+        }
+
+        if (!pool) return;
+        const prefix = config.network.agentSubnetPrefix;
+        const slots = slotCount(pool, prefix);
+        if (slots < config.agents.length) {
+            ctx.addIssue({
+                code: "custom",
+                path: ["network", "addressPool"],
+                message: `pool ${config.network.addressPool} holds ${slots} /${prefix} subnets, too few for ${config.agents.length} agents`,
+            });
+            return;
+        }
+        if (names.size !== config.agents.length) return;
+        const allocation = allocateSubnets(config.network.addressPool, prefix, config.agents);
+        if (!allocation.ok) {
+            for (const conflict of allocation.conflicts) {
+                ctx.addIssue({ code: "custom", path: ["agents", conflict.index, "subnet"], message: conflict.message });
+            }
+        }
+    });
+
+function checkPool(cidr: string, ctx: z.RefinementCtx) {
+    const path = ["network", "addressPool"];
+    try {
+        const pool = parseBlock(cidr);
+        const defaultPool = DOCKER_DEFAULT_POOLS.find((p) => overlaps(pool, parseBlock(p)));
+        if (defaultPool) {
+            ctx.addIssue({ code: "custom", path, message: `${cidr} overlaps Docker's default address pool ${defaultPool}` });
+            return undefined;
+        }
+        if (!PRIVATE_RANGES.some((range) => contains(parseBlock(range), pool))) {
+            ctx.addIssue({ code: "custom", path, message: `${cidr} must lie inside ${PRIVATE_RANGES.join(", ")}` });
+            return undefined;
+        }
+        return pool;
+    } catch (error) {
+        ctx.addIssue({ code: "custom", path, message: (error as Error).message });
+        return undefined;
+    }
+}
+
+type ParsedConfig = z.output<typeof schema>;
+export type AgentConfig = ParsedConfig["agents"][number] & { subnet: string };
+export type KeyProxyConfig = ParsedConfig["keyProxy"];
+export type EgressConfig = ParsedConfig["egress"];
+export type StackConfig = Omit<ParsedConfig, "agents"> & { agents: AgentConfig[] };
+
+/** Thrown for invalid stack config; every line names the config key path and what is wrong with it. */
+export class ConfigError extends Error {
+    constructor(readonly problems: string[]) {
+        super(`invalid stack config:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+        this.name = "ConfigError";
+    }
+}
+
+export function configKeyPath(path: readonly PropertyKey[]): string {
+    const [head, ...rest] = path;
+    let out = `${NAMESPACE}:${String(head ?? "")}`;
+    for (const part of rest) out += typeof part === "number" ? `[${part}]` : `.${String(part)}`;
+    return out;
+}
+
+/**
+ * Validates raw stack config (the `openclaw:` keys without their namespace, values already JSON-decoded)
+ * and resolves every agent's subnet. Throws ConfigError naming each bad key; never declares anything.
+ */
+export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
+    const result = schema.safeParse(raw);
+    if (!result.success) {
+        const problems = result.error.issues.map((issue) => `${configKeyPath(issue.path)}: ${describeIssue(issue)}`);
+        throw new ConfigError([...new Set(problems)]);
+    }
+    const config = result.data;
+    const allocation = allocateSubnets(config.network.addressPool, config.network.agentSubnetPrefix, config.agents);
+    if (!allocation.ok) throw new ConfigError(allocation.conflicts.map((c) => `${configKeyPath(["agents", c.index, "subnet"])}: ${c.message}`));
+    return { ...config, agents: config.agents.map((a) => ({ ...a, subnet: allocation.subnets.get(a.name)! })) };
+}
+
+function describeIssue(issue: z.core.$ZodIssue): string {
+    if (issue.code === "unrecognized_keys") return `unknown key${issue.keys.length > 1 ? "s" : ""} ${issue.keys.map((k) => `'${k}'`).join(", ")}`;
+    if (issue.code === "invalid_type" && issue.input === undefined) return `required (${issue.expected})`;
+    return issue.message;
+}
+
+/**
+ * Turns Pulumi's flat config map (`openclaw:key` -> string) into the raw object parseStackConfig takes.
+ * Structured values arrive as JSON; keys of other namespaces (providers' own) are left alone.
+ */
+export function rawConfigFromPulumi(all: Record<string, string>): Record<string, unknown> {
+    const raw: Record<string, unknown> = {};
+    for (const [fullKey, value] of Object.entries(all)) {
+        if (!fullKey.startsWith(`${NAMESPACE}:`)) continue;
+        const key = fullKey.slice(NAMESPACE.length + 1);
+        raw[key] = (STRING_KEYS as readonly string[]).includes(key) ? value : decode(value);
+    }
+    return raw;
+}
+
+function decode(value: string): unknown {
+    try {
+        return JSON.parse(value);
+    } catch {
+        return value;
+    }
+}

@@ -1,0 +1,19 @@
+import * as pulumi from "@pulumi/pulumi";
+import { ConfigError, parseStackConfig, rawConfigFromPulumi } from "./config";
+import { defineStack } from "./program";
+
+function loadConfig() {
+    try {
+        return parseStackConfig(rawConfigFromPulumi(pulumi.runtime.allConfig()));
+    } catch (error) {
+        if (error instanceof ConfigError) {
+            // A RunError prints the message alone, without a stack trace: the keys are what the operator needs.
+            throw new pulumi.RunError(error.message);
+        }
+        throw error;
+    }
+}
+
+const outputs = defineStack(loadConfig(), pulumi.getStack());
+
+export const agents = outputs.agents;

@@ -1,0 +1,66 @@
+import { parseBlock, toDotted } from "./subnets";
+
+/** Every port the program uses, in one place. Container-side unless named otherwise. */
+export const PORTS = {
+    keyProxy: 8080,
+    keyProxyMetrics: 9464,
+    egressProxy: 3128,
+    egressDns: 53,
+    egressMetrics: 9465,
+    agentDashboard: 18789,
+} as const;
+
+/** The user every service container of ours runs as (the node user of the base image). */
+export const SERVICE_USER = "1000:1000";
+/** OpenClaw's image runs as the node user with this home. */
+export const AGENT_USER = "1000:1000";
+export const AGENT_HOME = "/home/node";
+
+/**
+ * Fixed addresses on one agent's network. Docker's IPAM keeps the first host address as the gateway even
+ * when the bridge carries no address (inhibit_ipv4), so ours start after it.
+ */
+export interface AgentNetworkAddresses {
+    subnet: string;
+    gateway: string;
+    keyProxy: string;
+    egressGateway: string;
+    agent: string;
+}
+
+export const MIN_AGENT_PREFIX = 24;
+export const MAX_AGENT_PREFIX = 29;
+
+export function agentNetworkAddresses(subnet: string): AgentNetworkAddresses {
+    const block = parseBlock(subnet);
+    if (block.prefix < MIN_AGENT_PREFIX || block.prefix > MAX_AGENT_PREFIX) {
+        throw new Error(`agent subnet ${subnet} must be between /${MIN_AGENT_PREFIX} and /${MAX_AGENT_PREFIX}`);
+    }
+    return {
+        subnet,
+        gateway: toDotted(block.base + 1),
+        keyProxy: toDotted(block.base + 2),
+        egressGateway: toDotted(block.base + 3),
+        agent: toDotted(block.base + 4),
+    };
+}
+
+/** Network aliases the services carry on every agent network (for humans and tools; config uses addresses). */
+export const ALIASES = {
+    keyProxy: "key-proxy",
+    egressGateway: "egress-gateway",
+} as const;
+
+/** Docker object names: one scheme, so operators and tools can find things without guessing. */
+export const dockerNames = {
+    agentNetwork: (stack: string, agent: string) => `openclaw-${stack}-net-agent-${agent}`,
+    agentContainer: (stack: string, agent: string) => `openclaw-${stack}-agent-${agent}`,
+    agentStateVolume: (stack: string, agent: string) => `openclaw-${stack}-agent-${agent}-state`,
+};
+
+/** Labels set on every container, so tools find agents from labels, never from guessed names. */
+export const LABELS = {
+    stack: "openclaw.stack",
+    role: "openclaw.role",
+    agent: "openclaw.agent",
+} as const;

@@ -1,0 +1,57 @@
+// Runs the Pulumi CLI against this project with a local file backend and a passphrase it manages, so a
+// fresh machine needs no Pulumi Cloud account.  Usage: node scripts/pulumi.mts <up|preview|destroy> [--stack dev] [pulumi args...]
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+
+const ROOT = path.resolve(import.meta.dirname, "..");
+const STATE_DIR = path.join(ROOT, ".pulumi-state");
+const SECRET_ENV: Record<string, string> = { anthropicApiKey: "ANTHROPIC_API_KEY", openaiApiKey: "OPENAI_API_KEY" };
+
+function fail(message: string, code = 1): never {
+    console.error(`error: ${message}`);
+    process.exit(code);
+}
+
+const [verb, ...rest] = process.argv.slice(2);
+if (!verb || !["up", "preview", "destroy", "refresh"].includes(verb)) fail("usage: pulumi.mts <up|preview|destroy|refresh> [--stack NAME] [pulumi flags]", 2);
+const stackIndex = rest.indexOf("--stack");
+const stack = stackIndex >= 0 ? rest.splice(stackIndex, 2)[1] : "dev";
+if (!stack || !/^[a-z0-9-]+$/.test(stack)) fail("--stack needs a name such as dev");
+if (!existsSync(path.join(ROOT, `Pulumi.${stack}.yaml`))) fail(`no Pulumi.${stack}.yaml in ${ROOT}`);
+
+if (spawnSync("pulumi", ["version"], { stdio: "ignore" }).error) {
+    fail("the Pulumi CLI is not on PATH: install it (https://www.pulumi.com/docs/iac/download-install/), then run this again", 127);
+}
+
+mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 });
+const env: NodeJS.ProcessEnv = { ...process.env, PULUMI_SKIP_UPDATE_CHECK: "true" };
+env.PULUMI_BACKEND_URL ??= `file://${STATE_DIR}`;
+if (!env.PULUMI_CONFIG_PASSPHRASE && !env.PULUMI_CONFIG_PASSPHRASE_FILE) {
+    const file = path.join(STATE_DIR, `${stack}.passphrase`);
+    if (!existsSync(file)) {
+        writeFileSync(file, randomBytes(32).toString("base64url"), { mode: 0o600 });
+        console.log(`created ${path.relative(ROOT, file)}: it decrypts this stack's secrets; back it up with the state`);
+    }
+    env.PULUMI_CONFIG_PASSPHRASE_FILE = file;
+}
+
+function pulumi(args: string[], input?: string) {
+    return spawnSync("pulumi", [...args, "--cwd", ROOT], { env, input, stdio: [input === undefined ? "inherit" : "pipe", "inherit", "inherit"] });
+}
+
+if (pulumi(["stack", "select", stack, "--create", "--secrets-provider", "passphrase"]).status !== 0) fail(`could not select or create stack ${stack}`);
+
+// Real keys go in as encrypted stack secrets, read from the environment and passed on stdin (never argv).
+for (const [key, variable] of Object.entries(SECRET_ENV)) {
+    const present = spawnSync("pulumi", ["config", "get", key, "--stack", stack, "--cwd", ROOT], { env, stdio: "ignore" }).status === 0;
+    const value = process.env[variable];
+    if (!present && value) {
+        if (pulumi(["config", "set", "--secret", key, "--stack", stack], value).status !== 0) fail(`could not store ${key}`);
+        console.log(`stored ${key} from ${variable} as an encrypted secret of stack ${stack}`);
+    }
+}
+
+const result = pulumi([verb, "--stack", stack, ...rest]);
+process.exit(result.status ?? 1);

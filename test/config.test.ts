@@ -1,0 +1,124 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, canonicalHost, isPinnedImage, parseEgressRule, parseStackConfig, rawConfigFromPulumi } from "../infra/config";
+import { devConfig } from "./support/mockStack";
+
+type Raw = Record<string, any>;
+const agent = (name: string, dashboardPort: number, extra: Raw = {}): Raw => ({
+    name,
+    image: "ghcr.io/openclaw/openclaw:2026.11.1",
+    dashboardPort,
+    budget: { dailyUsd: 1 },
+    ...extra,
+});
+const base = (): Raw => ({ ...devConfig(), agents: [agent("bart", 18801), agent("lisa", 18802)] });
+const withAgents = (...agents: Raw[]): Raw => ({ ...base(), agents });
+
+function problemsOf(raw: Raw): string[] {
+    try {
+        parseStackConfig(raw);
+    } catch (error) {
+        expect(error).toBeInstanceOf(ConfigError);
+        return (error as ConfigError).problems;
+    }
+    throw new Error("config was accepted");
+}
+
+describe("parseStackConfig accepts", () => {
+    it("the committed dev stack (with its secrets set) and resolves a subnet per agent", () => {
+        const config = parseStackConfig(devConfig());
+        expect(config.agents.map((a) => a.name)).toEqual(["bart", "lisa"]);
+        for (const a of config.agents) expect(a.subnet).toMatch(/^10\.(6[4-9]|[7-9]\d|1[01]\d|12[0-7])\.\d+\.\d+\/28$/);
+        expect(config.network.publishAddress).toBe("127.0.0.1");
+        expect(config.agents[0].egress.allow).toContainEqual({ host: "*.githubusercontent.com" });
+        expect(config.agents[0].resources).toEqual({ memoryMb: 2048, cpus: 1, pids: 512 });
+    });
+
+    it("only the secrets of enabled providers", () => {
+        const raw = withAgents(agent("bart", 18801));
+        delete raw.openaiApiKey;
+        raw.keyProxy = { providers: { anthropic: {} } };
+        expect(parseStackConfig(raw).keyProxy.providers.openai).toBeUndefined();
+    });
+});
+
+describe.each<[string, () => Raw, string, RegExp]>([
+    ["duplicate agent names", () => withAgents(agent("bart", 18801), agent("bart", 18802)), "openclaw:agents[1].name", /duplicate agent name 'bart' \(also agents\[0\]\)/],
+    ["a name with capitals", () => withAgents(agent("Bart", 18801)), "openclaw:agents[0].name", /must be a DNS label/],
+    ["a name with an underscore", () => withAgents(agent("bart_2", 18801)), "openclaw:agents[0].name", /must be a DNS label/],
+    ["a name that ends in '-'", () => withAgents(agent("bart-", 18801)), "openclaw:agents[0].name", /must be a DNS label/],
+    ["a name over 32 characters", () => withAgents(agent("a".repeat(33), 18801)), "openclaw:agents[0].name", /must be a DNS label/],
+    ["colliding dashboard ports", () => withAgents(agent("bart", 18801), agent("lisa", 18801)), "openclaw:agents[1].dashboardPort", /host port 18801 is already used by agents\[0\] \(bart\)/],
+    ["a privileged host port", () => withAgents(agent("bart", 80)), "openclaw:agents[0].dashboardPort", /1024 or above/],
+    ["a pool too small", () => ({ ...base(), network: { addressPool: "10.9.0.0/28" } }), "openclaw:network.addressPool", /holds 1 \/28 subnets, too few for 2 agents/],
+    ["a pool inside Docker's defaults", () => ({ ...base(), network: { addressPool: "172.20.0.0/16" } }), "openclaw:network.addressPool", /overlaps Docker's default address pool 172\.20\.0\.0\/16/],
+    ["a public pool", () => ({ ...base(), network: { addressPool: "8.8.0.0/16" } }), "openclaw:network.addressPool", /must lie inside/],
+    ["a malformed pool", () => ({ ...base(), network: { addressPool: "10.0.0.0" } }), "openclaw:network.addressPool", /not an IPv4 CIDR/],
+    ["a missing Anthropic key", () => ({ ...base(), anthropicApiKey: undefined }), "openclaw:anthropicApiKey", /missing secret.*pulumi config set --secret anthropicApiKey/],
+    ["a missing OpenAI key", () => ({ ...base(), openaiApiKey: undefined }), "openclaw:openaiApiKey", /missing secret/],
+    ["an unknown top-level key", () => ({ ...base(), agentz: [] }), "openclaw:", /unknown key 'agentz'/],
+    ["an unknown agent key", () => withAgents(agent("bart", 18801, { privileged: true })), "openclaw:agents[0]", /unknown key 'privileged'/],
+    ["an unknown resources key", () => withAgents(agent("bart", 18801, { resources: { memory: 1 } })), "openclaw:agents[0].resources", /unknown key 'memory'/],
+    ["no agents", () => withAgents(), "openclaw:agents", /at least one agent/],
+    ["a missing image", () => withAgents({ name: "bart", dashboardPort: 18801, budget: { dailyUsd: 1 } }), "openclaw:agents[0].image", /required/],
+    ["an image on latest", () => withAgents(agent("bart", 18801, { image: "openclaw/openclaw:latest" })), "openclaw:agents[0].image", /must be pinned/],
+    ["an untagged image", () => withAgents(agent("bart", 18801, { image: "openclaw/openclaw" })), "openclaw:agents[0].image", /must be pinned/],
+    ["a budget with no window", () => withAgents(agent("bart", 18801, { budget: {} })), "openclaw:agents[0].budget", /at least one of dailyUsd/],
+    ["a negative budget", () => withAgents(agent("bart", 18801, { budget: { dailyUsd: -1 } })), "openclaw:agents[0].budget.dailyUsd", /Too small|>0/i],
+    ["an egress rule with a path", () => withAgents(agent("bart", 18801, { egress: { allow: ["github.com/x"] } })), "openclaw:agents[0].egress.allow[0]", /not a host name/],
+    ["an egress rule with a bad port", () => withAgents(agent("bart", 18801, { egress: { allow: ["github.com:70000"] } })), "openclaw:agents[0].egress.allow[0]", /ports must be 1-65535/],
+    ["an egress rule that is an IP", () => withAgents(agent("bart", 18801, { egress: { allow: ["10.0.0.1"] } })), "openclaw:agents[0].egress.allow[0]", /not a host name/],
+    ["an egress mode that does not exist", () => withAgents(agent("bart", 18801, { egress: { mode: "allow-all" } })), "openclaw:agents[0].egress.mode", /enforce|report/],
+    ["a model of a disabled provider", () => ({ ...withAgents(agent("bart", 18801, { model: "openai/gpt-5" })), keyProxy: { providers: { anthropic: {} } } }), "openclaw:agents[0].model", /provider 'openai' is not enabled/],
+    ["a plain-http upstream", () => ({ ...base(), keyProxy: { providers: { anthropic: { baseUrl: "http://api.anthropic.com" } } } }), "openclaw:keyProxy.providers.anthropic.baseUrl", /https:\/\//],
+    ["a pinned subnet outside the pool", () => withAgents(agent("bart", 18801, { subnet: "10.200.0.0/28" })), "openclaw:agents[0].subnet", /outside the pool/],
+    ["two agents pinned to one subnet", () => withAgents(agent("bart", 18801, { subnet: "10.64.0.0/28" }), agent("lisa", 18802, { subnet: "10.64.0.0/28" })), "openclaw:agents[1].subnet", /collides with agent 'bart'/],
+    ["a monitoring host that is not ssh", () => ({ ...base(), monitoring: { host: "tcp://mon:2376" } }), "openclaw:monitoring.host", /ssh:\/\/user@host/],
+    ["a publish address that is not an address", () => ({ ...base(), network: { publishAddress: "localhost" } }), "openclaw:network.publishAddress", /IPv4 address/],
+])("parseStackConfig rejects %s", (_case, raw, key, message) => {
+    it(`naming ${key}`, () => {
+        const problems = problemsOf(raw());
+        const problem = problems.find((p) => p.startsWith(key));
+        expect(problem, problems.join("\n")).toBeDefined();
+        expect(problem).toMatch(message);
+    });
+});
+
+describe("egress rules", () => {
+    it.each<[string, ReturnType<typeof parseEgressRule>]>([
+        ["GitHub.com.", { host: "github.com" }],
+        ["*.NPMJS.org:443,80,443", { host: "*.npmjs.org", ports: [80, 443] }],
+        ["bücher.example", { host: "xn--bcher-kva.example" }],
+        ["*.*.example.com", "'*.*.example.com' is not a host name or *.suffix glob"],
+        ["exa mple.com", "must be host, *.suffix, or either with :port[,port]"],
+        ["user@example.com", "'user@example.com' is not a host name or *.suffix glob"],
+    ])("%s", (input, expected) => expect(parseEgressRule(input)).toEqual(expected));
+
+    it("canonicalises the way the gateway must", () => {
+        expect(canonicalHost("API.Example.COM.")).toBe("api.example.com");
+        expect(canonicalHost("localhost")).toBeUndefined();
+        expect(canonicalHost("-bad.example")).toBeUndefined();
+    });
+});
+
+describe("images", () => {
+    it.each([
+        ["ghcr.io/openclaw/openclaw:2026.11.1", true],
+        ["localhost:5000/openclaw", false],
+        ["localhost:5000/openclaw:1.2", true],
+        [`openclaw@sha256:${"a".repeat(64)}`, true],
+        ["openclaw:latest", false],
+    ])("%s pinned: %s", (reference, pinned) => expect(isPinnedImage(reference)).toBe(pinned));
+});
+
+describe("rawConfigFromPulumi", () => {
+    it("decodes structured values, keeps secrets and host URLs as strings, ignores other namespaces", () => {
+        expect(
+            rawConfigFromPulumi({
+                "openclaw:agents": '[{"name":"bart"}]',
+                "openclaw:anthropicApiKey": "12345",
+                "openclaw:dockerHost": "unix:///var/run/docker.sock",
+                "docker:host": "x",
+            }),
+        ).toEqual({ agents: [{ name: "bart" }], anthropicApiKey: "12345", dockerHost: "unix:///var/run/docker.sock" });
+    });
+});

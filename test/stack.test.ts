@@ -1,0 +1,197 @@
+import { beforeAll, describe, expect, it } from "vitest";
+import { parseStackConfig } from "../infra/config";
+import { agentNetworkAddresses } from "../infra/topology";
+import { FAKE_SECRETS, type RecordedResource, TYPES, byType, devConfig, isSecret, reveal, runProgram } from "./support/mockStack";
+
+const KEY_SHAPE = /sk-(ant-|proj-)?[A-Za-z0-9_-]{16,}/;
+
+let dev: RecordedResource[];
+beforeAll(async () => {
+    dev = await runProgram(devConfig());
+});
+
+const containers = () => byType(dev, TYPES.container);
+const allocated = parseStackConfig(devConfig()).agents;
+
+describe("every container (invariant 4)", () => {
+    it("exists for each agent", () => {
+        expect(containers().map((c) => c.inputs.name).sort()).toEqual(["openclaw-dev-agent-bart", "openclaw-dev-agent-lisa"]);
+    });
+
+    it.each(["openclaw-dev-agent-bart", "openclaw-dev-agent-lisa"])("%s is read-only, capability-free, unprivileged, non-root and limited", (name) => {
+        const c = reveal(containers().find((r) => r.inputs.name === name)!.inputs);
+        expect(c.readOnly).toBe(true);
+        expect(c.privileged).toBe(false);
+        expect(c.capabilities).toEqual({ drops: ["ALL"] });
+        expect(c.securityOpts).toContain("no-new-privileges:true");
+        expect(c.user).toMatch(/^[1-9]\d*:\d+$/);
+        expect(c.memory).toBeGreaterThan(0);
+        expect(c.memorySwap).toBe(c.memory);
+        expect(Number(c.cpus)).toBeGreaterThan(0);
+        expect(c.networkMode).toBeUndefined();
+        expect(c.pidMode).toBeUndefined();
+        expect(c.devices).toBeUndefined();
+        for (const v of c.volumes ?? []) {
+            expect(v.hostPath).toBeUndefined();
+            expect(v.volumeName).toBeTruthy();
+        }
+        expect(JSON.stringify(c)).not.toContain("docker.sock");
+        for (const options of Object.values<string>(c.tmpfs ?? {})) expect(options).toMatch(/noexec.*nosuid.*nodev/);
+        expect(c.healthcheck.tests.length).toBeGreaterThan(0);
+        expect(c.restart).toBe("unless-stopped");
+        expect(c.logOpts).toMatchObject({ "max-size": expect.any(String), "max-file": expect.any(String) });
+    });
+
+    it("has a pids limit applied by a command that targets it", () => {
+        const commands = byType(dev, TYPES.command);
+        for (const c of containers()) {
+            const agent = allocated.find((a) => c.inputs.name.endsWith(`-${a.name}`))!;
+            const command = commands.find((cmd) => cmd.inputs.create.endsWith(` ${c.name}-id`));
+            expect(command?.inputs.create).toBe(`docker update --pids-limit ${agent.resources.pids} ${c.name}-id`);
+        }
+        expect(commands).toHaveLength(containers().length);
+    });
+});
+
+describe("agent networks", () => {
+    it.each(allocated.map((a) => [a.name, a.subnet]))("%s: internal, its own subnet %s, bridge without a host address", (name, subnet) => {
+        const network = byType(dev, TYPES.network).find((n) => n.inputs.name === `openclaw-dev-net-agent-${name}`)!;
+        expect(network.inputs.internal).toBe(true);
+        expect(network.inputs.ipamConfigs).toEqual([{ subnet, gateway: agentNetworkAddresses(subnet).gateway }]);
+        expect(network.inputs.options).toMatchObject({ "com.docker.network.bridge.inhibit_ipv4": "true" });
+    });
+
+    it("each agent container sits on its own network only, at its fixed address, resolving through the sink", () => {
+        for (const agent of allocated) {
+            const c = containers().find((r) => r.inputs.name === `openclaw-dev-agent-${agent.name}`)!.inputs;
+            const addresses = agentNetworkAddresses(agent.subnet);
+            expect(c.networksAdvanced).toEqual([{ name: `openclaw-dev-net-agent-${agent.name}`, ipv4Address: addresses.agent }]);
+            expect(c.dns).toEqual([addresses.egressGateway]);
+        }
+    });
+
+    it("subnets differ between agents", () => {
+        const subnets = byType(dev, TYPES.network).map((n) => n.inputs.ipamConfigs[0].subnet);
+        expect(new Set(subnets).size).toBe(subnets.length);
+    });
+});
+
+describe("published ports (invariant 5)", () => {
+    it("bind 127.0.0.1 by default", () => {
+        const ports = containers().flatMap((c) => c.inputs.ports ?? []);
+        expect(ports.map((p: any) => [p.ip, p.external]).sort()).toEqual([
+            ["127.0.0.1", 18801],
+            ["127.0.0.1", 18802],
+        ]);
+    });
+
+    it("bind another address only when the stack opts in", async () => {
+        const resources = await runProgram({ ...devConfig(), network: { publishAddress: "10.9.8.7" } });
+        const ips = byType(resources, TYPES.container).flatMap((c) => c.inputs.ports.map((p: any) => p.ip));
+        expect(new Set(ips)).toEqual(new Set(["10.9.8.7"]));
+    });
+});
+
+describe("agent wiring", () => {
+    it("points both providers at KeyProxy on the agent's own network, with the agent's credential as key", () => {
+        for (const agent of allocated) {
+            const c = containers().find((r) => r.inputs.name === `openclaw-dev-agent-${agent.name}`)!.inputs;
+            const { keyProxy, egressGateway } = agentNetworkAddresses(agent.subnet);
+            const envs: string[] = reveal(c.envs);
+            const credential = envs.find((e) => e.startsWith("ANTHROPIC_API_KEY="))!.split("=")[1];
+            expect(credential).toMatch(/^ocp_[A-Za-z0-9]{48}$/);
+            expect(envs).toEqual(
+                expect.arrayContaining([
+                    `ANTHROPIC_BASE_URL=http://${keyProxy}:8080/anthropic`,
+                    `OPENAI_BASE_URL=http://${keyProxy}:8080/openai/v1`,
+                    `OPENAI_API_KEY=${credential}`,
+                    `HTTPS_PROXY=http://${egressGateway}:3128`,
+                ]),
+            );
+            const upload = reveal(c.uploads)[0];
+            const config = JSON.parse(upload.content);
+            expect(config.models.providers.anthropic).toMatchObject({ baseUrl: `http://${keyProxy}:8080/anthropic`, apiKey: credential });
+            expect(config.models.providers.openai).toMatchObject({ baseUrl: `http://${keyProxy}:8080/openai/v1`, apiKey: credential });
+            expect(config.gateway).toMatchObject({ bind: "lan", port: 18789, auth: { mode: "token" } });
+            expect(config.agents.defaults.model.primary).toBe(agent.model);
+        }
+    });
+
+    it("keeps credentials secret in the container's inputs", () => {
+        for (const c of containers()) {
+            expect(isSecret(c.inputs.envs)).toBe(true);
+            const uploads = c.inputs.uploads;
+            expect(isSecret(uploads) || isSecret(uploads[0]) || isSecret(uploads[0].content)).toBe(true);
+        }
+    });
+
+    it("gives each agent a different credential", () => {
+        const credentials = containers().map((c) => reveal(c.inputs.envs).find((e: string) => e.startsWith("ANTHROPIC_API_KEY=")));
+        expect(new Set(credentials).size).toBe(2);
+    });
+});
+
+describe("no real key reaches an agent (invariant 1)", () => {
+    it("no input of any agent resource holds a real key, by value or by shape", () => {
+        const agentResources = dev.filter((r) => r.type !== "pulumi:providers:docker");
+        expect(agentResources.length).toBeGreaterThan(10);
+        const text = JSON.stringify(agentResources.map((r) => reveal(r.inputs)));
+        for (const secret of Object.values(FAKE_SECRETS)) expect(text).not.toContain(secret);
+        expect(text).not.toMatch(KEY_SHAPE);
+    });
+});
+
+describe("bad config (invariant 9)", () => {
+    it("fails before any resource is declared, naming the key", async () => {
+        const raw = devConfig();
+        (raw.agents as any[])[1].name = "Lisa";
+        const resources: RecordedResource[] = [];
+        await expect(runProgram(raw).then((r) => resources.push(...r))).rejects.toThrow(/openclaw:agents\[1\]\.name: must be a DNS label/);
+        expect(resources).toEqual([]);
+    });
+
+    it("reports every problem at once", async () => {
+        const raw = { ...devConfig(), anthropicApiKey: undefined, network: { addressPool: "172.18.0.0/16" } };
+        await expect(runProgram(raw)).rejects.toThrow(/openclaw:network\.addressPool[\s\S]*openclaw:anthropicApiKey|openclaw:anthropicApiKey[\s\S]*openclaw:network\.addressPool/);
+    });
+});
+
+function inputsByName(resources: RecordedResource[]) {
+    return new Map(resources.map((r) => [`${r.type}::${r.name}`, reveal(r.inputs)]));
+}
+
+describe("changing one agent changes no other (invariant 8)", () => {
+    it("adding a third agent adds only its resources and leaves every existing input identical", async () => {
+        const raw = devConfig();
+        (raw.agents as any[]).push({ name: "homer", image: "ghcr.io/openclaw/openclaw:2026.11.1", dashboardPort: 18803, budget: { dailyUsd: 1 } });
+        const grown = await runProgram(raw);
+        const before = inputsByName(dev);
+        const after = inputsByName(grown);
+        for (const [key, inputs] of before) expect(after.get(key), key).toEqual(inputs);
+        const added = [...after.keys()].filter((key) => !before.has(key));
+        expect(added.length).toBeGreaterThan(0);
+        for (const key of added) expect(key).toMatch(/::agent-homer(-|$)/);
+    });
+
+    it("removing an agent removes only its resources", async () => {
+        const raw = devConfig();
+        raw.agents = (raw.agents as any[]).filter((a) => a.name !== "bart");
+        const shrunk = inputsByName(await runProgram(raw));
+        const before = inputsByName(dev);
+        for (const [key, inputs] of shrunk) expect(before.get(key), key).toEqual(inputs);
+        const removed = [...before.keys()].filter((key) => !shrunk.has(key));
+        for (const key of removed) expect(key).toMatch(/::agent-bart(-|$)/);
+    });
+
+    it("bumping one agent's credential epoch changes only that agent's credential and its dependents", async () => {
+        const raw = devConfig();
+        (raw.agents as any[])[0].credentialEpoch = 2;
+        const rotated = inputsByName(await runProgram(raw));
+        const before = inputsByName(dev);
+        const changed = [...before.keys()].filter((key) => JSON.stringify(before.get(key)) !== JSON.stringify(rotated.get(key)));
+        expect(changed.sort()).toEqual([
+            `${TYPES.container}::agent-bart-container`,
+            `${TYPES.password}::agent-bart-credential`,
+        ]);
+    });
+});
