@@ -1,0 +1,67 @@
+import { readFileSync } from "node:fs";
+import { z } from "zod";
+import { type AgentEntry, PROVIDERS, type Provider } from "./policy";
+import { AGENT_NAME } from "./registry";
+
+/** One agent's registry entry, as the deployment writes it. */
+export const agentEntrySchema: z.ZodType<AgentEntry> = z.strictObject({
+    name: z.string().regex(AGENT_NAME),
+    credentialSha256: z.string().regex(/^[0-9a-f]{64}$/),
+    subnet: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/),
+});
+
+const listen = z.strictObject({ host: z.string().min(1), port: z.number().int().min(0).max(65535) });
+
+export const runtimeConfigSchema = z.strictObject({
+    listen: listen.default({ host: "0.0.0.0", port: 8080 }),
+    /** Metrics and /healthz: addresses agents cannot reach (loopback, the uplink address). */
+    admin: z.array(listen).min(1).default([{ host: "127.0.0.1", port: 9464 }]),
+    upstreams: z.strictObject({
+        anthropic: z.strictObject({ baseUrl: z.string().url() }).optional(),
+        openai: z.strictObject({ baseUrl: z.string().url() }).optional(),
+    }),
+    /** PEM of an extra CA to trust besides the system roots (tests, private mirrors). */
+    extraCaFile: z.string().optional(),
+    registryDir: z.string().default("/var/lib/keyproxy/agents"),
+    limits: z
+        .strictObject({
+            maxBodyBytes: z.number().int().positive().default(64 * 1024 * 1024),
+            maxHeaderBytes: z.number().int().positive().default(64 * 1024),
+            maxConcurrentPerAgent: z.number().int().positive().default(32),
+            connectTimeoutMs: z.number().int().positive().default(10_000),
+            /** Time to the upstream's response headers (time to first byte). */
+            headersTimeoutMs: z.number().int().positive().default(600_000),
+            /** Longest silence between two upstream body chunks. */
+            bodyIdleTimeoutMs: z.number().int().positive().default(600_000),
+        })
+        .prefault({}),
+    drainSeconds: z.number().positive().default(30),
+});
+
+export type RuntimeConfig = z.output<typeof runtimeConfigSchema>;
+
+export interface LoadedConfig {
+    config: RuntimeConfig;
+    keys: Partial<Record<Provider, string>>;
+    extraCa?: string;
+}
+
+export const KEY_ENV: Record<Provider, string> = { anthropic: "KEYPROXY_KEY_ANTHROPIC", openai: "KEYPROXY_KEY_OPENAI" };
+
+/**
+ * Reads KEYPROXY_CONFIG (JSON) and the real keys from the environment, then removes the keys from
+ * process.env so nothing later (an error dump, a child process) can see them.
+ */
+export function loadConfigFromEnv(env: NodeJS.ProcessEnv = process.env): LoadedConfig {
+    const config = runtimeConfigSchema.parse(JSON.parse(env.KEYPROXY_CONFIG ?? "{}"));
+    const keys: Partial<Record<Provider, string>> = {};
+    for (const provider of PROVIDERS) {
+        const value = env[KEY_ENV[provider]];
+        delete env[KEY_ENV[provider]];
+        if (config.upstreams[provider] === undefined) continue;
+        if (!value) throw new Error(`${KEY_ENV[provider]} is not set but upstreams.${provider} is configured`);
+        keys[provider] = value;
+    }
+    if (Object.keys(keys).length === 0) throw new Error("no upstream configured");
+    return { config, keys, extraCa: config.extraCaFile ? readFileSync(config.extraCaFile, "utf8") : undefined };
+}

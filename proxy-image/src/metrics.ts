@@ -1,0 +1,33 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+export function keyProxyMetrics() {
+    const registry = new Registry();
+    collectDefaultMetrics({ register: registry, prefix: "keyproxy_" });
+    const labelNames = ["agent", "provider"] as const;
+    return {
+        registry,
+        requests: new Counter({ name: "keyproxy_requests_total", help: "Requests by agent, provider and status class", labelNames: [...labelNames, "status"], registers: [registry] }),
+        refusals: new Counter({ name: "keyproxy_refusals_total", help: "Requests refused or dropped by the proxy, by reason", labelNames: [...labelNames, "reason"], registers: [registry] }),
+        upstreamErrors: new Counter({ name: "keyproxy_upstream_errors_total", help: "Upstream failures by kind", labelNames: [...labelNames, "kind"], registers: [registry] }),
+        duration: new Histogram({
+            name: "keyproxy_request_duration_seconds",
+            help: "Whole request duration, including streaming",
+            labelNames,
+            buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
+            registers: [registry],
+        }),
+        ttfb: new Histogram({
+            name: "keyproxy_upstream_ttfb_seconds",
+            help: "Time to the upstream's response headers",
+            labelNames,
+            buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+            registers: [registry],
+        }),
+        activeStreams: new Gauge({ name: "keyproxy_active_streams", help: "Requests in flight", labelNames, registers: [registry] }),
+        bytesIn: new Counter({ name: "keyproxy_request_bytes_total", help: "Request body bytes sent upstream", labelNames, registers: [registry] }),
+        bytesOut: new Counter({ name: "keyproxy_response_bytes_total", help: "Response body bytes sent to agents", labelNames, registers: [registry] }),
+        registeredAgents: new Gauge({ name: "keyproxy_registered_agents", help: "Agents in the registry", registers: [registry] }),
+    };
+}
+
+export type KeyProxyMetrics = ReturnType<typeof keyProxyMetrics>;

@@ -1,0 +1,283 @@
+// The transport around the policy core: an HTTP server that streams each request to its fixed upstream.
+import { once } from "node:events";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { Transform } from "node:stream";
+import { rootCertificates } from "node:tls";
+import { Pool, errors as undiciErrors } from "undici";
+import type { LoadedConfig } from "./config";
+import type { Logger } from "./log";
+import { type KeyProxyMetrics, keyProxyMetrics } from "./metrics";
+import {
+    type AgentEntry,
+    type ErrorKind,
+    type Provider,
+    authenticate,
+    clientResponseHeaders,
+    decideRoute,
+    presentedCredential,
+    providerError,
+    scrubSecrets,
+    upstreamRequestHeaders,
+} from "./policy";
+
+/** Upstream error bodies are small; past this much the rest is cut before scrubbing. */
+const MAX_ERROR_BODY_BYTES = 1024 * 1024;
+
+interface Upstream {
+    pool: Pool;
+    basePath: string;
+    key: string;
+}
+
+class BodyTooLarge extends Error {}
+
+export class KeyProxyServer {
+    readonly metrics: KeyProxyMetrics = keyProxyMetrics();
+    private readonly server: http.Server;
+    private readonly adminServers: http.Server[] = [];
+    private readonly upstreams: Partial<Record<Provider, Upstream>> = {};
+    private agentsByDigest = new Map<string, AgentEntry>();
+    private readonly activeByAgent = new Map<string, number>();
+    private readonly secrets: string[];
+    private inFlight = 0;
+    private draining = false;
+    private closed = false;
+
+    constructor(
+        private readonly loaded: LoadedConfig,
+        private readonly log: Logger,
+    ) {
+        const { config, keys, extraCa } = loaded;
+        const ca = extraCa ? [...rootCertificates, extraCa] : undefined;
+        for (const [provider, upstream] of Object.entries(config.upstreams) as [Provider, { baseUrl: string }][]) {
+            const url = new URL(upstream.baseUrl);
+            this.upstreams[provider] = {
+                pool: new Pool(url.origin, {
+                    connections: 512,
+                    keepAliveTimeout: 30_000,
+                    headersTimeout: config.limits.headersTimeoutMs,
+                    bodyTimeout: config.limits.bodyIdleTimeoutMs,
+                    connect: { ca, timeout: config.limits.connectTimeoutMs, rejectUnauthorized: true },
+                }),
+                basePath: url.pathname.replace(/\/$/, ""),
+                key: keys[provider]!,
+            };
+        }
+        this.secrets = Object.values(keys);
+        this.server = http.createServer(
+            { maxHeaderSize: config.limits.maxHeaderBytes, noDelay: true, keepAliveTimeout: 65_000, headersTimeout: 30_000, requestTimeout: 0 },
+            (req, res) => void this.handle(req, res),
+        );
+        // CONNECT and upgrades are not proxy business: close the connection, say nothing (nginx's 444).
+        this.server.on("connect", (req, socket) => this.drop(req, socket, "method"));
+        this.server.on("upgrade", (req, socket) => this.drop(req, socket, "upgrade"));
+        this.server.on("clientError", (error, socket) => {
+            const code = (error as NodeJS.ErrnoException).code;
+            if (code === "HPE_HEADER_OVERFLOW" && socket.writable) {
+                socket.end("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+            } else {
+                socket.destroy();
+            }
+            this.metrics.refusals.inc({ agent: "unknown", provider: "none", reason: code === "HPE_HEADER_OVERFLOW" ? "header_size" : "malformed" });
+            this.log("refused", { reason: code === "HPE_HEADER_OVERFLOW" ? "header_size" : "malformed" });
+        });
+    }
+
+    setAgents(entries: readonly AgentEntry[]) {
+        this.agentsByDigest = new Map(entries.map((e) => [e.credentialSha256, e]));
+        this.metrics.registeredAgents.set(entries.length);
+    }
+
+    async listen(): Promise<{ port: number; adminPorts: number[] }> {
+        const { config } = this.loaded;
+        this.server.listen(config.listen.port, config.listen.host);
+        await once(this.server, "listening");
+        for (const admin of config.admin) {
+            const server = http.createServer((req, res) => void this.handleAdmin(req, res));
+            server.listen(admin.port, admin.host);
+            await once(server, "listening");
+            this.adminServers.push(server);
+        }
+        const port = (this.server.address() as AddressInfo).port;
+        const adminPorts = this.adminServers.map((s) => (s.address() as AddressInfo).port);
+        this.log("listening", { port, admin: adminPorts.join(",") });
+        return { port, adminPorts };
+    }
+
+    /** Stops accepting, lets in-flight requests finish until the deadline, then cuts what is left. */
+    async drain(deadlineMs = this.loaded.config.drainSeconds * 1000): Promise<void> {
+        this.draining = true;
+        this.log("draining", { in_flight: this.inFlight, deadline_ms: deadlineMs });
+        const closed = new Promise((resolve) => this.server.close(resolve));
+        this.server.closeIdleConnections();
+        const deadline = Date.now() + deadlineMs;
+        while (this.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        const cut = this.inFlight;
+        this.server.closeAllConnections();
+        await closed;
+        await this.close();
+        this.log("drained", { cut_streams: cut });
+    }
+
+    async close(): Promise<void> {
+        if (this.closed) return;
+        this.closed = true;
+        this.server.closeAllConnections();
+        if (this.server.listening) await new Promise((r) => this.server.close(r));
+        for (const server of this.adminServers) {
+            server.closeAllConnections();
+            if (server.listening) await new Promise((r) => server.close(r));
+        }
+        await Promise.all(Object.values(this.upstreams).map((u) => u.pool.close()));
+    }
+
+    private drop(req: http.IncomingMessage, socket: { destroy(): void }, reason: string) {
+        this.metrics.refusals.inc({ agent: "unknown", provider: "none", reason });
+        this.log("dropped", { reason, method: req.method?.slice(0, 16) ?? null, remote: req.socket.remoteAddress ?? null });
+        socket.destroy();
+    }
+
+    private async handleAdmin(req: http.IncomingMessage, res: http.ServerResponse) {
+        if (req.method === "GET" && req.url === "/healthz") {
+            res.writeHead(this.draining ? 503 : 200, { "content-type": "application/json" }).end(JSON.stringify({ ok: !this.draining }));
+        } else if (req.method === "GET" && req.url === "/metrics") {
+            res.writeHead(200, { "content-type": this.metrics.registry.contentType }).end(await this.metrics.registry.metrics());
+        } else {
+            res.writeHead(404).end();
+        }
+    }
+
+    private respondError(res: http.ServerResponse, provider: Provider, kind: ErrorKind, close = false) {
+        const { status, body } = providerError(provider, kind);
+        res.writeHead(status, {
+            "content-type": "application/json",
+            "content-length": Buffer.byteLength(body),
+            ...(close ? { connection: "close" } : {}),
+        });
+        res.end(body);
+        return status;
+    }
+
+    private async handle(req: http.IncomingMessage, res: http.ServerResponse) {
+        const started = performance.now();
+        const decision = decideRoute(req.method ?? "", req.url ?? "");
+        if (decision.action === "drop") return this.drop(req, req.socket, decision.reason);
+        const { provider } = decision;
+        const upstream = this.upstreams[provider];
+        if (!upstream) return this.drop(req, req.socket, "provider_disabled");
+
+        const auth = authenticate(presentedCredential(req.headers, provider), req.socket.remoteAddress, this.agentsByDigest);
+        const access = { agent: auth.ok ? auth.agent.name : "unknown", provider, method: req.method!, route: decision.route };
+        const labels = { agent: access.agent, provider };
+        const finish = (status: number, extra: Record<string, string | number | null> = {}) => {
+            const seconds = (performance.now() - started) / 1000;
+            this.metrics.requests.inc({ ...labels, status: `${Math.floor(status / 100)}xx` });
+            this.metrics.duration.observe(labels, seconds);
+            this.log("request", { ...access, status, duration_ms: Math.round(seconds * 1000), ...extra });
+        };
+        const refuse = (kind: ErrorKind, reason: string) => {
+            this.metrics.refusals.inc({ ...labels, reason });
+            // The request body is not read: close the connection rather than leave it half-consumed.
+            finish(this.respondError(res, provider, kind, true), { reason });
+        };
+
+        if (!auth.ok) return refuse("authentication", auth.reason);
+        const declaredLength = Number(req.headers["content-length"] ?? 0);
+        const { limits } = this.loaded.config;
+        if (declaredLength > limits.maxBodyBytes) return refuse("too_large", "body_size");
+        const active = this.activeByAgent.get(auth.agent.name) ?? 0;
+        if (active >= limits.maxConcurrentPerAgent) return refuse("rate_limited", "concurrency");
+
+        this.activeByAgent.set(auth.agent.name, active + 1);
+        this.inFlight++;
+        this.metrics.activeStreams.inc(labels);
+        const abort = new AbortController();
+        res.on("close", () => {
+            if (!res.writableFinished) abort.abort(new Error("client closed"));
+        });
+        let bytesIn = 0;
+        let bytesOut = 0;
+        let status = 0;
+        let outcome = "ok";
+        try {
+            const hasBody = req.method === "POST" || declaredLength > 0 || req.headers["transfer-encoding"] !== undefined;
+            const body = hasBody
+                ? req.pipe(
+                      new Transform({
+                          transform(chunk: Buffer, _enc, done) {
+                              bytesIn += chunk.length;
+                              done(bytesIn > limits.maxBodyBytes ? new BodyTooLarge() : null, chunk);
+                          },
+                      }),
+                  )
+                : null;
+            const response = await upstream.pool.request({
+                method: req.method as "GET" | "POST" | "DELETE",
+                path: upstream.basePath + decision.upstreamPath,
+                headers: upstreamRequestHeaders(req.headers, provider, upstream.key),
+                body,
+                signal: abort.signal,
+            });
+            this.metrics.ttfb.observe(labels, (performance.now() - started) / 1000);
+            status = response.statusCode;
+            const headers = clientResponseHeaders(response.headers);
+            if (status >= 400) {
+                const text = scrubSecrets(await readLimited(response.body, MAX_ERROR_BODY_BYTES), this.secrets);
+                delete headers["content-length"];
+                res.writeHead(status, { ...headers, "content-length": Buffer.byteLength(text) });
+                res.end(text);
+                bytesOut = Buffer.byteLength(text);
+            } else {
+                res.writeHead(status, headers);
+                res.flushHeaders();
+                for await (const chunk of response.body) {
+                    bytesOut += chunk.length;
+                    if (!res.write(chunk)) await waitForDrain(res, abort.signal);
+                }
+                res.end();
+            }
+        } catch (error) {
+            outcome = classify(error, abort.signal.aborted);
+            this.metrics.upstreamErrors.inc({ ...labels, kind: outcome });
+            if (outcome === "client_abort") {
+                // Nothing to tell: the agent is gone, and the upstream request was cancelled with it.
+            } else if (!res.headersSent) {
+                status = this.respondError(res, provider, outcome === "body_size" ? "too_large" : outcome === "timeout" ? "timeout" : "upstream", true);
+            } else {
+                // Mid-stream failure: cut the connection so the agent's SDK sees a truncated stream, not a finished one.
+                res.destroy();
+            }
+        } finally {
+            this.inFlight--;
+            this.activeByAgent.set(auth.agent.name, (this.activeByAgent.get(auth.agent.name) ?? 1) - 1);
+            this.metrics.activeStreams.dec(labels);
+            this.metrics.bytesIn.inc(labels, bytesIn);
+            this.metrics.bytesOut.inc(labels, bytesOut);
+            finish(status, { bytes_in: bytesIn, bytes_out: bytesOut, outcome });
+        }
+    }
+}
+
+function classify(error: unknown, clientAborted: boolean): string {
+    if (clientAborted) return "client_abort";
+    if (error instanceof BodyTooLarge || (error as { cause?: unknown }).cause instanceof BodyTooLarge) return "body_size";
+    if (error instanceof undiciErrors.HeadersTimeoutError || error instanceof undiciErrors.BodyTimeoutError) return "timeout";
+    if (error instanceof undiciErrors.ConnectTimeoutError) return "timeout";
+    return "upstream_error";
+}
+
+async function readLimited(body: AsyncIterable<Buffer>, limit: number): Promise<string> {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const chunk of body) {
+        if (size < limit) chunks.push(chunk.subarray(0, limit - size));
+        size += chunk.length;
+    }
+    return Buffer.concat(chunks).toString("utf8");
+}
+
+async function waitForDrain(res: http.ServerResponse, signal: AbortSignal): Promise<void> {
+    if (signal.aborted) throw signal.reason;
+    await once(res, "drain", { signal });
+}

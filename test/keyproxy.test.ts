@@ -1,0 +1,420 @@
+// KeyProxy over real sockets on loopback, against a mock HTTPS upstream.
+import { once } from "node:events";
+import http from "node:http";
+import net from "node:net";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { credentialDigest } from "../proxy-image/src/policy";
+import { removeEntry, watchEntries, writeEntry } from "../proxy-image/src/registry";
+import { agentEntrySchema } from "../proxy-image/src/config";
+import { jsonLogger } from "../proxy-image/src/log";
+import { AGENTS, REAL_KEYS, type RunningProxy, TOKENS, anthropicHeaders, openaiHeaders, send, startKeyProxy } from "./support/keyProxyHarness";
+import { MockUpstream, anthropicStream } from "./support/mockUpstream";
+
+const upstream = new MockUpstream();
+const proxies: RunningProxy[] = [];
+/** Everything an agent or an operator could see: response heads and bodies, log lines, metrics. */
+const observed: string[] = [];
+
+async function proxy(overrides: Record<string, unknown> = {}, trustTestCa = true) {
+    const running = await startKeyProxy(upstream, overrides, trustTestCa);
+    proxies.push(running);
+    return running;
+}
+
+async function call(port: number, request: Parameters<typeof send>[1]) {
+    const response = await send(port, request);
+    observed.push(JSON.stringify(response.headers), response.body);
+    return response;
+}
+
+/** Sends a raw request and resolves with every byte the proxy answered before closing. */
+function raw(port: number, text: string): Promise<string> {
+    return new Promise((resolve) => {
+        const socket = net.connect(port, "127.0.0.1", () => socket.write(text));
+        const chunks: Buffer[] = [];
+        socket.on("data", (c) => chunks.push(c));
+        socket.on("close", () => resolve(Buffer.concat(chunks).toString("utf8")));
+        socket.on("error", () => undefined);
+    });
+}
+
+let main: RunningProxy;
+beforeAll(async () => {
+    await upstream.start();
+    main = await proxy();
+});
+afterEach(() => {
+    upstream.handler = undefined;
+});
+afterAll(async () => {
+    for (const p of proxies) {
+        observed.push(...p.logs, await p.server.metrics.registry.metrics());
+        await p.server.close();
+    }
+    await upstream.stop();
+    // Invariant 6: no real key and no agent token ever reaches a response, a log line or a metric.
+    const everything = observed.join("\n");
+    expect(everything.length).toBeGreaterThan(1000);
+    for (const secret of [...Object.values(REAL_KEYS), ...Object.values(TOKENS)]) expect(everything).not.toContain(secret);
+    expect(everything).not.toMatch(/sk-(ant|proj)-[A-Za-z0-9]{8}/);
+});
+
+describe("forwarding", () => {
+    it("sends Anthropic requests upstream with the real key injected and the agent's stripped", async () => {
+        upstream.received.length = 0;
+        const res = await call(main.port, {
+            path: "/anthropic/v1/messages",
+            headers: { ...anthropicHeaders(), "x-forwarded-for": "10.9.9.9", connection: "x-hop", "x-hop": "1", cookie: "c=1" },
+            body: JSON.stringify({ model: "claude-sonnet-4-5", max_tokens: 10, messages: [] }),
+        });
+        expect(res.status).toBe(200);
+        expect(JSON.parse(res.body).content[0].text).toBe("Hello");
+        const seen = upstream.received[0];
+        expect(seen.path).toBe("/v1/messages");
+        expect(seen.servername).toBe("localhost");
+        expect(seen.headers["x-api-key"]).toBe(REAL_KEYS.anthropic);
+        expect(seen.headers.authorization).toBeUndefined();
+        expect(seen.headers.host).toBe(`localhost:${upstream.port}`);
+        expect(seen.headers["anthropic-version"]).toBe("2023-06-01");
+        for (const stripped of ["x-forwarded-for", "x-hop", "cookie"]) expect(seen.headers[stripped]).toBeUndefined();
+        expect(JSON.stringify(seen.headers)).not.toContain(TOKENS.bart);
+        expect(JSON.stringify(seen.headers)).not.toContain("127.0.0.1");
+    });
+
+    it("sends OpenAI requests with the real bearer key, query intact", async () => {
+        upstream.received.length = 0;
+        const res = await call(main.port, { method: "GET", path: "/openai/v1/models?limit=2", headers: openaiHeaders() });
+        expect(res.status).toBe(200);
+        expect(res.headers["set-cookie"]).toBeUndefined();
+        expect(upstream.received[0]).toMatchObject({ method: "GET", path: "/v1/models?limit=2" });
+        expect(upstream.received[0].headers.authorization).toBe(`Bearer ${REAL_KEYS.openai}`);
+    });
+
+    it("uses the configured base URL's path, never the Host header", async () => {
+        const mirrored = await proxy({ upstreams: { anthropic: { baseUrl: `${upstream.baseUrl}/mirror` }, openai: { baseUrl: upstream.baseUrl } } });
+        upstream.received.length = 0;
+        await call(mirrored.port, { path: "/anthropic/v1/messages", headers: { ...anthropicHeaders(), host: "evil.example" }, body: "{}" });
+        expect(upstream.received[0].path).toBe("/mirror/v1/messages");
+        expect(upstream.received[0].headers.host).toBe(`localhost:${upstream.port}`);
+    });
+
+    it("verifies upstream TLS: without the test CA the upstream is refused (502)", async () => {
+        const untrusting = await proxy({}, false);
+        const res = await call(untrusting.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: "{}" });
+        expect(res.status).toBe(502);
+        expect(JSON.parse(res.body)).toEqual({ type: "error", error: { type: "api_error", message: "upstream unavailable" } });
+    });
+});
+
+describe("refusals", () => {
+    it.each([
+        "PUT /anthropic/v1/messages HTTP/1.1",
+        "TRACE /anthropic/v1/messages HTTP/1.1",
+        "CONNECT api.anthropic.com:443 HTTP/1.1",
+        "POST http://api.anthropic.com/v1/messages HTTP/1.1",
+        "POST /anthropic/../openai/v1/chat/completions HTTP/1.1",
+        "POST /anthropic/%2e%2e/openai/v1 HTTP/1.1",
+        "POST /anthropic/v1%2fmessages HTTP/1.1",
+        "POST /gemini/v1/models HTTP/1.1",
+        "GET /metrics HTTP/1.1",
+        "GET /healthz HTTP/1.1",
+    ])("%s: connection closed with no response", async (line) => {
+        const answer = await raw(main.port, `${line}\r\nHost: key-proxy\r\nx-api-key: ${TOKENS.bart}\r\nContent-Length: 0\r\n\r\n`);
+        expect(answer).toBe("");
+    });
+
+    it("logs each drop with its reason", () => {
+        const drops = main.logs.map((l) => JSON.parse(l)).filter((l) => l.event === "dropped");
+        expect(drops.map((d) => d.reason)).toEqual(expect.arrayContaining(["method", "target_form", "path_traversal", "path_encoding", "unknown_route"]));
+    });
+
+    it.each<[string, Record<string, string>, string]>([
+        ["no credential (Anthropic)", { "content-type": "application/json" }, "anthropic"],
+        ["an unknown credential (Anthropic)", anthropicHeaders("ocp_notanagentnotanagentnotanagent"), "anthropic"],
+        ["the credential in the wrong header (OpenAI)", anthropicHeaders(), "openai"],
+        ["an unknown credential (OpenAI)", openaiHeaders("ocp_notanagentnotanagent"), "openai"],
+        ["lisa's credential from outside lisa's network", anthropicHeaders(TOKENS.lisa), "anthropic"],
+    ])("401 for %s, in the provider's shape, echoing nothing", async (_case, headers, provider) => {
+        upstream.received.length = 0;
+        const path = provider === "anthropic" ? "/anthropic/v1/messages" : "/openai/v1/chat/completions";
+        const res = await call(main.port, { path, headers, body: "{}" });
+        expect(res.status).toBe(401);
+        const body = JSON.parse(res.body);
+        if (provider === "anthropic") expect(body).toEqual({ type: "error", error: { type: "authentication_error", message: "invalid credential" } });
+        else expect(body.error).toMatchObject({ type: "invalid_request_error", code: "invalid_api_key" });
+        expect(res.body).not.toContain("ocp_");
+        expect(upstream.received).toHaveLength(0);
+    });
+
+    it("refuses lisa's credential as wrong_network in the log", () => {
+        const refusals = main.logs.map((l) => JSON.parse(l)).filter((l) => l.event === "request" && l.status === 401);
+        expect(refusals.map((r) => r.reason)).toEqual(expect.arrayContaining(["missing", "unknown", "wrong_network"]));
+    });
+});
+
+describe("registry", () => {
+    it("accepts a newly registered agent and refuses it once unregistered, without a restart", async () => {
+        const p = await proxy();
+        const token = "ocp_homerhomerhomerhomerhomerhomerhomerhomer";
+        const stop = watchEntries(p.config.registryDir, agentEntrySchema, jsonLogger("test", () => undefined), (entries) => p.server.setAgents(entries), 50);
+        const ask = () => call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(token), body: "{}" }).then((r) => r.status);
+        expect(await ask()).toBe(401);
+        writeEntry(p.config.registryDir, "homer", { name: "homer", credentialSha256: credentialDigest(token), subnet: "127.0.0.0/8" });
+        await expect.poll(ask, { timeout: 3000, interval: 50 }).toBe(200);
+        removeEntry(p.config.registryDir, "homer");
+        await expect.poll(ask, { timeout: 3000, interval: 50 }).toBe(401);
+        stop();
+    });
+
+    it("rejects names that could escape the directory", () => {
+        expect(() => writeEntry("/tmp", "../etc", {})).toThrow(/not an agent name/);
+        expect(() => removeEntry("/tmp", "a/b")).toThrow(/not an agent name/);
+    });
+});
+
+describe("streaming", () => {
+    it("delivers each upstream chunk to the client before the upstream writes the next", async () => {
+        const events = anthropicStream();
+        const received: { index: number; delayMs: number }[] = [];
+        const waiters = events.map(() => Promise.withResolvers<void>());
+        upstream.handler = async (_req, res) => {
+            res.writeHead(200, { "content-type": "text/event-stream" });
+            for (const [index, event] of events.entries()) {
+                res.write(event.replace("\n\n", `\nid: ${index}:${performance.timeOrigin + performance.now()}\n\n`));
+                // The next chunk is written only once the client has this one: a buffering proxy never gets here.
+                await Promise.race([waiters[index].promise, new Promise((_, reject) => setTimeout(() => reject(new Error(`chunk ${index} never reached the client`)), 5000))]);
+            }
+            res.end();
+        };
+        await new Promise<void>((resolve, reject) => {
+            const req = http.request({ host: "127.0.0.1", port: main.port, method: "POST", path: "/anthropic/v1/messages", headers: anthropicHeaders(), agent: false }, (res) => {
+                let buffer = "";
+                res.on("data", (chunk) => {
+                    const now = performance.timeOrigin + performance.now();
+                    buffer += chunk.toString();
+                    for (const match of buffer.matchAll(/id: (\d+):([\d.]+)/g)) {
+                        const index = Number(match[1]);
+                        if (received.some((r) => r.index === index)) continue;
+                        received.push({ index, delayMs: now - Number(match[2]) });
+                        waiters[index].resolve();
+                    }
+                });
+                res.on("end", resolve);
+                res.on("error", reject);
+            });
+            req.end(JSON.stringify({ stream: true }));
+        });
+        expect(received.map((r) => r.index)).toEqual(events.map((_, i) => i));
+        console.log(`chunk delays through the proxy (ms): ${received.map((r) => r.delayMs.toFixed(2)).join(", ")}`);
+    });
+
+    it("cancels the upstream request when the client goes away", async () => {
+        const upstreamClosed = Promise.withResolvers<number>();
+        const firstChunk = Promise.withResolvers<void>();
+        upstream.handler = (_req, res) => {
+            res.writeHead(200, { "content-type": "text/event-stream" });
+            res.write(anthropicStream()[0]);
+            const timer = setInterval(() => res.write(": keep-alive\n\n"), 200);
+            res.on("close", () => {
+                clearInterval(timer);
+                upstreamClosed.resolve(performance.now());
+            });
+        };
+        const req = http.request({ host: "127.0.0.1", port: main.port, method: "POST", path: "/anthropic/v1/messages", headers: anthropicHeaders(), agent: false }, (res) => {
+            res.once("data", () => firstChunk.resolve());
+        });
+        req.on("error", () => undefined);
+        req.end("{}");
+        await firstChunk.promise;
+        const abortedAt = performance.now();
+        req.destroy();
+        const closedAt = await Promise.race([upstreamClosed.promise, new Promise<number>((_, reject) => setTimeout(() => reject(new Error("upstream still open 3 s after the client left")), 3000))]);
+        expect(closedAt).toBeGreaterThanOrEqual(abortedAt);
+        await expect.poll(() => main.logs.some((l) => l.includes('"outcome":"client_abort"'))).toBe(true);
+    });
+
+    it("cuts the client connection when the upstream resets mid-stream, and keeps serving", async () => {
+        upstream.handler = (req, res) => {
+            res.writeHead(200, { "content-type": "text/event-stream" });
+            res.write(anthropicStream()[0], () => setTimeout(() => req.socket.destroy(), 50));
+        };
+        const outcome = await new Promise<string>((resolve) => {
+            const req = http.request({ host: "127.0.0.1", port: main.port, method: "POST", path: "/anthropic/v1/messages", headers: anthropicHeaders(), agent: false }, (res) => {
+                res.on("data", () => undefined);
+                res.on("end", () => resolve("ended"));
+                res.on("aborted", () => resolve("aborted"));
+                res.on("error", () => resolve("aborted"));
+            });
+            req.on("error", () => resolve("aborted"));
+            req.end("{}");
+        });
+        expect(outcome).toBe("aborted");
+        upstream.handler = undefined;
+        expect((await call(main.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: "{}" })).status).toBe(200);
+    });
+
+    it("honours backpressure: a slow reader holds the upstream back instead of filling memory", async () => {
+        const chunk = "x".repeat(64 * 1024);
+        let written = 0;
+        const upstreamDone = Promise.withResolvers<void>();
+        upstream.handler = async (_req, res) => {
+            res.writeHead(200, { "content-type": "application/octet-stream" });
+            for (let i = 0; i < 400; i++) {
+                written++;
+                if (!res.write(chunk)) await once(res, "drain");
+            }
+            res.end();
+            upstreamDone.resolve();
+        };
+        let readBytes = 0;
+        const paused = Promise.withResolvers<http.IncomingMessage>();
+        const req = http.request({ host: "127.0.0.1", port: main.port, method: "GET", path: "/anthropic/v1/files/big", headers: anthropicHeaders(), agent: false }, (res) => {
+            res.once("data", (c: Buffer) => {
+                readBytes += c.length;
+                res.pause();
+                paused.resolve(res);
+            });
+        });
+        req.end();
+        const res = await paused.promise;
+        await new Promise((r) => setTimeout(r, 300));
+        // 400 x 64 KiB = 25 MiB; with a paused reader only socket buffers' worth may be in flight.
+        expect(written).toBeLessThan(200);
+        res.on("data", (c: Buffer) => (readBytes += c.length));
+        res.resume();
+        await upstreamDone.promise;
+        await once(res, "end");
+        expect(readBytes).toBe(400 * chunk.length);
+    });
+});
+
+describe("timeouts and limits", () => {
+    const delayedHeaders = (ms: number) => (_req: http.IncomingMessage, res: http.ServerResponse) => {
+        setTimeout(() => res.writeHead(200, { "content-type": "application/json" }).end("{}"), ms);
+    };
+
+    it("waits for a slow first byte within the configured time, and answers 504 past it", async () => {
+        const p = await proxy({ limits: { headersTimeoutMs: 400 } });
+        upstream.handler = delayedHeaders(100);
+        expect((await call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: "{}" })).status).toBe(200);
+        upstream.handler = delayedHeaders(900);
+        const res = await call(p.port, { path: "/openai/v1/chat/completions", headers: openaiHeaders(), body: "{}" });
+        expect(res.status).toBe(504);
+        expect(JSON.parse(res.body).error).toMatchObject({ type: "server_error", code: "timeout" });
+    });
+
+    it("survives idle gaps shorter than the idle timeout", async () => {
+        const p = await proxy({ limits: { bodyIdleTimeoutMs: 600 } });
+        upstream.handler = async (_req, res) => {
+            res.writeHead(200, { "content-type": "text/event-stream" });
+            for (const event of anthropicStream()) {
+                res.write(event);
+                await new Promise((r) => setTimeout(r, 150));
+            }
+            res.end();
+        };
+        const res = await call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: "{}" });
+        expect(res.body).toContain("message_stop");
+    });
+
+    it("defaults allow a time to first byte and idle gaps of ten minutes", async () => {
+        expect(main.config.limits.headersTimeoutMs).toBeGreaterThanOrEqual(600_000);
+        expect(main.config.limits.bodyIdleTimeoutMs).toBeGreaterThanOrEqual(600_000);
+    });
+
+    it("answers 413 for a declared body over the limit, and for a chunked one that grows past it", async () => {
+        const p = await proxy({ limits: { maxBodyBytes: 1000 } });
+        const declared = await call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: "x".repeat(2000) });
+        expect(declared.status).toBe(413);
+        expect(JSON.parse(declared.body).error.type).toBe("request_too_large");
+        const chunked = await new Promise<number>((resolve, reject) => {
+            const req = http.request({ host: "127.0.0.1", port: p.port, method: "POST", path: "/openai/v1/chat/completions", headers: openaiHeaders(), agent: false }, (res) => {
+                res.resume();
+                resolve(res.statusCode!);
+            });
+            req.on("error", reject);
+            for (let i = 0; i < 10; i++) req.write("y".repeat(300));
+            req.end();
+        });
+        expect(chunked).toBe(413);
+    });
+
+    it("answers 431 for headers over the limit", async () => {
+        const p = await proxy({ limits: { maxHeaderBytes: 4096 } });
+        const answer = await raw(p.port, `POST /anthropic/v1/messages HTTP/1.1\r\nHost: x\r\nx-big: ${"a".repeat(8000)}\r\n\r\n`);
+        expect(answer).toMatch(/^HTTP\/1\.1 431/);
+    });
+
+    it("answers 429 past the concurrent streams allowed per agent", async () => {
+        const p = await proxy({ limits: { maxConcurrentPerAgent: 2 } });
+        const release = Promise.withResolvers<void>();
+        upstream.handler = async (_req, res) => {
+            await release.promise;
+            res.writeHead(200).end("{}");
+        };
+        const held = [0, 1].map(() => call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: "{}" }));
+        await expect.poll(() => upstream.received.length >= 2).toBe(true);
+        const third = await call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: "{}" });
+        expect(third.status).toBe(429);
+        expect(JSON.parse(third.body).error.type).toBe("rate_limit_error");
+        release.resolve();
+        expect((await Promise.all(held)).map((r) => r.status)).toEqual([200, 200]);
+    });
+});
+
+describe("upstream errors", () => {
+    it("pass through with their status, scrubbed of anything key-shaped", async () => {
+        upstream.handler = (_req, res) => {
+            res.writeHead(401, { "content-type": "application/json" });
+            res.end(JSON.stringify({ error: { message: `Incorrect API key provided: sk-proj-REAL****************BBBB. Full: ${REAL_KEYS.openai}`, type: "invalid_request_error" } }));
+        };
+        const res = await call(main.port, { path: "/openai/v1/chat/completions", headers: openaiHeaders(), body: "{}" });
+        expect(res.status).toBe(401);
+        const message = JSON.parse(res.body).error.message;
+        expect(message).toBe("Incorrect API key provided: [redacted]. Full: [redacted]");
+        expect(Number(res.headers["content-length"])).toBe(Buffer.byteLength(res.body));
+    });
+});
+
+describe("operations", () => {
+    it("serves metrics and health on the admin listener only", async () => {
+        const metrics = await (await fetch(`http://127.0.0.1:${main.adminPort}/metrics`)).text();
+        expect(metrics).toMatch(/keyproxy_requests_total\{agent="bart",provider="anthropic",status="2xx"\} \d+/);
+        expect(metrics).toMatch(/keyproxy_refusals_total\{agent="unknown",provider="anthropic",reason="missing"\} \d+/);
+        expect(metrics).toContain("keyproxy_request_duration_seconds_bucket");
+        expect(metrics).toContain("keyproxy_active_streams");
+        expect(metrics).toMatch(/keyproxy_registered_agents 2/);
+        expect((await fetch(`http://127.0.0.1:${main.adminPort}/healthz`)).status).toBe(200);
+    });
+
+    it("writes one JSON access line per request, with agent, provider, route, status, duration and bytes", () => {
+        const line = main.logs.map((l) => JSON.parse(l)).find((l) => l.event === "request" && l.status === 200 && l.route === "/v1/messages");
+        expect(line).toMatchObject({ service: "key-proxy", agent: "bart", provider: "anthropic", method: "POST", route: "/v1/messages", status: 200 });
+        expect(line.duration_ms).toBeGreaterThanOrEqual(0);
+        expect(line.bytes_out).toBeGreaterThan(0);
+    });
+
+    it("on drain stops accepting and lets in-flight streams finish", async () => {
+        const p = await proxy();
+        const release = Promise.withResolvers<void>();
+        upstream.handler = async (_req, res) => {
+            res.writeHead(200, { "content-type": "text/event-stream" });
+            res.write(anthropicStream()[0]);
+            await release.promise;
+            res.end(anthropicStream()[6]);
+        };
+        upstream.received.length = 0;
+        const inFlight = call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: "{}" });
+        await expect.poll(() => upstream.received.length).toBe(1);
+        const drained = p.server.drain(5000);
+        await expect(send(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: "{}" })).rejects.toThrow(/ECONNREFUSED/);
+        release.resolve();
+        const res = await inFlight;
+        expect(res.status).toBe(200);
+        expect(res.body).toContain("message_stop");
+        await drained;
+        expect(p.logs.map((l) => JSON.parse(l)).find((l) => l.event === "drained")).toMatchObject({ cut_streams: 0 });
+    });
+});
+
+it("has the agents the harness registered", () => expect(AGENTS.map((a) => a.name)).toEqual(["bart", "lisa"]));

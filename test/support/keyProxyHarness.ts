@@ -1,0 +1,75 @@
+import { mkdtempSync } from "node:fs";
+import http from "node:http";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { type RuntimeConfig, runtimeConfigSchema } from "../../proxy-image/src/config";
+import { jsonLogger } from "../../proxy-image/src/log";
+import { type AgentEntry, credentialDigest } from "../../proxy-image/src/policy";
+import { KeyProxyServer } from "../../proxy-image/src/server";
+import type { MockUpstream } from "./mockUpstream";
+import { testPki } from "./tls";
+
+export const REAL_KEYS = {
+    anthropic: "sk-ant-api03-REALREALREALREALREALREALREALREALREALREAL-AAAA",
+    openai: "sk-proj-REALREALREALREALREALREALREALREALREALREAL-BBBB",
+};
+export const TOKENS = { bart: "ocp_bartbartbartbartbartbartbartbartbartbartbartbart", lisa: "ocp_lisalisalisalisalisalisalisalisalisalisalisalisa" };
+
+/** bart's network is loopback, so the tests' requests come from it; lisa's is elsewhere. */
+export const AGENTS: AgentEntry[] = [
+    { name: "bart", credentialSha256: credentialDigest(TOKENS.bart), subnet: "127.0.0.0/8" },
+    { name: "lisa", credentialSha256: credentialDigest(TOKENS.lisa), subnet: "10.64.0.0/28" },
+];
+
+export interface RunningProxy {
+    server: KeyProxyServer;
+    port: number;
+    adminPort: number;
+    logs: string[];
+    config: RuntimeConfig;
+}
+
+export async function startKeyProxy(upstream: MockUpstream, overrides: Record<string, unknown> = {}, trustTestCa = true): Promise<RunningProxy> {
+    const logs: string[] = [];
+    const config = runtimeConfigSchema.parse({
+        listen: { host: "127.0.0.1", port: 0 },
+        admin: [{ host: "127.0.0.1", port: 0 }],
+        upstreams: { anthropic: { baseUrl: upstream.baseUrl }, openai: { baseUrl: upstream.baseUrl } },
+        registryDir: mkdtempSync(path.join(tmpdir(), "keyproxy-registry-")),
+        ...overrides,
+    });
+    const server = new KeyProxyServer({ config, keys: { ...REAL_KEYS }, extraCa: trustTestCa ? testPki().ca : undefined }, jsonLogger("key-proxy", (l) => logs.push(l)));
+    server.setAgents(AGENTS);
+    const { port, adminPorts } = await server.listen();
+    return { server, port, adminPort: adminPorts[0], logs, config };
+}
+
+export interface ClientResponse {
+    status: number;
+    headers: http.IncomingHttpHeaders;
+    body: string;
+}
+
+export interface ClientRequest {
+    method?: string;
+    path: string;
+    headers?: Record<string, string>;
+    body?: string;
+}
+
+/** One request on its own connection. Rejects with the socket error when the proxy closes without answering. */
+export function send(port: number, { method = "POST", path: target, headers = {}, body }: ClientRequest): Promise<ClientResponse> {
+    return new Promise((resolve, reject) => {
+        const req = http.request({ host: "127.0.0.1", port, method, path: target, headers, agent: false }, (res) => {
+            const chunks: Buffer[] = [];
+            res.on("data", (c) => chunks.push(c));
+            res.on("end", () => resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") }));
+            res.on("error", reject);
+        });
+        req.on("error", reject);
+        req.end(body);
+    });
+}
+
+export const anthropicHeaders = (token = TOKENS.bart) => ({ "x-api-key": token, "content-type": "application/json", "anthropic-version": "2023-06-01" });
+export const openaiHeaders = (token = TOKENS.bart) => ({ authorization: `Bearer ${token}`, "content-type": "application/json" });

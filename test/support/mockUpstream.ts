@@ -1,0 +1,103 @@
+// A mock HTTPS upstream that behaves like the Anthropic Messages and OpenAI Chat Completions APIs,
+// records what it receives, and lets a test take over any request.
+import { once } from "node:events";
+import https from "node:https";
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { testPki } from "./tls";
+
+export interface ReceivedRequest {
+    method: string;
+    path: string;
+    headers: IncomingHttpHeaders;
+    body: string;
+    servername: string | undefined;
+}
+
+export type Handler = (req: IncomingMessage, res: ServerResponse, body: string) => void | Promise<void>;
+
+export function sse(event: string, data: unknown): string {
+    return `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+}
+
+export const anthropicStream = (model = "claude-sonnet-4-5") => [
+    sse("message_start", { type: "message_start", message: { id: "msg_1", model, usage: { input_tokens: 12, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 1 } } }),
+    sse("content_block_start", { type: "content_block_start", index: 0, content_block: { type: "text", text: "" } }),
+    sse("content_block_delta", { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: "Hello" } }),
+    sse("content_block_delta", { type: "content_block_delta", index: 0, delta: { type: "text_delta", text: " world" } }),
+    sse("content_block_stop", { type: "content_block_stop", index: 0 }),
+    sse("message_delta", { type: "message_delta", delta: { stop_reason: "end_turn" }, usage: { output_tokens: 5 } }),
+    sse("message_stop", { type: "message_stop" }),
+];
+
+export const openaiStream = (model = "gpt-5.1") => [
+    `data: ${JSON.stringify({ id: "c1", object: "chat.completion.chunk", model, choices: [{ index: 0, delta: { role: "assistant", content: "" } }] })}\n\n`,
+    `data: ${JSON.stringify({ id: "c1", object: "chat.completion.chunk", model, choices: [{ index: 0, delta: { content: "Hello" } }] })}\n\n`,
+    `data: ${JSON.stringify({ id: "c1", object: "chat.completion.chunk", model, choices: [{ index: 0, delta: {}, finish_reason: "stop" }] })}\n\n`,
+    "data: [DONE]\n\n",
+];
+
+function defaultHandler(req: IncomingMessage, res: ServerResponse, body: string) {
+    const json = body ? JSON.parse(body) : {};
+    if (req.url === "/v1/messages" && req.method === "POST") {
+        if (json.stream) {
+            res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+            for (const event of anthropicStream(json.model)) res.write(event);
+            return void res.end();
+        }
+        res.writeHead(200, { "content-type": "application/json" });
+        return void res.end(JSON.stringify({ id: "msg_1", type: "message", model: json.model, content: [{ type: "text", text: "Hello" }], usage: { input_tokens: 12, output_tokens: 5 } }));
+    }
+    if (req.url === "/v1/chat/completions" && req.method === "POST") {
+        if (json.stream) {
+            res.writeHead(200, { "content-type": "text/event-stream" });
+            for (const event of openaiStream(json.model)) res.write(event);
+            return void res.end();
+        }
+        res.writeHead(200, { "content-type": "application/json" });
+        return void res.end(JSON.stringify({ id: "c1", object: "chat.completion", model: json.model, choices: [{ index: 0, message: { role: "assistant", content: "Hello" } }], usage: { prompt_tokens: 9, completion_tokens: 3, total_tokens: 12 } }));
+    }
+    if (req.url?.split("?")[0] === "/v1/models" && req.method === "GET") {
+        res.writeHead(200, { "content-type": "application/json", "set-cookie": "tracking=1" });
+        return void res.end(JSON.stringify({ data: [{ id: "m" }] }));
+    }
+    res.writeHead(404, { "content-type": "application/json" });
+    res.end(JSON.stringify({ error: { message: `no route ${req.method} ${req.url}` } }));
+}
+
+export class MockUpstream {
+    readonly received: ReceivedRequest[] = [];
+    /** Replaces the default API behaviour for the next requests until reset. */
+    handler: Handler | undefined;
+    private server: https.Server;
+    port = 0;
+
+    constructor() {
+        const { cert, key } = testPki();
+        this.server = https.createServer({ cert, key }, (req, res) => void this.serve(req, res));
+    }
+
+    get baseUrl() {
+        return `https://localhost:${this.port}`;
+    }
+
+    async start(): Promise<this> {
+        this.server.listen(0, "127.0.0.1");
+        await once(this.server, "listening");
+        this.port = (this.server.address() as AddressInfo).port;
+        return this;
+    }
+
+    async stop() {
+        this.server.closeAllConnections();
+        await new Promise((r) => this.server.close(r));
+    }
+
+    private async serve(req: IncomingMessage, res: ServerResponse) {
+        const chunks: Buffer[] = [];
+        for await (const chunk of req) chunks.push(chunk as Buffer);
+        const body = Buffer.concat(chunks).toString("utf8");
+        this.received.push({ method: req.method!, path: req.url!, headers: req.headers, body, servername: (req.socket as { servername?: string }).servername });
+        await (this.handler ?? defaultHandler)(req, res, body);
+    }
+}

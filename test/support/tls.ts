@@ -1,0 +1,28 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+
+export interface TestPki {
+    dir: string;
+    caFile: string;
+    ca: string;
+    cert: string;
+    key: string;
+}
+
+let cached: TestPki | undefined;
+
+/** A throwaway CA and a server certificate for localhost / 127.0.0.1, made with openssl once per process. */
+export function testPki(): TestPki {
+    if (cached) return cached;
+    const dir = mkdtempSync(path.join(tmpdir(), "openclaw-pki-"));
+    const run = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=openclaw test CA", "-keyout", "ca.key", "-out", "ca.pem", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign");
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr");
+    writeFileSync(path.join(dir, "ext.cnf"), "subjectAltName=DNS:localhost,DNS:api.anthropic.com,DNS:api.openai.com,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-out", "server.pem", "-extfile", "ext.cnf");
+    const read = (file: string) => readFileSync(path.join(dir, file), "utf8");
+    cached = { dir, caFile: path.join(dir, "ca.pem"), ca: read("ca.pem"), cert: read("server.pem"), key: read("server.key") };
+    return cached;
+}
