@@ -17,3 +17,4 @@ function loadConfig() {
 const outputs = defineStack(loadConfig(), pulumi.getStack());
 
 export const agents = outputs.agents;
+export const keyProxy = outputs.keyProxy;

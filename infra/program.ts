@@ -1,21 +1,29 @@
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { AgentSandbox } from "../components/agentSandbox";
-import type { StackConfig } from "./config";
-import { PORTS, agentNetworkAddresses } from "./topology";
+import { KeyProxy } from "../components/keyProxy";
+import { PROVIDERS, PROVIDER_KEY_CONFIG, type ProviderId, type StackConfig } from "./config";
+import { LABELS, PORTS, agentNetworkAddresses, dockerNames } from "./topology";
 
 export interface StackOutputs {
     agents: Record<string, { network: pulumi.Output<string>; subnet: string; container: pulumi.Output<string>; dashboardUrl: string }>;
+    keyProxy: { container: string };
 }
 
 /** Declares the whole stack from validated config. Config errors were raised before this runs. */
 export function defineStack(config: StackConfig, stack: string): StackOutputs {
     const agentsHost = new docker.Provider("agents-host", { host: config.dockerHost });
+    const onAgentsHost = { providers: { docker: agentsHost } };
 
-    const agents: StackOutputs["agents"] = {};
-    for (const agent of config.agents) {
+    const uplink = new docker.Network(
+        "uplink",
+        { name: dockerNames.uplinkNetwork(stack), driver: "bridge", labels: [{ label: LABELS.stack, value: stack }] },
+        { provider: agentsHost },
+    );
+
+    const sandboxes = config.agents.map((agent) => {
         const addresses = agentNetworkAddresses(agent.subnet);
-        const sandbox = new AgentSandbox(
+        return new AgentSandbox(
             `agent-${agent.name}`,
             {
                 stack,
@@ -26,14 +34,42 @@ export function defineStack(config: StackConfig, stack: string): StackOutputs {
                 egressGateway: { address: addresses.egressGateway, port: PORTS.egressProxy },
                 dnsServer: addresses.egressGateway,
             },
-            { providers: { docker: agentsHost } },
+            onAgentsHost,
         );
-        agents[agent.name] = {
+    });
+
+    const upstreamKeys: Partial<Record<ProviderId, pulumi.Output<string>>> = {};
+    for (const id of PROVIDERS) {
+        const key = config[PROVIDER_KEY_CONFIG[id]];
+        if (config.keyProxy.providers[id] !== undefined && key !== undefined) upstreamKeys[id] = pulumi.secret(key);
+    }
+    const keyProxy = new KeyProxy(
+        "key-proxy",
+        {
+            stack,
+            config: config.keyProxy,
+            upstreamKeys,
+            uplinkNetwork: uplink.name,
+            dockerHost: config.dockerHost,
+            agents: sandboxes.map((sandbox) => ({
+                name: sandbox.agentName,
+                network: sandbox.network.name,
+                subnet: sandbox.subnet,
+                address: sandbox.addresses.keyProxy,
+                credential: sandbox.credential,
+            })),
+        },
+        onAgentsHost,
+    );
+
+    const agents: StackOutputs["agents"] = {};
+    for (const sandbox of sandboxes) {
+        agents[sandbox.agentName] = {
             network: sandbox.network.name,
             subnet: sandbox.subnet,
             container: sandbox.container.name,
             dashboardUrl: sandbox.dashboardUrl,
         };
     }
-    return { agents };
+    return { agents, keyProxy: { container: keyProxy.containerName } };
 }

@@ -53,10 +53,19 @@ export const ALIASES = {
 
 /** Docker object names: one scheme, so operators and tools can find things without guessing. */
 export const dockerNames = {
+    uplinkNetwork: (stack: string) => `openclaw-${stack}-uplink`,
+    keyProxyContainer: (stack: string) => `openclaw-${stack}-key-proxy`,
+    keyProxyVolume: (stack: string) => `openclaw-${stack}-key-proxy-data`,
     agentNetwork: (stack: string, agent: string) => `openclaw-${stack}-net-agent-${agent}`,
     agentContainer: (stack: string, agent: string) => `openclaw-${stack}-agent-${agent}`,
     agentStateVolume: (stack: string, agent: string) => `openclaw-${stack}-agent-${agent}-state`,
 };
+
+/** Where KeyProxy keeps its registry (and ledger) inside its container: a named volume. */
+export const KEY_PROXY_DATA_DIR = "/var/lib/keyproxy";
+/** How our service images start node (distroless layout; the local test base copies it). */
+export const SERVICE_NODE = "/nodejs/bin/node";
+export const KEY_PROXY_ENTRY = "/app/keyproxy.cjs";
 
 /** Labels set on every container, so tools find agents from labels, never from guessed names. */
 export const LABELS = {

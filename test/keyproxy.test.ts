@@ -90,6 +90,13 @@ describe("forwarding", () => {
         expect(upstream.received[0].headers.authorization).toBe(`Bearer ${REAL_KEYS.openai}`);
     });
 
+    it("reuses pooled keep-alive connections to the upstream", async () => {
+        const p = await proxy();
+        const before = upstream.tlsConnections;
+        for (let i = 0; i < 5; i++) expect((await call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: "{}" })).status).toBe(200);
+        expect(upstream.tlsConnections - before).toBe(1);
+    });
+
     it("uses the configured base URL's path, never the Host header", async () => {
         const mirrored = await proxy({ upstreams: { anthropic: { baseUrl: `${upstream.baseUrl}/mirror` }, openai: { baseUrl: upstream.baseUrl } } });
         upstream.received.length = 0;

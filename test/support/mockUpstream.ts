@@ -69,12 +69,15 @@ export class MockUpstream {
     readonly received: ReceivedRequest[] = [];
     /** Replaces the default API behaviour for the next requests until reset. */
     handler: Handler | undefined;
+    /** TLS connections accepted so far: keep-alive reuse shows as requests outnumbering these. */
+    tlsConnections = 0;
     private server: https.Server;
     port = 0;
 
     constructor() {
         const { cert, key } = testPki();
         this.server = https.createServer({ cert, key }, (req, res) => void this.serve(req, res));
+        this.server.on("secureConnection", () => this.tlsConnections++);
     }
 
     get baseUrl() {

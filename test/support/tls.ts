@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
@@ -22,6 +22,9 @@ export function testPki(): TestPki {
     run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr");
     writeFileSync(path.join(dir, "ext.cnf"), "subjectAltName=DNS:localhost,DNS:api.anthropic.com,DNS:api.openai.com,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-out", "server.pem", "-extfile", "ext.cnf");
+    // Containers running as a non-root user read the CA from here.
+    chmodSync(dir, 0o755);
+    chmodSync(path.join(dir, "ca.pem"), 0o644);
     const read = (file: string) => readFileSync(path.join(dir, file), "utf8");
     cached = { dir, caFile: path.join(dir, "ca.pem"), ca: read("ca.pem"), cert: read("server.pem"), key: read("server.key") };
     return cached;

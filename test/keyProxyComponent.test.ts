@@ -1,0 +1,83 @@
+import { createHash } from "node:crypto";
+import { beforeAll, describe, expect, it } from "vitest";
+import { keyProxyRuntimeConfig } from "../components/keyProxy";
+import { parseStackConfig } from "../infra/config";
+import { agentNetworkAddresses } from "../infra/topology";
+import { type RecordedResource, TYPES, byType, devConfig, isSecret, reveal, runProgram } from "./support/mockStack";
+
+let dev: RecordedResource[];
+beforeAll(async () => {
+    dev = await runProgram(devConfig());
+});
+
+const find = (resources: RecordedResource[], type: string, name: string) => resources.find((r) => r.type === type && r.name === name)!;
+const agents = parseStackConfig(devConfig()).agents;
+
+describe("the KeyProxy container", () => {
+    it("sits on the uplink only, publishes nothing, keeps its registry on a named volume", () => {
+        const c = reveal(find(dev, TYPES.container, "key-proxy-container").inputs);
+        expect(c.networksAdvanced).toEqual([{ name: "openclaw-dev-uplink" }]);
+        expect(c.ports).toBeUndefined();
+        expect(c.volumes).toEqual([{ volumeName: "openclaw-dev-key-proxy-data", containerPath: "/var/lib/keyproxy", readOnly: false }]);
+        expect(c.healthcheck.tests).toEqual(["CMD", "/nodejs/bin/node", "/app/keyproxy.cjs", "healthcheck"]);
+        expect(c.stopTimeout).toBeGreaterThan(30);
+        const uplink = find(dev, TYPES.network, "uplink").inputs;
+        expect(uplink.internal).toBeFalsy();
+    });
+
+    it("gets its upstreams from config, and its metrics listener only on loopback", () => {
+        const config = parseStackConfig({ ...devConfig(), keyProxy: { providers: { anthropic: { baseUrl: "https://mirror.example/anthropic" } } }, openaiApiKey: undefined, agents: [(devConfig().agents as any[])[0]] });
+        expect(keyProxyRuntimeConfig(config.keyProxy)).toMatchObject({
+            listen: { host: "0.0.0.0", port: 8080 },
+            admin: [{ host: "127.0.0.1", port: 9464 }],
+            upstreams: { anthropic: { baseUrl: "https://mirror.example/anthropic" } },
+        });
+        expect(keyProxyRuntimeConfig(config.keyProxy).upstreams).not.toHaveProperty("openai");
+    });
+});
+
+describe.each(agents.map((a) => [a.name, a] as const))("agent %s and KeyProxy", (name, agent) => {
+    it("attaches the running proxy to the agent's network at the address the agent is configured with", () => {
+        const attach = find(dev, TYPES.command, `key-proxy-attach-${name}`).inputs;
+        const { keyProxy } = agentNetworkAddresses(agent.subnet);
+        expect(attach.create).toContain(`docker network connect --ip ${keyProxy} --alias key-proxy openclaw-dev-net-agent-${name} openclaw-dev-key-proxy`);
+        expect(attach.delete).toBe(`docker network disconnect --force openclaw-dev-net-agent-${name} openclaw-dev-key-proxy >/dev/null 2>&1 || true`);
+        expect(attach.triggers).toEqual(["key-proxy-container-id"]);
+        expect(attach.environment).toEqual({ DOCKER_HOST: "unix:///var/run/docker.sock" });
+        const envs: string[] = reveal(find(dev, TYPES.container, `agent-${name}-container`).inputs.envs);
+        expect(envs).toContain(`ANTHROPIC_BASE_URL=http://${keyProxy}:8080/anthropic`);
+    });
+
+    it("registers the digest of the agent's credential, bound to the agent's subnet, never the credential", () => {
+        const register = find(dev, TYPES.command, `key-proxy-register-${name}`).inputs;
+        expect(register.create).toBe("docker exec -i openclaw-dev-key-proxy /nodejs/bin/node /app/keyproxy.cjs register");
+        expect(register.update).toBe(register.create);
+        expect(register.delete).toBe(`docker exec openclaw-dev-key-proxy /nodejs/bin/node /app/keyproxy.cjs unregister ${name}`);
+        expect(isSecret(register.stdin)).toBe(true);
+        const envs: string[] = reveal(find(dev, TYPES.container, `agent-${name}-container`).inputs.envs);
+        const credential = envs.find((e) => e.startsWith("ANTHROPIC_API_KEY="))!.split("=")[1];
+        expect(JSON.parse(reveal(register.stdin))).toEqual({
+            name,
+            credentialSha256: createHash("sha256").update(credential).digest("hex"),
+            subnet: agent.subnet,
+        });
+        expect(reveal(register.stdin)).not.toContain(credential);
+    });
+});
+
+describe("upstream key rotation", () => {
+    it("a new key and epoch change the KeyProxy container and nothing else", async () => {
+        const raw = { ...devConfig(), anthropicApiKey: "sk-ant-api03-ROTATEDROTATEDROTATEDROTATED-test", keyProxy: { providers: { anthropic: { keyEpoch: 2 }, openai: {} } } };
+        const rotated = await runProgram(raw);
+        const key = (r: RecordedResource) => `${r.type}::${r.name}`;
+        const before = new Map(dev.map((r) => [key(r), JSON.stringify(reveal(r.inputs))]));
+        const changed = rotated.filter((r) => before.get(key(r)) !== JSON.stringify(reveal(r.inputs))).map(key);
+        expect(changed).toEqual([`${TYPES.container}::key-proxy-container`]);
+        const labels = find(rotated, TYPES.container, "key-proxy-container").inputs.labels;
+        expect(labels).toContainEqual({ label: "openclaw.key-epoch.anthropic", value: "2" });
+    });
+});
+
+it("declares exactly one KeyProxy component", () => {
+    expect(byType(dev, "openclaw:index:KeyProxy").map((r) => r.name)).toEqual(["key-proxy"]);
+});
