@@ -1,5 +1,6 @@
 // Runs the Pulumi CLI against this project with a local file backend and a passphrase it manages, so a
-// fresh machine needs no Pulumi Cloud account.  Usage: node scripts/pulumi.mts <up|preview|destroy> [--stack dev] [pulumi args...]
+// fresh machine needs no Pulumi Cloud account. `up` first builds the service images (--skip-build to not).
+// Usage: node scripts/pulumi.mts <up|preview|destroy|refresh> [--stack dev] [--skip-build] [pulumi args...]
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
@@ -51,6 +52,14 @@ for (const [key, variable] of Object.entries(SECRET_ENV)) {
         if (pulumi(["config", "set", "--secret", key, "--stack", stack], value).status !== 0) fail(`could not store ${key}`);
         console.log(`stored ${key} from ${variable} as an encrypted secret of stack ${stack}`);
     }
+}
+
+// The service images are built where the stack's Docker host can use them (DOCKER_HOST, as for every command here).
+const skipBuild = rest.indexOf("--skip-build");
+if (skipBuild >= 0) rest.splice(skipBuild, 1);
+else if (verb === "up") {
+    const build = spawnSync(process.execPath, [path.join(ROOT, "scripts", "images.mts"), "build"], { env, stdio: "inherit" });
+    if (build.status !== 0) fail("building the service images failed (see above); --skip-build deploys with images already present");
 }
 
 const result = pulumi([verb, "--stack", stack, ...rest]);
