@@ -1,6 +1,6 @@
-import { domainToASCII } from "node:url";
 import ipaddr from "ipaddr.js";
 import { z } from "zod";
+import { canonicalHost } from "../runtime/hostnames";
 import { DOCKER_DEFAULT_POOLS, PRIVATE_RANGES, allocateSubnets, contains, overlaps, parseBlock, slotCount } from "./subnets";
 import { MAX_AGENT_PREFIX, MIN_AGENT_PREFIX } from "./topology";
 
@@ -20,7 +20,6 @@ export const PROVIDER_KEY_CONFIG: Record<ProviderId, "anthropicApiKey" | "openai
 };
 
 const DNS_LABEL = /^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$/;
-const HOST_LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
 
 const dnsLabel = z
     .string()
@@ -61,20 +60,6 @@ export interface EgressRule {
     host: string;
     /** Allowed ports; undefined means the egress default ports. */
     ports?: number[];
-}
-
-/** Canonicalises a host name as the gateway will: case, trailing dot, IDN to punycode. */
-export function canonicalHost(input: string): string | undefined {
-    const wildcard = input.startsWith("*.");
-    const bare = (wildcard ? input.slice(2) : input).replace(/\.$/, "");
-    // domainToASCII parses a URL host: it would cut "a.com/x" to "a.com" and turn "0x7f.1" into an address.
-    if (!/^[\p{L}\p{N}.-]+$/u.test(bare)) return undefined;
-    const ascii = domainToASCII(bare.toLowerCase());
-    if (ascii === "" || ascii.length > 253) return undefined;
-    const labels = ascii.split(".");
-    if (labels.length < 2 || !labels.every((label) => HOST_LABEL.test(label))) return undefined;
-    if (/^\d+$/.test(labels[labels.length - 1])) return undefined; // an IP literal, not a name
-    return (wildcard ? "*." : "") + ascii;
 }
 
 export function parseEgressRule(rule: string): EgressRule | string {

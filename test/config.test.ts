@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, canonicalHost, isPinnedImage, parseEgressRule, parseStackConfig, rawConfigFromPulumi } from "../infra/config";
+import { canonicalHost } from "../runtime/hostnames";
+import { ConfigError, isPinnedImage, parseEgressRule, parseStackConfig, rawConfigFromPulumi } from "../infra/config";
 import { devConfig } from "./support/mockStack";
 
 type Raw = Record<string, any>;
@@ -91,6 +92,8 @@ describe("egress rules", () => {
         ["*.*.example.com", "'*.*.example.com' is not a host name or *.suffix glob"],
         ["exa mple.com", "must be host, *.suffix, or either with :port[,port]"],
         ["user@example.com", "'user@example.com' is not a host name or *.suffix glob"],
+        ["0x7f.1", "'0x7f.1' is not a host name or *.suffix glob"],
+        ["github.com/x", "'github.com/x' is not a host name or *.suffix glob"],
     ])("%s", (input, expected) => expect(parseEgressRule(input)).toEqual(expected));
 
     it("canonicalises the way the gateway must", () => {

@@ -4,9 +4,9 @@ import http from "node:http";
 import net from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { credentialDigest } from "../proxy-image/src/policy";
-import { removeEntry, watchEntries, writeEntry } from "../proxy-image/src/registry";
+import { removeEntry, watchEntries, writeEntry } from "../runtime/registry";
 import { agentEntrySchema } from "../proxy-image/src/config";
-import { jsonLogger } from "../proxy-image/src/log";
+import { jsonLogger } from "../runtime/log";
 import { AGENTS, REAL_KEYS, type RunningProxy, TOKENS, anthropicHeaders, openaiHeaders, send, startKeyProxy } from "./support/keyProxyHarness";
 import { MockUpstream, anthropicStream } from "./support/mockUpstream";
 

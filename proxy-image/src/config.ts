@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { type AgentEntry, PROVIDERS, type Provider } from "./policy";
-import { AGENT_NAME } from "./registry";
+import { AGENT_NAME } from "../../runtime/registry";
 
 /** One agent's registry entry, as the deployment writes it. */
 export const agentEntrySchema: z.ZodType<AgentEntry> = z.strictObject({

@@ -1,9 +1,9 @@
 // KeyProxy's command line: `serve` (default), `register` (entry JSON on stdin), `unregister <agent>`, `healthcheck`.
 import { readFileSync } from "node:fs";
-import http from "node:http";
+import { probeHealth } from "../../runtime/admin";
 import { agentEntrySchema, loadConfigFromEnv, runtimeConfigSchema } from "./config";
-import { jsonLogger } from "./log";
-import { removeEntry, watchEntries, writeEntry } from "./registry";
+import { jsonLogger } from "../../runtime/log";
+import { removeEntry, watchEntries, writeEntry } from "../../runtime/registry";
 import { KeyProxyServer } from "./server";
 
 const log = jsonLogger("key-proxy");
@@ -30,13 +30,7 @@ async function serve() {
 
 async function healthcheck() {
     const admin = runtimeConfigSchema.parse({ upstreams: {}, ...JSON.parse(process.env.KEYPROXY_CONFIG ?? "{}") }).admin[0];
-    const status = await new Promise<number>((resolve) => {
-        http.get({ host: admin.host, port: admin.port, path: "/healthz", timeout: 3000 }, (res) => {
-            res.resume();
-            resolve(res.statusCode ?? 0);
-        }).on("error", () => resolve(0));
-    });
-    process.exit(status === 200 ? 0 : 1);
+    process.exit((await probeHealth(admin)) ? 0 : 1);
 }
 
 async function main(args: string[]) {

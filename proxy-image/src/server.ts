@@ -1,12 +1,12 @@
 // The transport around the policy core: an HTTP server that streams each request to its fixed upstream.
 import { once } from "node:events";
 import http from "node:http";
-import type { AddressInfo } from "node:net";
 import { Transform } from "node:stream";
 import { rootCertificates } from "node:tls";
 import { Pool, errors as undiciErrors } from "undici";
+import { closeServer, portOf, startAdminServers } from "../../runtime/admin";
 import type { LoadedConfig } from "./config";
-import type { Logger } from "./log";
+import type { Logger } from "../../runtime/log";
 import { type KeyProxyMetrics, keyProxyMetrics } from "./metrics";
 import {
     type AgentEntry,
@@ -35,7 +35,7 @@ class BodyTooLarge extends Error {}
 export class KeyProxyServer {
     readonly metrics: KeyProxyMetrics = keyProxyMetrics();
     private readonly server: http.Server;
-    private readonly adminServers: http.Server[] = [];
+    private adminServers: http.Server[] = [];
     private readonly upstreams: Partial<Record<Provider, Upstream>> = {};
     private agentsByDigest = new Map<string, AgentEntry>();
     private readonly activeByAgent = new Map<string, number>();
@@ -93,14 +93,9 @@ export class KeyProxyServer {
         const { config } = this.loaded;
         this.server.listen(config.listen.port, config.listen.host);
         await once(this.server, "listening");
-        for (const admin of config.admin) {
-            const server = http.createServer((req, res) => void this.handleAdmin(req, res));
-            server.listen(admin.port, admin.host);
-            await once(server, "listening");
-            this.adminServers.push(server);
-        }
-        const port = (this.server.address() as AddressInfo).port;
-        const adminPorts = this.adminServers.map((s) => (s.address() as AddressInfo).port);
+        this.adminServers = await startAdminServers(config.admin, this.metrics.registry, () => !this.draining);
+        const port = portOf(this.server);
+        const adminPorts = this.adminServers.map(portOf);
         this.log("listening", { port, admin: adminPorts.join(",") });
         return { port, adminPorts };
     }
@@ -123,12 +118,7 @@ export class KeyProxyServer {
     async close(): Promise<void> {
         if (this.closed) return;
         this.closed = true;
-        this.server.closeAllConnections();
-        if (this.server.listening) await new Promise((r) => this.server.close(r));
-        for (const server of this.adminServers) {
-            server.closeAllConnections();
-            if (server.listening) await new Promise((r) => server.close(r));
-        }
+        await Promise.all([this.server, ...this.adminServers].map(closeServer));
         await Promise.all(Object.values(this.upstreams).map((u) => u.pool.close()));
     }
 
@@ -136,16 +126,6 @@ export class KeyProxyServer {
         this.metrics.refusals.inc({ agent: "unknown", provider: "none", reason });
         this.log("dropped", { reason, method: req.method?.slice(0, 16) ?? null, remote: req.socket.remoteAddress ?? null });
         socket.destroy();
-    }
-
-    private async handleAdmin(req: http.IncomingMessage, res: http.ServerResponse) {
-        if (req.method === "GET" && req.url === "/healthz") {
-            res.writeHead(this.draining ? 503 : 200, { "content-type": "application/json" }).end(JSON.stringify({ ok: !this.draining }));
-        } else if (req.method === "GET" && req.url === "/metrics") {
-            res.writeHead(200, { "content-type": this.metrics.registry.contentType }).end(await this.metrics.registry.metrics());
-        } else {
-            res.writeHead(404).end();
-        }
     }
 
     private respondError(res: http.ServerResponse, provider: Provider, kind: ErrorKind, close = false) {

@@ -3,7 +3,7 @@ import http from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { type RuntimeConfig, runtimeConfigSchema } from "../../proxy-image/src/config";
-import { jsonLogger } from "../../proxy-image/src/log";
+import { jsonLogger } from "../../runtime/log";
 import { type AgentEntry, credentialDigest } from "../../proxy-image/src/policy";
 import { KeyProxyServer } from "../../proxy-image/src/server";
 import type { MockUpstream } from "./mockUpstream";
