@@ -12,6 +12,7 @@ const ROOT = path.resolve(import.meta.dirname, "..");
 
 export const SERVICES = {
     keyProxy: { dir: "proxy-image", entry: "src/main.ts", bundle: "dist/keyproxy.cjs", image: "openclaw-key-proxy:0.1.0" },
+    egressGateway: { dir: "egress-image", entry: "src/main.ts", bundle: "dist/egress.cjs", image: "openclaw-egress-gateway:0.1.0" },
 } as const;
 export type Service = keyof typeof SERVICES;
 

@@ -1,0 +1,38 @@
+import { z } from "zod";
+import { AGENT_NAME } from "../../runtime/registry";
+import type { EgressAgent } from "./policy";
+
+const listen = z.strictObject({ host: z.string().min(1), port: z.number().int().min(0).max(65535) });
+
+export const egressConfigSchema = z.strictObject({
+    listen: listen.default({ host: "0.0.0.0", port: 3128 }),
+    dns: listen.default({ host: "0.0.0.0", port: 53 }),
+    admin: z.array(listen).min(1).default([{ host: "127.0.0.1", port: 9465 }]),
+    registryDir: z.string().default("/var/lib/egress/agents"),
+    /** Exempt from the private-range denial. Off (empty) by default: exists so tests can reach loopback servers. */
+    allowRanges: z.array(z.string()).default([]),
+    limits: z
+        .strictObject({
+            connectTimeoutMs: z.number().int().positive().default(10_000),
+            idleTimeoutMs: z.number().int().positive().default(300_000),
+            /** Time a client has to send its request head (slow-client protection). */
+            requestHeadTimeoutMs: z.number().int().positive().default(10_000),
+            maxTunnelsPerAgent: z.number().int().positive().default(64),
+        })
+        .prefault({}),
+});
+
+export type EgressConfig = z.output<typeof egressConfigSchema>;
+
+const port = z.number().int().min(1).max(65535);
+
+export const egressAgentSchema: z.ZodType<EgressAgent> = z.strictObject({
+    name: z.string().regex(AGENT_NAME),
+    subnet: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/),
+    mode: z.enum(["enforce", "report"]),
+    allow: z.array(z.strictObject({ host: z.string().min(1), ports: z.array(port).min(1) })),
+});
+
+export function loadEgressConfig(env: NodeJS.ProcessEnv = process.env): EgressConfig {
+    return egressConfigSchema.parse(JSON.parse(env.EGRESS_CONFIG ?? "{}"));
+}
