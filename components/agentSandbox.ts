@@ -101,6 +101,7 @@ export const AGENT_HEALTHCHECK = [
  */
 export class AgentSandbox extends pulumi.ComponentResource {
     public readonly agentName: string;
+    public readonly agent: AgentConfig;
     public readonly network: docker.Network;
     public readonly container: docker.Container;
     public readonly subnet: string;
@@ -109,11 +110,14 @@ export class AgentSandbox extends pulumi.ComponentResource {
     public readonly credential: pulumi.Output<string>;
     public readonly dashboardToken: pulumi.Output<string>;
     public readonly dashboardUrl: string;
+    /** How a shared service reaches this agent: the agent's network and the service's fixed address on it. */
+    public readonly link: (service: "keyProxy" | "egressGateway") => { name: string; network: pulumi.Output<string>; subnet: string; address: string };
 
     constructor(name: string, args: AgentSandboxArgs, opts?: pulumi.ComponentResourceOptions) {
         super("openclaw:index:AgentSandbox", name, {}, opts);
         const { agent, stack } = args;
         this.agentName = agent.name;
+        this.agent = agent;
         this.subnet = agent.subnet;
         this.addresses = agentNetworkAddresses(agent.subnet);
 
@@ -184,6 +188,8 @@ export class AgentSandbox extends pulumi.ComponentResource {
         );
         this.container = container;
         this.dashboardUrl = `http://${args.publishAddress}:${agent.dashboardPort}/`;
+
+        this.link = (service) => ({ name: agent.name, network: this.network.name, subnet: agent.subnet, address: this.addresses[service] });
 
         this.registerOutputs({
             network: this.network.name,

@@ -60,6 +60,8 @@ export interface HardenedContainerSpec {
     dns?: pulumi.Input<string>[];
     hostname?: string;
     stopTimeoutSeconds?: number;
+    /** Namespaced (net.*) sysctls only; they change this container's network namespace, not the host. */
+    sysctls?: Record<string, string>;
 }
 
 const ROOT_USERS = /^(0|root)(:|$)/;
@@ -68,6 +70,9 @@ const ROOT_USERS = /^(0|root)(:|$)/;
 export function hardenedContainerArgs(spec: HardenedContainerSpec): docker.ContainerArgs {
     if (ROOT_USERS.test(spec.user) || !/^\d+:\d+$/.test(spec.user)) {
         throw new Error(`container ${spec.containerName}: user must be a numeric non-root uid:gid, got '${spec.user}'`);
+    }
+    for (const name of Object.keys(spec.sysctls ?? {})) {
+        if (!name.startsWith("net.")) throw new Error(`container ${spec.containerName}: sysctl ${name} is not namespaced (net.* only)`);
     }
     for (const port of spec.ports ?? []) {
         if (port.ip === "0.0.0.0" || port.ip === "::" || port.ip === "") {
@@ -103,6 +108,7 @@ export function hardenedContainerArgs(spec: HardenedContainerSpec): docker.Conta
         dns: spec.dns,
         hostname: spec.hostname,
         stopTimeout: spec.stopTimeoutSeconds,
+        sysctls: spec.sysctls,
         mustRun: true,
     };
 }

@@ -1,10 +1,9 @@
-import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { createHash } from "node:crypto";
 import { type KeyProxyConfig, PROVIDERS, type ProviderId } from "../infra/config";
-import { ALIASES, KEY_PROXY_DATA_DIR, KEY_PROXY_ENTRY, LABELS, PORTS, SERVICE_NODE, SERVICE_USER, dockerNames } from "../infra/topology";
-import { hardenedContainer } from "./hardening";
+import { ALIASES, KEY_PROXY_DATA_DIR, KEY_PROXY_ENTRY, PORTS, dockerNames } from "../infra/topology";
+import { connectAgent, sharedServiceContainer } from "./sharedService";
 
 /** What KeyProxy needs to know of one agent. */
 export interface KeyProxyAgent {
@@ -52,23 +51,10 @@ export function registryEntry(agent: { name: string; subnet: string }, credentia
     return JSON.stringify({ name: agent.name, credentialSha256: createHash("sha256").update(credential, "utf8").digest("hex"), subnet: agent.subnet });
 }
 
-/** Pure: commands that attach a running container to an agent network at a fixed address, and detach it. */
-export function attachCommands(container: string, network: string, address: string, alias: string) {
-    const detach = `docker network disconnect --force ${network} ${container} >/dev/null 2>&1 || true`;
-    return {
-        create: `${detach}; docker network connect --ip ${address} --alias ${alias} ${network} ${container}`,
-        delete: detach,
-    };
-}
-
 /**
- * KeyProxy: holds the real keys, and is the agents' only route to the LLM providers.
- *
- * pulumi-docker replaces a container whenever its networksAdvanced change (pulumi-docker#242), so the
- * container itself knows nothing of the agents: it sits on the uplink only, and each agent adds two commands,
- * one that attaches the running container to the agent's network (`docker network connect`), one that
- * registers the agent's credential digest in the registry on the proxy's volume (`docker exec ... register`),
- * which the proxy reloads live. Adding, removing or rotating an agent changes only those commands.
+ * KeyProxy: holds the real keys, and is the agents' only route to the LLM providers. Its container knows
+ * nothing of the agents (see connectAgent): it sits on the uplink only, and each agent's credential digest
+ * reaches the registry on the proxy's volume, which the proxy reloads live.
  */
 export class KeyProxy extends pulumi.ComponentResource {
     public readonly container: docker.Container;
@@ -78,8 +64,6 @@ export class KeyProxy extends pulumi.ComponentResource {
         super("openclaw:index:KeyProxy", name, {}, opts);
         const { stack, config } = args;
         this.containerName = dockerNames.keyProxyContainer(stack);
-
-        const data = new docker.Volume(`${name}-data`, { name: dockerNames.keyProxyVolume(stack), labels: [{ label: LABELS.stack, value: stack }] }, { parent: this });
 
         const keyEnvs = PROVIDERS.filter((id) => config.providers[id] !== undefined).map((id) => {
             const key = args.upstreamKeys[id];
@@ -91,46 +75,25 @@ export class KeyProxy extends pulumi.ComponentResource {
         const epochLabels = Object.fromEntries(
             PROVIDERS.filter((id) => config.providers[id] !== undefined).map((id) => [`openclaw.key-epoch.${id}`, String(config.providers[id]!.keyEpoch)]),
         );
-        const { container } = hardenedContainer(
-            name,
-            {
-                containerName: this.containerName,
-                image: config.image,
-                user: SERVICE_USER,
-                resources: config.resources,
-                labels: { [LABELS.stack]: stack, [LABELS.role]: "key-proxy", ...epochLabels },
-                healthcheck: { tests: ["CMD", SERVICE_NODE, KEY_PROXY_ENTRY, "healthcheck"], interval: "15s", startPeriod: "10s" },
-                networks: [{ name: args.uplinkNetwork }],
-                envs,
-                volumes: [{ volumeName: data.name, containerPath: KEY_PROXY_DATA_DIR }],
-                tmpfs: { "/tmp": "16m" },
-                stopTimeoutSeconds: DRAIN_SECONDS + 5,
-            },
-            args.dockerHost,
-            { parent: this },
-        );
-        this.container = container;
-
-        const environment = { DOCKER_HOST: args.dockerHost };
+        const service = sharedServiceContainer(this, name, {
+            stack,
+            role: "key-proxy",
+            containerName: this.containerName,
+            volumeName: dockerNames.keyProxyVolume(stack),
+            dataDir: KEY_PROXY_DATA_DIR,
+            entry: KEY_PROXY_ENTRY,
+            image: config.image,
+            resources: config.resources,
+            uplinkNetwork: args.uplinkNetwork,
+            dockerHost: args.dockerHost,
+            alias: ALIASES.keyProxy,
+            envs,
+            labels: epochLabels,
+            stopTimeoutSeconds: DRAIN_SECONDS + 5,
+        });
+        this.container = service.container;
         for (const agent of args.agents) {
-            const commands = pulumi.output(agent.network).apply((network) => attachCommands(this.containerName, network, agent.address, ALIASES.keyProxy));
-            const attach = new command.local.Command(
-                `${name}-attach-${agent.name}`,
-                { create: commands.create, delete: commands.delete, environment, triggers: [container.id] },
-                { parent: this, dependsOn: [container], deleteBeforeReplace: true },
-            );
-            const register = `docker exec -i ${this.containerName} ${SERVICE_NODE} ${KEY_PROXY_ENTRY} register`;
-            new command.local.Command(
-                `${name}-register-${agent.name}`,
-                {
-                    create: register,
-                    update: register,
-                    delete: `docker exec ${this.containerName} ${SERVICE_NODE} ${KEY_PROXY_ENTRY} unregister ${agent.name}`,
-                    stdin: pulumi.output(agent.credential).apply((credential) => registryEntry(agent, credential)),
-                    environment,
-                },
-                { parent: this, dependsOn: [container, attach] },
-            );
+            connectAgent(this, name, service, agent, pulumi.output(agent.credential).apply((credential) => registryEntry(agent, credential)));
         }
 
         this.registerOutputs({ container: this.containerName });

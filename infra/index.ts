@@ -18,3 +18,4 @@ const outputs = defineStack(loadConfig(), pulumi.getStack());
 
 export const agents = outputs.agents;
 export const keyProxy = outputs.keyProxy;
+export const egressGateway = outputs.egressGateway;

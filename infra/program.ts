@@ -1,6 +1,7 @@
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { AgentSandbox } from "../components/agentSandbox";
+import { EgressGateway } from "../components/egressGateway";
 import { KeyProxy } from "../components/keyProxy";
 import { PROVIDERS, PROVIDER_KEY_CONFIG, type ProviderId, type StackConfig } from "./config";
 import { LABELS, PORTS, agentNetworkAddresses, dockerNames } from "./topology";
@@ -8,6 +9,7 @@ import { LABELS, PORTS, agentNetworkAddresses, dockerNames } from "./topology";
 export interface StackOutputs {
     agents: Record<string, { network: pulumi.Output<string>; subnet: string; container: pulumi.Output<string>; dashboardUrl: string }>;
     keyProxy: { container: string };
+    egressGateway: { container: string };
 }
 
 /** Declares the whole stack from validated config. Config errors were raised before this runs. */
@@ -51,13 +53,22 @@ export function defineStack(config: StackConfig, stack: string): StackOutputs {
             upstreamKeys,
             uplinkNetwork: uplink.name,
             dockerHost: config.dockerHost,
-            agents: sandboxes.map((sandbox) => ({
-                name: sandbox.agentName,
-                network: sandbox.network.name,
-                subnet: sandbox.subnet,
-                address: sandbox.addresses.keyProxy,
-                credential: sandbox.credential,
-            })),
+            agents: sandboxes.map((sandbox) => ({ ...sandbox.link("keyProxy"), credential: sandbox.credential })),
+        },
+        onAgentsHost,
+    );
+
+    // KeyProxy reaches its upstreams on the uplink directly, not through EgressGateway: its destinations are fixed
+    // by the operator's config, never chosen by an agent, and it is the hot path. The gateway exists for the
+    // destinations agents choose.
+    const egressGateway = new EgressGateway(
+        "egress-gateway",
+        {
+            stack,
+            config: config.egress,
+            uplinkNetwork: uplink.name,
+            dockerHost: config.dockerHost,
+            agents: sandboxes.map((sandbox) => ({ ...sandbox.link("egressGateway"), mode: sandbox.agent.egress.mode, allow: sandbox.agent.egress.allow })),
         },
         onAgentsHost,
     );
@@ -71,5 +82,5 @@ export function defineStack(config: StackConfig, stack: string): StackOutputs {
             dashboardUrl: sandbox.dashboardUrl,
         };
     }
-    return { agents, keyProxy: { container: keyProxy.containerName } };
+    return { agents, keyProxy: { container: keyProxy.containerName }, egressGateway: { container: egressGateway.containerName } };
 }

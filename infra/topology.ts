@@ -56,6 +56,8 @@ export const dockerNames = {
     uplinkNetwork: (stack: string) => `openclaw-${stack}-uplink`,
     keyProxyContainer: (stack: string) => `openclaw-${stack}-key-proxy`,
     keyProxyVolume: (stack: string) => `openclaw-${stack}-key-proxy-data`,
+    egressContainer: (stack: string) => `openclaw-${stack}-egress-gateway`,
+    egressVolume: (stack: string) => `openclaw-${stack}-egress-data`,
     agentNetwork: (stack: string, agent: string) => `openclaw-${stack}-net-agent-${agent}`,
     agentContainer: (stack: string, agent: string) => `openclaw-${stack}-agent-${agent}`,
     agentStateVolume: (stack: string, agent: string) => `openclaw-${stack}-agent-${agent}-state`,
@@ -66,6 +68,8 @@ export const KEY_PROXY_DATA_DIR = "/var/lib/keyproxy";
 /** How our service images start node (distroless layout; the local test base copies it). */
 export const SERVICE_NODE = "/nodejs/bin/node";
 export const KEY_PROXY_ENTRY = "/app/keyproxy.cjs";
+export const EGRESS_DATA_DIR = "/var/lib/egress";
+export const EGRESS_ENTRY = "/app/egress.cjs";
 
 /** Labels set on every container, so tools find agents from labels, never from guessed names. */
 export const LABELS = {

@@ -7,7 +7,7 @@ import net from "node:net";
 import { domainToASCII } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { egressConfigSchema } from "../egress-image/src/config";
-import type { EgressAgent } from "../egress-image/src/policy";
+import { type EgressAgent, addressDenial } from "../egress-image/src/policy";
 import { EgressGateway, type EgressDeps, systemDeps } from "../egress-image/src/server";
 import { jsonLogger } from "../runtime/log";
 
@@ -348,8 +348,9 @@ describe("operations", () => {
 });
 
 describe("the loopback allow-range override (tests only)", () => {
-    it("is off by default", () => {
+    it("is off by default, and never exempts the gateway's own addresses", () => {
         expect(egressConfigSchema.parse({}).allowRanges).toEqual([]);
+        expect(addressDenial("127.0.0.1", { ownAddresses: systemDeps.ownAddresses(), allowRanges: ["127.0.0.0/8"] })).toBe("own_address");
     });
 
     it("lets a gateway with the override tunnel real bytes to a loopback server, with the real dialer", async () => {
@@ -362,6 +363,8 @@ describe("the loopback allow-range override (tests only)", () => {
         const resolved: string[] = [];
         const local = new EgressGateway(config, jsonLogger("egress-gateway", () => undefined), {
             ...systemDeps,
+            // This process's own addresses include loopback, where the test server listens.
+            ownAddresses: () => [],
             resolve: async (host) => {
                 resolved.push(host);
                 if (host !== "echo.test") throw new Error("ENOTFOUND");
@@ -378,11 +381,9 @@ describe("the loopback allow-range override (tests only)", () => {
                 socket.on("data", (chunk) => {
                     out += chunk.toString();
                     if (out === "HTTP/1.1 200 Connection Established\r\n\r\n") socket.write(payload);
-                    if (out.length >= 39 + payload.length) {
-                        socket.destroy();
-                        resolve(out);
-                    }
+                    if (out.length >= 39 + payload.length) socket.destroy();
                 });
+                socket.on("close", () => resolve(out));
             });
             expect(received.slice(39)).toBe(payload);
             expect(resolved).toEqual(["echo.test"]);

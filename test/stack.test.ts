@@ -14,7 +14,7 @@ const allContainers = () => byType(dev, TYPES.container);
 const labelOf = (r: RecordedResource, label: string) => r.inputs.labels.find((l: { label: string }) => l.label === label)?.value;
 const containers = () => allContainers().filter((c) => labelOf(c, "openclaw.role") === "agent");
 const allocated = parseStackConfig(devConfig()).agents;
-const CONTAINER_NAMES = ["openclaw-dev-agent-bart", "openclaw-dev-agent-lisa", "openclaw-dev-key-proxy"];
+const CONTAINER_NAMES = ["openclaw-dev-agent-bart", "openclaw-dev-agent-lisa", "openclaw-dev-egress-gateway", "openclaw-dev-key-proxy"];
 
 describe("every container (invariant 4)", () => {
     it("is one of the stack's known containers", () => {
@@ -48,7 +48,7 @@ describe("every container (invariant 4)", () => {
     it("has a pids limit applied by a command that targets it", () => {
         const commands = byType(dev, TYPES.command).filter((cmd) => cmd.inputs.create.startsWith("docker update --pids-limit"));
         const config = parseStackConfig(devConfig());
-        const expectedPids: Record<string, number> = { "openclaw-dev-key-proxy": config.keyProxy.resources.pids };
+        const expectedPids: Record<string, number> = { "openclaw-dev-key-proxy": config.keyProxy.resources.pids, "openclaw-dev-egress-gateway": config.egress.resources.pids };
         for (const agent of allocated) expectedPids[`openclaw-dev-agent-${agent.name}`] = agent.resources.pids;
         for (const c of allContainers()) {
             const command = commands.find((cmd) => cmd.inputs.create.endsWith(` ${c.name}-id`));
@@ -124,7 +124,7 @@ describe("agent wiring", () => {
     });
 
     it("keeps credentials and keys secret in the containers' inputs", () => {
-        for (const c of allContainers()) {
+        for (const c of allContainers().filter((c) => labelOf(c, "openclaw.role") !== "egress-gateway")) {
             expect(isSecret(c.inputs.envs)).toBe(true);
             if (!c.inputs.uploads) continue;
             const uploads = c.inputs.uploads;
@@ -196,6 +196,8 @@ describe("changing one agent changes no other (invariant 8)", () => {
                 `${TYPES.command}::agent-homer-pids-limit`,
                 `${TYPES.command}::key-proxy-attach-homer`,
                 `${TYPES.command}::key-proxy-register-homer`,
+                `${TYPES.command}::egress-gateway-attach-homer`,
+                `${TYPES.command}::egress-gateway-register-homer`,
             ].sort(),
         );
     });
@@ -207,8 +209,8 @@ describe("changing one agent changes no other (invariant 8)", () => {
         const before = inputsByName(dev);
         for (const [key, inputs] of shrunk) expect(before.get(key), key).toEqual(inputs);
         const removed = [...before.keys()].filter((key) => !shrunk.has(key));
-        expect(removed.length).toBe(9);
-        for (const key of removed) expect(key).toMatch(/::(agent-bart(-|$)|key-proxy-(attach|register)-bart$)/);
+        expect(removed.length).toBe(11);
+        for (const key of removed) expect(key).toMatch(/::(agent-bart(-|$)|(key-proxy|egress-gateway)-(attach|register)-bart$)/);
     });
 
     it("bumping one agent's credential epoch changes only that agent's credential and its dependents", async () => {

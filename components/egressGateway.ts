@@ -1,0 +1,77 @@
+import * as docker from "@pulumi/docker";
+import * as pulumi from "@pulumi/pulumi";
+import type { EgressConfig, EgressRule } from "../infra/config";
+import { ALIASES, EGRESS_DATA_DIR, EGRESS_ENTRY, PORTS, dockerNames } from "../infra/topology";
+import { connectAgent, sharedServiceContainer } from "./sharedService";
+
+/** What EgressGateway needs to know of one agent. */
+export interface EgressGatewayAgent {
+    name: string;
+    network: pulumi.Input<string>;
+    subnet: string;
+    /** The gateway's fixed address on that network: the agent's HTTP proxy and DNS server. */
+    address: string;
+    mode: "enforce" | "report";
+    allow: EgressRule[];
+}
+
+export interface EgressGatewayArgs {
+    stack: string;
+    config: EgressConfig;
+    uplinkNetwork: pulumi.Input<string>;
+    dockerHost: string;
+    agents: EgressGatewayAgent[];
+}
+
+/** Pure: the EGRESS_CONFIG the service reads. */
+export function egressRuntimeConfig() {
+    return {
+        listen: { host: "0.0.0.0", port: PORTS.egressProxy },
+        dns: { host: "0.0.0.0", port: PORTS.egressDns },
+        admin: [{ host: "127.0.0.1", port: PORTS.egressMetrics }],
+        registryDir: `${EGRESS_DATA_DIR}/agents`,
+    };
+}
+
+/** Pure: an agent's registry entry: its own rules plus the stack-wide ones, default ports filled in. */
+export function egressRegistryEntry(agent: Pick<EgressGatewayAgent, "name" | "subnet" | "mode" | "allow">, config: Pick<EgressConfig, "defaultPorts" | "allowForAll">): string {
+    const allow = [...agent.allow, ...config.allowForAll].map((rule) => ({ host: rule.host, ports: rule.ports ?? config.defaultPorts }));
+    return JSON.stringify({ name: agent.name, subnet: agent.subnet, mode: agent.mode, allow });
+}
+
+/**
+ * EgressGateway: the agents' only way to the web (allowlisted CONNECT and plain HTTP, SSRF-safe) and their DNS
+ * sink. Like KeyProxy, its container knows nothing of the agents; each one is attached and registered by commands.
+ */
+export class EgressGateway extends pulumi.ComponentResource {
+    public readonly container: docker.Container;
+    public readonly containerName: string;
+
+    constructor(name: string, args: EgressGatewayArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("openclaw:index:EgressGateway", name, {}, opts);
+        const { stack, config } = args;
+        this.containerName = dockerNames.egressContainer(stack);
+        const service = sharedServiceContainer(this, name, {
+            stack,
+            role: "egress-gateway",
+            containerName: this.containerName,
+            volumeName: dockerNames.egressVolume(stack),
+            dataDir: EGRESS_DATA_DIR,
+            entry: EGRESS_ENTRY,
+            image: config.image,
+            resources: config.resources,
+            uplinkNetwork: args.uplinkNetwork,
+            dockerHost: args.dockerHost,
+            alias: ALIASES.egressGateway,
+            envs: [`EGRESS_CONFIG=${JSON.stringify(egressRuntimeConfig())}`],
+            // The DNS sink listens on 53 without any capability: this lowers the privileged-port bound in
+            // the container's own network namespace only.
+            sysctls: { "net.ipv4.ip_unprivileged_port_start": String(PORTS.egressDns) },
+        });
+        this.container = service.container;
+
+        for (const agent of args.agents) connectAgent(this, name, service, agent, egressRegistryEntry(agent, config));
+
+        this.registerOutputs({ container: this.containerName });
+    }
+}

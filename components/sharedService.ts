@@ -1,0 +1,107 @@
+import * as command from "@pulumi/command";
+import * as docker from "@pulumi/docker";
+import * as pulumi from "@pulumi/pulumi";
+import { LABELS, SERVICE_NODE, SERVICE_USER } from "../infra/topology";
+import { type ContainerResources, hardenedContainer } from "./hardening";
+
+/** A shared service (KeyProxy, EgressGateway) that every agent network gets attached to. */
+export interface SharedService {
+    /** Stable Docker name of the service's container. */
+    containerName: string;
+    container: docker.Container;
+    /** The service's command line inside its container, e.g. ["/nodejs/bin/node", "/app/keyproxy.cjs"]. */
+    cli: string[];
+    alias: string;
+    dockerHost: string;
+}
+
+export interface SharedServiceSpec {
+    stack: string;
+    role: string;
+    containerName: string;
+    volumeName: string;
+    /** Where the named volume (the live registry) is mounted. */
+    dataDir: string;
+    /** The bundled entry point, e.g. /app/keyproxy.cjs. */
+    entry: string;
+    image: string;
+    resources: ContainerResources;
+    uplinkNetwork: pulumi.Input<string>;
+    dockerHost: string;
+    alias: string;
+    envs: pulumi.Input<pulumi.Input<string>[]>;
+    labels?: Record<string, string>;
+    stopTimeoutSeconds?: number;
+    sysctls?: Record<string, string>;
+}
+
+/**
+ * A shared service's volume (`${name}-data`) and hardened container: on the uplink only, healthy by its own
+ * `healthcheck` subcommand, its registry on the named volume.
+ */
+export function sharedServiceContainer(parent: pulumi.Resource, name: string, spec: SharedServiceSpec): SharedService {
+    const data = new docker.Volume(`${name}-data`, { name: spec.volumeName, labels: [{ label: LABELS.stack, value: spec.stack }] }, { parent });
+    const { container } = hardenedContainer(
+        name,
+        {
+            containerName: spec.containerName,
+            image: spec.image,
+            user: SERVICE_USER,
+            resources: spec.resources,
+            labels: { [LABELS.stack]: spec.stack, [LABELS.role]: spec.role, ...spec.labels },
+            healthcheck: { tests: ["CMD", SERVICE_NODE, spec.entry, "healthcheck"], interval: "15s", startPeriod: "10s" },
+            networks: [{ name: spec.uplinkNetwork }],
+            envs: spec.envs,
+            volumes: [{ volumeName: data.name, containerPath: spec.dataDir }],
+            tmpfs: { "/tmp": "16m" },
+            stopTimeoutSeconds: spec.stopTimeoutSeconds,
+            sysctls: spec.sysctls,
+        },
+        spec.dockerHost,
+        { parent },
+    );
+    return { containerName: spec.containerName, container, cli: [SERVICE_NODE, spec.entry], alias: spec.alias, dockerHost: spec.dockerHost };
+}
+
+/** Pure: commands that attach a running container to an agent network at a fixed address, and detach it. */
+export function attachCommands(container: string, network: string, address: string, alias: string) {
+    const detach = `docker network disconnect --force ${network} ${container} >/dev/null 2>&1 || true`;
+    return {
+        create: `${detach}; docker network connect --ip ${address} --alias ${alias} ${network} ${container}`,
+        delete: detach,
+    };
+}
+
+/**
+ * Connects a running shared service to one agent: attaches it to the agent's network at its fixed address
+ * (`${name}-attach-${agent}`), and registers the agent in the service's live registry (`${name}-register-${agent}`).
+ * pulumi-docker replaces a container whenever its networksAdvanced, env or uploads change (pulumi-docker#242);
+ * doing both with commands leaves the service's container untouched when agents come, go or rotate.
+ */
+export function connectAgent(
+    parent: pulumi.Resource,
+    name: string,
+    service: SharedService,
+    agent: { name: string; network: pulumi.Input<string>; address: string },
+    registration: pulumi.Input<string>,
+): command.local.Command {
+    const environment = { DOCKER_HOST: service.dockerHost };
+    const commands = pulumi.output(agent.network).apply((network) => attachCommands(service.containerName, network, agent.address, service.alias));
+    const attach = new command.local.Command(
+        `${name}-attach-${agent.name}`,
+        { create: commands.create, delete: commands.delete, environment, triggers: [service.container.id] },
+        { parent, dependsOn: [service.container], deleteBeforeReplace: true },
+    );
+    const cli = [service.containerName, ...service.cli].join(" ");
+    return new command.local.Command(
+        `${name}-register-${agent.name}`,
+        {
+            create: `docker exec -i ${cli} register`,
+            update: `docker exec -i ${cli} register`,
+            delete: `docker exec ${cli} unregister ${agent.name}`,
+            stdin: registration,
+            environment,
+        },
+        { parent, dependsOn: [service.container, attach] },
+    );
+}
