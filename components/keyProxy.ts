@@ -1,6 +1,7 @@
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { createHash } from "node:crypto";
+import type { Budget } from "../proxy-image/src/budget";
 import { type KeyProxyConfig, PROVIDERS, type ProviderId } from "../infra/config";
 import { ALIASES, KEY_PROXY_DATA_DIR, KEY_PROXY_ENTRY, PORTS, dockerNames } from "../infra/topology";
 import { connectAgent, sharedServiceContainer } from "./sharedService";
@@ -15,6 +16,7 @@ export interface KeyProxyAgent {
     address: string;
     /** The agent's credential (secret); KeyProxy is given only its sha256. */
     credential: pulumi.Input<string>;
+    budget: Budget;
 }
 
 export interface KeyProxyArgs {
@@ -43,12 +45,19 @@ export function keyProxyRuntimeConfig(config: KeyProxyConfig) {
         upstreams,
         registryDir: `${KEY_PROXY_DATA_DIR}/agents`,
         drainSeconds: DRAIN_SECONDS,
+        metering: {
+            ledgerFile: `${KEY_PROXY_DATA_DIR}/ledger.log`,
+            timeZone: config.budgetTimeZone,
+            defaultMaxOutputTokens: config.defaultMaxOutputTokens,
+            prices: config.prices,
+            ...(config.fallbackPrice ? { fallbackPrice: config.fallbackPrice } : {}),
+        },
     };
 }
 
 /** Pure: the registry entry for one agent, as `keyproxy register` reads it on stdin. */
-export function registryEntry(agent: { name: string; subnet: string }, credential: string): string {
-    return JSON.stringify({ name: agent.name, credentialSha256: createHash("sha256").update(credential, "utf8").digest("hex"), subnet: agent.subnet });
+export function registryEntry(agent: { name: string; subnet: string; budget: Budget }, credential: string): string {
+    return JSON.stringify({ name: agent.name, credentialSha256: createHash("sha256").update(credential, "utf8").digest("hex"), subnet: agent.subnet, budget: agent.budget });
 }
 
 /**

@@ -1,5 +1,7 @@
 import ipaddr from "ipaddr.js";
 import { z } from "zod";
+import { isTimeZone } from "../proxy-image/src/budget";
+import { priceSchema } from "../proxy-image/src/config";
 import { canonicalHost } from "../runtime/hostnames";
 import { DOCKER_DEFAULT_POOLS, PRIVATE_RANGES, allocateSubnets, contains, overlaps, parseBlock, slotCount } from "./subnets";
 import { MAX_AGENT_PREFIX, MIN_AGENT_PREFIX } from "./topology";
@@ -145,6 +147,14 @@ const schema = z
                     .prefault({ anthropic: {}, openai: {} })
                     .refine((p) => p.anthropic !== undefined || p.openai !== undefined, "enable at least one provider"),
                 resources: resources({ memoryMb: 512, cpus: 1, pids: 256 }),
+                /** Budgets' days and months start at midnight in this IANA time zone. */
+                budgetTimeZone: z.string().refine(isTimeZone, "must be an IANA time zone such as UTC or Europe/Berlin").default("UTC"),
+                /** USD per million tokens by model id prefix, merged over the built-in list prices. */
+                prices: z.record(z.string().min(1), priceSchema).default({}),
+                /** Price for models the table does not name (default: the dearest list price). */
+                fallbackPrice: priceSchema.optional(),
+                /** Output cap written into requests that set none, so every reservation is bounded. */
+                defaultMaxOutputTokens: z.number().int().min(1).max(1_000_000).default(32_000),
             })
             .prefault({}),
         egress: z

@@ -53,7 +53,7 @@ export function defineStack(config: StackConfig, stack: string): StackOutputs {
             upstreamKeys,
             uplinkNetwork: uplink.name,
             dockerHost: config.dockerHost,
-            agents: sandboxes.map((sandbox) => ({ ...sandbox.link("keyProxy"), credential: sandbox.credential })),
+            agents: sandboxes.map((sandbox) => ({ ...sandbox.link("keyProxy"), credential: sandbox.credential, budget: sandbox.agent.budget })),
         },
         onAgentsHost,
     );

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { credentialDigest } from "../proxy-image/src/policy";
 import { buildImage, buildLocalNodeBase } from "../scripts/images.mts";
 import { docker, dockerWithInput, removeContainers, requireDocker } from "./support/docker";
-import { REAL_KEYS, TOKENS, anthropicHeaders, send } from "./support/keyProxyHarness";
+import { ANTHROPIC_BODY, REAL_KEYS, TOKENS, anthropicHeaders, send } from "./support/keyProxyHarness";
 import { MockUpstream } from "./support/mockUpstream";
 import { waitUntil } from "./support/processes";
 import { testPki } from "./support/tls";
@@ -76,7 +76,7 @@ describe.skipIf(!hasDocker)("the KeyProxy image", () => {
         const entry = { name: "bart", credentialSha256: credentialDigest(TOKENS.bart), subnet: "127.0.0.0/8" };
         dockerWithInput(JSON.stringify(entry), "exec", "-i", NAME, "/nodejs/bin/node", "/app/keyproxy.cjs", "register");
         await expect
-            .poll(async () => (await send(port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: "{}" })).status, { timeout: 10_000, interval: 200 })
+            .poll(async () => (await send(port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: ANTHROPIC_BODY })).status, { timeout: 10_000, interval: 200 })
             .toBe(200);
         expect(upstream.received.at(-1)?.headers["x-api-key"]).toBe(REAL_KEYS.anthropic);
     });

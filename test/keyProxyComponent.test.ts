@@ -60,8 +60,31 @@ describe.each(agents.map((a) => [a.name, a] as const))("agent %s and KeyProxy", 
             name,
             credentialSha256: createHash("sha256").update(credential).digest("hex"),
             subnet: agent.subnet,
+            budget: agent.budget,
         });
         expect(reveal(register.stdin)).not.toContain(credential);
+    });
+});
+
+describe("budgets", () => {
+    it("reach KeyProxy through the agent's registration: changing one changes only that command", async () => {
+        const raw = devConfig();
+        (raw.agents as any[])[1].budget = { dailyUsd: 3 };
+        const changedRun = await runProgram(raw);
+        const key = (r: RecordedResource) => `${r.type}::${r.name}`;
+        const before = new Map(dev.map((r) => [key(r), JSON.stringify(reveal(r.inputs))]));
+        expect(changedRun.filter((r) => before.get(key(r)) !== JSON.stringify(reveal(r.inputs))).map(key)).toEqual([`${TYPES.command}::key-proxy-register-lisa`]);
+        expect(JSON.parse(reveal(find(changedRun, TYPES.command, "key-proxy-register-lisa").inputs.stdin)).budget).toEqual({ dailyUsd: 3 });
+    });
+
+    it("are metered in the configured time zone, with price overrides passed to the proxy", () => {
+        const config = parseStackConfig({ ...devConfig(), keyProxy: { budgetTimeZone: "Europe/Berlin", prices: { "my-model": { input: 1, output: 2, cacheWrite: 1, cacheWrite1h: 2, cacheRead: 0.1 } } } });
+        expect(keyProxyRuntimeConfig(config.keyProxy).metering).toEqual({
+            ledgerFile: "/var/lib/keyproxy/ledger.log",
+            timeZone: "Europe/Berlin",
+            defaultMaxOutputTokens: 32_000,
+            prices: { "my-model": { input: 1, output: 2, cacheWrite: 1, cacheWrite1h: 2, cacheRead: 0.1 } },
+        });
     });
 });
 

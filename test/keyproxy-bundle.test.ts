@@ -6,7 +6,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { credentialDigest } from "../proxy-image/src/policy";
 import { bundle } from "../scripts/images.mts";
-import { REAL_KEYS, TOKENS, anthropicHeaders, send } from "./support/keyProxyHarness";
+import { ANTHROPIC_BODY, REAL_KEYS, TOKENS, anthropicHeaders, send } from "./support/keyProxyHarness";
 import { MockUpstream } from "./support/mockUpstream";
 import { type RunningProcess, startProcess } from "./support/processes";
 import { testPki } from "./support/tls";
@@ -24,6 +24,7 @@ const env = () => ({
         upstreams: { anthropic: { baseUrl: upstream.baseUrl }, openai: { baseUrl: upstream.baseUrl } },
         extraCaFile: testPki().caFile,
         registryDir,
+        metering: { ledgerFile: path.join(registryDir, "ledger.log") },
         drainSeconds: 2,
     }),
     KEYPROXY_KEY_ANTHROPIC: REAL_KEYS.anthropic,
@@ -46,7 +47,7 @@ describe("the KeyProxy bundle", () => {
         const entry = { name: "bart", credentialSha256: credentialDigest(TOKENS.bart), subnet: "127.0.0.0/8" };
         execFileSync(process.execPath, [bundleFile, "register"], { input: JSON.stringify(entry), env: env() });
         await expect
-            .poll(async () => (await send(port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: "{}" })).status, { timeout: 5000, interval: 100 })
+            .poll(async () => (await send(port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: ANTHROPIC_BODY })).status, { timeout: 5000, interval: 100 })
             .toBe(200);
         expect(upstream.received.at(-1)?.headers["x-api-key"]).toBe(REAL_KEYS.anthropic);
     });

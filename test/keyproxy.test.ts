@@ -7,7 +7,7 @@ import { credentialDigest } from "../proxy-image/src/policy";
 import { removeEntry, watchEntries, writeEntry } from "../runtime/registry";
 import { agentEntrySchema } from "../proxy-image/src/config";
 import { jsonLogger } from "../runtime/log";
-import { AGENTS, REAL_KEYS, type RunningProxy, TOKENS, anthropicHeaders, openaiHeaders, send, startKeyProxy } from "./support/keyProxyHarness";
+import { AGENTS, ANTHROPIC_BODY, OPENAI_BODY, REAL_KEYS, type RunningProxy, TOKENS, anthropicHeaders, openaiHeaders, send, startKeyProxy } from "./support/keyProxyHarness";
 import { MockUpstream, anthropicStream } from "./support/mockUpstream";
 
 const upstream = new MockUpstream();
@@ -93,21 +93,21 @@ describe("forwarding", () => {
     it("reuses pooled keep-alive connections to the upstream", async () => {
         const p = await proxy();
         const before = upstream.tlsConnections;
-        for (let i = 0; i < 5; i++) expect((await call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: "{}" })).status).toBe(200);
+        for (let i = 0; i < 5; i++) expect((await call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: ANTHROPIC_BODY })).status).toBe(200);
         expect(upstream.tlsConnections - before).toBe(1);
     });
 
     it("uses the configured base URL's path, never the Host header", async () => {
         const mirrored = await proxy({ upstreams: { anthropic: { baseUrl: `${upstream.baseUrl}/mirror` }, openai: { baseUrl: upstream.baseUrl } } });
         upstream.received.length = 0;
-        await call(mirrored.port, { path: "/anthropic/v1/messages", headers: { ...anthropicHeaders(), host: "evil.example" }, body: "{}" });
+        await call(mirrored.port, { path: "/anthropic/v1/messages", headers: { ...anthropicHeaders(), host: "evil.example" }, body: ANTHROPIC_BODY });
         expect(upstream.received[0].path).toBe("/mirror/v1/messages");
         expect(upstream.received[0].headers.host).toBe(`localhost:${upstream.port}`);
     });
 
     it("verifies upstream TLS: without the test CA the upstream is refused (502)", async () => {
         const untrusting = await proxy({}, false);
-        const res = await call(untrusting.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: "{}" });
+        const res = await call(untrusting.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: ANTHROPIC_BODY });
         expect(res.status).toBe(502);
         expect(JSON.parse(res.body)).toEqual({ type: "error", error: { type: "api_error", message: "upstream unavailable" } });
     });
@@ -144,7 +144,7 @@ describe("refusals", () => {
     ])("401 for %s, in the provider's shape, echoing nothing", async (_case, headers, provider) => {
         upstream.received.length = 0;
         const path = provider === "anthropic" ? "/anthropic/v1/messages" : "/openai/v1/chat/completions";
-        const res = await call(main.port, { path, headers, body: "{}" });
+        const res = await call(main.port, { path, headers, body: provider === "anthropic" ? ANTHROPIC_BODY : OPENAI_BODY });
         expect(res.status).toBe(401);
         const body = JSON.parse(res.body);
         if (provider === "anthropic") expect(body).toEqual({ type: "error", error: { type: "authentication_error", message: "invalid credential" } });
@@ -164,7 +164,7 @@ describe("registry", () => {
         const p = await proxy();
         const token = "ocp_homerhomerhomerhomerhomerhomerhomerhomer";
         const stop = watchEntries(p.config.registryDir, agentEntrySchema, jsonLogger("test", () => undefined), (entries) => p.server.setAgents(entries), 50);
-        const ask = () => call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(token), body: "{}" }).then((r) => r.status);
+        const ask = () => call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(token), body: ANTHROPIC_BODY }).then((r) => r.status);
         expect(await ask()).toBe(401);
         writeEntry(p.config.registryDir, "homer", { name: "homer", credentialSha256: credentialDigest(token), subnet: "127.0.0.0/8" });
         await expect.poll(ask, { timeout: 3000, interval: 50 }).toBe(200);
@@ -209,7 +209,7 @@ describe("streaming", () => {
                 res.on("end", resolve);
                 res.on("error", reject);
             });
-            req.end(JSON.stringify({ stream: true }));
+            req.end(ANTHROPIC_BODY);
         });
         expect(received.map((r) => r.index)).toEqual(events.map((_, i) => i));
         console.log(`chunk delays through the proxy (ms): ${received.map((r) => r.delayMs.toFixed(2)).join(", ")}`);
@@ -231,7 +231,7 @@ describe("streaming", () => {
             res.once("data", () => firstChunk.resolve());
         });
         req.on("error", () => undefined);
-        req.end("{}");
+        req.end(ANTHROPIC_BODY);
         await firstChunk.promise;
         const abortedAt = performance.now();
         req.destroy();
@@ -253,11 +253,11 @@ describe("streaming", () => {
                 res.on("error", () => resolve("aborted"));
             });
             req.on("error", () => resolve("aborted"));
-            req.end("{}");
+            req.end(ANTHROPIC_BODY);
         });
         expect(outcome).toBe("aborted");
         upstream.handler = undefined;
-        expect((await call(main.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: "{}" })).status).toBe(200);
+        expect((await call(main.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: ANTHROPIC_BODY })).status).toBe(200);
     });
 
     it("honours backpressure: a slow reader holds the upstream back instead of filling memory", async () => {
@@ -275,7 +275,7 @@ describe("streaming", () => {
         };
         let readBytes = 0;
         const paused = Promise.withResolvers<http.IncomingMessage>();
-        const req = http.request({ host: "127.0.0.1", port: main.port, method: "GET", path: "/anthropic/v1/files/big", headers: anthropicHeaders(), agent: false }, (res) => {
+        const req = http.request({ host: "127.0.0.1", port: main.port, method: "GET", path: "/anthropic/v1/models", headers: anthropicHeaders(), agent: false }, (res) => {
             res.once("data", (c: Buffer) => {
                 readBytes += c.length;
                 res.pause();
@@ -303,9 +303,9 @@ describe("timeouts and limits", () => {
     it("waits for a slow first byte within the configured time, and answers 504 past it", async () => {
         const p = await proxy({ limits: { headersTimeoutMs: 400 } });
         upstream.handler = delayedHeaders(100);
-        expect((await call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: "{}" })).status).toBe(200);
+        expect((await call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: ANTHROPIC_BODY })).status).toBe(200);
         upstream.handler = delayedHeaders(900);
-        const res = await call(p.port, { path: "/openai/v1/chat/completions", headers: openaiHeaders(), body: "{}" });
+        const res = await call(p.port, { path: "/openai/v1/chat/completions", headers: openaiHeaders(), body: OPENAI_BODY });
         expect(res.status).toBe(504);
         expect(JSON.parse(res.body).error).toMatchObject({ type: "server_error", code: "timeout" });
     });
@@ -320,7 +320,7 @@ describe("timeouts and limits", () => {
             }
             res.end();
         };
-        const res = await call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: "{}" });
+        const res = await call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: ANTHROPIC_BODY });
         expect(res.body).toContain("message_stop");
     });
 
@@ -359,9 +359,9 @@ describe("timeouts and limits", () => {
             await release.promise;
             res.writeHead(200).end("{}");
         };
-        const held = [0, 1].map(() => call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: "{}" }));
+        const held = [0, 1].map(() => call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: ANTHROPIC_BODY }));
         await expect.poll(() => upstream.received.length >= 2).toBe(true);
-        const third = await call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: "{}" });
+        const third = await call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: ANTHROPIC_BODY });
         expect(third.status).toBe(429);
         expect(JSON.parse(third.body).error.type).toBe("rate_limit_error");
         release.resolve();
@@ -375,7 +375,7 @@ describe("upstream errors", () => {
             res.writeHead(401, { "content-type": "application/json" });
             res.end(JSON.stringify({ error: { message: `Incorrect API key provided: sk-proj-REAL****************BBBB. Full: ${REAL_KEYS.openai}`, type: "invalid_request_error" } }));
         };
-        const res = await call(main.port, { path: "/openai/v1/chat/completions", headers: openaiHeaders(), body: "{}" });
+        const res = await call(main.port, { path: "/openai/v1/chat/completions", headers: openaiHeaders(), body: OPENAI_BODY });
         expect(res.status).toBe(401);
         const message = JSON.parse(res.body).error.message;
         expect(message).toBe("Incorrect API key provided: [redacted]. Full: [redacted]");
@@ -411,10 +411,10 @@ describe("operations", () => {
             res.end(anthropicStream()[6]);
         };
         upstream.received.length = 0;
-        const inFlight = call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: "{}" });
+        const inFlight = call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: ANTHROPIC_BODY });
         await expect.poll(() => upstream.received.length).toBe(1);
         const drained = p.server.drain(5000);
-        await expect(send(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: "{}" })).rejects.toThrow(/ECONNREFUSED/);
+        await expect(send(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: ANTHROPIC_BODY })).rejects.toThrow(/ECONNREFUSED/);
         release.resolve();
         const res = await inFlight;
         expect(res.status).toBe(200);

@@ -1,6 +1,8 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
+import { isTimeZone } from "./budget";
 import { type AgentEntry, PROVIDERS, type Provider } from "./policy";
+import { DEFAULT_FALLBACK_PRICE, DEFAULT_PRICES } from "./pricing";
 import { AGENT_NAME } from "../../runtime/registry";
 
 /** One agent's registry entry, as the deployment writes it. */
@@ -8,7 +10,13 @@ export const agentEntrySchema: z.ZodType<AgentEntry> = z.strictObject({
     name: z.string().regex(AGENT_NAME),
     credentialSha256: z.string().regex(/^[0-9a-f]{64}$/),
     subnet: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/),
+    budget: z
+        .strictObject({ dailyUsd: z.number().positive().optional(), monthlyUsd: z.number().positive().optional(), totalUsd: z.number().positive().optional() })
+        .optional(),
 });
+
+const perMillion = z.number().min(0).max(10_000);
+export const priceSchema = z.strictObject({ input: perMillion, output: perMillion, cacheWrite: perMillion, cacheWrite1h: perMillion, cacheRead: perMillion });
 
 const listen = z.strictObject({ host: z.string().min(1), port: z.number().int().min(0).max(65535) });
 
@@ -36,9 +44,25 @@ export const runtimeConfigSchema = z.strictObject({
         })
         .prefault({}),
     drainSeconds: z.number().positive().default(30),
+    metering: z
+        .strictObject({
+            ledgerFile: z.string().default("/var/lib/keyproxy/ledger.log"),
+            /** Budgets' days and months start at midnight in this IANA zone. */
+            timeZone: z.string().refine(isTimeZone, "must be an IANA time zone such as UTC or Europe/Berlin").default("UTC"),
+            /** Output cap written into requests that set none, so every reservation has a bound. */
+            defaultMaxOutputTokens: z.number().int().positive().default(32_000),
+            /** Merged over the built-in list prices (USD per million tokens), by model id prefix. */
+            prices: z.record(z.string(), priceSchema).default({}),
+            fallbackPrice: priceSchema.default(DEFAULT_FALLBACK_PRICE),
+        })
+        .prefault({}),
 });
 
 export type RuntimeConfig = z.output<typeof runtimeConfigSchema>;
+
+export function priceBook(config: RuntimeConfig) {
+    return { prices: { ...DEFAULT_PRICES, ...config.metering.prices }, fallback: config.metering.fallbackPrice };
+}
 
 export interface LoadedConfig {
     config: RuntimeConfig;

@@ -27,6 +27,12 @@ export function keyProxyMetrics() {
         bytesIn: new Counter({ name: "keyproxy_request_bytes_total", help: "Request body bytes sent upstream", labelNames, registers: [registry] }),
         bytesOut: new Counter({ name: "keyproxy_response_bytes_total", help: "Response body bytes sent to agents", labelNames, registers: [registry] }),
         registeredAgents: new Gauge({ name: "keyproxy_registered_agents", help: "Agents in the registry", registers: [registry] }),
+        tokens: new Counter({ name: "keyproxy_tokens_total", help: "Tokens billed, by agent, provider, model and kind", labelNames: [...labelNames, "model", "kind"], registers: [registry] }),
+        spend: new Counter({ name: "keyproxy_spend_usd_total", help: "Settled spend in USD, by agent, provider and model", labelNames: [...labelNames, "model"], registers: [registry] }),
+        budgetRemaining: new Gauge({ name: "keyproxy_budget_remaining_usd", help: "Budget left in the current window (limit minus settled and reserved)", labelNames: ["agent", "window"], registers: [registry] }),
+        budgetLimit: new Gauge({ name: "keyproxy_budget_limit_usd", help: "Budget of the current window", labelNames: ["agent", "window"], registers: [registry] }),
+        reservations: new Gauge({ name: "keyproxy_reservations_outstanding", help: "Reservations not yet settled", labelNames: ["agent"], registers: [registry] }),
+        unknownModels: new Counter({ name: "keyproxy_unknown_model_requests_total", help: "Requests for models missing from the price table, billed at the fallback price", labelNames: labelNames, registers: [registry] }),
     };
 }
 

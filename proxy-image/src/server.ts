@@ -7,6 +7,7 @@ import { Pool, errors as undiciErrors } from "undici";
 import { closeServer, portOf, startAdminServers } from "../../runtime/admin";
 import type { LoadedConfig } from "./config";
 import type { Logger } from "../../runtime/log";
+import { type MeterResult, ResponseMeter, classifyEndpoint, planRequest } from "./metering";
 import { type KeyProxyMetrics, keyProxyMetrics } from "./metrics";
 import {
     type AgentEntry,
@@ -20,6 +21,7 @@ import {
     scrubSecrets,
     upstreamRequestHeaders,
 } from "./policy";
+import { SpendTracker, type Ticket } from "./spend";
 
 /** Upstream error bodies are small; past this much the rest is cut before scrubbing. */
 const MAX_ERROR_BODY_BYTES = 1024 * 1024;
@@ -43,12 +45,15 @@ export class KeyProxyServer {
     private inFlight = 0;
     private draining = false;
     private closed = false;
+    readonly spend: SpendTracker;
 
     constructor(
         private readonly loaded: LoadedConfig,
         private readonly log: Logger,
+        now: () => Date = () => new Date(),
     ) {
         const { config, keys, extraCa } = loaded;
+        this.spend = new SpendTracker(config, this.metrics, log, now);
         const ca = extraCa ? [...rootCertificates, extraCa] : undefined;
         for (const [provider, upstream] of Object.entries(config.upstreams) as [Provider, { baseUrl: string }][]) {
             const url = new URL(upstream.baseUrl);
@@ -87,6 +92,7 @@ export class KeyProxyServer {
     setAgents(entries: readonly AgentEntry[]) {
         this.agentsByDigest = new Map(entries.map((e) => [e.credentialSha256, e]));
         this.metrics.registeredAgents.set(entries.length);
+        for (const entry of entries) this.spend.refresh(entry);
     }
 
     async listen(): Promise<{ port: number; adminPorts: number[] }> {
@@ -120,6 +126,7 @@ export class KeyProxyServer {
         this.closed = true;
         await Promise.all([this.server, ...this.adminServers].map(closeServer));
         await Promise.all(Object.values(this.upstreams).map((u) => u.pool.close()));
+        this.spend.close();
     }
 
     private drop(req: http.IncomingMessage, socket: { destroy(): void }, reason: string) {
@@ -163,6 +170,8 @@ export class KeyProxyServer {
         };
 
         if (!auth.ok) return refuse("authentication", auth.reason);
+        const endpoint = classifyEndpoint(provider, req.method!, decision.route);
+        if (endpoint === undefined) return refuse("forbidden", "endpoint_not_allowed");
         const declaredLength = Number(req.headers["content-length"] ?? 0);
         const { limits } = this.loaded.config;
         if (declaredLength > limits.maxBodyBytes) return refuse("too_large", "body_size");
@@ -180,40 +189,78 @@ export class KeyProxyServer {
         let bytesOut = 0;
         let status = 0;
         let outcome = "ok";
+        let ticket: Ticket | undefined;
+        let meter: ResponseMeter | undefined;
+        let metered: MeterResult | undefined;
+        const endMeter = () => {
+            if (meter && !metered) {
+                const { result, rest } = meter.end();
+                metered = result;
+                return rest;
+            }
+            return [];
+        };
         try {
-            const hasBody = req.method === "POST" || declaredLength > 0 || req.headers["transfer-encoding"] !== undefined;
-            const body = hasBody
-                ? req.pipe(
-                      new Transform({
-                          transform(chunk: Buffer, _enc, done) {
-                              bytesIn += chunk.length;
-                              done(bytesIn > limits.maxBodyBytes ? new BodyTooLarge() : null, chunk);
-                          },
-                      }),
-                  )
-                : null;
+            const headers = upstreamRequestHeaders(req.headers, provider, upstream.key);
+            let body: Buffer | NodeJS.ReadableStream | null = null;
+            let hideUsageChunk = false;
+            if (endpoint === "free") {
+                const hasBody = req.method === "POST" || declaredLength > 0 || req.headers["transfer-encoding"] !== undefined;
+                body = hasBody ? req.pipe(limitBytes(limits.maxBodyBytes, (n) => (bytesIn += n))) : null;
+            } else {
+                const raw = await readBody(req, limits.maxBodyBytes);
+                bytesIn = raw.length;
+                const plan = planRequest(endpoint, raw, this.loaded.config.metering.defaultMaxOutputTokens);
+                if (plan.kind === "refused") {
+                    status = this.respondError(res, provider, "bad_request");
+                    outcome = plan.reason;
+                    return;
+                }
+                const admission = await this.spend.reserve(auth.agent, provider, plan);
+                if (!admission.ok) {
+                    this.metrics.refusals.inc({ ...labels, reason: "budget_exceeded" });
+                    status = this.respondError(res, provider, "budget");
+                    outcome = `budget_exceeded:${admission.window}`;
+                    return;
+                }
+                ticket = admission.ticket;
+                body = plan.body;
+                headers["content-length"] = String(plan.body.length);
+                hideUsageChunk = plan.hideUsageChunk;
+                meter = new ResponseMeter(endpoint, false, hideUsageChunk);
+            }
             const response = await upstream.pool.request({
                 method: req.method as "GET" | "POST" | "DELETE",
                 path: upstream.basePath + decision.upstreamPath,
-                headers: upstreamRequestHeaders(req.headers, provider, upstream.key),
-                body,
+                headers,
+                body: body as Buffer | null,
                 signal: abort.signal,
             });
             this.metrics.ttfb.observe(labels, (performance.now() - started) / 1000);
             status = response.statusCode;
-            const headers = clientResponseHeaders(response.headers);
+            const responseHeaders = clientResponseHeaders(response.headers);
             if (status >= 400) {
                 const text = scrubSecrets(await readLimited(response.body, MAX_ERROR_BODY_BYTES), this.secrets);
-                delete headers["content-length"];
-                res.writeHead(status, { ...headers, "content-length": Buffer.byteLength(text) });
+                delete responseHeaders["content-length"];
+                res.writeHead(status, { ...responseHeaders, "content-length": Buffer.byteLength(text) });
                 res.end(text);
                 bytesOut = Buffer.byteLength(text);
             } else {
-                res.writeHead(status, headers);
+                const sse = String(response.headers["content-type"] ?? "").includes("text/event-stream");
+                if (meter) meter = new ResponseMeter(endpoint as Exclude<typeof endpoint, "free">, sse, hideUsageChunk && sse);
+                // A hidden usage chunk changes the length: let Node frame the body itself.
+                if (hideUsageChunk && sse) delete responseHeaders["content-length"];
+                res.writeHead(status, responseHeaders);
                 res.flushHeaders();
                 for await (const chunk of response.body) {
-                    bytesOut += chunk.length;
-                    if (!res.write(chunk)) await waitForDrain(res, abort.signal);
+                    for (const piece of meter ? meter.push(chunk) : [chunk]) {
+                        bytesOut += piece.length;
+                        if (!res.write(piece)) await waitForDrain(res, abort.signal);
+                    }
+                }
+                for (const piece of endMeter()) {
+                    bytesOut += piece.length;
+                    res.write(piece);
                 }
                 res.end();
             }
@@ -234,9 +281,40 @@ export class KeyProxyServer {
             this.metrics.activeStreams.dec(labels);
             this.metrics.bytesIn.inc(labels, bytesIn);
             this.metrics.bytesOut.inc(labels, bytesOut);
-            finish(status, { bytes_in: bytesIn, bytes_out: bytesOut, outcome });
+            let committed: Promise<void> | undefined;
+            let costUsd: number | null = null;
+            if (ticket) {
+                endMeter();
+                const settlement = this.spend.settle(ticket, status, metered);
+                costUsd = settlement.cost / 1_000_000;
+                committed = settlement.committed;
+            }
+            finish(status, { bytes_in: bytesIn, bytes_out: bytesOut, outcome, cost_usd: costUsd, model: ticket?.model.slice(0, 100) ?? null });
+            await committed?.catch((error: Error) => this.log("ledger_write_failed", { agent: ticket?.agent.name, error: error.message.slice(0, 200) }));
         }
     }
+}
+
+function limitBytes(limit: number, count: (n: number) => void): Transform {
+    let total = 0;
+    return new Transform({
+        transform(chunk: Buffer, _encoding, done) {
+            total += chunk.length;
+            count(chunk.length);
+            done(total > limit ? new BodyTooLarge() : null, chunk);
+        },
+    });
+}
+
+async function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for await (const chunk of req) {
+        total += (chunk as Buffer).length;
+        if (total > limit) throw new BodyTooLarge();
+        chunks.push(chunk as Buffer);
+    }
+    return Buffer.concat(chunks);
 }
 
 function classify(error: unknown, clientAborted: boolean): string {

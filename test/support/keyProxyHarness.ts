@@ -29,16 +29,22 @@ export interface RunningProxy {
     config: RuntimeConfig;
 }
 
-export async function startKeyProxy(upstream: MockUpstream, overrides: Record<string, unknown> = {}, trustTestCa = true): Promise<RunningProxy> {
+export async function startKeyProxy(
+    upstream: MockUpstream,
+    overrides: Record<string, unknown> = {},
+    trustTestCa = true,
+    now?: () => Date,
+): Promise<RunningProxy> {
     const logs: string[] = [];
     const config = runtimeConfigSchema.parse({
         listen: { host: "127.0.0.1", port: 0 },
         admin: [{ host: "127.0.0.1", port: 0 }],
         upstreams: { anthropic: { baseUrl: upstream.baseUrl }, openai: { baseUrl: upstream.baseUrl } },
         registryDir: mkdtempSync(path.join(tmpdir(), "keyproxy-registry-")),
+        metering: { ledgerFile: path.join(mkdtempSync(path.join(tmpdir(), "keyproxy-ledger-")), "ledger.log") },
         ...overrides,
     });
-    const server = new KeyProxyServer({ config, keys: { ...REAL_KEYS }, extraCa: trustTestCa ? testPki().ca : undefined }, jsonLogger("key-proxy", (l) => logs.push(l)));
+    const server = new KeyProxyServer({ config, keys: { ...REAL_KEYS }, extraCa: trustTestCa ? testPki().ca : undefined }, jsonLogger("key-proxy", (l) => logs.push(l)), now);
     server.setAgents(AGENTS);
     const { port, adminPorts } = await server.listen();
     return { server, port, adminPort: adminPorts[0], logs, config };
@@ -70,6 +76,10 @@ export function send(port: number, { method = "POST", path: target, headers = {}
         req.end(body);
     });
 }
+
+/** Request bodies the proxy can meter: a model and an output cap. */
+export const ANTHROPIC_BODY = JSON.stringify({ model: "claude-sonnet-4-5", max_tokens: 64, messages: [{ role: "user", content: "hi" }] });
+export const OPENAI_BODY = JSON.stringify({ model: "gpt-5.1", max_completion_tokens: 64, messages: [{ role: "user", content: "hi" }] });
 
 export const anthropicHeaders = (token = TOKENS.bart) => ({ "x-api-key": token, "content-type": "application/json", "anthropic-version": "2023-06-01" });
 export const openaiHeaders = (token = TOKENS.bart) => ({ authorization: `Bearer ${token}`, "content-type": "application/json" });

@@ -30,11 +30,22 @@ export const anthropicStream = (model = "claude-sonnet-4-5") => [
     sse("message_stop", { type: "message_stop" }),
 ];
 
-export const openaiStream = (model = "gpt-5.1") => [
-    `data: ${JSON.stringify({ id: "c1", object: "chat.completion.chunk", model, choices: [{ index: 0, delta: { role: "assistant", content: "" } }] })}\n\n`,
-    `data: ${JSON.stringify({ id: "c1", object: "chat.completion.chunk", model, choices: [{ index: 0, delta: { content: "Hello" } }] })}\n\n`,
-    `data: ${JSON.stringify({ id: "c1", object: "chat.completion.chunk", model, choices: [{ index: 0, delta: {}, finish_reason: "stop" }] })}\n\n`,
-    "data: [DONE]\n\n",
+/** OpenAI's chat stream: with include_usage every chunk carries "usage": null and a last chunk with no choices carries it. */
+export const openaiStream = (model = "gpt-5.1", includeUsage = false, usage = { prompt_tokens: 9, completion_tokens: 3, total_tokens: 12 }) => {
+    const extra = includeUsage ? { usage: null } : {};
+    return [
+        `data: ${JSON.stringify({ id: "c1", object: "chat.completion.chunk", model, choices: [{ index: 0, delta: { role: "assistant", content: "" } }], ...extra })}\n\n`,
+        `data: ${JSON.stringify({ id: "c1", object: "chat.completion.chunk", model, choices: [{ index: 0, delta: { content: "Hello" } }], ...extra })}\n\n`,
+        `data: ${JSON.stringify({ id: "c1", object: "chat.completion.chunk", model, choices: [{ index: 0, delta: {}, finish_reason: "stop" }], ...extra })}\n\n`,
+        ...(includeUsage ? [`data: ${JSON.stringify({ id: "c1", object: "chat.completion.chunk", model, choices: [], usage })}\n\n`] : []),
+        "data: [DONE]\n\n",
+    ];
+};
+
+export const responsesStream = (model = "gpt-5.1", terminal = "response.completed", usage = { input_tokens: 20, input_tokens_details: { cached_tokens: 4 }, output_tokens: 7 }) => [
+    sse("response.created", { type: "response.created", response: { id: "r1", model, status: "in_progress", usage: null } }),
+    sse("response.output_text.delta", { type: "response.output_text.delta", delta: "Hello" }),
+    sse(terminal, { type: terminal, response: { id: "r1", model, status: terminal.slice("response.".length), usage } }),
 ];
 
 function defaultHandler(req: IncomingMessage, res: ServerResponse, body: string) {
@@ -51,11 +62,20 @@ function defaultHandler(req: IncomingMessage, res: ServerResponse, body: string)
     if (req.url === "/v1/chat/completions" && req.method === "POST") {
         if (json.stream) {
             res.writeHead(200, { "content-type": "text/event-stream" });
-            for (const event of openaiStream(json.model)) res.write(event);
+            for (const event of openaiStream(json.model, json.stream_options?.include_usage === true)) res.write(event);
             return void res.end();
         }
         res.writeHead(200, { "content-type": "application/json" });
         return void res.end(JSON.stringify({ id: "c1", object: "chat.completion", model: json.model, choices: [{ index: 0, message: { role: "assistant", content: "Hello" } }], usage: { prompt_tokens: 9, completion_tokens: 3, total_tokens: 12 } }));
+    }
+    if (req.url === "/v1/responses" && req.method === "POST") {
+        if (json.stream) {
+            res.writeHead(200, { "content-type": "text/event-stream" });
+            for (const event of responsesStream(json.model)) res.write(event);
+            return void res.end();
+        }
+        res.writeHead(200, { "content-type": "application/json" });
+        return void res.end(JSON.stringify({ id: "r1", object: "response", model: json.model, output: [], usage: { input_tokens: 20, input_tokens_details: { cached_tokens: 4 }, output_tokens: 7 } }));
     }
     if (req.url?.split("?")[0] === "/v1/models" && req.method === "GET") {
         res.writeHead(200, { "content-type": "application/json", "set-cookie": "tracking=1" });

@@ -1,0 +1,110 @@
+// The ledger on disk: an append-only file of CRC-checked JSON lines, fsynced in groups. A reservation is on
+// disk before its request goes upstream; a settlement is on disk before it counts as committed.
+import { closeSync, existsSync, fdatasync, fsyncSync, openSync, readFileSync, renameSync, write, writeFileSync } from "node:fs";
+import { promisify } from "node:util";
+import path from "node:path";
+import { crc32 } from "node:zlib";
+import type { LedgerRecord } from "./budget";
+
+const writeAsync = promisify(write) as (fd: number, text: string) => Promise<unknown>;
+const fdatasyncAsync = promisify(fdatasync);
+
+export function encodeRecord(record: LedgerRecord): string {
+    const json = JSON.stringify(record);
+    return `${crc32(json).toString(16).padStart(8, "0")} ${json}\n`;
+}
+
+export interface Replay {
+    records: LedgerRecord[];
+    /** A last line cut short by a crash mid-write: never committed (its fsync had not returned). */
+    tornTail?: { line: number; bytes: number };
+}
+
+export class LedgerCorruptError extends Error {}
+
+/** Reads a ledger file. A bad line anywhere but the last is corruption: reported, and startup refused. */
+export function replayLedger(text: string, file = "ledger"): Replay {
+    const records: LedgerRecord[] = [];
+    const lines = text.split("\n");
+    const endsClean = text.length === 0 || text.endsWith("\n");
+    const complete = endsClean ? lines.slice(0, -1) : lines;
+    for (const [index, line] of complete.entries()) {
+        const isLast = index === complete.length - 1;
+        const match = /^([0-9a-f]{8}) (.*)$/.exec(line);
+        const valid = match !== null && crc32(match[2]).toString(16).padStart(8, "0") === match[1];
+        if (!valid) {
+            if (isLast && !endsClean) return { records, tornTail: { line: index + 1, bytes: Buffer.byteLength(line) } };
+            throw new LedgerCorruptError(`${file}: line ${index + 1} fails its checksum; the ledger is corrupt, refusing to guess the spend`);
+        }
+        records.push(JSON.parse(match[2]) as LedgerRecord);
+    }
+    return { records };
+}
+
+/**
+ * Appends records with group commit: records queued while a write+fdatasync is in flight go out together in
+ * the next one, so concurrent requests share one fsync.
+ */
+export class LedgerStore {
+    private fd: number;
+    private queue: { line: string; done: (error?: Error) => void }[] = [];
+    private flushing = false;
+
+    private constructor(readonly file: string) {
+        this.fd = openSync(file, "a", 0o600);
+    }
+
+    /**
+     * Opens (creating) the ledger, replays it, and starts a fresh file from a snapshot of the replayed state
+     * (write, fsync, rename, fsync the directory), so the file never grows without bound across restarts.
+     */
+    static open(file: string, replay: (records: LedgerRecord[]) => LedgerRecord[], onTornTail: (tail: NonNullable<Replay["tornTail"]>) => void): LedgerStore {
+        const text = existsSync(file) ? readFileSync(file, "utf8") : "";
+        const result = replayLedger(text, file);
+        if (result.tornTail) {
+            writeFileSync(`${file}.torn-${Date.now()}`, text.slice(text.lastIndexOf("\n") + 1), { mode: 0o600 });
+            onTornTail(result.tornTail);
+        }
+        const fresh = replay(result.records);
+        const temporary = `${file}.compact`;
+        writeFileSync(temporary, fresh.map(encodeRecord).join(""), { mode: 0o600 });
+        const tfd = openSync(temporary, "r+");
+        fsyncSync(tfd);
+        closeSync(tfd);
+        renameSync(temporary, file);
+        const dfd = openSync(path.dirname(file), "r");
+        fsyncSync(dfd);
+        closeSync(dfd);
+        return new LedgerStore(file);
+    }
+
+    append(record: LedgerRecord): Promise<void> {
+        return new Promise((resolve, reject) => {
+            this.queue.push({ line: encodeRecord(record), done: (error) => (error ? reject(error) : resolve()) });
+            if (!this.flushing) {
+                this.flushing = true;
+                setImmediate(() => this.flush());
+            }
+        });
+    }
+
+    /** Off the event loop (libuv's thread pool): streams keep flowing while the disk syncs. */
+    private async flush() {
+        const batch = this.queue;
+        this.queue = [];
+        let error: Error | undefined;
+        try {
+            await writeAsync(this.fd, batch.map((b) => b.line).join(""));
+            await fdatasyncAsync(this.fd);
+        } catch (caught) {
+            error = caught as Error;
+        }
+        for (const item of batch) item.done(error);
+        if (this.queue.length > 0) void this.flush();
+        else this.flushing = false;
+    }
+
+    close() {
+        closeSync(this.fd);
+    }
+}

@@ -1,0 +1,279 @@
+// Metering: what a request may cost before it goes, and what it did cost as its response streams past.
+// Pure: bytes in, decisions and counts out.
+import { StringDecoder } from "node:string_decoder";
+import type { Provider } from "./policy";
+import { NO_USAGE, type Usage } from "./pricing";
+
+export type ApiFormat = "anthropic-messages" | "openai-chat" | "openai-responses";
+
+export type RequestPlan =
+    | { kind: "refused"; reason: string }
+    | { kind: "metered"; format: ApiFormat; model: string; stream: boolean; maxOutputTokens: number; body: Buffer; hideUsageChunk: boolean };
+
+const METERED: Record<string, ApiFormat> = {
+    "anthropic POST /v1/messages": "anthropic-messages",
+    "openai POST /v1/chat/completions": "openai-chat",
+    "openai POST /v1/responses": "openai-responses",
+};
+
+/** Endpoints that cost nothing. Everything neither here nor metered is refused: budgets cannot be bypassed. */
+const FREE: RegExp[] = [/^anthropic GET \/v1\/models(\/[^/]+)?$/, /^anthropic POST \/v1\/messages\/count_tokens$/, /^openai GET \/v1\/models(\/[^/]+)?$/];
+
+/** Which endpoints cost money, which are free, and (undefined) which are not let through at all. */
+export function classifyEndpoint(provider: Provider, method: string, route: string): ApiFormat | "free" | undefined {
+    const key = `${provider} ${method} ${route}`;
+    if (FREE.some((pattern) => pattern.test(key))) return "free";
+    return METERED[key];
+}
+
+/**
+ * Reads a metered request and rewrites its body where metering needs it: an output cap where the client set
+ * none (so the reservation bounds the cost), and OpenAI's include_usage on streams (whose extra usage chunk
+ * is then hidden from the client).
+ */
+export function planRequest(format: ApiFormat, body: Buffer, defaultMaxOutputTokens: number): RequestPlan {
+    let json: Record<string, unknown>;
+    try {
+        json = JSON.parse(body.toString("utf8"));
+    } catch {
+        return { kind: "refused", reason: "body_not_json" };
+    }
+    if (typeof json !== "object" || json === null || Array.isArray(json)) return { kind: "refused", reason: "body_not_json" };
+    if (typeof json.model !== "string" || json.model.length === 0) return { kind: "refused", reason: "no_model" };
+    const stream = json.stream === true;
+    const capField = format === "anthropic-messages" ? "max_tokens" : format === "openai-responses" ? "max_output_tokens" : "max_completion_tokens";
+    const requested = format === "openai-chat" ? (json.max_completion_tokens ?? json.max_tokens) : json[capField];
+    let rewritten = false;
+    let maxOutputTokens: number;
+    if (requested === undefined || requested === null) {
+        json[capField] = defaultMaxOutputTokens;
+        maxOutputTokens = defaultMaxOutputTokens;
+        rewritten = true;
+    } else if (typeof requested === "number" && Number.isInteger(requested) && requested > 0) {
+        maxOutputTokens = requested;
+    } else {
+        return { kind: "refused", reason: "bad_output_cap" };
+    }
+    let hideUsageChunk = false;
+    if (format === "openai-chat" && stream) {
+        const options = (json.stream_options ?? {}) as Record<string, unknown>;
+        if (options.include_usage !== true) {
+            json.stream_options = { ...options, include_usage: true };
+            hideUsageChunk = true;
+            rewritten = true;
+        }
+    }
+    return { kind: "metered", format, model: json.model, stream, maxOutputTokens, hideUsageChunk, body: rewritten ? Buffer.from(JSON.stringify(json)) : body };
+}
+
+export interface MeterResult {
+    usage: Usage;
+    /** The model the upstream says it served (falls back to the requested one). */
+    model: string | undefined;
+    /** A terminal event (or a whole JSON body) was seen. */
+    complete: boolean;
+    /** Usage was reported by the upstream at all. */
+    reported: boolean;
+    problems: string[];
+}
+
+/** Splits an SSE byte stream into whole events, keeping each event's exact bytes and separator. */
+class SseSplitter {
+    private readonly decoder = new StringDecoder("utf8");
+    private pending = "";
+
+    push(chunk: Buffer): string[] {
+        this.pending += this.decoder.write(chunk);
+        const events: string[] = [];
+        let start = 0;
+        for (;;) {
+            const match = /\r?\n\r?\n/g;
+            match.lastIndex = start;
+            const found = match.exec(this.pending);
+            if (!found) break;
+            events.push(this.pending.slice(start, found.index + found[0].length));
+            start = found.index + found[0].length;
+        }
+        this.pending = this.pending.slice(start);
+        return events;
+    }
+
+    rest(): string {
+        return this.pending + this.decoder.end();
+    }
+}
+
+function eventParts(event: string): { name: string | undefined; data: string } {
+    let name: string | undefined;
+    const data: string[] = [];
+    for (const line of event.split(/\r?\n/)) {
+        if (line.startsWith("event:")) name = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+    }
+    return { name, data: data.join("\n") };
+}
+
+const num = (value: unknown): number => (typeof value === "number" && Number.isFinite(value) && value >= 0 ? value : 0);
+
+/** Anthropic usage: input excludes cache tokens; cache writes may be split by TTL. */
+function anthropicUsage(raw: Record<string, unknown>, previous: Usage): Usage {
+    const has = (key: string) => raw[key] !== undefined && raw[key] !== null;
+    const creation = raw.cache_creation as Record<string, unknown> | undefined;
+    const write1h = creation ? num(creation.ephemeral_1h_input_tokens) : undefined;
+    const writeAll = has("cache_creation_input_tokens") ? num(raw.cache_creation_input_tokens) : undefined;
+    return {
+        input: has("input_tokens") ? num(raw.input_tokens) : previous.input,
+        output: has("output_tokens") ? num(raw.output_tokens) : previous.output,
+        cacheWrite: writeAll !== undefined ? writeAll - (write1h ?? 0) : previous.cacheWrite,
+        cacheWrite1h: write1h ?? (writeAll !== undefined ? 0 : previous.cacheWrite1h),
+        cacheRead: has("cache_read_input_tokens") ? num(raw.cache_read_input_tokens) : previous.cacheRead,
+    };
+}
+
+/** OpenAI usage: prompt/input counts include the cached tokens, which are billed at the cache-read price. */
+function openaiUsage(raw: Record<string, unknown>): Usage {
+    const prompt = num(raw.prompt_tokens ?? raw.input_tokens);
+    const details = (raw.prompt_tokens_details ?? raw.input_tokens_details) as Record<string, unknown> | undefined;
+    const cached = Math.min(prompt, num(details?.cached_tokens));
+    return { input: prompt - cached, output: num(raw.completion_tokens ?? raw.output_tokens), cacheWrite: 0, cacheWrite1h: 0, cacheRead: cached };
+}
+
+const USAGE_OBJECT = /"usage"\s*:\s*\{/;
+/** Bytes of streamed event data per output token when a stream ends before reporting its output count. */
+export const BYTES_PER_UNREPORTED_TOKEN = 4;
+
+/**
+ * Watches one response go by. `push` returns what to send the client now: the chunk itself, or for OpenAI
+ * streams whose usage we asked for, the whole events received so far minus that usage chunk.
+ */
+export class ResponseMeter {
+    private readonly splitter = new SseSplitter();
+    private readonly jsonChunks: Buffer[] = [];
+    private jsonBytes = 0;
+    private usage: Usage = { ...NO_USAGE };
+    private model: string | undefined;
+    private complete = false;
+    private reported = false;
+    private outputReported = false;
+    private streamedBytes = 0;
+    private readonly problems: string[] = [];
+
+    constructor(
+        private readonly format: ApiFormat,
+        private readonly sse: boolean,
+        private readonly hideUsageChunk: boolean,
+        private readonly maxJsonBytes = 16 * 1024 * 1024,
+    ) {}
+
+    push(chunk: Buffer): Buffer[] {
+        if (!this.sse) {
+            if (this.jsonBytes + chunk.length <= this.maxJsonBytes) this.jsonChunks.push(chunk);
+            this.jsonBytes += chunk.length;
+            return [chunk];
+        }
+        this.streamedBytes += chunk.length;
+        const events = this.splitter.push(chunk);
+        if (!this.hideUsageChunk) {
+            for (const event of events) this.observe(event);
+            return [chunk];
+        }
+        const forward: Buffer[] = [];
+        for (const event of events) if (!this.observe(event)) forward.push(Buffer.from(event));
+        return forward;
+    }
+
+    /** Ends the meter: what the response reported, and whatever bytes were still held back. */
+    end(): { result: MeterResult; rest: Buffer[] } {
+        const rest: Buffer[] = [];
+        if (this.sse) {
+            const tail = this.splitter.rest();
+            if (tail.trim().length > 0) {
+                this.problems.push("stream ended inside an event");
+                this.observe(tail);
+            }
+            if (this.hideUsageChunk && tail.length > 0) rest.push(Buffer.from(tail));
+        } else {
+            this.observeJson();
+        }
+        if (!this.complete) this.problems.push(this.sse ? "stream ended without its final event" : "body incomplete");
+        if (this.sse && !this.outputReported) {
+            // Output the upstream never counted for us is estimated from what streamed, so an aborted stream is not free.
+            this.usage.output = Math.max(this.usage.output, Math.ceil(this.streamedBytes / BYTES_PER_UNREPORTED_TOKEN));
+        }
+        return { result: { usage: this.usage, model: this.model, complete: this.complete, reported: this.reported, problems: this.problems }, rest };
+    }
+
+    /** Reads one SSE event. Returns true when it must be hidden from the client. */
+    private observe(event: string): boolean {
+        const { name, data } = eventParts(event);
+        if (this.format === "anthropic-messages") {
+            if (name === "message_stop") this.complete = true;
+            if (name !== "message_start" && name !== "message_delta" && name !== "error") return false;
+            const parsed = this.parse(data);
+            if (!parsed) return false;
+            if (name === "error") {
+                this.problems.push("upstream error event");
+                return false;
+            }
+            const raw = (name === "message_start" ? (parsed.message as Record<string, unknown> | undefined)?.usage : parsed.usage) as Record<string, unknown> | undefined;
+            if (name === "message_start") this.model = ((parsed.message as Record<string, unknown> | undefined)?.model as string | undefined) ?? this.model;
+            if (raw) {
+                this.usage = anthropicUsage(raw, this.usage);
+                this.reported = true;
+                if (name === "message_delta" && raw.output_tokens !== undefined) this.outputReported = true;
+            }
+            return false;
+        }
+        if (this.format === "openai-responses") {
+            if (name !== "response.completed" && name !== "response.incomplete" && name !== "response.failed") return false;
+            const response = this.parse(data)?.response as Record<string, unknown> | undefined;
+            this.complete = true;
+            this.model = (response?.model as string | undefined) ?? this.model;
+            if (response?.usage) {
+                this.usage = openaiUsage(response.usage as Record<string, unknown>);
+                this.reported = this.outputReported = true;
+            }
+            return false;
+        }
+        if (data.trim() === "[DONE]") {
+            this.complete = true;
+            return false;
+        }
+        if (!USAGE_OBJECT.test(data)) {
+            if (this.model === undefined && data.includes('"model"')) this.model = this.parse(data)?.model as string | undefined;
+            return false;
+        }
+        const parsed = this.parse(data);
+        if (!parsed?.usage || typeof parsed.usage !== "object") return false;
+        this.usage = openaiUsage(parsed.usage as Record<string, unknown>);
+        this.reported = this.outputReported = true;
+        this.model = (parsed.model as string | undefined) ?? this.model;
+        // The usage chunk we asked for carries no choices: the client, which did not ask, never sees it.
+        return this.hideUsageChunk && Array.isArray(parsed.choices) && parsed.choices.length === 0;
+    }
+
+    private observeJson() {
+        if (this.jsonBytes > this.maxJsonBytes) {
+            this.problems.push("body too large to meter");
+            return;
+        }
+        const parsed = this.parse(Buffer.concat(this.jsonChunks).toString("utf8"));
+        if (!parsed) return;
+        this.complete = true;
+        this.model = (parsed.model as string | undefined) ?? this.model;
+        const raw = parsed.usage as Record<string, unknown> | undefined;
+        if (!raw) return;
+        this.usage = this.format === "anthropic-messages" ? anthropicUsage(raw, NO_USAGE) : openaiUsage(raw);
+        this.reported = this.outputReported = true;
+    }
+
+    private parse(text: string): Record<string, unknown> | undefined {
+        try {
+            const value = JSON.parse(text);
+            return typeof value === "object" && value !== null ? value : undefined;
+        } catch {
+            this.problems.push("unparseable event");
+            return undefined;
+        }
+    }
+}
