@@ -3,6 +3,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import type { AgentConfig } from "../infra/config";
 import { AGENT_HOME, AGENT_USER, ALIASES, LABELS, PORTS, agentNetworkAddresses, dockerNames } from "../infra/topology";
+import { EXCEPTION_LABELS } from "../policy/policies";
 import { hardenedContainer } from "./hardening";
 
 export interface ServiceEndpoint {
@@ -134,7 +135,7 @@ export class AgentSandbox extends pulumi.ComponentResource {
                     { label: LABELS.agent, value: agent.name },
                 ],
             },
-            { parent: this },
+            { parent: this, deleteBeforeReplace: true },
         );
 
         const state = new docker.Volume(
@@ -172,7 +173,13 @@ export class AgentSandbox extends pulumi.ComponentResource {
                 image: agent.image,
                 user: AGENT_USER,
                 resources: agent.resources,
-                labels: { [LABELS.stack]: stack, [LABELS.role]: "agent", [LABELS.agent]: agent.name },
+                labels: {
+                    [LABELS.stack]: stack,
+                    [LABELS.role]: "agent",
+                    [LABELS.agent]: agent.name,
+                    // A stack that publishes beyond loopback says so on the container, where policy and preview see it.
+                    ...(args.publishAddress !== "127.0.0.1" ? { [EXCEPTION_LABELS.publishAddress]: args.publishAddress } : {}),
+                },
                 healthcheck: { tests: AGENT_HEALTHCHECK, startPeriod: "60s" },
                 networks: [{ name: this.network.name, ipv4Address: this.addresses.agent }],
                 envs: pulumi.secret(envs),

@@ -137,7 +137,9 @@ export function hardenedContainer(
     dockerHost: string,
     opts: pulumi.CustomResourceOptions,
 ): HardenedContainer {
-    const container = new docker.Container(`${name}-container`, hardenedContainerArgs(spec), opts);
+    // Containers have fixed Docker names (tools and commands address them by name): a replacement must delete
+    // the old one first, or Docker refuses the new one's name.
+    const container = new docker.Container(`${name}-container`, hardenedContainerArgs(spec), { ...opts, deleteBeforeReplace: true });
     const pidsLimit = new command.local.Command(`${name}-pids-limit`, pidsLimitCommand(container.id, spec.resources.pids, dockerHost), {
         ...opts,
         dependsOn: [container],

@@ -132,7 +132,9 @@ const schema = z
             .strictObject({
                 addressPool: z.string().default("10.64.0.0/10"),
                 agentSubnetPrefix: z.number().int().min(MIN_AGENT_PREFIX).max(MAX_AGENT_PREFIX).default(28),
-                publishAddress: ipv4.default("127.0.0.1"),
+                publishAddress: ipv4
+                    .refine((address) => address !== "0.0.0.0", "must be one address: 0.0.0.0 would publish on every interface")
+                    .default("127.0.0.1"),
             })
             .prefault({}),
         agents: z.array(agent).min(1, "declare at least one agent"),

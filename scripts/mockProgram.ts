@@ -1,0 +1,97 @@
+// Runs the Pulumi program under the SDK's mocks: no CLI, no engine, no Docker. The tests and the offline review
+// command both use it to see every resource the program declares, with its inputs resolved.
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import * as pulumi from "@pulumi/pulumi";
+import { parse as parseYaml } from "yaml";
+import { NAMESPACE, PROVIDER_KEY_CONFIG } from "../infra/config";
+
+export interface RecordedResource {
+    type: string;
+    name: string;
+    inputs: Record<string, any>;
+    provider?: string;
+}
+
+export const REPO_ROOT = path.resolve(__dirname, "..");
+export const SECRET_CONFIG_KEYS = Object.values(PROVIDER_KEY_CONFIG);
+
+export interface StackFile {
+    /** The `openclaw:` keys, namespace removed; encrypted values left out. */
+    raw: Record<string, unknown>;
+    /** Secret keys stored encrypted (`secure:`): present, but not readable without the stack's passphrase. */
+    encrypted: string[];
+}
+
+export function readStackFile(stack: string, dir = REPO_ROOT): StackFile {
+    const file = parseYaml(readFileSync(path.join(dir, `Pulumi.${stack}.yaml`), "utf8")) as { config?: Record<string, unknown> } | null;
+    const raw: Record<string, unknown> = {};
+    const encrypted: string[] = [];
+    for (const [key, value] of Object.entries(file?.config ?? {})) {
+        if (!key.startsWith(`${NAMESPACE}:`)) continue;
+        const name = key.slice(NAMESPACE.length + 1);
+        if (value && typeof value === "object" && "secure" in value) encrypted.push(name);
+        else raw[name] = value;
+    }
+    return { raw, encrypted };
+}
+
+/** Deterministic mock outputs: a random's result follows its keepers, as the real provider's does. */
+function mockState(type: string, name: string, inputs: Record<string, any>): Record<string, any> {
+    if (type === "random:index/randomPassword:RandomPassword") {
+        const digest = createHash("sha256").update(`${name}:${JSON.stringify(inputs.keepers ?? {})}`).digest("hex");
+        return { ...inputs, result: digest.slice(0, inputs.length ?? 32) };
+    }
+    return { ...inputs, name: inputs.name ?? name };
+}
+
+const SECRET_SIG = "4dabf18193072939515e22adb298388d";
+
+export function isSecret(value: unknown): boolean {
+    return typeof value === "object" && value !== null && SECRET_SIG in value;
+}
+
+/** Inputs with Pulumi's secret wrappers removed, for reading values. */
+export function reveal(value: any): any {
+    if (Array.isArray(value)) return value.map(reveal);
+    if (value && typeof value === "object") {
+        if (SECRET_SIG in value) return reveal(value.value);
+        return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, reveal(v)]));
+    }
+    return value;
+}
+
+/**
+ * Sets up mocks and config, loads the program with `load` (which must import infra/index afresh) and returns
+ * every resource registered once the program's outputs have settled.
+ */
+export async function runUnderMocks(rawConfig: Record<string, unknown>, stack: string, load: () => Promise<{ agents: unknown }>): Promise<RecordedResource[]> {
+    const resources: RecordedResource[] = [];
+    await pulumi.runtime.setMocks(
+        {
+            newResource: (args) => {
+                resources.push({ type: args.type, name: args.name, inputs: args.inputs, provider: args.provider });
+                return { id: `${args.name}-id`, state: mockState(args.type, args.name, args.inputs) };
+            },
+            call: (args) => args.inputs,
+        },
+        NAMESPACE,
+        stack,
+        false,
+    );
+    const flat: Record<string, string> = {};
+    for (const [key, value] of Object.entries(rawConfig)) {
+        if (value !== undefined) flat[`${NAMESPACE}:${key}`] = typeof value === "string" ? value : JSON.stringify(value);
+    }
+    pulumi.runtime.setAllConfig(flat, SECRET_CONFIG_KEYS.map((k) => `${NAMESPACE}:${k}`));
+    const program = await load();
+    await new Promise<void>((resolve) => void pulumi.output(program.agents as object).apply(() => resolve()));
+    // Registrations triggered by resolved outputs (commands on container ids) finish on later turns.
+    let seen = -1;
+    for (let i = 0; i < 50 && resources.length !== seen; i++) {
+        seen = resources.length;
+        await new Promise((r) => setTimeout(r, 10));
+    }
+    return resources;
+}

@@ -1,0 +1,128 @@
+// Offline review of a stack, for pull requests: runs the program under mocks with the stack's config (no Pulumi
+// CLI, no Docker), prints the plan and every policy verdict, and exits 1 on a config error or a mandatory
+// violation.   npm run review -- --stack dev [--json]
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { ConfigError, PROVIDER_KEY_CONFIG, parseStackConfig } from "../infra/config.ts";
+import { agentNetworkAddresses } from "../infra/topology.ts";
+import { CONTAINER, NETWORK, type Verdict, evaluate } from "../policy/policies.ts";
+import { REPO_ROOT, readStackFile, reveal, runUnderMocks } from "./mockProgram.ts";
+
+const OFFLINE_SECRET = "offline-review-placeholder";
+
+function usage(message: string): never {
+    console.error(`error: ${message}\nusage: npm run review -- --stack <name> [--json] [--config-dir <dir with Pulumi.<name>.yaml>]`);
+    process.exit(2);
+}
+
+const args = process.argv.slice(2);
+let stack = "dev";
+let json = false;
+let configDir = REPO_ROOT;
+for (let i = 0; i < args.length; i++) {
+    if (args[i] === "--json") json = true;
+    else if (args[i] === "--config-dir") configDir = path.resolve(args[++i] ?? usage("--config-dir needs a directory"));
+    else if (args[i] === "--stack") stack = args[++i] ?? usage("--stack needs a name");
+    else usage(`unknown argument '${args[i]}'`);
+}
+if (!/^[a-z0-9-]+$/.test(stack)) usage(`'${stack}' is not a stack name`);
+if (!existsSync(path.join(configDir, `Pulumi.${stack}.yaml`))) usage(`no Pulumi.${stack}.yaml in ${configDir}`);
+
+const file = readStackFile(stack, configDir);
+// Secrets are checked for presence only: offline, an encrypted value cannot be read, and a missing one is set at
+// deploy time from the environment (npm run deploy).
+const secretNotes: string[] = [];
+const raw: Record<string, unknown> = { ...file.raw };
+for (const key of Object.values(PROVIDER_KEY_CONFIG) as string[]) {
+    if (raw[key] !== undefined) continue;
+    secretNotes.push(`${key}: ${file.encrypted.includes(key) ? "encrypted in the stack file, not read offline" : "not set in the stack file (npm run deploy stores it from the environment)"}`);
+    raw[key] = OFFLINE_SECRET;
+}
+
+function fail(errors: string[]): never {
+    if (json) console.log(JSON.stringify({ stack, ok: false, errors }, null, 2));
+    else console.error(`Stack ${stack}: config errors\n${errors.map((e) => `  - ${e}`).join("\n")}`);
+    process.exit(1);
+}
+
+let config;
+try {
+    config = parseStackConfig(raw);
+} catch (error) {
+    if (error instanceof ConfigError) fail(error.problems);
+    throw error;
+}
+
+const resources = await runUnderMocks(raw, stack, () => import("../infra/index.ts"));
+const byName = (type: string) => resources.filter((r) => r.type === type).map((r) => ({ name: r.name, props: reveal(r.inputs) as Record<string, any> }));
+const containers = byName(CONTAINER);
+const networks = byName(NETWORK);
+const verdicts: Verdict[] = evaluate([...containers.map((c) => ({ ...c, type: CONTAINER })), ...networks.map((n) => ({ ...n, type: NETWORK }))]);
+const mandatory = verdicts.filter((v) => v.enforcementLevel === "mandatory");
+
+const plan = {
+    stack,
+    ok: mandatory.length === 0,
+    agents: config.agents.map((a) => ({
+        name: a.name,
+        image: a.image,
+        model: a.model,
+        subnet: a.subnet,
+        addresses: agentNetworkAddresses(a.subnet),
+        dashboard: `${config.network.publishAddress}:${a.dashboardPort}`,
+        resources: a.resources,
+        budget: a.budget,
+        egress: { mode: a.egress.mode, allow: [...a.egress.allow, ...config.egress.allowForAll].map((r) => `${r.host}:${(r.ports ?? config.egress.defaultPorts).join(",")}`) },
+        credentialEpoch: a.credentialEpoch,
+    })),
+    networks: networks.map((n) => ({ name: n.props.name, internal: n.props.internal === true, subnet: n.props.ipamConfigs?.[0]?.subnet ?? "docker-assigned", options: n.props.options ?? {} })),
+    containers: containers.map((c) => ({
+        name: c.props.name,
+        image: c.props.image,
+        user: c.props.user,
+        readOnly: c.props.readOnly === true,
+        capabilitiesDropped: c.props.capabilities?.drops ?? [],
+        noNewPrivileges: (c.props.securityOpts ?? []).includes("no-new-privileges:true"),
+        privileged: c.props.privileged === true,
+        memoryMb: c.props.memory,
+        cpus: c.props.cpus,
+        networks: (c.props.networksAdvanced ?? []).map((n: any) => (n.ipv4Address ? `${n.name} (${n.ipv4Address})` : n.name)),
+        ports: (c.props.ports ?? []).map((p: any) => `${p.ip}:${p.external}->${p.internal}`),
+        tmpfs: Object.keys(c.props.tmpfs ?? {}),
+        volumes: (c.props.volumes ?? []).map((v: any) => `${v.volumeName ?? v.hostPath}:${v.containerPath}`),
+    })),
+    keyEpochs: Object.fromEntries(Object.entries(config.keyProxy.providers).filter(([, p]) => p).map(([id, p]) => [id, p!.keyEpoch])),
+    verdicts,
+    secretsNotChecked: secretNotes,
+};
+
+if (json) {
+    console.log(JSON.stringify(plan, null, 2));
+} else {
+    const out: string[] = [`Stack ${stack}: offline review (Pulumi mocks: no CLI, no Docker)`, "", "Agents"];
+    for (const a of plan.agents) {
+        const budget = Object.entries(a.budget).map(([k, v]) => `${k.replace("Usd", "")} $${v}`).join(", ");
+        out.push(`  ${a.name}  ${a.image}  model ${a.model}  credential epoch ${a.credentialEpoch}`);
+        out.push(`    subnet ${a.subnet}: agent ${a.addresses.agent}, key-proxy ${a.addresses.keyProxy}, egress+dns ${a.addresses.egressGateway}`);
+        out.push(`    dashboard ${a.dashboard}  budget ${budget}  memory ${a.resources.memoryMb} MB, cpus ${a.resources.cpus}, pids ${a.resources.pids}`);
+        out.push(`    egress (${a.egress.mode}): ${a.egress.allow.join(" ") || "nothing"}`);
+    }
+    out.push("", "Networks");
+    for (const n of plan.networks) out.push(`  ${n.name}  ${n.subnet}  ${n.internal ? "internal" : "uplink"}${n.options["com.docker.network.bridge.inhibit_ipv4"] === "true" ? ", bridge without host address" : ""}`);
+    out.push("", "Containers");
+    for (const c of plan.containers) {
+        const hardening = [c.readOnly ? "read-only" : "WRITABLE", c.capabilitiesDropped.includes("ALL") ? "caps dropped" : "CAPS KEPT", c.noNewPrivileges ? "no-new-privileges" : "NEW PRIVILEGES", c.privileged ? "PRIVILEGED" : "unprivileged"].join(", ");
+        out.push(`  ${c.name}  ${c.image}  user ${c.user}  ${hardening}  ${c.memoryMb} MB, ${c.cpus} cpus`);
+        out.push(`    networks ${c.networks.join(", ")}  ports ${c.ports.join(", ") || "none"}  tmpfs ${c.tmpfs.join(", ") || "none"}  volumes ${c.volumes.join(", ") || "none"}`);
+    }
+    out.push("", `Upstream key epochs: ${Object.entries(plan.keyEpochs).map(([id, e]) => `${id} ${e}`).join(", ")}`, "", "Policies");
+    const failing = new Set(verdicts.map((v) => v.policy));
+    for (const policy of (await import("../policy/policies.ts")).POLICIES) {
+        if (!failing.has(policy.name)) out.push(`  pass  ${policy.name} (${policy.enforcementLevel})`);
+    }
+    for (const v of verdicts) out.push(`  ${v.enforcementLevel === "mandatory" ? "FAIL" : "warn"}  ${v.policy} (${v.enforcementLevel})  ${v.resource}: ${v.message}`);
+    if (secretNotes.length > 0) out.push("", "Secrets (presence only)", ...secretNotes.map((n) => `  ${n}`));
+    out.push("", plan.ok ? `OK: no mandatory violation (${verdicts.length} advisory)` : `FAILED: ${mandatory.length} mandatory violation(s)`);
+    console.log(out.join("\n"));
+}
+process.exit(plan.ok ? 0 : 1);

@@ -1,0 +1,148 @@
+import { beforeAll, describe, expect, it } from "vitest";
+import { CONTAINER, NETWORK, POLICIES, type PolicyResource, evaluate } from "../policy/policies";
+import { type RecordedResource, TYPES, devConfig, reveal, runProgram } from "./support/mockStack";
+
+/** A container that meets every policy; each failing fixture breaks exactly one thing. */
+const good = (): Record<string, any> => ({
+    name: "c",
+    image: "ghcr.io/openclaw/openclaw:2026.11.1",
+    user: "1000:1000",
+    readOnly: true,
+    privileged: false,
+    capabilities: { drops: ["ALL"] },
+    securityOpts: ["no-new-privileges:true"],
+    memory: 512,
+    restart: "unless-stopped",
+    logDriver: "json-file",
+    logOpts: { "max-size": "10m" },
+    healthcheck: { tests: ["CMD", "true"] },
+    ports: [{ internal: 18789, external: 18801, ip: "127.0.0.1" }],
+    envs: ["ANTHROPIC_API_KEY=ocp_agentcredential"],
+    labels: [{ label: "openclaw.role", value: "agent" }],
+});
+const container = (change: (p: Record<string, any>) => void = () => undefined): PolicyResource => {
+    const props = good();
+    change(props);
+    return { type: CONTAINER, name: "c", props };
+};
+const agentNetwork = (change: (p: Record<string, any>) => void = () => undefined): PolicyResource => {
+    const props: Record<string, any> = { internal: true, options: { "com.docker.network.bridge.inhibit_ipv4": "true" }, labels: [{ label: "openclaw.agent", value: "bart" }] };
+    change(props);
+    return { type: NETWORK, name: "n", props };
+};
+const KEY = "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789";
+
+const FIXTURES: Record<string, [pass: PolicyResource, fail: PolicyResource, message: RegExp]> = {
+    "container-read-only": [container(), container((p) => (p.readOnly = false)), /writable/],
+    "container-drop-all-capabilities": [container(), container((p) => (p.capabilities = { drops: ["ALL"], adds: ["NET_ADMIN"] })), /added: NET_ADMIN/],
+    "container-no-new-privileges": [container(), container((p) => (p.securityOpts = [])), /no-new-privileges/],
+    "container-non-root": [container(), container((p) => (p.user = "0:0")), /root/],
+    "container-not-privileged": [container(), container((p) => (p.privileged = true)), /privileged/],
+    "container-memory-limit": [container(), container((p) => delete p.memory), /memory/],
+    "no-host-path-mounts": [
+        container((p) => {
+            p.volumes = [{ hostPath: "/srv/shared", containerPath: "/shared" }];
+            p.labels.push({ label: "openclaw.allowed-host-paths", value: "/srv/shared" });
+        }),
+        container((p) => (p.volumes = [{ hostPath: "/etc", containerPath: "/host-etc" }])),
+        /host path \/etc/,
+    ],
+    "docker-socket": [
+        container((p) => {
+            p.mounts = [{ type: "bind", source: "/var/run/docker.sock", target: "/var/run/docker.sock", readOnly: true }];
+            p.labels = [{ label: "openclaw.role", value: "socket-proxy" }];
+        }),
+        container((p) => (p.mounts = [{ type: "bind", source: "/var/run/docker.sock", target: "/var/run/docker.sock", readOnly: true }])),
+        /Docker socket/,
+    ],
+    "ports-on-loopback": [
+        container((p) => {
+            p.ports = [{ internal: 1, external: 2000, ip: "10.0.0.5" }];
+            p.labels.push({ label: "openclaw.publish-address", value: "10.0.0.5" });
+        }),
+        container((p) => (p.ports = [{ internal: 1, external: 2000 }])),
+        /every address/,
+    ],
+    "images-pinned": [container(), container((p) => (p.image = "openclaw/openclaw:latest")), /not pinned/],
+    "no-provider-keys": [
+        container((p) => {
+            p.envs = [`KEYPROXY_KEY_ANTHROPIC=${KEY}`];
+            p.labels = [{ label: "openclaw.role", value: "key-proxy" }];
+        }),
+        container((p) => (p.uploads = [{ file: "/home/node/.openclaw/openclaw.json", content: `{"apiKey":"${KEY}"}` }])),
+        /upload .* provider API key/,
+    ],
+    "agent-networks-internal": [agentNetwork(), agentNetwork((p) => (p.options = {})), /host address/],
+    "image-digest": [container((p) => (p.image = `openclaw@sha256:${"a".repeat(64)}`)), container(), /not digest/],
+    healthcheck: [container(), container((p) => delete p.healthcheck), /no healthcheck/],
+    "restart-policy": [container(), container((p) => (p.restart = "no")), /restart/],
+    "log-rotation": [container(), container((p) => delete p.logOpts), /not rotated/],
+};
+
+describe.each(POLICIES.map((p) => [p.name, p] as const))("policy %s", (name, policy) => {
+    it("has a passing and a failing fixture", () => expect(FIXTURES[name]).toBeDefined());
+
+    it("passes its passing fixture", () => expect(policy.validate(FIXTURES[name][0])).toEqual([]));
+
+    it("fails its failing fixture, saying why", () => {
+        const messages = policy.validate(FIXTURES[name][1]);
+        expect(messages.length).toBeGreaterThan(0);
+        expect(messages.join("\n")).toMatch(FIXTURES[name][2]);
+    });
+});
+
+describe("more failing cases", () => {
+    const violations = (policy: string, resource: PolicyResource) => POLICIES.find((p) => p.name === policy)!.validate(resource);
+
+    it.each([
+        ["no user at all", container((p) => delete p.user), "container-non-root"],
+        ["root by name", container((p) => (p.user = "root")), "container-non-root"],
+        ["capabilities never dropped", container((p) => delete p.capabilities), "container-drop-all-capabilities"],
+        ["a read-write socket into a declared proxy", container((p) => { p.mounts = [{ type: "bind", source: "/run/docker.sock", target: "/s", readOnly: false }]; p.labels = [{ label: "openclaw.role", value: "socket-proxy" }]; }), "docker-socket"],
+        ["a port on a declared address other than the one used", container((p) => { p.ports = [{ internal: 1, external: 2000, ip: "10.0.0.6" }]; p.labels.push({ label: "openclaw.publish-address", value: "10.0.0.5" }); }), "ports-on-loopback"],
+        ["an untagged image", container((p) => (p.image = "openclaw/openclaw")), "images-pinned"],
+        ["a key in an agent's env", container((p) => (p.envs = [`ANTHROPIC_API_KEY=${KEY}`])), "no-provider-keys"],
+        ["a key in KeyProxy's env under another name", container((p) => { p.envs = [`DEBUG=${KEY}`]; p.labels = [{ label: "openclaw.role", value: "key-proxy" }]; }), "no-provider-keys"],
+        ["an OpenAI project key", container((p) => (p.envs = ["X=sk-proj-abcdefghijklmnopqrstuvwxyz0123"])), "no-provider-keys"],
+        ["an agent network that is not internal", agentNetwork((p) => (p.internal = false)), "agent-networks-internal"],
+    ])("%s", (_case, resource, policy) => expect(violations(policy, resource).length).toBeGreaterThan(0));
+});
+
+describe("evaluate", () => {
+    it("reports a declared hardening exception as advisory, with its reason", () => {
+        const monitoring = container((p) => {
+            p.readOnly = false;
+            p.labels.push({ label: "openclaw.hardening-exceptions", value: "container-read-only: the image writes to /usr/share at start" });
+        });
+        expect(evaluate([monitoring])).toEqual([
+            { policy: "container-read-only", enforcementLevel: "advisory", resource: "c", message: "root filesystem is writable: set readOnly (declared exception: the image writes to /usr/share at start)" },
+            { policy: "image-digest", enforcementLevel: "advisory", resource: "c", message: expect.stringContaining("not digest") },
+        ]);
+    });
+
+    it("keeps undeclared violations mandatory", () => {
+        expect(evaluate([container((p) => (p.privileged = true))]).map((v) => [v.policy, v.enforcementLevel])).toContainEqual(["container-not-privileged", "mandatory"]);
+    });
+});
+
+describe("the project's own stacks", () => {
+    let dev: RecordedResource[];
+    beforeAll(async () => {
+        dev = await runProgram(devConfig());
+    });
+    const asPolicyResources = (resources: RecordedResource[]) =>
+        resources.filter((r) => r.type === TYPES.container || r.type === TYPES.network).map((r) => ({ type: r.type, name: r.name, props: reveal(r.inputs) }));
+
+    it("the dev stack passes every mandatory policy", () => {
+        const resources = asPolicyResources(dev);
+        expect(resources.length).toBe(7);
+        expect(evaluate(resources).filter((v) => v.enforcementLevel === "mandatory")).toEqual([]);
+    });
+
+    it("a stack that opts into another publish address declares it, and passes", async () => {
+        const opted = asPolicyResources(await runProgram({ ...devConfig(), network: { publishAddress: "10.20.30.40" } }));
+        expect(evaluate(opted).filter((v) => v.enforcementLevel === "mandatory")).toEqual([]);
+        const agent = opted.find((r) => r.name === "agent-bart-container")!;
+        expect(agent.props.labels).toContainEqual({ label: "openclaw.publish-address", value: "10.20.30.40" });
+    });
+});

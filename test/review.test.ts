@@ -1,0 +1,73 @@
+// `npm run review`: the offline plan and policy verdicts reviewers read on a pull request.
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { REPO_ROOT } from "./support/mockStack";
+
+function review(...args: string[]) {
+    const result = spawnSync(path.join(REPO_ROOT, "node_modules", ".bin", "tsx"), [path.join(REPO_ROOT, "scripts", "review.mts"), ...args], { encoding: "utf8", timeout: 60_000 });
+    return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+function stackDir(yaml: string): string {
+    const dir = mkdtempSync(path.join(tmpdir(), "review-"));
+    writeFileSync(path.join(dir, "Pulumi.pr.yaml"), yaml);
+    return dir;
+}
+
+describe("npm run review", () => {
+    it("prints the dev stack's plan and verdicts, and passes", () => {
+        const { code, stdout } = review("--stack", "dev");
+        expect(code).toBe(0);
+        for (const section of ["Agents", "Networks", "Containers", "Policies", "Secrets (presence only)"]) expect(stdout).toContain(`\n${section}\n`);
+        expect(stdout).toMatch(/bart .* model anthropic\/claude-sonnet-4-5/);
+        expect(stdout).toMatch(/openclaw-dev-net-agent-bart\s+10\.\d+\.\d+\.\d+\/28\s+internal, bridge without host address/);
+        expect(stdout).toContain("ports 127.0.0.1:18801->18789");
+        expect(stdout).toContain("egress (enforce): github.com:443 *.githubusercontent.com:443 registry.npmjs.org:443");
+        expect(stdout).toContain("pass  no-provider-keys (mandatory)");
+        expect(stdout).toMatch(/OK: no mandatory violation \(\d+ advisory\)/);
+    });
+
+    it("gives the same for machines with --json", () => {
+        const { code, stdout } = review("--stack", "dev", "--json");
+        expect(code).toBe(0);
+        const plan = JSON.parse(stdout);
+        expect(plan).toMatchObject({ stack: "dev", ok: true });
+        expect(plan.agents.map((a: { name: string }) => a.name)).toEqual(["bart", "lisa"]);
+        expect(plan.containers).toHaveLength(4);
+        expect(plan.verdicts.every((v: { enforcementLevel: string }) => v.enforcementLevel === "advisory")).toBe(true);
+        expect(plan.secretsNotChecked).toHaveLength(2);
+    });
+
+    it("exits 1 on a config error, naming the key", () => {
+        const dev = readFileSync(path.join(REPO_ROOT, "Pulumi.dev.yaml"), "utf8");
+        const dir = stackDir(dev.replace("name: lisa", "name: Lisa"));
+        const { code, stderr } = review("--stack", "pr", "--config-dir", dir);
+        expect(code).toBe(1);
+        expect(stderr).toContain("openclaw:agents[1].name: must be a DNS label");
+        const json = review("--stack", "pr", "--config-dir", dir, "--json");
+        expect(json.code).toBe(1);
+        expect(JSON.parse(json.stdout)).toMatchObject({ ok: false, errors: [expect.stringContaining("openclaw:agents[1].name")] });
+    });
+
+    it("reads an encrypted secret as present", () => {
+        const dev = readFileSync(path.join(REPO_ROOT, "Pulumi.dev.yaml"), "utf8");
+        const dir = stackDir(`${dev}  openclaw:anthropicApiKey:\n    secure: v1:abc:def\n`);
+        const { code, stdout } = review("--stack", "pr", "--config-dir", dir, "--json");
+        expect(code).toBe(0);
+        expect(JSON.parse(stdout).secretsNotChecked).toContain("anthropicApiKey: encrypted in the stack file, not read offline");
+    });
+
+    it.each([
+        [["--stack"], /--stack needs a name/],
+        [["--stack", "nope"], /no Pulumi\.nope\.yaml/],
+        [["--frobnicate"], /unknown argument '--frobnicate'/],
+    ])("exits 2 with usage for %j", (args, message) => {
+        const { code, stderr } = review(...args);
+        expect(code).toBe(2);
+        expect(stderr).toMatch(message);
+        expect(stderr).toContain("usage: npm run review");
+    });
+});
