@@ -4,7 +4,7 @@ import { closeSync, fdatasyncSync, mkdtempSync, openSync, rmSync, writeSync } fr
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import { encodeRecord, LedgerStore } from "../proxy-image/src/ledgerStore";
+import { encodeRecord, LedgerStore } from "../proxy-image/src/ledgerStore.ts";
 
 const dir = mkdtempSync(path.join(process.argv[2] ?? tmpdir(), "ledger-bench-"));
 const RECORDS = 2000;

@@ -38,11 +38,11 @@ export const AGENT_NETWORK_OPTIONS: Record<string, string> = {
 };
 
 /**
- * Where the operator-managed OpenClaw config lives: in the state volume (uploads into a read-only rootfs
- * are refused), in a directory of its own that Docker creates root-owned, so the agent can read its config
- * but not rewrite where its providers point.
+ * Where the operator-managed OpenClaw config lives (OPENCLAW_CONFIG_PATH points there). Uploads go into a
+ * directory that exists when the container is created: a read-only root refuses them everywhere but in a
+ * volume, and the provider copies into the file's directory. So: the top of the state volume.
  */
-export const OPENCLAW_CONFIG_PATH = `${AGENT_HOME}/.openclaw-managed/openclaw.json`;
+export const OPENCLAW_CONFIG_PATH = `${AGENT_HOME}/openclaw-managed.json`;
 
 export interface OpenClawConfigInput {
     agent: AgentConfig;

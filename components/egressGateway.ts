@@ -24,12 +24,13 @@ export interface EgressGatewayArgs {
 }
 
 /** Pure: the EGRESS_CONFIG the service reads. */
-export function egressRuntimeConfig() {
+export function egressRuntimeConfig(config: Pick<EgressConfig, "allowPrivateRanges">) {
     return {
         listen: { host: "0.0.0.0", port: PORTS.egressProxy },
         dns: { host: "0.0.0.0", port: PORTS.egressDns },
         admin: [{ host: "127.0.0.1", port: PORTS.egressMetrics }],
         registryDir: `${EGRESS_DATA_DIR}/agents`,
+        ...(config.allowPrivateRanges.length > 0 ? { allowRanges: config.allowPrivateRanges } : {}),
     };
 }
 
@@ -63,7 +64,7 @@ export class EgressGateway extends pulumi.ComponentResource {
             uplinkNetwork: args.uplinkNetwork,
             dockerHost: args.dockerHost,
             alias: ALIASES.egressGateway,
-            envs: [`EGRESS_CONFIG=${JSON.stringify(egressRuntimeConfig())}`],
+            envs: [`EGRESS_CONFIG=${JSON.stringify(egressRuntimeConfig(config))}`],
             // The DNS sink listens on 53 without any capability: this lowers the privileged-port bound in
             // the container's own network namespace only.
             sysctls: { "net.ipv4.ip_unprivileged_port_start": String(PORTS.egressDns) },

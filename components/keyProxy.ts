@@ -45,6 +45,7 @@ export function keyProxyRuntimeConfig(config: KeyProxyConfig) {
         upstreams,
         registryDir: `${KEY_PROXY_DATA_DIR}/agents`,
         drainSeconds: DRAIN_SECONDS,
+        ...(config.extraCaPem ? { extraCaPem: config.extraCaPem } : {}),
         metering: {
             ledgerFile: `${KEY_PROXY_DATA_DIR}/ledger.log`,
             timeZone: config.budgetTimeZone,

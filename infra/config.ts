@@ -157,6 +157,8 @@ const schema = z
                 fallbackPrice: priceSchema.optional(),
                 /** Output cap written into requests that set none, so every reservation is bounded. */
                 defaultMaxOutputTokens: z.number().int().min(1).max(1_000_000).default(32_000),
+                /** A CA to trust for upstreams besides the system roots (private mirrors, test stand-ins). */
+                extraCaPem: z.string().regex(/-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----/, "must be a PEM certificate").optional(),
             })
             .prefault({}),
         egress: z
@@ -165,6 +167,10 @@ const schema = z
                 defaultPorts: z.array(port).min(1).default([443]),
                 allowForAll: z.array(egressRule).default([]),
                 resources: resources({ memoryMb: 256, cpus: 0.5, pids: 256 }),
+                /** Private ranges agents may reach after all. Empty by default: only for stand-in upstreams in tests. */
+                allowPrivateRanges: z
+                    .array(z.string().refine((cidr) => { try { parseBlock(cidr); return true; } catch { return false; } }, "must be an IPv4 CIDR"))
+                    .default([]),
             })
             .prefault({}),
         monitoring: z

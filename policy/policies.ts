@@ -141,6 +141,11 @@ export const POLICIES: OpenClawPolicy[] = [
             ];
         },
     },
+    containerPolicy("egress-private-ranges", "EgressGateway lets agents reach no private range (the override exists for test stand-ins).", "advisory", (p) => {
+        const env = (p.envs ?? []).find((e: string) => e.startsWith("EGRESS_CONFIG="));
+        const ranges: string[] = env ? (JSON.parse(env.slice("EGRESS_CONFIG=".length)).allowRanges ?? []) : [];
+        return ranges.length > 0 ? [`agents may reach private ranges ${ranges.join(", ")} through the gateway`] : [];
+    }),
     containerPolicy("image-digest", "Images are pinned by digest.", "advisory", (p) => (/@sha256:[0-9a-f]{64}$/.test(String(p.image ?? "")) ? [] : [`image ${p.image} is pinned by tag, not digest`])),
     containerPolicy("healthcheck", "Every container has a healthcheck.", "advisory", (p) => ((p.healthcheck?.tests ?? []).length > 0 ? [] : ["no healthcheck"])),
     containerPolicy("restart-policy", "Every container has a restart policy.", "advisory", (p) => (p.restart && p.restart !== "no" ? [] : ["no restart policy"])),

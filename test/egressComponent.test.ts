@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from "vitest";
-import { egressRegistryEntry } from "../components/egressGateway";
+import { egressRegistryEntry, egressRuntimeConfig } from "../components/egressGateway";
 import { parseStackConfig } from "../infra/config";
 import { agentNetworkAddresses } from "../infra/topology";
 import { type RecordedResource, TYPES, devConfig, reveal, runProgram } from "./support/mockStack";
@@ -23,6 +23,11 @@ describe("the EgressGateway container", () => {
         const runtime = JSON.parse(c.envs.find((e: string) => e.startsWith("EGRESS_CONFIG=")).slice("EGRESS_CONFIG=".length));
         expect(runtime).toMatchObject({ listen: { port: 3128 }, dns: { port: 53 }, admin: [{ host: "127.0.0.1" }] });
         expect(runtime.allowRanges).toBeUndefined();
+    });
+
+    it("passes a private-range override through only when the stack sets one", () => {
+        expect(egressRuntimeConfig({ allowPrivateRanges: ["172.16.0.0/12"] }).allowRanges).toEqual(["172.16.0.0/12"]);
+        expect(egressRuntimeConfig({ allowPrivateRanges: [] })).not.toHaveProperty("allowRanges");
     });
 });
 

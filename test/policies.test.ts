@@ -73,6 +73,11 @@ const FIXTURES: Record<string, [pass: PolicyResource, fail: PolicyResource, mess
         /upload .* provider API key/,
     ],
     "agent-networks-internal": [agentNetwork(), agentNetwork((p) => (p.options = {})), /host address/],
+    "egress-private-ranges": [
+        container((p) => (p.envs = ['EGRESS_CONFIG={"listen":{"port":3128}}'])),
+        container((p) => (p.envs = ['EGRESS_CONFIG={"allowRanges":["172.16.0.0/12"]}'])),
+        /private ranges 172\.16\.0\.0\/12/,
+    ],
     "image-digest": [container((p) => (p.image = `openclaw@sha256:${"a".repeat(64)}`)), container(), /not digest/],
     healthcheck: [container(), container((p) => delete p.healthcheck), /no healthcheck/],
     "restart-policy": [container(), container((p) => (p.restart = "no")), /restart/],

@@ -11,6 +11,8 @@ export const egressConfigSchema = z.strictObject({
     registryDir: z.string().default("/var/lib/egress/agents"),
     /** Exempt from the private-range denial. Off (empty) by default: exists so tests can reach loopback servers. */
     allowRanges: z.array(z.string()).default([]),
+    /** Names answered from this table instead of DNS; the answers are vetted like any other. Empty by default. */
+    staticHosts: z.record(z.string(), z.array(z.string()).min(1)).default({}),
     limits: z
         .strictObject({
             connectTimeoutMs: z.number().int().positive().default(10_000),

@@ -4,13 +4,16 @@ import { probeHealth } from "../../runtime/admin";
 import { jsonLogger } from "../../runtime/log";
 import { removeEntry, watchEntries, writeEntry } from "../../runtime/registry";
 import { egressAgentSchema, loadEgressConfig } from "./config";
-import { EgressGateway } from "./server";
+import { EgressGateway, systemDeps } from "./server";
 
 const log = jsonLogger("egress-gateway");
 
 async function serve() {
     const config = loadEgressConfig();
-    const gateway = new EgressGateway(config, log);
+    const gateway = new EgressGateway(config, log, {
+        ...systemDeps,
+        resolve: (host) => (config.staticHosts[host] ? Promise.resolve(config.staticHosts[host]) : systemDeps.resolve(host)),
+    });
     const stopWatching = watchEntries(config.registryDir, egressAgentSchema, log, (agents) => gateway.setAgents(agents));
     await gateway.listen();
     for (const signal of ["SIGTERM", "SIGINT"] as const) {

@@ -13,10 +13,25 @@ const LIMIT_FIELD: Record<Window, keyof Budget> = { day: "dailyUsd", month: "mon
 
 export const usdToMicros = (usd: number) => Math.round(usd * 1_000_000);
 
+const formatters = new Map<string, Intl.DateTimeFormat>();
+const lastKeys = new Map<string, { second: number; keys: Record<Window, string> }>();
+
 /** The calendar window each instant falls in, in the given IANA time zone: day:2026-11-22, month:2026-11, total. */
 export function windowKeys(now: Date, timeZone: string): Record<Window, string> {
-    const date = new Intl.DateTimeFormat("en-CA", { timeZone, year: "numeric", month: "2-digit", day: "2-digit" }).format(now);
-    return { day: `day:${date}`, month: `month:${date.slice(0, 7)}`, total: "total" };
+    // Formatting a date in a zone is the costliest step of admission: do it at most once a second per zone
+    // (zones change offset on whole minutes, so a second never straddles a day boundary).
+    const second = Math.floor(now.getTime() / 1000);
+    const cached = lastKeys.get(timeZone);
+    if (cached?.second === second) return cached.keys;
+    let formatter = formatters.get(timeZone);
+    if (!formatter) {
+        formatter = new Intl.DateTimeFormat("en-CA", { timeZone, year: "numeric", month: "2-digit", day: "2-digit" });
+        formatters.set(timeZone, formatter);
+    }
+    const date = formatter.format(now);
+    const keys = { day: `day:${date}`, month: `month:${date.slice(0, 7)}`, total: "total" } as const;
+    lastKeys.set(timeZone, { second, keys });
+    return keys;
 }
 
 export function isTimeZone(name: string): boolean {
@@ -41,9 +56,17 @@ interface Reservation {
     micros: number;
 }
 
+function add(table: Map<string, Map<string, number>>, agent: string, key: string, micros: number) {
+    const windows = table.get(agent) ?? new Map<string, number>();
+    windows.set(key, (windows.get(key) ?? 0) + micros);
+    table.set(agent, windows);
+}
+
 export class BudgetLedger {
     /** agent -> window key -> settled micro-dollars */
     private readonly spent = new Map<string, Map<string, number>>();
+    /** agent -> window key -> reserved, not yet settled micro-dollars (kept in step with `outstanding`) */
+    private readonly reserved = new Map<string, Map<string, number>>();
     private readonly outstanding = new Map<string, Reservation>();
 
     /** Admits a request if, in every window the agent has a limit for, settled + reserved + this fits. */
@@ -60,9 +83,7 @@ export class BudgetLedger {
 
     /** Settled plus outstanding spend of an agent in one window. */
     used(agent: string, key: string): number {
-        let total = this.spent.get(agent)?.get(key) ?? 0;
-        for (const r of this.outstanding.values()) if (r.agent === agent && r.keys.includes(key)) total += r.micros;
-        return total;
+        return (this.spent.get(agent)?.get(key) ?? 0) + (this.reserved.get(agent)?.get(key) ?? 0);
     }
 
     settled(agent: string, key: string): number {
@@ -87,17 +108,17 @@ export class BudgetLedger {
     apply(record: LedgerRecord): void {
         if (record.t === "reserve") {
             this.outstanding.set(record.id, { agent: record.agent, keys: record.keys, micros: record.micros });
+            for (const key of record.keys) add(this.reserved, record.agent, key, record.micros);
         } else if (record.t === "settle") {
             const reservation = this.outstanding.get(record.id);
             if (!reservation) return;
             this.outstanding.delete(record.id);
-            const windows = this.spent.get(reservation.agent) ?? new Map<string, number>();
-            for (const key of reservation.keys) windows.set(key, (windows.get(key) ?? 0) + record.micros);
-            this.spent.set(reservation.agent, windows);
+            for (const key of reservation.keys) {
+                add(this.reserved, reservation.agent, key, -reservation.micros);
+                add(this.spent, reservation.agent, key, record.micros);
+            }
         } else {
-            const windows = this.spent.get(record.agent) ?? new Map<string, number>();
-            windows.set(record.key, (windows.get(record.key) ?? 0) + record.micros);
-            this.spent.set(record.agent, windows);
+            add(this.spent, record.agent, record.key, record.micros);
         }
     }
 

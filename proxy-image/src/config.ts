@@ -28,8 +28,9 @@ export const runtimeConfigSchema = z.strictObject({
         anthropic: z.strictObject({ baseUrl: z.string().url() }).optional(),
         openai: z.strictObject({ baseUrl: z.string().url() }).optional(),
     }),
-    /** PEM of an extra CA to trust besides the system roots (tests, private mirrors). */
+    /** An extra CA to trust besides the system roots (tests, private mirrors): a file, or the PEM itself. */
     extraCaFile: z.string().optional(),
+    extraCaPem: z.string().optional(),
     registryDir: z.string().default("/var/lib/keyproxy/agents"),
     limits: z
         .strictObject({
@@ -87,5 +88,5 @@ export function loadConfigFromEnv(env: NodeJS.ProcessEnv = process.env): LoadedC
         keys[provider] = value;
     }
     if (Object.keys(keys).length === 0) throw new Error("no upstream configured");
-    return { config, keys, extraCa: config.extraCaFile ? readFileSync(config.extraCaFile, "utf8") : undefined };
+    return { config, keys, extraCa: config.extraCaPem ?? (config.extraCaFile ? readFileSync(config.extraCaFile, "utf8") : undefined) };
 }

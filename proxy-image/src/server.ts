@@ -2,7 +2,7 @@
 import { once } from "node:events";
 import http from "node:http";
 import { Transform } from "node:stream";
-import { rootCertificates } from "node:tls";
+import { createSecureContext, rootCertificates } from "node:tls";
 import { Pool, errors as undiciErrors } from "undici";
 import { closeServer, portOf, startAdminServers } from "../../runtime/admin";
 import type { LoadedConfig } from "./config";
@@ -54,7 +54,9 @@ export class KeyProxyServer {
     ) {
         const { config, keys, extraCa } = loaded;
         this.spend = new SpendTracker(config, this.metrics, log, now);
-        const ca = extraCa ? [...rootCertificates, extraCa] : undefined;
+        // One TLS context for every upstream connection: building one per connection (as a `ca` option does)
+        // re-parses the whole root store each time.
+        const secureContext = createSecureContext(extraCa ? { ca: [...rootCertificates, extraCa] } : {});
         for (const [provider, upstream] of Object.entries(config.upstreams) as [Provider, { baseUrl: string }][]) {
             const url = new URL(upstream.baseUrl);
             this.upstreams[provider] = {
@@ -63,7 +65,7 @@ export class KeyProxyServer {
                     keepAliveTimeout: 30_000,
                     headersTimeout: config.limits.headersTimeoutMs,
                     bodyTimeout: config.limits.bodyIdleTimeoutMs,
-                    connect: { ca, timeout: config.limits.connectTimeoutMs, rejectUnauthorized: true },
+                    connect: { secureContext, timeout: config.limits.connectTimeoutMs, rejectUnauthorized: true },
                 }),
                 basePath: url.pathname.replace(/\/$/, ""),
                 key: keys[provider]!,

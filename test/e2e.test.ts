@@ -1,0 +1,189 @@
+// End to end on a real Docker Engine: the dev stack's resource graph, materialised, must isolate its agents.
+// Probe containers stand in for OpenClaw, a stand-in container on the uplink answers as the providers and one
+// allowlisted web host; every packet stays between containers this test creates and the host's loopback.
+import { execFileSync, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import net from "node:net";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { agentNetworkAddresses } from "../infra/topology";
+import { buildImage, buildLocalNodeBase } from "../scripts/images.mts";
+import { docker, dockerWithInput, requireDocker } from "./support/docker";
+import { type MaterialState, materialize, removeStack } from "./e2e/materialize";
+import { FAKE_SECRETS, REPO_ROOT, type RecordedResource, devConfig, runProgram } from "./support/mockStack";
+import { waitUntil } from "./support/processes";
+import { testPki } from "./support/tls";
+
+const hasDocker = requireDocker();
+const STACK = "e2e";
+const PROBE = "openclaw-e2e-probe:1";
+const IMAGES = { "ghcr.io/openclaw/openclaw:2026.11.1": PROBE };
+const STANDIN = "openclaw-e2e-standin";
+const CONTROL = "openclaw-e2e-control";
+const container = (agent: string) => `openclaw-${STACK}-agent-${agent}`;
+
+function e2eConfig(extraAgents: Record<string, unknown>[] = []) {
+    const dev = devConfig();
+    const agents = (dev.agents as Record<string, unknown>[]).map((a, i) => ({ ...a, dashboardPort: 28801 + i, egress: { allow: ["allowed.example"] } }));
+    return {
+        ...dev,
+        agents: [...agents, ...extraAgents],
+        keyProxy: { image: "openclaw-key-proxy:e2e", extraCaPem: testPki().ca },
+        // The stand-in lives on the uplink, a Docker network in the default private pools.
+        egress: { image: "openclaw-egress-gateway:e2e", allowPrivateRanges: ["172.16.0.0/12", "192.168.0.0/16"] },
+    };
+}
+
+const probe = (agent: string, ...args: string[]) => JSON.parse(docker("exec", container(agent), "/nodejs/bin/node", "/probe/probe.mjs", ...args));
+const addressesOf = (resources: RecordedResource[], agent: string) => {
+    const network = resources.find((r) => r.name === `agent-${agent}-network`)!;
+    return agentNetworkAddresses(network.inputs.ipamConfigs[0].subnet);
+};
+const ipOn = (name: string, network: string) => JSON.parse(docker("inspect", name))[0].NetworkSettings.Networks[network].IPAddress as string;
+const gatewayLogs = () => docker("logs", `openclaw-${STACK}-egress-gateway`);
+/** bart's daily budget left, from KeyProxy's own metrics listener; NaN while the proxy is not up. */
+const budgetRemaining = () => {
+    const result = spawnSync("docker", ["exec", `openclaw-${STACK}-key-proxy`, "/nodejs/bin/node", "-e", "fetch('http://127.0.0.1:9464/metrics').then(r=>r.text()).then(t=>console.log(t))"], { encoding: "utf8" });
+    return Number(/keyproxy_budget_remaining_usd\{agent="bart",window="day"\} ([\d.e-]+)/.exec(result.stdout ?? "")?.[1]);
+};
+
+describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", () => {
+    const state: MaterialState = new Map();
+    let resources: RecordedResource[];
+    const hostListener = net.createServer((socket) => socket.end("host\n"));
+    let hostPort = 0;
+
+    beforeAll(async () => {
+        removeStack(STACK, [STANDIN, CONTROL]);
+        const base = buildLocalNodeBase();
+        await buildImage("keyProxy", base, "openclaw-key-proxy:e2e");
+        await buildImage("egressGateway", base, "openclaw-egress-gateway:e2e");
+        for (const [tag, dir] of [[PROBE, "probe"], ["openclaw-e2e-standin:1", "standin"]]) {
+            execFileSync("docker", ["build", "--network", "none", "-q", "--build-arg", `BASE_IMAGE=${base}`, "-t", tag, path.join(REPO_ROOT, "test", "e2e", dir)], { env: { ...process.env, DOCKER_BUILDKIT: "0" }, stdio: "ignore" });
+        }
+        resources = await runProgram(e2eConfig(), STACK);
+        await materialize(resources, state, IMAGES);
+        const pki = testPki();
+        docker(
+            "run", "-d", "--name", STANDIN, "--label", `openclaw.stack=${STACK}`, "--network", `openclaw-${STACK}-uplink`,
+            "--network-alias", "api.anthropic.com", "--network-alias", "api.openai.com", "--network-alias", "allowed.example",
+            "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true", "--user", "1000:1000",
+            "--sysctl", "net.ipv4.ip_unprivileged_port_start=0", "-e", `STANDIN_CERT=${pki.cert}`, "-e", `STANDIN_KEY=${pki.key}`, "openclaw-e2e-standin:1",
+        );
+        // A probe on the uplink, which is not internal: the control that shows the isolation checks can see reachability.
+        docker("run", "-d", "--name", CONTROL, "--label", `openclaw.stack=${STACK}`, "--network", `openclaw-${STACK}-uplink`, "--read-only", "--cap-drop", "ALL", "--user", "1000:1000", PROBE);
+        hostListener.listen(0, "0.0.0.0");
+        await new Promise((r) => hostListener.once("listening", r));
+        hostPort = (hostListener.address() as net.AddressInfo).port;
+        await waitUntil(() => docker("logs", STANDIN).includes('"listening"'), "the stand-in upstream");
+        await waitUntil(() => gatewayLogs().includes('"agents":"bart,lisa"') && docker("logs", `openclaw-${STACK}-key-proxy`).includes('"agents":"bart,lisa"'), "both registries to hold the agents");
+    }, 300_000);
+
+    afterAll(() => {
+        hostListener.close();
+        // E2E_KEEP=1 leaves the containers for a look after a failure; cleanup happens anyway at the next run.
+        if (!process.env.E2E_KEEP) removeStack(STACK, [STANDIN, CONTROL]);
+    });
+
+    it("lets an agent reach KeyProxy, which sends the real key upstream", () => {
+        const { keyProxy } = addressesOf(resources, "bart");
+        const { ANTHROPIC_API_KEY: credential, ANTHROPIC_BASE_URL: baseUrl } = probe("bart", "env");
+        expect(credential).toMatch(/^ocp_/);
+        expect(baseUrl).toBe(`http://${keyProxy}:8080/anthropic`);
+        const body = JSON.stringify({ model: "claude-sonnet-4-5", max_tokens: 16, messages: [] });
+        const answer = probe("bart", "http", `${baseUrl}/v1/messages`, "POST", body, `x-api-key=${credential}`, "content-type=application/json");
+        expect(answer.status).toBe(200);
+        const seen = docker("logs", STANDIN).split("\n").filter((l) => l.includes("/v1/messages")).map((l) => JSON.parse(l));
+        expect(seen.at(-1)).toMatchObject({ host: "api.anthropic.com", xApiKey: FAKE_SECRETS.anthropicApiKey });
+    });
+
+    it("refuses an agent's credential presented from another agent's network", () => {
+        const credential = probe("bart", "env").ANTHROPIC_API_KEY;
+        const lisaKeyProxy = addressesOf(resources, "lisa").keyProxy;
+        const answer = probe("lisa", "http", `http://${lisaKeyProxy}:8080/anthropic/v1/messages`, "POST", '{"model":"claude-sonnet-4-5","max_tokens":1}', `x-api-key=${credential}`);
+        expect(answer.status).toBe(401);
+    });
+
+    it.each(["bart", "lisa"])("keeps the real keys out of %s's reach: env, processes, files", (agent) => {
+        const digests = Object.values(FAKE_SECRETS).map((key) => createHash("sha256").update(key).digest("hex"));
+        const scan = JSON.parse(dockerWithInput(`${digests.join("\n")}\n`, "exec", "-i", container(agent), "/nodejs/bin/node", "/probe/probe.mjs", "scan"));
+        expect(scan.scanned).toBeGreaterThan(10);
+        expect(scan.found).toEqual([]);
+        // The scan does find what is there: the agent's own credential.
+        const own = createHash("sha256").update(probe(agent, "env").ANTHROPIC_API_KEY).digest("hex");
+        const control = JSON.parse(dockerWithInput(`${own}\n`, "exec", "-i", container(agent), "/nodejs/bin/node", "/probe/probe.mjs", "scan"));
+        expect(control.found).toContain("env");
+    });
+
+    it("blocks an agent from another agent, the uplink and the host", () => {
+        const lisa = addressesOf(resources, "lisa").agent;
+        expect(probe("bart", "tcp", lisa, "18789", "2000").connected).toBe(false);
+        const standin = ipOn(STANDIN, `openclaw-${STACK}-uplink`);
+        expect(probe("bart", "tcp", standin, "443", "2000").connected).toBe(false);
+        const { gateway } = addressesOf(resources, "bart");
+        expect(probe("bart", "tcp", gateway, String(hostPort), "2000").connected).toBe(false);
+        // The control on the uplink reaches both, so the checks above can see reachability when it exists.
+        const controlProbe = (...args: string[]) => JSON.parse(docker("exec", CONTROL, "/nodejs/bin/node", "/probe/probe.mjs", ...args));
+        expect(controlProbe("tcp", standin, "443", "2000").connected).toBe(true);
+        const uplinkGateway = JSON.parse(docker("network", "inspect", `openclaw-${STACK}-uplink`))[0].IPAM.Config[0].Gateway;
+        expect(controlProbe("tcp", uplinkGateway, String(hostPort), "2000").connected).toBe(true);
+    });
+
+    it("gives agents no external name resolution, and the DNS sink logs the attempt", () => {
+        expect(probe("bart", "resolve", "exfil-secret.example.test").error).toBeDefined();
+        expect(gatewayLogs()).toMatch(/"event":"dns_refused","agent":"bart".*"name":"exfil-secret\.example\.test"/);
+        // Container names still resolve through Docker's embedded DNS.
+        expect(probe("bart", "resolve", "key-proxy").addresses).toEqual([addressesOf(resources, "bart").keyProxy]);
+    });
+
+    it("lets an agent reach an allowlisted host through EgressGateway, and nothing else", () => {
+        expect(probe("bart", "connect", "allowed.example:443").status).toBe("HTTP/1.1 200 Connection Established");
+        expect(probe("bart", "connect", "denied.example:443").status).toBe("HTTP/1.1 403 Forbidden");
+        expect(probe("bart", "connect", "allowed.example:80").status).toBe("HTTP/1.1 403 Forbidden");
+    });
+
+    it("runs every container hardened (invariant 4), with dashboards on 127.0.0.1 only", () => {
+        const names = docker("ps", "-q", "--filter", `label=openclaw.stack=${STACK}`).split("\n").filter(Boolean);
+        const inspected = names.map((id) => JSON.parse(docker("inspect", id))[0]).filter((c) => c.Name !== `/${STANDIN}` && c.Name !== `/${CONTROL}`);
+        expect(inspected.map((c) => c.Name).sort()).toEqual(["/openclaw-e2e-agent-bart", "/openclaw-e2e-agent-lisa", "/openclaw-e2e-egress-gateway", "/openclaw-e2e-key-proxy"]);
+        for (const c of inspected) {
+            expect(c.HostConfig.ReadonlyRootfs, c.Name).toBe(true);
+            expect(c.HostConfig.CapDrop, c.Name).toEqual(["ALL"]);
+            expect(c.HostConfig.CapAdd ?? [], c.Name).toEqual([]);
+            expect(c.HostConfig.SecurityOpt, c.Name).toContain("no-new-privileges:true");
+            expect(c.HostConfig.Privileged, c.Name).toBe(false);
+            expect(c.Config.User, c.Name).toMatch(/^[1-9]\d*:\d+$/);
+            expect(c.HostConfig.Memory, c.Name).toBeGreaterThan(0);
+            expect(c.HostConfig.PidsLimit, c.Name).toBeGreaterThan(0);
+            expect(c.HostConfig.Binds ?? [], c.Name).toEqual([]);
+            for (const mount of c.Mounts) expect(mount.Type, c.Name).toBe("volume");
+            for (const bindings of Object.values<any>(c.HostConfig.PortBindings ?? {})) for (const b of bindings) expect(b.HostIp, c.Name).toBe("127.0.0.1");
+        }
+    });
+
+    it("keeps the spend ledger through docker restart and docker kill of KeyProxy", async () => {
+        const before = budgetRemaining();
+        expect(before).toBeLessThan(5);
+        docker("restart", `openclaw-${STACK}-key-proxy`);
+        await waitUntil(() => !Number.isNaN(budgetRemaining()), "KeyProxy to come back after restart");
+        expect(budgetRemaining()).toBeCloseTo(before, 9);
+        docker("kill", `openclaw-${STACK}-key-proxy`);
+        spawnSync("docker", ["start", `openclaw-${STACK}-key-proxy`]);
+        await waitUntil(() => !Number.isNaN(budgetRemaining()), "KeyProxy to come back after kill");
+        expect(budgetRemaining()).toBeCloseTo(before, 9);
+    });
+
+    it("adds an agent without touching any other container", async () => {
+        const started = (name: string) => {
+            const c = JSON.parse(docker("inspect", name))[0];
+            return `${c.Id} ${c.State.StartedAt}`;
+        };
+        const existing = ["agent-bart", "agent-lisa", "egress-gateway", "key-proxy"].map((n) => `openclaw-${STACK}-${n}`);
+        const before = existing.map(started);
+        const grown = await runProgram(e2eConfig([{ name: "homer", image: "ghcr.io/openclaw/openclaw:2026.11.1", dashboardPort: 28803, budget: { dailyUsd: 1 }, egress: { allow: ["allowed.example"] } }]), STACK);
+        await materialize(grown, state, IMAGES);
+        expect(existing.map(started)).toEqual(before);
+        await waitUntil(() => gatewayLogs().includes('"agents":"bart,homer,lisa"'), "homer's egress registration");
+        expect(probe("homer", "connect", "allowed.example:443").status).toBe("HTTP/1.1 200 Connection Established");
+    });
+});

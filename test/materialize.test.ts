@@ -1,0 +1,119 @@
+// The end-to-end tier's translation from resource inputs to Docker Engine API calls: every field mapped,
+// every unknown field refused.
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { UntranslatableInput, containerCreateBody, durationNs, materialize, networkCreateBody, tarOf } from "./e2e/materialize";
+import { type RecordedResource, TYPES, devConfig, runProgram } from "./support/mockStack";
+
+let dev: RecordedResource[];
+beforeAll(async () => {
+    dev = await runProgram(devConfig());
+});
+const find = (name: string) => dev.find((r) => r.name === name)!;
+
+describe("containerCreateBody", () => {
+    it("maps every hardening and wiring input of an agent container", () => {
+        const resource = find("agent-bart-container");
+        const { name, body, extraNetworks, uploads, start } = containerCreateBody(resource, { "ghcr.io/openclaw/openclaw:2026.11.1": "probe:1" });
+        expect(name).toBe("openclaw-dev-agent-bart");
+        expect(start).toBe(true);
+        expect(extraNetworks).toEqual([]);
+        expect(uploads.map((u) => u.file)).toEqual(["/home/node/openclaw-managed.json"]);
+        expect(body).toMatchObject({
+            Image: "probe:1",
+            User: "1000:1000",
+            Hostname: "bart",
+            Labels: { "openclaw.role": "agent", "openclaw.agent": "bart" },
+            Healthcheck: { Interval: 30e9, Timeout: 5e9, StartPeriod: 60e9, Retries: 3 },
+            ExposedPorts: { "18789/tcp": {} },
+            HostConfig: {
+                ReadonlyRootfs: true,
+                Privileged: false,
+                CapDrop: ["ALL"],
+                CapAdd: [],
+                SecurityOpt: ["no-new-privileges:true"],
+                IpcMode: "private",
+                RestartPolicy: { Name: "unless-stopped" },
+                LogConfig: { Type: "json-file", Config: { "max-size": "10m", "max-file": "3" } },
+                Memory: 2048 * 1024 * 1024,
+                MemorySwap: 2048 * 1024 * 1024,
+                NanoCpus: 1e9,
+                PortBindings: { "18789/tcp": [{ HostIp: "127.0.0.1", HostPort: "18801" }] },
+                Mounts: [{ Type: "volume", Source: "openclaw-dev-agent-bart-state", Target: "/home/node", ReadOnly: false }],
+                Tmpfs: { "/tmp": "rw,noexec,nosuid,nodev,size=256m" },
+                NetworkMode: "openclaw-dev-net-agent-bart",
+            },
+        });
+        expect(body.HostConfig.Dns).toHaveLength(1);
+        const endpoints = body.NetworkingConfig?.EndpointsConfig as Record<string, { IPAMConfig?: { IPv4Address: string } }>;
+        expect(endpoints["openclaw-dev-net-agent-bart"].IPAMConfig?.IPv4Address).toMatch(/^10\./);
+        expect(body.Env).toContain("HOME=/home/node");
+    });
+
+    it("maps sysctls (the gateway's DNS port) and stop timeouts (KeyProxy's drain)", () => {
+        expect(containerCreateBody(find("egress-gateway-container"), {}).body.HostConfig.Sysctls).toEqual({ "net.ipv4.ip_unprivileged_port_start": "53" });
+        expect(containerCreateBody(find("key-proxy-container"), {}).body.StopTimeout).toBe(35);
+    });
+
+    it.each([
+        ["devices", [{ hostPath: "/dev/kvm" }]],
+        ["gpus", "all"],
+        ["pidMode", "host"],
+        ["networkMode", "host"],
+        ["mounts", [{ type: "bind", source: "/", target: "/host" }]],
+        ["ulimits", [{ name: "nproc", soft: 1, hard: 1 }]],
+    ])("refuses the untranslated input %s rather than drop it", (key, value) => {
+        const resource = find("agent-bart-container");
+        expect(() => containerCreateBody({ ...resource, inputs: { ...resource.inputs, [key]: value } }, {})).toThrow(UntranslatableInput);
+    });
+
+    it("refuses host-path volumes and unknown capability fields", () => {
+        const resource = find("agent-bart-container");
+        expect(() => containerCreateBody({ ...resource, inputs: { ...resource.inputs, volumes: [{ hostPath: "/etc", containerPath: "/x" }] } }, {})).toThrow(/only named volumes/);
+        expect(() => containerCreateBody({ ...resource, inputs: { ...resource.inputs, capabilities: { drops: ["ALL"], ambient: ["X"] } } }, {})).toThrow(UntranslatableInput);
+    });
+});
+
+describe("networkCreateBody", () => {
+    it("maps an agent network: internal, its subnet and gateway, no host address on the bridge", () => {
+        const body = networkCreateBody(find("agent-bart-network"));
+        expect(body).toMatchObject({ Name: "openclaw-dev-net-agent-bart", Driver: "bridge", Internal: true, Options: { "com.docker.network.bridge.inhibit_ipv4": "true" } });
+        expect(body.IPAM?.Config[0].Subnet).toMatch(/\/28$/);
+    });
+
+    it("refuses an untranslated network input", () => {
+        const resource = find("agent-bart-network");
+        expect(() => networkCreateBody({ ...resource, inputs: { ...resource.inputs, attachable: true } })).toThrow(UntranslatableInput);
+    });
+});
+
+describe("materialize", () => {
+    it("refuses a resource type it does not translate, before touching the engine", async () => {
+        await expect(materialize([{ type: "docker:index/service:Service", name: "s", inputs: {} }], new Map(), {})).rejects.toThrow(/not translated/);
+    });
+
+    it("refuses an untranslated command input", async () => {
+        await expect(materialize([{ type: TYPES.command, name: "c", inputs: { create: "true", interpreter: ["bash"] } }], new Map(), {})).rejects.toThrow(/interpreter/);
+    });
+});
+
+describe("helpers", () => {
+    it.each([
+        ["30s", 30e9],
+        ["500ms", 5e8],
+        ["2m", 120e9],
+        ["1.5s", 1.5e9],
+    ])("duration %s", (text, ns) => expect(durationNs(text)).toBe(ns));
+
+    it("refuses durations it cannot read", () => expect(() => durationNs("10")).toThrow(UntranslatableInput));
+
+    it("writes a tar archive that tar itself reads back", () => {
+        const dir = mkdtempSync(path.join(tmpdir(), "tar-"));
+        writeFileSync(path.join(dir, "a.tar"), tarOf("config.json", '{"a":1}', 0o644));
+        expect(execFileSync("tar", ["-tvf", path.join(dir, "a.tar")], { encoding: "utf8" })).toMatch(/^-rw-r--r-- .* 7 .* config\.json$/m);
+        expect(execFileSync("tar", ["-xOf", path.join(dir, "a.tar")], { encoding: "utf8" })).toBe('{"a":1}');
+    });
+});
