@@ -60,7 +60,7 @@ const results: Result[] = [];
 {
     const store = LedgerStore.open(path.join(dir, "group.log"), () => [], () => undefined);
     const { latencies, seconds } = await concurrently((i) => store.append(record(i)));
-    store.close();
+    await store.close();
     results.push(summarize(`append-only file, group commit (${CONCURRENCY} concurrent)`, latencies, seconds));
 }
 

@@ -45,10 +45,14 @@ export function replayLedger(text: string, file = "ledger"): Replay {
  * Appends records with group commit: records queued while a write+fdatasync is in flight go out together in
  * the next one, so concurrent requests share one fsync.
  */
+/** How long a lazy record may wait for a sync that some urgent record would have triggered anyway. */
+export const LAZY_SYNC_MS = 50;
+
 export class LedgerStore {
     private fd: number;
     private queue: { line: string; done: (error?: Error) => void }[] = [];
     private flushing = false;
+    private lazyTimer: NodeJS.Timeout | undefined;
 
     private constructor(readonly file: string) {
         this.fd = openSync(file, "a", 0o600);
@@ -78,14 +82,24 @@ export class LedgerStore {
         return new LedgerStore(file);
     }
 
-    append(record: LedgerRecord): Promise<void> {
+    /**
+     * Appends a record; the promise resolves once it is written and fdatasync'd. "now" syncs at once (sharing
+     * the sync with whatever else is queued); "soon" waits up to LAZY_SYNC_MS for a sync to ride on.
+     */
+    append(record: LedgerRecord, urgency: "now" | "soon" = "now"): Promise<void> {
         return new Promise((resolve, reject) => {
             this.queue.push({ line: encodeRecord(record), done: (error) => (error ? reject(error) : resolve()) });
-            if (!this.flushing) {
-                this.flushing = true;
-                setImmediate(() => this.flush());
-            }
+            if (urgency === "now") this.schedule();
+            else this.lazyTimer ??= setTimeout(() => this.schedule(), LAZY_SYNC_MS);
         });
+    }
+
+    private schedule() {
+        clearTimeout(this.lazyTimer);
+        this.lazyTimer = undefined;
+        if (this.flushing) return;
+        this.flushing = true;
+        setImmediate(() => void this.flush());
     }
 
     /** Off the event loop (libuv's thread pool): streams keep flowing while the disk syncs. */
@@ -104,7 +118,14 @@ export class LedgerStore {
         else this.flushing = false;
     }
 
-    close() {
+    /** Writes and syncs whatever is still queued, then closes the file. */
+    async close(): Promise<void> {
+        clearTimeout(this.lazyTimer);
+        while (this.flushing) await new Promise((resolve) => setTimeout(resolve, 5));
+        if (this.queue.length > 0) {
+            this.flushing = true;
+            await this.flush();
+        }
         closeSync(this.fd);
     }
 }

@@ -87,14 +87,17 @@ class SseSplitter {
         const events: string[] = [];
         let start = 0;
         for (;;) {
-            const match = /\r?\n\r?\n/g;
-            match.lastIndex = start;
-            const found = match.exec(this.pending);
-            if (!found) break;
-            events.push(this.pending.slice(start, found.index + found[0].length));
-            start = found.index + found[0].length;
+            // indexOf, not a regex: this runs on every chunk of every metered stream.
+            const lf = this.pending.indexOf("\n\n", start);
+            const crlf = this.pending.indexOf("\r\n\r\n", start);
+            let end: number;
+            if (crlf >= 0 && (lf < 0 || crlf + 2 <= lf)) end = crlf + 4;
+            else if (lf >= 0) end = lf + 2;
+            else break;
+            events.push(this.pending.slice(start, end));
+            start = end;
         }
-        this.pending = this.pending.slice(start);
+        if (start > 0) this.pending = this.pending.slice(start);
         return events;
     }
 
@@ -103,14 +106,17 @@ class SseSplitter {
     }
 }
 
-function eventParts(event: string): { name: string | undefined; data: string } {
-    let name: string | undefined;
+/** The event's name when its first line names it (as both providers write them); cheap, no full parse. */
+function leadingEventName(event: string): string | undefined {
+    if (!event.startsWith("event:")) return undefined;
+    const end = event.indexOf("\n");
+    return event.slice(6, end < 0 ? undefined : end).trim();
+}
+
+function eventData(event: string): string {
     const data: string[] = [];
-    for (const line of event.split(/\r?\n/)) {
-        if (line.startsWith("event:")) name = line.slice(6).trim();
-        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
-    }
-    return { name, data: data.join("\n") };
+    for (const line of event.split(/\r?\n/)) if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+    return data.join("\n");
 }
 
 const num = (value: unknown): number => (typeof value === "number" && Number.isFinite(value) && value >= 0 ? value : 0);
@@ -205,11 +211,11 @@ export class ResponseMeter {
 
     /** Reads one SSE event. Returns true when it must be hidden from the client. */
     private observe(event: string): boolean {
-        const { name, data } = eventParts(event);
+        const name = leadingEventName(event);
         if (this.format === "anthropic-messages") {
             if (name === "message_stop") this.complete = true;
             if (name !== "message_start" && name !== "message_delta" && name !== "error") return false;
-            const parsed = this.parse(data);
+            const parsed = this.parse(eventData(event));
             if (!parsed) return false;
             if (name === "error") {
                 this.problems.push("upstream error event");
@@ -226,7 +232,7 @@ export class ResponseMeter {
         }
         if (this.format === "openai-responses") {
             if (name !== "response.completed" && name !== "response.incomplete" && name !== "response.failed") return false;
-            const response = this.parse(data)?.response as Record<string, unknown> | undefined;
+            const response = this.parse(eventData(event))?.response as Record<string, unknown> | undefined;
             this.complete = true;
             this.model = (response?.model as string | undefined) ?? this.model;
             if (response?.usage) {
@@ -235,15 +241,15 @@ export class ResponseMeter {
             }
             return false;
         }
-        if (data.trim() === "[DONE]") {
+        if (event.includes("[DONE]") && eventData(event).trim() === "[DONE]") {
             this.complete = true;
             return false;
         }
-        if (!USAGE_OBJECT.test(data)) {
-            if (this.model === undefined && data.includes('"model"')) this.model = this.parse(data)?.model as string | undefined;
+        if (!event.includes('"usage"') || !USAGE_OBJECT.test(event)) {
+            if (this.model === undefined && event.includes('"model"')) this.model = this.parse(eventData(event))?.model as string | undefined;
             return false;
         }
-        const parsed = this.parse(data);
+        const parsed = this.parse(eventData(event));
         if (!parsed?.usage || typeof parsed.usage !== "object") return false;
         this.usage = openaiUsage(parsed.usage as Record<string, unknown>);
         this.reported = this.outputReported = true;

@@ -1,7 +1,13 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
+/** Called at scrape time, so gauges that describe state cost nothing per request. */
+export interface ScrapeHooks {
+    budgets?: () => void;
+}
+
 export function keyProxyMetrics() {
     const registry = new Registry();
+    const hooks: ScrapeHooks = {};
     collectDefaultMetrics({ register: registry, prefix: "keyproxy_" });
     const labelNames = ["agent", "provider"] as const;
     return {
@@ -29,7 +35,14 @@ export function keyProxyMetrics() {
         registeredAgents: new Gauge({ name: "keyproxy_registered_agents", help: "Agents in the registry", registers: [registry] }),
         tokens: new Counter({ name: "keyproxy_tokens_total", help: "Tokens billed, by agent, provider, model and kind", labelNames: [...labelNames, "model", "kind"], registers: [registry] }),
         spend: new Counter({ name: "keyproxy_spend_usd_total", help: "Settled spend in USD, by agent, provider and model", labelNames: [...labelNames, "model"], registers: [registry] }),
-        budgetRemaining: new Gauge({ name: "keyproxy_budget_remaining_usd", help: "Budget left in the current window (limit minus settled and reserved)", labelNames: ["agent", "window"], registers: [registry] }),
+        hooks,
+        budgetRemaining: new Gauge({
+            name: "keyproxy_budget_remaining_usd",
+            help: "Budget left in the current window (limit minus settled and reserved)",
+            labelNames: ["agent", "window"],
+            registers: [registry],
+            collect: () => hooks.budgets?.(),
+        }),
         budgetLimit: new Gauge({ name: "keyproxy_budget_limit_usd", help: "Budget of the current window", labelNames: ["agent", "window"], registers: [registry] }),
         reservations: new Gauge({ name: "keyproxy_reservations_outstanding", help: "Reservations not yet settled", labelNames: ["agent"], registers: [registry] }),
         unknownModels: new Counter({ name: "keyproxy_unknown_model_requests_total", help: "Requests for models missing from the price table, billed at the fallback price", labelNames: labelNames, registers: [registry] }),
@@ -37,3 +50,28 @@ export function keyProxyMetrics() {
 }
 
 export type KeyProxyMetrics = ReturnType<typeof keyProxyMetrics>;
+
+/** Metric children bound to one agent and provider: label hashing once, not on every request. */
+export function streamMetrics(metrics: KeyProxyMetrics, agent: string, provider: string) {
+    const labels = { agent, provider };
+    const byStatus = new Map<string, ReturnType<KeyProxyMetrics["requests"]["labels"]>>();
+    return {
+        labels,
+        duration: metrics.duration.labels(labels),
+        ttfb: metrics.ttfb.labels(labels),
+        active: metrics.activeStreams.labels(labels),
+        bytesIn: metrics.bytesIn.labels(labels),
+        bytesOut: metrics.bytesOut.labels(labels),
+        requests(status: number) {
+            const statusClass = `${Math.floor(status / 100)}xx`;
+            let child = byStatus.get(statusClass);
+            if (!child) {
+                child = metrics.requests.labels({ ...labels, status: statusClass });
+                byStatus.set(statusClass, child);
+            }
+            return child;
+        },
+    };
+}
+
+export type StreamMetrics = ReturnType<typeof streamMetrics>;

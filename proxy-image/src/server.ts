@@ -8,7 +8,7 @@ import { closeServer, portOf, startAdminServers } from "../../runtime/admin";
 import type { LoadedConfig } from "./config";
 import type { Logger } from "../../runtime/log";
 import { type MeterResult, ResponseMeter, classifyEndpoint, planRequest } from "./metering";
-import { type KeyProxyMetrics, keyProxyMetrics } from "./metrics";
+import { type KeyProxyMetrics, type StreamMetrics, keyProxyMetrics, streamMetrics } from "./metrics";
 import {
     type AgentEntry,
     type ErrorKind,
@@ -41,6 +41,7 @@ export class KeyProxyServer {
     private readonly upstreams: Partial<Record<Provider, Upstream>> = {};
     private agentsByDigest = new Map<string, AgentEntry>();
     private readonly activeByAgent = new Map<string, number>();
+    private readonly metricChildren = new Map<string, StreamMetrics>();
     private readonly secrets: string[];
     private inFlight = 0;
     private draining = false;
@@ -94,7 +95,7 @@ export class KeyProxyServer {
     setAgents(entries: readonly AgentEntry[]) {
         this.agentsByDigest = new Map(entries.map((e) => [e.credentialSha256, e]));
         this.metrics.registeredAgents.set(entries.length);
-        for (const entry of entries) this.spend.refresh(entry);
+        this.spend.track(entries);
     }
 
     async listen(): Promise<{ port: number; adminPorts: number[] }> {
@@ -128,7 +129,7 @@ export class KeyProxyServer {
         this.closed = true;
         await Promise.all([this.server, ...this.adminServers].map(closeServer));
         await Promise.all(Object.values(this.upstreams).map((u) => u.pool.close()));
-        this.spend.close();
+        await this.spend.close();
     }
 
     private drop(req: http.IncomingMessage, socket: { destroy(): void }, reason: string) {
@@ -158,11 +159,18 @@ export class KeyProxyServer {
 
         const auth = authenticate(presentedCredential(req.headers, provider), req.socket.remoteAddress, this.agentsByDigest);
         const access = { agent: auth.ok ? auth.agent.name : "unknown", provider, method: req.method!, route: decision.route };
-        const labels = { agent: access.agent, provider };
+        const childKey = `${access.agent}\u0000${provider}`;
+        let children = this.metricChildren.get(childKey);
+        if (!children) {
+            children = streamMetrics(this.metrics, access.agent, provider);
+            this.metricChildren.set(childKey, children);
+        }
+        const m = children;
+        const labels = m.labels;
         const finish = (status: number, extra: Record<string, string | number | null> = {}) => {
             const seconds = (performance.now() - started) / 1000;
-            this.metrics.requests.inc({ ...labels, status: `${Math.floor(status / 100)}xx` });
-            this.metrics.duration.observe(labels, seconds);
+            m.requests(status).inc();
+            m.duration.observe(seconds);
             this.log("request", { ...access, status, duration_ms: Math.round(seconds * 1000), ...extra });
         };
         const refuse = (kind: ErrorKind, reason: string) => {
@@ -182,7 +190,7 @@ export class KeyProxyServer {
 
         this.activeByAgent.set(auth.agent.name, active + 1);
         this.inFlight++;
-        this.metrics.activeStreams.inc(labels);
+        m.active.inc();
         const abort = new AbortController();
         res.on("close", () => {
             if (!res.writableFinished) abort.abort(new Error("client closed"));
@@ -238,7 +246,7 @@ export class KeyProxyServer {
                 body: body as Buffer | null,
                 signal: abort.signal,
             });
-            this.metrics.ttfb.observe(labels, (performance.now() - started) / 1000);
+            m.ttfb.observe((performance.now() - started) / 1000);
             status = response.statusCode;
             const responseHeaders = clientResponseHeaders(response.headers);
             if (status >= 400) {
@@ -280,9 +288,9 @@ export class KeyProxyServer {
         } finally {
             this.inFlight--;
             this.activeByAgent.set(auth.agent.name, (this.activeByAgent.get(auth.agent.name) ?? 1) - 1);
-            this.metrics.activeStreams.dec(labels);
-            this.metrics.bytesIn.inc(labels, bytesIn);
-            this.metrics.bytesOut.inc(labels, bytesOut);
+            m.active.dec();
+            m.bytesIn.inc(bytesIn);
+            m.bytesOut.inc(bytesOut);
             let committed: Promise<void> | undefined;
             let costUsd: number | null = null;
             if (ticket) {

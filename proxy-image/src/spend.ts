@@ -25,6 +25,10 @@ export class SpendTracker {
     private readonly ledger = new BudgetLedger();
     private readonly store: LedgerStore;
     private readonly book: PriceBook;
+    /** Agents seen, for the budget gauges computed at scrape time. */
+    private readonly agents = new Map<string, AgentEntry>();
+    /** Model id -> price; agents choose model strings, so the cache is bounded. */
+    private readonly prices = new Map<string, { price: Price; known: boolean }>();
 
     constructor(
         private readonly config: RuntimeConfig,
@@ -33,6 +37,9 @@ export class SpendTracker {
         private readonly now: () => Date = () => new Date(),
     ) {
         this.book = priceBook(config);
+        metrics.hooks.budgets = () => {
+            for (const agent of this.agents.values()) this.refresh(agent);
+        };
         // Replay; a reservation left open by a crash is settled at its full amount: the upstream may have
         // served it, and spend must never be under-counted.
         this.store = LedgerStore.open(
@@ -52,7 +59,19 @@ export class SpendTracker {
     }
 
     price(model: string): { price: Price; known: boolean } {
-        return priceFor(this.book, model);
+        let found = this.prices.get(model);
+        if (!found) {
+            if (this.prices.size >= 1000) this.prices.clear();
+            found = priceFor(this.book, model);
+            this.prices.set(model, found);
+        }
+        return found;
+    }
+
+    /** Agents whose budgets the metrics report. */
+    track(agents: readonly AgentEntry[]) {
+        this.agents.clear();
+        for (const agent of agents) this.agents.set(agent.name, agent);
     }
 
     /** Reserves the request's maximum cost, durably, or says which window it does not fit. */
@@ -71,13 +90,11 @@ export class SpendTracker {
         const ticket: Ticket = { id: randomUUID(), agent, provider, model: plan.model, reservedMicros };
         const record = { t: "reserve" as const, id: ticket.id, agent: agent.name, micros: reservedMicros, keys: admission.keys, at: Date.now() };
         this.ledger.apply(record);
-        this.refresh(agent);
         try {
-            await this.store.append(record);
+            await this.store.append(record, "now");
         } catch (error) {
             // Not on disk: do not forward. Release it in memory (nothing was committed).
             this.ledger.apply({ t: "settle", id: ticket.id, micros: 0, at: Date.now() });
-            this.refresh(agent);
             throw error;
         }
         return { ok: true, ticket };
@@ -104,12 +121,13 @@ export class SpendTracker {
             }
         }
         this.metrics.spend.inc(labels, micros(cost));
-        this.refresh(ticket.agent);
-        return { cost, committed: this.store.append(record) };
+        // A settlement rides on the next sync (within LAZY_SYNC_MS): until then a crash would settle its
+        // reservation at the full amount, which over-counts and never under-counts.
+        return { cost, committed: this.store.append(record, "soon") };
     }
 
     /** Budget gauges of one agent for the windows it has a limit in. */
-    refresh(agent: AgentEntry) {
+    private refresh(agent: AgentEntry) {
         const keys = windowKeys(this.now(), this.config.metering.timeZone);
         for (const window of WINDOWS) {
             const limit = agent.budget?.[LIMIT_FIELD[window]];
@@ -126,7 +144,7 @@ export class SpendTracker {
         return micros(this.ledger.settled(agent, windowKeys(at, this.config.metering.timeZone)[window]));
     }
 
-    close() {
-        this.store.close();
+    close(): Promise<void> {
+        return this.store.close();
     }
 }
