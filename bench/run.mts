@@ -10,6 +10,7 @@ import https from "node:https";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { SERVICE_NODE_OPTIONS } from "../infra/topology.ts";
 import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { bundle } from "../scripts/images.mts";
 import { testPki } from "../test/support/tls.ts";
@@ -89,6 +90,8 @@ const upstreamPort: number = upstream.line.port;
 const keyProxyBundle = await bundle("keyProxy");
 const registryDir = path.join(work, "agents");
 const keyProxyEnv = {
+    // As in the image: the services' Node options come from infra/topology.ts.
+    NODE_OPTIONS: SERVICE_NODE_OPTIONS,
     KEYPROXY_CONFIG: JSON.stringify({
         listen: { host: "127.0.0.1", port: 0 },
         admin: [{ host: "127.0.0.1", port: 0 }],
@@ -339,6 +342,7 @@ const sink = await start(
 const sinkPort: number = sink.line.port;
 const egressBundle = await bundle("egressGateway");
 const egressEnv = {
+    NODE_OPTIONS: SERVICE_NODE_OPTIONS,
     EGRESS_CONFIG: JSON.stringify({
         listen: { host: "127.0.0.1", port: 0 },
         dns: { host: "127.0.0.1", port: 0 },

@@ -1,7 +1,7 @@
 import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
-import { LABELS, SERVICE_NODE, SERVICE_USER } from "../infra/topology";
+import { LABELS, SERVICE_NODE, SERVICE_NODE_OPTIONS, SERVICE_USER } from "../infra/topology";
 import { type ContainerResources, hardenedContainer } from "./hardening";
 
 /** A shared service (KeyProxy, EgressGateway) that every agent network gets attached to. */
@@ -51,7 +51,7 @@ export function sharedServiceContainer(parent: pulumi.Resource, name: string, sp
             labels: { [LABELS.stack]: spec.stack, [LABELS.role]: spec.role, ...spec.labels },
             healthcheck: { tests: ["CMD", SERVICE_NODE, spec.entry, "healthcheck"], interval: "15s", startPeriod: "10s" },
             networks: [{ name: spec.uplinkNetwork }],
-            envs: spec.envs,
+            envs: pulumi.output(spec.envs).apply((envs) => [`NODE_OPTIONS=${SERVICE_NODE_OPTIONS}`, ...envs]),
             volumes: [{ volumeName: data.name, containerPath: spec.dataDir }],
             tmpfs: { "/tmp": "16m" },
             stopTimeoutSeconds: spec.stopTimeoutSeconds,

@@ -173,6 +173,54 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", () => {
         expect(budgetRemaining()).toBeCloseTo(before, 9);
     });
 
+    describe("the operator CLI against the running stack", () => {
+        const bridge = (...args: string[]) => {
+            const result = spawnSync(path.join(REPO_ROOT, "node_modules", ".bin", "tsx"), [path.join(REPO_ROOT, "scripts", "bridge.mts"), "--stack", STACK, ...args], { encoding: "utf8", timeout: 60_000 });
+            return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+        };
+
+        it("sends a task to an agent and prints its JSON result", () => {
+            const plain = bridge("send", "bart", "summarize the repo");
+            expect(plain.code, plain.stderr).toBe(0);
+            expect(JSON.parse(plain.stdout)).toMatchObject({ reply: "done: summarize the repo" });
+            const json = bridge("--json", "send", "lisa", "hi; echo pwned");
+            expect(JSON.parse(json.stdout)).toMatchObject({ agent: "lisa", result: { reply: "done: hi; echo pwned" } });
+        });
+
+        it.each<[string[], number, RegExp]>([
+            [["send", "maggie", "x"], 3, /no agent 'maggie' in stack e2e \(known: bart, lisa\)/],
+            [["send", "bart", "notjson"], 6, /not JSON: thinking very hard/],
+            [["send", "bart", "fail"], 7, /failed \(exit 3\): model unavailable/],
+            [["send", "bart", "slow", "--timeout", "2"], 5, /no answer within 2 s/],
+            [["logs", "maggie"], 3, /no agent 'maggie'/],
+        ])("%j exits %d with a clear error", (args, code, message) => {
+            const result = bridge(...args);
+            expect(result.code).toBe(code);
+            expect(result.stderr).toMatch(message);
+        });
+
+        it("lists agents with state, health, dashboard and budget used", () => {
+            const result = bridge("--json", "list");
+            expect(result.code, result.stderr).toBe(0);
+            const rows = JSON.parse(result.stdout);
+            expect(rows.map((r: { agent: string }) => r.agent)).toEqual(["bart", "lisa"]);
+            expect(rows[0]).toMatchObject({ state: "running", dashboardUrl: "http://127.0.0.1:28801/" });
+            expect(rows[0].budget.day.usedUsd).toBeGreaterThan(0);
+            expect(bridge("list").stdout).toMatch(/^bart\s+running/m);
+        });
+
+        it("says so when the agent's container is not running", () => {
+            docker("stop", "-t", "1", container("lisa"));
+            try {
+                const result = bridge("send", "lisa", "x");
+                expect(result.code).toBe(4);
+                expect(result.stderr).toMatch(/agent 'lisa' is exited, not running/);
+            } finally {
+                docker("start", container("lisa"));
+            }
+        });
+    });
+
     it("adds an agent without touching any other container", async () => {
         const started = (name: string) => {
             const c = JSON.parse(docker("inspect", name))[0];

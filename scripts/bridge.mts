@@ -1,0 +1,110 @@
+// The operator CLI (the multi-agent bridge): npm run bridge -- --help
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { dockerNames } from "../infra/topology.ts";
+import {
+    type AgentContainer,
+    BridgeError,
+    EXIT,
+    type Invocation,
+    USAGE,
+    addAgentToStackFile,
+    agentArgv,
+    agentsFromInspect,
+    budgetsFromMetrics,
+    parseAgentOutput,
+    parseArgs,
+} from "./bridgeCore.ts";
+import { REPO_ROOT, readStackFile } from "./mockProgram.ts";
+
+function dockerEnv(stack: string): NodeJS.ProcessEnv {
+    if (process.env.DOCKER_HOST) return process.env;
+    const file = path.join(process.env.OPENCLAW_STACK_DIR ?? REPO_ROOT, `Pulumi.${stack}.yaml`);
+    const host = existsSync(file) ? readStackFile(stack, path.dirname(file)).raw.dockerHost : undefined;
+    return typeof host === "string" ? { ...process.env, DOCKER_HOST: host } : process.env;
+}
+
+function docker(env: NodeJS.ProcessEnv, args: string[], timeoutMs = 30_000) {
+    const result = spawnSync("docker", args, { env, encoding: "utf8", timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 });
+    if (result.error && (result.error as NodeJS.ErrnoException).code === "ENOENT") throw new BridgeError("the docker CLI is not on PATH", EXIT.commandFailed);
+    return result;
+}
+
+function agents(env: NodeJS.ProcessEnv, stack: string): AgentContainer[] {
+    const ids = docker(env, ["ps", "-aq", "--filter", `label=openclaw.stack=${stack}`, "--filter", "label=openclaw.role=agent"]);
+    if (ids.status !== 0) throw new BridgeError(`docker: ${ids.stderr.trim()}`, EXIT.commandFailed);
+    const list = ids.stdout.split("\n").filter(Boolean);
+    if (list.length === 0) return [];
+    return agentsFromInspect(JSON.parse(docker(env, ["inspect", ...list]).stdout));
+}
+
+function findAgent(env: NodeJS.ProcessEnv, stack: string, agent: string): AgentContainer {
+    const found = agents(env, stack).find((a) => a.agent === agent);
+    if (!found) throw new BridgeError(`no agent '${agent}' in stack ${stack} (known: ${agents(env, stack).map((a) => a.agent).join(", ") || "none"})`, EXIT.unknownAgent);
+    return found;
+}
+
+function print(json: boolean, value: unknown, text: string) {
+    console.log(json ? JSON.stringify(value, null, 2) : text);
+}
+
+async function run({ stack, json, command }: Invocation): Promise<number> {
+    const env = dockerEnv(stack);
+    switch (command.name) {
+        case "help":
+            console.log(USAGE);
+            return EXIT.ok;
+        case "send": {
+            const agent = findAgent(env, stack, command.agent);
+            if (agent.state !== "running") throw new BridgeError(`agent '${command.agent}' is ${agent.state}, not running`, EXIT.notRunning);
+            const result = docker(env, ["exec", agent.container, ...agentArgv(command.exec, command.task)], command.timeoutSeconds * 1000);
+            if (result.error && (result.error as NodeJS.ErrnoException).code === "ETIMEDOUT") {
+                throw new BridgeError(`agent '${command.agent}' gave no answer within ${command.timeoutSeconds} s`, EXIT.timeout);
+            }
+            if (result.status !== 0) throw new BridgeError(`the agent's command failed (exit ${result.status}): ${result.stderr.trim().slice(0, 500)}`, EXIT.commandFailed);
+            const value = parseAgentOutput(result.stdout);
+            print(json, { agent: command.agent, result: value }, JSON.stringify(value, null, 2));
+            return EXIT.ok;
+        }
+        case "list": {
+            const list = agents(env, stack);
+            const metrics = docker(env, ["exec", dockerNames.keyProxyContainer(stack), "/nodejs/bin/node", "-e", "fetch('http://127.0.0.1:9464/metrics').then(r=>r.text()).then(t=>process.stdout.write(t))"]);
+            const budgets = metrics.status === 0 ? budgetsFromMetrics(metrics.stdout) : {};
+            const rows = list.map((a) => ({ ...a, budget: budgets[a.agent] ?? null }));
+            const text = rows.length === 0
+                ? `no agents in stack ${stack}`
+                : rows
+                      .map((r) => {
+                          const budget = r.budget ? Object.entries(r.budget).map(([w, b]) => `${w} $${b.usedUsd.toFixed(4)} of $${b.limitUsd}`).join(", ") : "budget unknown (KeyProxy not reachable)";
+                          return `${r.agent.padEnd(12)} ${r.state.padEnd(8)} ${r.health.padEnd(9)} ${r.dashboardUrl ?? "-"}  ${budget}`;
+                      })
+                      .join("\n");
+            print(json, rows, text);
+            return EXIT.ok;
+        }
+        case "logs": {
+            const agent = findAgent(env, stack, command.agent);
+            const child = spawn("docker", ["logs", ...(command.follow ? ["-f"] : []), agent.container], { env, stdio: "inherit" });
+            const [code] = await new Promise<[number | null]>((resolve) => child.on("exit", (c) => resolve([c])));
+            return code === 0 ? EXIT.ok : EXIT.commandFailed;
+        }
+        case "add": {
+            const file = path.join(process.env.OPENCLAW_STACK_DIR ?? REPO_ROOT, `Pulumi.${stack}.yaml`);
+            if (!existsSync(file)) throw new BridgeError(`no ${file}`, EXIT.config);
+            writeFileSync(file, addAgentToStackFile(readFileSync(file, "utf8"), command.agent, command));
+            print(json, { added: command.agent, file }, `added agent '${command.agent}' to ${path.relative(process.cwd(), file)}; review it with \`npm run review -- --stack ${stack}\` and \`npm run preview\`, then deploy`);
+            return EXIT.ok;
+        }
+    }
+}
+
+try {
+    process.exitCode = await run(parseArgs(process.argv.slice(2)));
+} catch (error) {
+    if (!(error instanceof BridgeError)) throw error;
+    const json = process.argv.includes("--json");
+    if (json) console.log(JSON.stringify({ error: error.message, exitCode: error.exitCode }));
+    else console.error(`error: ${error.message}${error.exitCode === EXIT.usage ? `\n\n${USAGE}` : ""}`);
+    process.exitCode = error.exitCode;
+}

@@ -1,0 +1,97 @@
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { parse } from "yaml";
+import { BridgeError, EXIT, addAgentToStackFile, agentArgv, agentsFromInspect, budgetsFromMetrics, parseAgentOutput, parseArgs } from "../scripts/bridgeCore";
+import { REPO_ROOT } from "./support/mockStack";
+
+describe("parseArgs", () => {
+    it.each<[string[], object]>([
+        [["send", "bart", "fix the tests"], { stack: "dev", json: false, command: { name: "send", agent: "bart", task: "fix the tests", timeoutSeconds: 300, exec: "openclaw agent --local -m {task} --json" } }],
+        [["--stack", "prod", "--json", "send", "lisa", "x", "--timeout", "20"], { stack: "prod", json: true, command: { name: "send", agent: "lisa", task: "x", timeoutSeconds: 20 } }],
+        [["list"], { command: { name: "list" } }],
+        [["logs", "bart", "-f"], { command: { name: "logs", agent: "bart", follow: true } }],
+        [["logs", "bart"], { command: { name: "logs", agent: "bart", follow: false } }],
+        [["add", "homer", "--port", "18810", "--daily-usd", "2"], { command: { name: "add", agent: "homer", port: 18810, dailyUsd: 2 } }],
+        [["--help"], { command: { name: "help" } }],
+    ])("%j", (argv, expected) => expect(parseArgs(argv)).toMatchObject(expected));
+
+    it.each<[string[], RegExp]>([
+        [[], /no command given/],
+        [["deploy"], /unknown command 'deploy'/],
+        [["send"], /send needs an agent name/],
+        [["send", "bart"], /send needs a task/],
+        [["send", "bart", "a", "b"], /one task: quote it/],
+        [["send", "Bart", "x"], /not an agent name/],
+        [["send", "bart", "x", "--timeout", "0"], /--timeout must be a number of at least 1/],
+        [["send", "bart", "x", "--exec", "openclaw run"], /must contain \{task\}/],
+        [["logs"], /logs needs an agent name/],
+        [["list", "extra"], /list takes no arguments/],
+        [["add", "x_y"], /not an agent name/],
+        [["add", "homer", "--port", "80"], /--port must be a number of at least 1024/],
+        [["--stack"], /--stack needs a value/],
+        [["--stack", "../etc", "list"], /not a stack name/],
+        [["--frob", "list"], /unknown option --frob/],
+    ])("refuses %j", (argv, message) => {
+        try {
+            parseArgs(argv);
+            throw new Error("accepted");
+        } catch (error) {
+            expect(error).toBeInstanceOf(BridgeError);
+            expect((error as BridgeError).exitCode).toBe(EXIT.usage);
+            expect((error as Error).message).toMatch(message);
+        }
+    });
+});
+
+describe("the agent command and its output", () => {
+    it("passes the task as one argument, whatever it holds", () => {
+        expect(agentArgv("openclaw agent --local -m {task} --json", "rm -rf / ; echo $HOME")).toEqual(["openclaw", "agent", "--local", "-m", "rm -rf / ; echo $HOME", "--json"]);
+    });
+
+    it.each([
+        ['{"reply":"ok"}', { reply: "ok" }],
+        ['working...\n{"reply":"ok"}\n', { reply: "ok" }],
+        ["[1,2]", [1, 2]],
+    ])("parses %j", (stdout, expected) => expect(parseAgentOutput(stdout)).toEqual(expected));
+
+    it.each(["", "thinking very hard", "ok\n42\n"])("refuses %j as not JSON", (stdout) => {
+        expect(() => parseAgentOutput(stdout)).toThrow(expect.objectContaining({ exitCode: EXIT.notJson }));
+    });
+
+    it("reads agents, their health and dashboards from docker inspect", () => {
+        expect(
+            agentsFromInspect([
+                { Name: "/openclaw-dev-agent-lisa", Config: { Labels: { "openclaw.agent": "lisa" } }, State: { Status: "exited" }, HostConfig: { PortBindings: {} } },
+                { Name: "/openclaw-dev-agent-bart", Config: { Labels: { "openclaw.agent": "bart" } }, State: { Status: "running", Health: { Status: "healthy" } }, HostConfig: { PortBindings: { "18789/tcp": [{ HostIp: "127.0.0.1", HostPort: "18801" }] } } },
+                { Name: "/stray", Config: { Labels: {} }, State: { Status: "running" } },
+            ]),
+        ).toEqual([
+            { agent: "bart", container: "openclaw-dev-agent-bart", state: "running", health: "healthy", dashboardUrl: "http://127.0.0.1:18801/" },
+            { agent: "lisa", container: "openclaw-dev-agent-lisa", state: "exited", health: "none", dashboardUrl: null },
+        ]);
+    });
+
+    it("reads budget used from KeyProxy's metrics", () => {
+        const text = 'keyproxy_budget_limit_usd{agent="bart",window="day"} 5\nkeyproxy_budget_remaining_usd{agent="bart",window="day"} 4.25\nkeyproxy_budget_remaining_usd{agent="zed",window="day"} 1\n';
+        expect(budgetsFromMetrics(text)).toEqual({ bart: { day: { limitUsd: 5, usedUsd: 0.75 } } });
+    });
+});
+
+describe("addAgentToStackFile", () => {
+    const dev = readFileSync(path.join(REPO_ROOT, "Pulumi.dev.yaml"), "utf8");
+
+    it("appends one entry, keeps the file's comments, picks the next dashboard port", () => {
+        const result = addAgentToStackFile(dev, "homer", { dailyUsd: 3 });
+        expect(result.startsWith(dev.split("\n")[0])).toBe(true);
+        const agents = parse(result).config["openclaw:agents"];
+        expect(agents).toHaveLength(3);
+        expect(agents[2]).toEqual({ name: "homer", image: agents[0].image, dashboardPort: 18803, budget: { dailyUsd: 3 }, credentialEpoch: 1 });
+        expect(parse(result).config["openclaw:agents"].slice(0, 2)).toEqual(parse(dev).config["openclaw:agents"]);
+    });
+
+    it("refuses a name already there, and a port the stack's checks reject", () => {
+        expect(() => addAgentToStackFile(dev, "bart", { dailyUsd: 1 })).toThrow(/already in the stack file/);
+        expect(() => addAgentToStackFile(dev, "homer", { dailyUsd: 1, port: 18801 })).toThrow(/host port 18801 is already used/);
+    });
+});
