@@ -157,6 +157,27 @@ describe("ResponseMeter", () => {
         expect(result.usage.output).toBe(5);
     });
 
+    it("skims Anthropic and Responses streams: the same usage whatever the chunk boundaries, text that looks like an event ignored", () => {
+        const anthropic = [
+            sse("message_start", { type: "message_start", message: { model: "claude-sonnet-4-5", usage: { input_tokens: 100, cache_creation_input_tokens: 20, cache_read_input_tokens: 30, output_tokens: 1 } } }),
+            sse("content_block_delta", { type: "content_block_delta", delta: { type: "text_delta", text: "\nevent: message_delta\ndata: {\"usage\":{\"output_tokens\":999}}\n\n" } }),
+            ...Array.from({ length: 20 }, (_, i) => sse("content_block_delta", { type: "content_block_delta", delta: { type: "text_delta", text: `chunk ${i} `.repeat(5) } })),
+            sse("message_delta", { type: "message_delta", usage: { output_tokens: 10 } }),
+            sse("message_delta", { type: "message_delta", usage: { output_tokens: 42 } }),
+            sse("message_stop", { type: "message_stop" }),
+        ].join("");
+        const expected = { input: 100, output: 42, cacheWrite: 20, cacheWrite1h: 0, cacheRead: 30 };
+        for (const size of [1, 2, 3, 5, 7, 13, 31, 32, 33, 64, 100, anthropic.length]) {
+            const { forwarded, result } = meterAll("anthropic-messages", true, false, anthropic, size);
+            expect(forwarded).toBe(anthropic);
+            expect(result, `chunks of ${size}`).toMatchObject({ usage: expected, complete: true, problems: [] });
+        }
+        const responses = responsesStream("gpt-5.1").join("");
+        for (const size of [1, 3, 17, 40, responses.length]) {
+            expect(meterAll("openai-responses", true, false, responses, size).result.usage, `chunks of ${size}`).toEqual({ input: 16, output: 7, cacheWrite: 0, cacheWrite1h: 0, cacheRead: 4 });
+        }
+    });
+
     it("gives the same result whatever the chunk boundaries", () => {
         const body = openaiStream("gpt-5.1", true).join("");
         const reference = meterAll("openai-chat", true, true, body, body.length);

@@ -104,6 +104,40 @@ class SseSplitter {
     rest(): string {
         return this.pending + this.decoder.end();
     }
+
+    /** Whether a partial event is held (the stream is between events when it is not). */
+    get inEvent(): boolean {
+        return this.pending.length > 0;
+    }
+}
+
+/**
+ * The events that carry usage or end a stream, in the formats whose events name themselves on their first
+ * line. Everything else (the bulk: content deltas) is skipped as bytes, without decoding.
+ */
+const NAMED_EVENTS: Partial<Record<ApiFormat, Buffer[]>> = {
+    "anthropic-messages": ["event: message_", "event:message_", "event: error", "event:error"].map((m) => Buffer.from(m)),
+    "openai-responses": ["event: response.completed", "event: response.incomplete", "event: response.failed", "event:response."].map((m) => Buffer.from(m)),
+};
+const LONGEST_MARKER = 32;
+
+/** Offset of the first marker that starts a line (at 0 only when `atLineStart`), or -1. */
+function firstEventMarker(bytes: Buffer, markers: Buffer[], atLineStart: boolean): number {
+    let first = -1;
+    for (const marker of markers) {
+        let from = 0;
+        for (;;) {
+            const at = bytes.indexOf(marker, from);
+            if (at < 0) break;
+            const lineStart = at === 0 ? atLineStart : bytes[at - 1] === 0x0a;
+            if (lineStart) {
+                if (first < 0 || at < first) first = at;
+                break;
+            }
+            from = at + 1;
+        }
+    }
+    return first;
 }
 
 /** The event's name when its first line names it (as both providers write them); cheap, no full parse. */
@@ -163,6 +197,11 @@ export class ResponseMeter {
     private outputReported = false;
     private streamedBytes = 0;
     private readonly problems: string[] = [];
+    /** Bytes kept from the end of the last skipped chunk, so a marker split across chunks is still found. */
+    private carry = Buffer.alloc(0);
+    /** Whether the first byte of the next window (carry, then chunk) starts a line. */
+    private windowStartsLine = true;
+    private capturing = false;
 
     constructor(
         private readonly format: ApiFormat,
@@ -178,6 +217,11 @@ export class ResponseMeter {
             return [chunk];
         }
         this.streamedBytes += chunk.length;
+        const markers = NAMED_EVENTS[this.format];
+        if (markers && !this.hideUsageChunk) {
+            this.skim(chunk, markers);
+            return [chunk];
+        }
         const events = this.splitter.push(chunk);
         if (!this.hideUsageChunk) {
             for (const event of events) this.observe(event);
@@ -186,6 +230,33 @@ export class ResponseMeter {
         const forward: Buffer[] = [];
         for (const event of events) if (!this.observe(event)) forward.push(Buffer.from(event));
         return forward;
+    }
+
+    /**
+     * Decodes only from an event that matters to the end of that event; between them, searches the raw bytes
+     * for the next one. This keeps metering cheap on long streams of content deltas.
+     */
+    private skim(chunk: Buffer, markers: Buffer[]) {
+        let bytes = chunk;
+        if (!this.capturing) {
+            const window = this.carry.length > 0 ? Buffer.concat([this.carry, chunk]) : chunk;
+            const at = firstEventMarker(window, markers, this.windowStartsLine);
+            if (at < 0) {
+                const tail = Math.max(0, window.length - LONGEST_MARKER);
+                this.windowStartsLine = tail === 0 ? this.windowStartsLine : window[tail - 1] === 0x0a;
+                this.carry = Buffer.from(window.subarray(tail));
+                return;
+            }
+            this.carry = Buffer.alloc(0);
+            this.capturing = true;
+            bytes = window.subarray(at);
+        }
+        for (const event of this.splitter.push(bytes)) this.observe(event);
+        if (!this.splitter.inEvent) {
+            // Between events: the next byte starts one, and so a line.
+            this.capturing = false;
+            this.windowStartsLine = true;
+        }
     }
 
     /** Ends the meter: what the response reported, and whatever bytes were still held back. */
