@@ -116,28 +116,28 @@ class SseSplitter {
  * line. Everything else (the bulk: content deltas) is skipped as bytes, without decoding.
  */
 const NAMED_EVENTS: Partial<Record<ApiFormat, Buffer[]>> = {
-    "anthropic-messages": ["event: message_", "event:message_", "event: error", "event:error"].map((m) => Buffer.from(m)),
-    "openai-responses": ["event: response.completed", "event: response.incomplete", "event: response.failed", "event:response."].map((m) => Buffer.from(m)),
+    "anthropic-messages": ["message_", "error"].map((m) => Buffer.from(m)),
+    "openai-responses": ["response.completed", "response.incomplete", "response.failed"].map((m) => Buffer.from(m)),
 };
+const EVENT_FIELD = Buffer.from("event:");
 const LONGEST_MARKER = 32;
 
-/** Offset of the first marker that starts a line (at 0 only when `atLineStart`), or -1. */
-function firstEventMarker(bytes: Buffer, markers: Buffer[], atLineStart: boolean): number {
-    let first = -1;
-    for (const marker of markers) {
-        let from = 0;
-        for (;;) {
-            const at = bytes.indexOf(marker, from);
-            if (at < 0) break;
-            const lineStart = at === 0 ? atLineStart : bytes[at - 1] === 0x0a;
-            if (lineStart) {
-                if (first < 0 || at < first) first = at;
-                break;
-            }
-            from = at + 1;
+/**
+ * Offset of the first `event:` line naming one of `names` (a name cut off by the end of `bytes` counts, to be
+ * safe), or -1. Offset 0 starts a line only when `atLineStart`.
+ */
+function firstEventMarker(bytes: Buffer, names: Buffer[], atLineStart: boolean): number {
+    for (let from = 0; ; ) {
+        const at = bytes.indexOf(EVENT_FIELD, from);
+        if (at < 0) return -1;
+        from = at + 1;
+        if (at === 0 ? !atLineStart : bytes[at - 1] !== 0x0a) continue;
+        const name = bytes[at + EVENT_FIELD.length] === 0x20 ? at + EVENT_FIELD.length + 1 : at + EVENT_FIELD.length;
+        for (const candidate of names) {
+            const available = Math.min(candidate.length, bytes.length - name);
+            if (available <= 0 || bytes.compare(candidate, 0, available, name, name + available) === 0) return at;
         }
     }
-    return first;
 }
 
 /** The event's name when its first line names it (as both providers write them); cheap, no full parse. */
@@ -239,17 +239,34 @@ export class ResponseMeter {
     private skim(chunk: Buffer, markers: Buffer[]) {
         let bytes = chunk;
         if (!this.capturing) {
-            const window = this.carry.length > 0 ? Buffer.concat([this.carry, chunk]) : chunk;
-            const at = firstEventMarker(window, markers, this.windowStartsLine);
+            // Positions below are in carry + chunk, whose first byte starts a line when windowStartsLine.
+            const carry = this.carry;
+            const byteAt = (i: number) => (i < carry.length ? carry[i] : chunk[i - carry.length]);
+            let at = -1;
+            if (carry.length > 0) {
+                // A marker may straddle the seam: look there (a few bytes) before looking at the chunk alone.
+                const seam = Buffer.concat([carry, chunk.subarray(0, LONGEST_MARKER)]);
+                const found = firstEventMarker(seam, markers, this.windowStartsLine);
+                if (found >= 0 && found < carry.length) {
+                    at = found;
+                    bytes = Buffer.concat([carry, chunk]);
+                }
+            }
             if (at < 0) {
-                const tail = Math.max(0, window.length - LONGEST_MARKER);
-                this.windowStartsLine = tail === 0 ? this.windowStartsLine : window[tail - 1] === 0x0a;
-                this.carry = Buffer.from(window.subarray(tail));
+                at = firstEventMarker(chunk, markers, carry.length > 0 ? carry[carry.length - 1] === 0x0a : this.windowStartsLine);
+                bytes = chunk;
+            }
+            if (at < 0) {
+                const total = carry.length + chunk.length;
+                const keep = Math.min(LONGEST_MARKER, total);
+                const start = total - keep;
+                this.windowStartsLine = start === 0 ? this.windowStartsLine : byteAt(start - 1) === 0x0a;
+                this.carry = keep <= chunk.length ? Buffer.from(chunk.subarray(chunk.length - keep)) : Buffer.concat([carry.subarray(carry.length - (keep - chunk.length)), chunk]);
                 return;
             }
             this.carry = Buffer.alloc(0);
             this.capturing = true;
-            bytes = window.subarray(at);
+            bytes = bytes.subarray(at);
         }
         for (const event of this.splitter.push(bytes)) this.observe(event);
         if (!this.splitter.inEvent) {
