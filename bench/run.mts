@@ -21,8 +21,8 @@ const quick = args.includes("--quick");
 const outIndex = args.indexOf("--out");
 const out = outIndex >= 0 ? path.resolve(args[outIndex + 1]) : path.join(ROOT, "bench", "results.md");
 const P = quick
-    ? { seconds: 1, rounds: 1, conns: [1, 16, 100], streams: 100, chunks: 40, chunkRounds: 1, mbStreams: 2, tunnels: 30, tunnelMb: 8 }
-    : { seconds: 5, rounds: 3, conns: [1, 16, 100], streams: 1000, chunks: 200, chunkRounds: 3, mbStreams: 24, tunnelMb: 256, tunnels: 300 };
+    ? { seconds: 1, rounds: 1, conns: [1, 16, 100], streams: 100, chunks: 40, chunkRounds: 1, mbStreams: 2, mbRounds: 1, tunnels: 30, tunnelMb: 8 }
+    : { seconds: 5, rounds: 3, conns: [1, 16, 100], streams: 1000, chunks: 200, chunkRounds: 3, mbStreams: 48, mbRounds: 5, tunnelMb: 256, tunnels: 300 };
 const TOKEN = "ocp_benchbenchbenchbenchbenchbenchbenchbenchbenchbe";
 const KEY = "sk-ant-bench-not-a-real-key";
 const work = mkdtempSync(path.join(os.tmpdir(), "openclaw-bench-"));
@@ -295,8 +295,10 @@ const passthroughTarget: StreamTarget = {
     name: "KeyProxy passthrough",
     request: (query) => http.request({ host: "127.0.0.1", port: keyProxyPort, method: "GET", path: `/anthropic/v1/models?${query}`, headers: { "x-api-key": TOKEN }, agent: false }),
 };
+// CPU time is counted in 10 ms ticks: more data per measurement, more rounds, and the overhead taken per round
+// (each metered run against the passthrough run just before it) keep the ratio out of the noise.
 const cpuPerMb: Record<string, number[]> = { passthrough: [], metered: [] };
-for (let round = 0; round < P.rounds; round++) {
+for (let round = 0; round < P.mbRounds; round++) {
     for (const [kind, target] of [["passthrough", passthroughTarget], ["metered", meteredTarget]] as const) {
         progress(`CPU per MB, ${kind}, round ${round + 1}`);
         const before = cpuSeconds([keyProxyPid]);
@@ -459,9 +461,10 @@ lines.push(`| KeyProxy | ${f(idleRss.keyProxy, 1)} | ${f(rssKeyProxy, 1)} |`, `|
 
 const passthrough = median(cpuPerMb.passthrough);
 const metered = median(cpuPerMb.metered);
+const overhead = median(cpuPerMb.metered.map((m, i) => (m / cpuPerMb.passthrough[i] - 1) * 100));
 lines.push("", "## CPU per streamed MB: metering and budgets on against pure passthrough", "");
 lines.push("| KeyProxy route | CPU-ms per MB |", "| --- | ---: |", `| passthrough (GET /v1/models, not metered) | ${f(passthrough, 3)} |`, `| metered, budget enforced, ledger fsynced (POST /v1/messages) | ${f(metered, 3)} |`);
-lines.push("", `Metering overhead: **${f((metered / passthrough - 1) * 100, 1)}%** (target at most 10%).`);
+lines.push("", `Metering overhead, median of ${P.mbRounds} paired rounds: **${f(overhead, 1)}%** (target at most 10%).`);
 
 lines.push("", "## EgressGateway", "");
 lines.push("| path | CONNECT set-up p50 / p99 ms | tunnel throughput MB/s | gateway CPU-ms per MB |", "| --- | ---: | ---: | ---: |");
@@ -473,7 +476,7 @@ const targets = [
     ["per-chunk delay p99 (added)", chunkStats("KeyProxy").p99 - direct.p99, "<= 1 ms", (v: number) => v <= 1],
     ["throughput per core vs nginx", nginxPer10k / keyProxyPer10k, ">= 0.8x", (v: number) => v >= 0.8],
     [`RSS at ${P.streams} streams`, rssKeyProxy, "<= 100 MB", (v: number) => v <= 100],
-    ["metering overhead", (metered / passthrough - 1) * 100, "<= 10%", (v: number) => v <= 10],
+    ["metering overhead", overhead, "<= 10%", (v: number) => v <= 10],
 ] as const;
 lines.push("", "## Against the targets", "", "| target | measured | goal | met |", "| --- | ---: | --- | --- |");
 for (const [name, value, goal, met] of targets) lines.push(`| ${name} | ${f(value, 3)} | ${goal} | ${met(value) ? "yes" : "**no**"} |`);

@@ -122,6 +122,16 @@ const NAMED_EVENTS: Partial<Record<ApiFormat, Buffer[]>> = {
 const EVENT_FIELD = Buffer.from("event:");
 const LONGEST_MARKER = 32;
 
+/** Whether the bytes after the carry's last line break could be the start of an `event:` line cut by the seam. */
+function mayStraddle(carry: Buffer): boolean {
+    const lineStart = carry.lastIndexOf(0x0a) + 1;
+    const partial = carry.length - lineStart;
+    if (partial === 0) return false;
+    // Either the partial line is a prefix of "event:", or it already holds "event:" and a cut-off name.
+    const compared = Math.min(partial, EVENT_FIELD.length);
+    return carry.compare(EVENT_FIELD, 0, compared, lineStart, lineStart + compared) === 0;
+}
+
 /**
  * Offset of the first `event:` line naming one of `names` (a name cut off by the end of `bytes` counts, to be
  * safe), or -1. Offset 0 starts a line only when `atLineStart`.
@@ -198,7 +208,7 @@ export class ResponseMeter {
     private streamedBytes = 0;
     private readonly problems: string[] = [];
     /** Bytes kept from the end of the last skipped chunk, so a marker split across chunks is still found. */
-    private carry = Buffer.alloc(0);
+    private carry: Buffer = Buffer.alloc(0);
     /** Whether the first byte of the next window (carry, then chunk) starts a line. */
     private windowStartsLine = true;
     private capturing = false;
@@ -243,7 +253,7 @@ export class ResponseMeter {
             const carry = this.carry;
             const byteAt = (i: number) => (i < carry.length ? carry[i] : chunk[i - carry.length]);
             let at = -1;
-            if (carry.length > 0) {
+            if (carry.length > 0 && mayStraddle(carry)) {
                 // A marker may straddle the seam: look there (a few bytes) before looking at the chunk alone.
                 const seam = Buffer.concat([carry, chunk.subarray(0, LONGEST_MARKER)]);
                 const found = firstEventMarker(seam, markers, this.windowStartsLine);
@@ -261,7 +271,8 @@ export class ResponseMeter {
                 const keep = Math.min(LONGEST_MARKER, total);
                 const start = total - keep;
                 this.windowStartsLine = start === 0 ? this.windowStartsLine : byteAt(start - 1) === 0x0a;
-                this.carry = keep <= chunk.length ? Buffer.from(chunk.subarray(chunk.length - keep)) : Buffer.concat([carry.subarray(carry.length - (keep - chunk.length)), chunk]);
+                // A view, not a copy: it keeps one chunk alive until the next.
+                this.carry = keep <= chunk.length ? chunk.subarray(chunk.length - keep) : Buffer.concat([carry.subarray(carry.length - (keep - chunk.length)), chunk]);
                 return;
             }
             this.carry = Buffer.alloc(0);
