@@ -4,7 +4,7 @@
 // Needs wrk and nginx (Debian: wrk, nginx-light). Traffic stays on 127.0.0.1.
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import net from "node:net";
@@ -62,13 +62,19 @@ function start(command: string, argv: string[], env: NodeJS.ProcessEnv, ready: (
     });
 }
 
-/** CPU seconds (user + system) a process has used so far, from /proc. */
+/** CPU seconds a process's threads have run so far, in nanoseconds from /proc/<pid>/task/<tid>/schedstat. */
 function cpuSeconds(pids: number[]): number {
-    const hz = 100;
-    return pids.reduce((sum, pid) => {
-        const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-        return sum + (Number(fields[11]) + Number(fields[12])) / hz;
-    }, 0);
+    let ns = 0;
+    for (const pid of pids) {
+        for (const tid of readdirSync(`/proc/${pid}/task`)) {
+            try {
+                ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+            } catch {
+                // the thread ended between the listing and the read
+            }
+        }
+    }
+    return ns / 1e9;
 }
 
 function rssMb(pids: number[]): number {
@@ -295,11 +301,13 @@ const passthroughTarget: StreamTarget = {
     name: "KeyProxy passthrough",
     request: (query) => http.request({ host: "127.0.0.1", port: keyProxyPort, method: "GET", path: `/anthropic/v1/models?${query}`, headers: { "x-api-key": TOKEN }, agent: false }),
 };
-// CPU time is counted in 10 ms ticks: more data per measurement, more rounds, and the overhead taken per round
-// (each metered run against the passthrough run just before it) keep the ratio out of the noise.
+// More data per measurement, more rounds, alternating order, and the overhead taken per round (each metered run
+// against the passthrough run of the same round) keep the ratio out of the noise.
 const cpuPerMb: Record<string, number[]> = { passthrough: [], metered: [] };
 for (let round = 0; round < P.mbRounds; round++) {
-    for (const [kind, target] of [["passthrough", passthroughTarget], ["metered", meteredTarget]] as const) {
+    // Alternate which goes first, so neither pays for the other's garbage every time.
+    const order = [["passthrough", passthroughTarget], ["metered", meteredTarget]] as const;
+    for (const [kind, target] of round % 2 === 0 ? order : [...order].reverse()) {
         progress(`CPU per MB, ${kind}, round ${round + 1}`);
         const before = cpuSeconds([keyProxyPid]);
         const runs = await Promise.all(Array.from({ length: P.mbStreams }, () => stream(target, "chunks=2000&interval=0&size=400", kind === "passthrough" ? "" : MESSAGE)));
