@@ -1,13 +1,13 @@
 import { z } from "zod";
+import { adminListenSchema, listenSchema } from "../../runtime/admin";
 import { AGENT_NAME } from "../../runtime/registry";
 import type { EgressAgent } from "./policy";
 
-const listen = z.strictObject({ host: z.string().min(1), port: z.number().int().min(0).max(65535) });
 
 export const egressConfigSchema = z.strictObject({
-    listen: listen.default({ host: "0.0.0.0", port: 3128 }),
-    dns: listen.default({ host: "0.0.0.0", port: 53 }),
-    admin: z.array(listen).min(1).default([{ host: "127.0.0.1", port: 9465 }]),
+    listen: listenSchema.default({ host: "0.0.0.0", port: 3128 }),
+    dns: listenSchema.default({ host: "0.0.0.0", port: 53 }),
+    admin: z.array(adminListenSchema).min(1).default([{ host: "127.0.0.1", port: 9465 }]),
     registryDir: z.string().default("/var/lib/egress/agents"),
     /** Exempt from the private-range denial. Off (empty) by default: exists so tests can reach loopback servers. */
     allowRanges: z.array(z.string()).default([]),

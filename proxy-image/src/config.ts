@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
+import { adminListenSchema, listenSchema } from "../../runtime/admin";
 import { isTimeZone } from "./budget";
 import { type AgentEntry, PROVIDERS, type Provider } from "./policy";
 import { DEFAULT_FALLBACK_PRICE, DEFAULT_PRICES } from "./pricing";
@@ -18,12 +19,11 @@ export const agentEntrySchema: z.ZodType<AgentEntry> = z.strictObject({
 const perMillion = z.number().min(0).max(10_000);
 export const priceSchema = z.strictObject({ input: perMillion, output: perMillion, cacheWrite: perMillion, cacheWrite1h: perMillion, cacheRead: perMillion });
 
-const listen = z.strictObject({ host: z.string().min(1), port: z.number().int().min(0).max(65535) });
 
 export const runtimeConfigSchema = z.strictObject({
-    listen: listen.default({ host: "0.0.0.0", port: 8080 }),
+    listen: listenSchema.default({ host: "0.0.0.0", port: 8080 }),
     /** Metrics and /healthz: addresses agents cannot reach (loopback, the uplink address). */
-    admin: z.array(listen).min(1).default([{ host: "127.0.0.1", port: 9464 }]),
+    admin: z.array(adminListenSchema).min(1).default([{ host: "127.0.0.1", port: 9464 }]),
     upstreams: z.strictObject({
         anthropic: z.strictObject({ baseUrl: z.string().url() }).optional(),
         openai: z.strictObject({ baseUrl: z.string().url() }).optional(),
