@@ -24,7 +24,8 @@ const P = quick
     ? { seconds: 1, rounds: 1, conns: [1, 16, 100], streams: 100, chunks: 40, chunkRounds: 1, mbStreams: 2, mbRounds: 1, tunnels: 30, tunnelMb: 8 }
     : { seconds: 5, rounds: 3, conns: [1, 16, 100], streams: 1000, chunks: 200, chunkRounds: 3, mbStreams: 48, mbRounds: 5, tunnelMb: 256, tunnels: 300 };
 const TOKEN = "ocp_benchbenchbenchbenchbenchbenchbenchbenchbenchbe";
-const KEY = "sk-ant-bench-not-a-real-key";
+/** What the mock upstream receives as the provider key (it checks nothing). */
+const KEY = "bench-upstream-key";
 const work = mkdtempSync(path.join(os.tmpdir(), "openclaw-bench-"));
 const children: ChildProcess[] = [];
 const began = performance.now();

@@ -4,6 +4,7 @@ import { keyProxyRuntimeConfig } from "../components/keyProxy";
 import { parseStackConfig } from "../infra/config";
 import { agentNetworkAddresses } from "../infra/topology";
 import { type RecordedResource, TYPES, byType, devConfig, isSecret, reveal, runProgram } from "./support/mockStack";
+import { fakeKey } from "./support/fakeKeys";
 
 let dev: RecordedResource[];
 beforeAll(async () => {
@@ -90,7 +91,7 @@ describe("budgets", () => {
 
 describe("upstream key rotation", () => {
     it("a new key and epoch change the KeyProxy container and nothing else", async () => {
-        const raw = { ...devConfig(), anthropicApiKey: "sk-ant-api03-ROTATEDROTATEDROTATEDROTATED-test", keyProxy: { providers: { anthropic: { keyEpoch: 2 }, openai: {} } } };
+        const raw = { ...devConfig(), anthropicApiKey: fakeKey("anthropic", `${"ROTATED".repeat(4)}-test`), keyProxy: { providers: { anthropic: { keyEpoch: 2 }, openai: {} } } };
         const rotated = await runProgram(raw);
         const key = (r: RecordedResource) => `${r.type}::${r.name}`;
         const before = new Map(dev.map((r) => [key(r), JSON.stringify(reveal(r.inputs))]));

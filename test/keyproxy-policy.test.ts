@@ -11,6 +11,7 @@ import {
     scrubSecrets,
     upstreamRequestHeaders,
 } from "../proxy-image/src/policy";
+import { fakeKey } from "./support/fakeKeys";
 
 describe("decideRoute forwards", () => {
     it.each([
@@ -164,8 +165,8 @@ describe("errors and scrubbing", () => {
     });
 
     it.each([
-        ["Incorrect API key provided: sk-proj-abc1****************wxyz. See docs.", "Incorrect API key provided: [redacted]. See docs."],
-        ["key sk-ant-api03-AAAABBBBCCCC-DDDD leaked", "key [redacted] leaked"],
+        [`Incorrect API key provided: ${fakeKey("openai", "abc1****************wxyz")}. See docs.`, "Incorrect API key provided: [redacted]. See docs."],
+        [`key ${fakeKey("anthropic", "AAAABBBBCCCC-DDDD")} leaked`, "key [redacted] leaked"],
         ["token ocp_abcdefgh rejected", "token [redacted] rejected"],
         ["the REALSECRETVALUE was echoed", "the [redacted] was echoed"],
         ["no secrets here: task-123 and sk-", "no secrets here: task-123 and sk-"],

@@ -9,6 +9,7 @@ import { agentEntrySchema } from "../proxy-image/src/config";
 import { jsonLogger } from "../runtime/log";
 import { AGENTS, ANTHROPIC_BODY, OPENAI_BODY, REAL_KEYS, type RunningProxy, TOKENS, anthropicHeaders, openaiHeaders, send, startKeyProxy } from "./support/keyProxyHarness";
 import { MockUpstream, anthropicStream } from "./support/mockUpstream";
+import { fakeKey } from "./support/fakeKeys";
 
 const upstream = new MockUpstream();
 const proxies: RunningProxy[] = [];
@@ -373,7 +374,7 @@ describe("upstream errors", () => {
     it("pass through with their status, scrubbed of anything key-shaped", async () => {
         upstream.handler = (_req, res) => {
             res.writeHead(401, { "content-type": "application/json" });
-            res.end(JSON.stringify({ error: { message: `Incorrect API key provided: sk-proj-REAL****************BBBB. Full: ${REAL_KEYS.openai}`, type: "invalid_request_error" } }));
+            res.end(JSON.stringify({ error: { message: `Incorrect API key provided: ${fakeKey("openai", "REAL****************BBBB")}. Full: ${REAL_KEYS.openai}`, type: "invalid_request_error" } }));
         };
         const res = await call(main.port, { path: "/openai/v1/chat/completions", headers: openaiHeaders(), body: OPENAI_BODY });
         expect(res.status).toBe(401);

@@ -1,6 +1,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { CONTAINER, NETWORK, POLICIES, type PolicyResource, evaluate } from "../policy/policies";
 import { type RecordedResource, TYPES, devConfig, reveal, runProgram } from "./support/mockStack";
+import { fakeKey } from "./support/fakeKeys";
 
 /** A container that meets every policy; each failing fixture breaks exactly one thing. */
 const good = (): Record<string, any> => ({
@@ -30,7 +31,7 @@ const agentNetwork = (change: (p: Record<string, any>) => void = () => undefined
     change(props);
     return { type: NETWORK, name: "n", props };
 };
-const KEY = "sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123456789";
+const KEY = fakeKey("anthropic", "abcdefghijklmnopqrstuvwxyz0123456789");
 
 const FIXTURES: Record<string, [pass: PolicyResource, fail: PolicyResource, message: RegExp]> = {
     "container-read-only": [container(), container((p) => (p.readOnly = false)), /writable/],
@@ -108,7 +109,7 @@ describe("more failing cases", () => {
         ["an untagged image", container((p) => (p.image = "openclaw/openclaw")), "images-pinned"],
         ["a key in an agent's env", container((p) => (p.envs = [`ANTHROPIC_API_KEY=${KEY}`])), "no-provider-keys"],
         ["a key in KeyProxy's env under another name", container((p) => { p.envs = [`DEBUG=${KEY}`]; p.labels = [{ label: "openclaw.role", value: "key-proxy" }]; }), "no-provider-keys"],
-        ["an OpenAI project key", container((p) => (p.envs = ["X=sk-proj-abcdefghijklmnopqrstuvwxyz0123"])), "no-provider-keys"],
+        ["an OpenAI project key", container((p) => (p.envs = [`X=${fakeKey("openai", "abcdefghijklmnopqrstuvwxyz0123")}`])), "no-provider-keys"],
         ["an agent network that is not internal", agentNetwork((p) => (p.internal = false)), "agent-networks-internal"],
     ])("%s", (_case, resource, policy) => expect(violations(policy, resource).length).toBeGreaterThan(0));
 });

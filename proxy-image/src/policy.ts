@@ -191,7 +191,8 @@ export function providerError(provider: Provider, kind: ErrorKind, message = ERR
     return { status: shape.status, body: JSON.stringify(body) };
 }
 
-// Anything shaped like a provider key or one of our credentials, whole or partly masked (OpenAI echoes "sk-proj-****abcd").
+// Anything shaped like a provider key or one of our credentials, whole or partly masked (OpenAI echoes the key's
+// prefix, then stars, then its last four characters).
 const KEY_SHAPED = /\b(?:sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_*-]{4,}|ocp_[A-Za-z0-9*]{4,})/g;
 
 /** Removes every key-shaped string, and each given secret verbatim, from an upstream error body. */

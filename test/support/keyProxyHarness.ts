@@ -8,10 +8,11 @@ import { type AgentEntry, credentialDigest } from "../../proxy-image/src/policy"
 import { KeyProxyServer } from "../../proxy-image/src/server";
 import type { MockUpstream } from "./mockUpstream";
 import { testPki } from "./tls";
+import { fakeKey } from "./fakeKeys";
 
 export const REAL_KEYS = {
-    anthropic: "sk-ant-api03-REALREALREALREALREALREALREALREALREALREAL-AAAA",
-    openai: "sk-proj-REALREALREALREALREALREALREALREALREALREAL-BBBB",
+    anthropic: fakeKey("anthropic", `${"REAL".repeat(10)}-AAAA`),
+    openai: fakeKey("openai", `${"REAL".repeat(10)}-BBBB`),
 };
 export const TOKENS = { bart: "ocp_bartbartbartbartbartbartbartbartbartbartbartbart", lisa: "ocp_lisalisalisalisalisalisalisalisalisalisalisalisa" };
 

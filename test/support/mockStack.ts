@@ -1,12 +1,13 @@
 import { vi } from "vitest";
 import { type RecordedResource, readStackFile, runUnderMocks } from "../../scripts/mockProgram";
+import { fakeKey } from "./fakeKeys";
 
 export { type RecordedResource, REPO_ROOT, isSecret, reveal } from "../../scripts/mockProgram";
 
 /** Stand-in provider keys: shaped like real ones, so a leak of them is detectable by shape and by value. */
 export const FAKE_SECRETS = {
-    anthropicApiKey: "sk-ant-api03-FAKEFAKEFAKEFAKEFAKEFAKEFAKEFAKEFAKEFAKE-test",
-    openaiApiKey: "sk-proj-FAKEFAKEFAKEFAKEFAKEFAKEFAKEFAKEFAKEFAKE-test",
+    anthropicApiKey: fakeKey("anthropic", `${"FAKE".repeat(10)}-test`),
+    openaiApiKey: fakeKey("openai", `${"FAKE".repeat(10)}-test`),
 };
 
 export function stackFileConfig(stack: string): Record<string, unknown> {
