@@ -2,8 +2,7 @@ import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import type { AgentConfig } from "../infra/config";
-import { AGENT_HOME, AGENT_USER, ALIASES, LABELS, PORTS, agentNetworkAddresses, dockerNames } from "../infra/topology";
-import { EXCEPTION_LABELS } from "../policy/policies";
+import { AGENT_HOME, AGENT_USER, ALIASES, EXCEPTION_LABELS, LABELS, PORTS, agentNetworkAddresses, dockerNames } from "../infra/topology";
 import { hardenedContainer } from "./hardening";
 
 export interface ServiceEndpoint {
@@ -101,11 +100,9 @@ export const AGENT_HEALTHCHECK = [
  * its loopback-only dashboard, and its credential for KeyProxy (never a real provider key).
  */
 export class AgentSandbox extends pulumi.ComponentResource {
-    public readonly agentName: string;
     public readonly agent: AgentConfig;
     public readonly network: docker.Network;
     public readonly container: docker.Container;
-    public readonly subnet: string;
     public readonly addresses: ReturnType<typeof agentNetworkAddresses>;
     /** The agent's KeyProxy credential (secret). Rotates when the agent's credentialEpoch changes. */
     public readonly credential: pulumi.Output<string>;
@@ -117,9 +114,7 @@ export class AgentSandbox extends pulumi.ComponentResource {
     constructor(name: string, args: AgentSandboxArgs, opts?: pulumi.ComponentResourceOptions) {
         super("openclaw:index:AgentSandbox", name, {}, opts);
         const { agent, stack } = args;
-        this.agentName = agent.name;
         this.agent = agent;
-        this.subnet = agent.subnet;
         this.addresses = agentNetworkAddresses(agent.subnet);
 
         this.network = new docker.Network(
@@ -200,7 +195,7 @@ export class AgentSandbox extends pulumi.ComponentResource {
 
         this.registerOutputs({
             network: this.network.name,
-            subnet: this.subnet,
+            subnet: agent.subnet,
             container: this.container.name,
             dashboardUrl: this.dashboardUrl,
         });

@@ -75,9 +75,9 @@ export function defineStack(config: StackConfig, stack: string): StackOutputs {
 
     const agents: StackOutputs["agents"] = {};
     for (const sandbox of sandboxes) {
-        agents[sandbox.agentName] = {
+        agents[sandbox.agent.name] = {
             network: sandbox.network.name,
-            subnet: sandbox.subnet,
+            subnet: sandbox.agent.subnet,
             container: sandbox.container.name,
             dashboardUrl: sandbox.dashboardUrl,
         };

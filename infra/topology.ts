@@ -76,6 +76,16 @@ export const SERVICE_NODE_OPTIONS = "--max-semi-space-size=2";
 export const EGRESS_DATA_DIR = "/var/lib/egress";
 export const EGRESS_ENTRY = "/app/egress.cjs";
 
+/** Labels by which a stack declares what a container may do beyond the defaults (read by the policy pack). */
+export const EXCEPTION_LABELS = {
+    /** A host address, other than 127.0.0.1, that this container's ports may be published on. */
+    publishAddress: "openclaw.publish-address",
+    /** Comma-separated host paths this container may mount. */
+    hostPaths: "openclaw.allowed-host-paths",
+    /** `policy-name: reason` entries, `;`-separated, for hardening an image cannot take (reported as advisory). */
+    hardeningExceptions: "openclaw.hardening-exceptions",
+} as const;
+
 /** Labels set on every container, so tools find agents from labels, never from guessed names. */
 export const LABELS = {
     stack: "openclaw.stack",

@@ -2,6 +2,8 @@
 // review command and the tests all call these. Exceptions are declared on the resource itself (labels), so they
 // show in the preview diff and in every verdict.
 
+import { EXCEPTION_LABELS, LABELS } from "../infra/topology";
+
 export interface PolicyResource {
     type: string;
     name: string;
@@ -21,15 +23,6 @@ export interface OpenClawPolicy {
 export const CONTAINER = "docker:index/container:Container";
 export const NETWORK = "docker:index/network:Network";
 
-/** Labels by which a stack declares what a resource may do beyond the defaults. */
-export const EXCEPTION_LABELS = {
-    /** A host address, other than 127.0.0.1, that this container's ports may be published on. */
-    publishAddress: "openclaw.publish-address",
-    /** Comma-separated host paths this container may mount. */
-    hostPaths: "openclaw.allowed-host-paths",
-    /** `policy-name: reason` entries, `;`-separated, for hardening an image cannot take (reported as advisory). */
-    hardeningExceptions: "openclaw.hardening-exceptions",
-} as const;
 
 const DOCKER_SOCKETS = ["/var/run/docker.sock", "/run/docker.sock"];
 const SOCKET_PROXY_ROLE = "socket-proxy";
@@ -109,7 +102,7 @@ export const POLICIES: OpenClawPolicy[] = [
     containerPolicy("docker-socket", "The Docker socket is mounted nowhere, except read-only into a declared socket proxy.", "mandatory", (p) =>
         mountsOf(p)
             .filter((m) => DOCKER_SOCKETS.includes(m.source))
-            .filter((m) => !(m.readOnly && labels(p)["openclaw.role"] === SOCKET_PROXY_ROLE))
+            .filter((m) => !(m.readOnly && labels(p)[LABELS.role] === SOCKET_PROXY_ROLE))
             .map((m) => `Docker socket mounted at ${m.target}${m.readOnly ? "" : " read-write"} into a container that is not a declared socket proxy`),
     ),
     containerPolicy("ports-on-loopback", "Host ports are published on 127.0.0.1, unless the container declares another address.", "mandatory", (p) => {
@@ -123,7 +116,7 @@ export const POLICIES: OpenClawPolicy[] = [
         imageIsPinned(String(p.image ?? "")) ? [] : [`image ${p.image} is not pinned to a tag or digest`],
     ),
     containerPolicy("no-provider-keys", "No value shaped like a provider key in any container's env or uploads, except KeyProxy's own key variables.", "mandatory", (p) => {
-        const isKeyProxy = labels(p)["openclaw.role"] === "key-proxy";
+        const isKeyProxy = labels(p)[LABELS.role] === "key-proxy";
         return envAndUploads(p)
             .filter(({ where }) => !(isKeyProxy && /^env KEYPROXY_KEY_[A-Z]+$/.test(where)))
             .filter(({ value }) => PROVIDER_KEY_SHAPE.test(value))
@@ -134,7 +127,7 @@ export const POLICIES: OpenClawPolicy[] = [
         description: "Agent networks are internal, and their bridge has no host address.",
         enforcementLevel: "mandatory",
         validate: ({ type, props }) => {
-            if (type !== NETWORK || labels(props)["openclaw.agent"] === undefined) return [];
+            if (type !== NETWORK || labels(props)[LABELS.agent] === undefined) return [];
             return [
                 ...(props.internal === true ? [] : ["agent network is not internal"]),
                 ...(props.options?.["com.docker.network.bridge.inhibit_ipv4"] === "true" ? [] : ["agent network's bridge has a host address: set com.docker.network.bridge.inhibit_ipv4"]),

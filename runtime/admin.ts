@@ -14,14 +14,8 @@ export const adminListenSchema = listenSchema.extend({
     bearerToken: z.string().min(16).optional(),
 });
 
-export interface Listen {
-    host: string;
-    port: number;
-    /** Serve over TLS (for a scraper on another host). */
-    tls?: { certPem: string; keyPem: string };
-    /** Require `Authorization: Bearer <token>` on /metrics; /healthz stays open and says only ok or not. */
-    bearerToken?: string;
-}
+/** With `tls`, served over TLS; with `bearerToken`, /metrics needs it, while /healthz stays open and says only ok or not. */
+export type Listen = z.output<typeof adminListenSchema>;
 
 const digest = (text: string) => createHash("sha256").update(text).digest();
 

@@ -63,7 +63,8 @@ function forwardable(headers: http.IncomingHttpHeaders): Record<string, string |
     return out;
 }
 
-type Vetted = { ok: true; agent: EgressAgent; address: string } | { ok: false; agent?: EgressAgent; reason: string };
+/** `wouldDeny`: in report mode, what enforce mode would have denied. */
+type Vetted = { ok: true; agent: EgressAgent; address: string; wouldDeny: string | null } | { ok: false; agent?: EgressAgent; reason: string };
 
 export class EgressGateway {
     readonly metrics: EgressMetrics = egressMetrics();
@@ -132,10 +133,11 @@ export class EgressGateway {
     private async vet(agent: EgressAgent | undefined, target: Target): Promise<Vetted> {
         const decision = decideTarget(agent, target);
         if (!decision.allow) return { ok: false, agent, reason: decision.reason };
+        const wouldDeny = decision.wouldDeny ?? null;
         const policy = this.addressPolicy();
         if (target.kind === "ip") {
             const denial = addressDenial(target.address, policy);
-            return denial ? { ok: false, agent, reason: denial } : { ok: true, agent: agent!, address: target.address };
+            return denial ? { ok: false, agent, reason: denial } : { ok: true, agent: agent!, address: target.address, wouldDeny };
         }
         let answers: string[];
         try {
@@ -144,12 +146,7 @@ export class EgressGateway {
             return { ok: false, agent, reason: "resolver_failure" };
         }
         const vetted = vetAnswers(answers, policy);
-        return vetted.ok ? { ok: true, agent: agent!, address: vetted.address } : { ok: false, agent, reason: vetted.reason };
-    }
-
-    private wouldDeny(agent: EgressAgent | undefined, target: Target): string | null {
-        const decision = decideTarget(agent, target);
-        return decision.allow && decision.wouldDeny ? decision.wouldDeny : null;
+        return vetted.ok ? { ok: true, agent: agent!, address: vetted.address, wouldDeny } : { ok: false, agent, reason: vetted.reason };
     }
 
     private refuseRaw(socket: Duplex, agent: EgressAgent | undefined, reason: string, target: string, status = "403 Forbidden") {
@@ -187,7 +184,7 @@ export class EgressGateway {
             this.releaseTunnel(vetted.agent);
             return this.refuseRaw(client, vetted.agent, "dial_failed", targetText, "502 Bad Gateway");
         }
-        this.record(vetted.agent, targetText, "allow", "allowlisted", { address: vetted.address, would_deny: this.wouldDeny(agent, parsed.value) });
+        this.record(vetted.agent, targetText, "allow", "allowlisted", { address: vetted.address, would_deny: vetted.wouldDeny });
         client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
         if (head.length > 0) {
             this.metrics.bytes.inc({ agent: vetted.agent.name, direction: "out" }, head.length);
@@ -246,7 +243,7 @@ export class EgressGateway {
             this.releaseTunnel(vetted.agent);
             return refuse("dial_failed", vetted.agent, 502);
         }
-        this.record(vetted.agent, targetText, "allow", "allowlisted", { address: vetted.address, would_deny: this.wouldDeny(agent, target) });
+        this.record(vetted.agent, targetText, "allow", "allowlisted", { address: vetted.address, would_deny: vetted.wouldDeny });
         let released = false;
         const release = () => {
             if (released) return;

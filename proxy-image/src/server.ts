@@ -160,12 +160,11 @@ export class KeyProxyServer {
         const auth = authenticate(presentedCredential(req.headers, provider), req.socket.remoteAddress, this.agentsByDigest);
         const access = { agent: auth.ok ? auth.agent.name : "unknown", provider, method: req.method!, route: decision.route };
         const childKey = `${access.agent}\u0000${provider}`;
-        let children = this.metricChildren.get(childKey);
-        if (!children) {
-            children = streamMetrics(this.metrics, access.agent, provider);
-            this.metricChildren.set(childKey, children);
+        let m = this.metricChildren.get(childKey);
+        if (!m) {
+            m = streamMetrics(this.metrics, access.agent, provider);
+            this.metricChildren.set(childKey, m);
         }
-        const m = children;
         const labels = m.labels;
         const finish = (status: number, extra: Record<string, string | number | null> = {}) => {
             const seconds = (performance.now() - started) / 1000;
@@ -237,7 +236,6 @@ export class KeyProxyServer {
                 body = plan.body;
                 headers["content-length"] = String(plan.body.length);
                 hideUsageChunk = plan.hideUsageChunk;
-                meter = new ResponseMeter(endpoint, false, hideUsageChunk);
             }
             const response = await upstream.pool.request({
                 method: req.method as "GET" | "POST" | "DELETE",
@@ -257,7 +255,7 @@ export class KeyProxyServer {
                 bytesOut = Buffer.byteLength(text);
             } else {
                 const sse = String(response.headers["content-type"] ?? "").includes("text/event-stream");
-                if (meter) meter = new ResponseMeter(endpoint as Exclude<typeof endpoint, "free">, sse, hideUsageChunk && sse);
+                if (endpoint !== "free") meter = new ResponseMeter(endpoint, sse, hideUsageChunk && sse);
                 // A hidden usage chunk changes the length: let Node frame the body itself.
                 if (hideUsageChunk && sse) delete responseHeaders["content-length"];
                 res.writeHead(status, responseHeaders);
