@@ -3,6 +3,7 @@ import { z } from "zod";
 import { isTimeZone } from "../proxy-image/src/budget";
 import { priceSchema } from "../proxy-image/src/config";
 import { canonicalHost } from "../runtime/hostnames";
+import { AGENT_NAME } from "../runtime/registry";
 import { DOCKER_DEFAULT_POOLS, PRIVATE_RANGES, allocateSubnets, contains, overlaps, parseBlock, slotCount } from "./subnets";
 import { MAX_AGENT_PREFIX, MIN_AGENT_PREFIX } from "./topology";
 
@@ -21,11 +22,10 @@ export const PROVIDER_KEY_CONFIG: Record<ProviderId, "anthropicApiKey" | "openai
     openai: "openaiApiKey",
 };
 
-const DNS_LABEL = /^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$/;
 
 const dnsLabel = z
     .string()
-    .regex(DNS_LABEL, "must be a DNS label: lowercase letters, digits and '-', starting with a letter, at most 32 characters");
+    .regex(AGENT_NAME, "must be a DNS label: lowercase letters, digits and '-', starting with a letter, at most 32 characters");
 
 /** An image reference pinned to a tag other than `latest`, or to a digest. */
 export function isPinnedImage(reference: string): boolean {

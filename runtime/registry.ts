@@ -3,10 +3,16 @@
 // rotating an agent never restarts the service.
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, watch, writeFileSync } from "node:fs";
 import path from "node:path";
-import type { z } from "zod";
+import { z } from "zod";
 import type { Logger } from "./log";
 
 export const AGENT_NAME = /^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$/;
+
+/** The fields every service's registry entry starts with: who the agent is, and the network it speaks from. */
+export const agentIdentity = {
+    name: z.string().regex(AGENT_NAME),
+    subnet: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/),
+};
 
 export function writeEntry(dir: string, name: string, entry: unknown): string {
     if (!AGENT_NAME.test(name)) throw new Error(`'${name}' is not an agent name`);

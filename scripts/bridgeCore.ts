@@ -2,6 +2,7 @@
 // stack file. The shell around them (scripts/bridge.mts) only talks to Docker and prints.
 import { Document, isMap, isSeq, parseDocument } from "yaml";
 import { ConfigError, NAMESPACE, parseStackConfig } from "../infra/config";
+import { AGENT_NAME } from "../runtime/registry";
 
 export const EXIT = {
     ok: 0,
@@ -51,7 +52,6 @@ export interface Invocation {
     command: Command;
 }
 
-const AGENT = /^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$/;
 
 /** Parses the CLI's arguments, or throws a BridgeError with the usage exit code. */
 export function parseArgs(argv: readonly string[]): Invocation {
@@ -75,7 +75,7 @@ export function parseArgs(argv: readonly string[]): Invocation {
     const agentArg = () => {
         const agent = rest[0];
         if (!agent) throw new BridgeError(`${name} needs an agent name`, EXIT.usage);
-        if (!AGENT.test(agent)) throw new BridgeError(`'${agent}' is not an agent name (a DNS label)`, EXIT.usage);
+        if (!AGENT_NAME.test(agent)) throw new BridgeError(`'${agent}' is not an agent name (a DNS label)`, EXIT.usage);
         return agent;
     };
     const number = (flag: string, fallback: number, min: number) => {

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { adminListenSchema, listenSchema } from "../../runtime/admin";
-import { AGENT_NAME } from "../../runtime/registry";
+import { agentIdentity } from "../../runtime/registry";
 import type { EgressAgent } from "./policy";
 
 
@@ -29,8 +29,7 @@ export type EgressConfig = z.output<typeof egressConfigSchema>;
 const port = z.number().int().min(1).max(65535);
 
 export const egressAgentSchema: z.ZodType<EgressAgent> = z.strictObject({
-    name: z.string().regex(AGENT_NAME),
-    subnet: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/),
+    ...agentIdentity,
     mode: z.enum(["enforce", "report"]),
     allow: z.array(z.strictObject({ host: z.string().min(1), ports: z.array(port).min(1) })),
 });

@@ -9,9 +9,11 @@ export interface Budget {
 
 export const WINDOWS = ["day", "month", "total"] as const;
 export type Window = (typeof WINDOWS)[number];
-const LIMIT_FIELD: Record<Window, keyof Budget> = { day: "dailyUsd", month: "monthlyUsd", total: "totalUsd" };
+/** The budget field that limits each window. */
+export const LIMIT_FIELD: Record<Window, keyof Budget> = { day: "dailyUsd", month: "monthlyUsd", total: "totalUsd" };
 
 export const usdToMicros = (usd: number) => Math.round(usd * 1_000_000);
+export const microsToUsd = (micros: number) => micros / 1_000_000;
 
 const formatters = new Map<string, Intl.DateTimeFormat>();
 const lastKeys = new Map<string, { second: number; keys: Record<Window, string> }>();

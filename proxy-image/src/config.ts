@@ -4,13 +4,12 @@ import { adminListenSchema, listenSchema } from "../../runtime/admin";
 import { isTimeZone } from "./budget";
 import { type AgentEntry, PROVIDERS, type Provider } from "./policy";
 import { DEFAULT_FALLBACK_PRICE, DEFAULT_PRICES } from "./pricing";
-import { AGENT_NAME } from "../../runtime/registry";
+import { agentIdentity } from "../../runtime/registry";
 
 /** One agent's registry entry, as the deployment writes it. */
 export const agentEntrySchema: z.ZodType<AgentEntry> = z.strictObject({
-    name: z.string().regex(AGENT_NAME),
+    ...agentIdentity,
     credentialSha256: z.string().regex(/^[0-9a-f]{64}$/),
-    subnet: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/),
     budget: z
         .strictObject({ dailyUsd: z.number().positive().optional(), monthlyUsd: z.number().positive().optional(), totalUsd: z.number().positive().optional() })
         .optional(),

@@ -21,6 +21,7 @@ import {
     scrubSecrets,
     upstreamRequestHeaders,
 } from "./policy";
+import { microsToUsd } from "./budget";
 import { SpendTracker, type Ticket } from "./spend";
 
 /** Upstream error bodies are small; past this much the rest is cut before scrubbing. */
@@ -294,7 +295,7 @@ export class KeyProxyServer {
             if (ticket) {
                 endMeter();
                 const settlement = this.spend.settle(ticket, status, metered);
-                costUsd = settlement.cost / 1_000_000;
+                costUsd = microsToUsd(settlement.cost);
                 committed = settlement.committed;
             }
             finish(status, { bytes_in: bytesIn, bytes_out: bytesOut, outcome, cost_usd: costUsd, model: ticket?.model.slice(0, 100) ?? null });

@@ -2,7 +2,7 @@
 // ledger durable, and report tokens, spend and budgets as metrics.
 import { randomUUID } from "node:crypto";
 import type { Logger } from "../../runtime/log";
-import { BudgetLedger, WINDOWS, type Window, usdToMicros, windowKeys } from "./budget";
+import { BudgetLedger, LIMIT_FIELD, WINDOWS, type Window, microsToUsd, usdToMicros, windowKeys } from "./budget";
 import { type RuntimeConfig, priceBook } from "./config";
 import { LedgerStore } from "./ledgerStore";
 import type { MeterResult, RequestPlan } from "./metering";
@@ -18,8 +18,6 @@ export interface Ticket {
     reservedMicros: number;
 }
 
-const micros = (value: number) => value / 1_000_000;
-const LIMIT_FIELD: Record<Window, "dailyUsd" | "monthlyUsd" | "totalUsd"> = { day: "dailyUsd", month: "monthlyUsd", total: "totalUsd" };
 
 export class SpendTracker {
     private readonly ledger = new BudgetLedger();
@@ -49,7 +47,7 @@ export class SpendTracker {
                 for (const id of this.ledger.outstandingIds()) {
                     const open = this.ledger.reservation(id)!;
                     this.ledger.apply({ t: "settle", id, micros: open.micros, at: Date.now(), recovered: true });
-                    this.log("ledger_recovered_reservation", { agent: open.agent, usd: micros(open.micros) });
+                    this.log("ledger_recovered_reservation", { agent: open.agent, usd: microsToUsd(open.micros) });
                 }
                 this.log("ledger_replayed", { records: records.length });
                 return this.ledger.snapshot();
@@ -84,7 +82,7 @@ export class SpendTracker {
         const reservedMicros = maxCostMicros(plan.body.length, plan.maxOutputTokens, price);
         const admission = this.ledger.admit(agent.name, agent.budget ?? {}, reservedMicros, windowKeys(this.now(), this.config.metering.timeZone));
         if (!admission.ok) {
-            this.log("budget_refused", { agent: agent.name, window: admission.window, limit_usd: micros(admission.limitMicros), used_usd: micros(admission.usedMicros), request_max_usd: micros(reservedMicros) });
+            this.log("budget_refused", { agent: agent.name, window: admission.window, limit_usd: microsToUsd(admission.limitMicros), used_usd: microsToUsd(admission.usedMicros), request_max_usd: microsToUsd(reservedMicros) });
             return { ok: false, window: admission.window };
         }
         const ticket: Ticket = { id: randomUUID(), agent, provider, model: plan.model, reservedMicros };
@@ -109,8 +107,8 @@ export class SpendTracker {
         const model = result?.model ?? ticket.model;
         const { price, known } = this.price(model);
         const cost = billable ? costMicros(result.usage, price) : 0;
-        if (cost > ticket.reservedMicros) this.log("settled_above_reservation", { agent: ticket.agent.name, reserved_usd: micros(ticket.reservedMicros), cost_usd: micros(cost) });
-        if (result && result.problems.length > 0) this.log("metering_problem", { agent: ticket.agent.name, provider: ticket.provider, problems: result.problems.join("; "), billed_usd: micros(cost) });
+        if (cost > ticket.reservedMicros) this.log("settled_above_reservation", { agent: ticket.agent.name, reserved_usd: microsToUsd(ticket.reservedMicros), cost_usd: microsToUsd(cost) });
+        if (result && result.problems.length > 0) this.log("metering_problem", { agent: ticket.agent.name, provider: ticket.provider, problems: result.problems.join("; "), billed_usd: microsToUsd(cost) });
         const record = { t: "settle" as const, id: ticket.id, micros: cost, at: Date.now() };
         this.ledger.apply(record);
         const labels = { agent: ticket.agent.name, provider: ticket.provider, model: known ? model : "other" };
@@ -120,7 +118,7 @@ export class SpendTracker {
                 if (count > 0) this.metrics.tokens.inc({ ...labels, kind }, count);
             }
         }
-        this.metrics.spend.inc(labels, micros(cost));
+        this.metrics.spend.inc(labels, microsToUsd(cost));
         // A settlement rides on the next sync (within LAZY_SYNC_MS): until then a crash would settle its
         // reservation at the full amount, which over-counts and never under-counts.
         return { cost, committed: this.store.append(record, "soon") };
@@ -134,14 +132,14 @@ export class SpendTracker {
             if (limit === undefined) continue;
             const used = this.ledger.used(agent.name, keys[window]);
             this.metrics.budgetLimit.set({ agent: agent.name, window }, limit);
-            this.metrics.budgetRemaining.set({ agent: agent.name, window }, micros(usdToMicros(limit) - used));
+            this.metrics.budgetRemaining.set({ agent: agent.name, window }, microsToUsd(usdToMicros(limit) - used));
         }
         this.metrics.reservations.set({ agent: agent.name }, this.ledger.outstandingCount(agent.name));
     }
 
     /** Settled spend of an agent in the window holding `at`. */
     settled(agent: string, window: Window, at = this.now()): number {
-        return micros(this.ledger.settled(agent, windowKeys(at, this.config.metering.timeZone)[window]));
+        return microsToUsd(this.ledger.settled(agent, windowKeys(at, this.config.metering.timeZone)[window]));
     }
 
     close(): Promise<void> {
