@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure a Docker Engine answers: installs Debian's docker.io (and the tools the tests and the benchmark's
-# quick mode use) when they are missing, starts dockerd when it is not running, and fails loudly if it cannot.
+# quick mode use; prometheus for promtool and a real scraper) when they are missing, starts dockerd when it is
+# not running, and fails loudly if it cannot.
 set -euo pipefail
 
 missing=()
@@ -8,6 +9,7 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if ((${#missing[@]})); then
     if [ "$(id -u)" != 0 ]; then
         echo "error: missing ${missing[*]}; install them (Debian: apt-get install ${missing[*]}) or run as root" >&2

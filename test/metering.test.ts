@@ -167,10 +167,14 @@ describe("ResponseMeter", () => {
             sse("message_stop", { type: "message_stop" }),
         ].join("");
         const expected = { input: 100, output: 42, cacheWrite: 20, cacheWrite1h: 0, cacheRead: 30 };
-        for (const size of [1, 2, 3, 5, 7, 13, 31, 32, 33, 64, 100, anthropic.length]) {
-            const { forwarded, result } = meterAll("anthropic-messages", true, false, anthropic, size);
-            expect(forwarded).toBe(anthropic);
-            expect(result, `chunks of ${size}`).toMatchObject({ usage: expected, complete: true, problems: [] });
+        // As written by the providers, without the optional space after the colon, and with CRLF line ends.
+        const variants = [anthropic, anthropic.replaceAll("event: ", "event:"), anthropic.replaceAll("\n", "\r\n")];
+        for (const [variant, stream] of variants.entries()) {
+            for (const size of [1, 2, 3, 5, 7, 13, 31, 32, 33, 64, 100, stream.length]) {
+                const { forwarded, result } = meterAll("anthropic-messages", true, false, stream, size);
+                expect(forwarded).toBe(stream);
+                expect(result, `variant ${variant}, chunks of ${size}`).toMatchObject({ usage: expected, complete: true, problems: [] });
+            }
         }
         const responses = responsesStream("gpt-5.1").join("");
         for (const size of [1, 3, 17, 40, responses.length]) {

@@ -120,6 +120,9 @@ const NAMED_EVENTS: Partial<Record<ApiFormat, Buffer[]>> = {
     "openai-responses": ["response.completed", "response.incomplete", "response.failed"].map((m) => Buffer.from(m)),
 };
 const EVENT_FIELD = Buffer.from("event:");
+const EMPTY = Buffer.alloc(0);
+const LF_LF = Buffer.from("\n\n");
+const CRLF_CRLF = Buffer.from("\r\n\r\n");
 const LONGEST_MARKER = 32;
 
 /** Whether the bytes after the carry's last line break could be the start of an `event:` line cut by the seam. */
@@ -134,20 +137,52 @@ function mayStraddle(carry: Buffer): boolean {
 
 /**
  * Offset of the first `event:` line naming one of `names` (a name cut off by the end of `bytes` counts, to be
- * safe), or -1. Offset 0 starts a line only when `atLineStart`.
+ * safe), or -1. Offset 0 starts a line only when `atLineStart`. Searches for the names themselves, so a chunk
+ * of content deltas costs one native scan per name, not a call per event.
  */
 function firstEventMarker(bytes: Buffer, names: Buffer[], atLineStart: boolean): number {
-    for (let from = 0; ; ) {
-        const at = bytes.indexOf(EVENT_FIELD, from);
-        if (at < 0) return -1;
-        from = at + 1;
-        if (at === 0 ? !atLineStart : bytes[at - 1] !== 0x0a) continue;
-        const name = bytes[at + EVENT_FIELD.length] === 0x20 ? at + EVENT_FIELD.length + 1 : at + EVENT_FIELD.length;
-        for (const candidate of names) {
-            const available = Math.min(candidate.length, bytes.length - name);
-            if (available <= 0 || bytes.compare(candidate, 0, available, name, name + available) === 0) return at;
+    let first = -1;
+    for (const name of names) {
+        for (let from = 0; ; ) {
+            const hit = bytes.indexOf(name, from);
+            if (hit < 0 || (first >= 0 && hit > first)) break;
+            from = hit + 1;
+            const at = eventFieldBefore(bytes, hit, atLineStart);
+            if (at >= 0) {
+                first = first < 0 ? at : Math.min(first, at);
+                break;
+            }
         }
     }
+    return first >= 0 ? first : cutOffEventMarker(bytes, names, atLineStart);
+}
+
+/** Where the `event:` field starts when the name at `nameAt` is the value of an `event:` line, or -1. */
+function eventFieldBefore(bytes: Buffer, nameAt: number, atLineStart: boolean): number {
+    const at = bytes[nameAt - 1] === 0x20 ? nameAt - 1 - EVENT_FIELD.length : nameAt - EVENT_FIELD.length;
+    if (at < 0 || bytes.compare(EVENT_FIELD, 0, EVENT_FIELD.length, at, at + EVENT_FIELD.length) !== 0) return -1;
+    return (at === 0 ? atLineStart : bytes[at - 1] === 0x0a) ? at : -1;
+}
+
+/** The last line when it is an `event:` line whose value is cut off by the end of `bytes` and could be one of `names`. */
+function cutOffEventMarker(bytes: Buffer, names: Buffer[], atLineStart: boolean): number {
+    const at = bytes.lastIndexOf(0x0a) + 1;
+    if ((at === 0 && !atLineStart) || bytes.length - at < EVENT_FIELD.length) return -1;
+    if (bytes.compare(EVENT_FIELD, 0, EVENT_FIELD.length, at, at + EVENT_FIELD.length) !== 0) return -1;
+    const name = bytes[at + EVENT_FIELD.length] === 0x20 ? at + EVENT_FIELD.length + 1 : at + EVENT_FIELD.length;
+    for (const candidate of names) {
+        const available = Math.min(candidate.length, bytes.length - name);
+        if (available <= 0 || bytes.compare(candidate, 0, available, name, name + available) === 0) return at;
+    }
+    return -1;
+}
+
+/** The offset just past the first blank line (an event's end) in `bytes`, or -1. */
+function separatorEnd(bytes: Buffer): number {
+    const lf = bytes.indexOf(LF_LF);
+    const crlf = bytes.indexOf(CRLF_CRLF, 0);
+    if (crlf >= 0 && (lf < 0 || crlf + 2 <= lf)) return crlf + 4;
+    return lf >= 0 ? lf + 2 : -1;
 }
 
 /** The event's name when its first line names it (as both providers write them); cheap, no full parse. */
@@ -208,7 +243,7 @@ export class ResponseMeter {
     private streamedBytes = 0;
     private readonly problems: string[] = [];
     /** Bytes kept from the end of the last skipped chunk, so a marker split across chunks is still found. */
-    private carry: Buffer = Buffer.alloc(0);
+    private carry: Buffer = EMPTY;
     /** Whether the first byte of the next window (carry, then chunk) starts a line. */
     private windowStartsLine = true;
     private capturing = false;
@@ -243,48 +278,51 @@ export class ResponseMeter {
     }
 
     /**
-     * Decodes only from an event that matters to the end of that event; between them, searches the raw bytes
-     * for the next one. This keeps metering cheap on long streams of content deltas.
+     * Decodes only the events that matter, each from its `event:` line to its blank line; between them, searches
+     * the raw bytes for the next one. This keeps metering cheap on long streams of content deltas.
      */
     private skim(chunk: Buffer, markers: Buffer[]) {
-        let bytes = chunk;
-        if (!this.capturing) {
-            // Positions below are in carry + chunk, whose first byte starts a line when windowStartsLine.
-            const carry = this.carry;
-            const byteAt = (i: number) => (i < carry.length ? carry[i] : chunk[i - carry.length]);
-            let at = -1;
-            if (carry.length > 0 && mayStraddle(carry)) {
-                // A marker may straddle the seam: look there (a few bytes) before looking at the chunk alone.
-                const seam = Buffer.concat([carry, chunk.subarray(0, LONGEST_MARKER)]);
-                const found = firstEventMarker(seam, markers, this.windowStartsLine);
-                if (found >= 0 && found < carry.length) {
-                    at = found;
-                    bytes = Buffer.concat([carry, chunk]);
-                }
+        let rest: Buffer | undefined = chunk;
+        while (rest && rest.length > 0) {
+            if (!this.capturing) {
+                rest = this.fromNextMarker(rest, markers);
+                if (!rest) return;
+                this.capturing = true;
             }
-            if (at < 0) {
-                at = firstEventMarker(chunk, markers, carry.length > 0 ? carry[carry.length - 1] === 0x0a : this.windowStartsLine);
-                bytes = chunk;
+            // Up to the next blank line: the end of the captured event, or (when the blank line straddled the
+            // seam) of a later one, which only decodes a little more.
+            const end = separatorEnd(rest);
+            for (const event of this.splitter.push(end < 0 ? rest : rest.subarray(0, end))) this.observe(event);
+            rest = end < 0 ? undefined : rest.subarray(end);
+            if (!this.splitter.inEvent) {
+                // Between events: the next byte starts one, and so a line.
+                this.capturing = false;
+                this.windowStartsLine = true;
             }
-            if (at < 0) {
-                const total = carry.length + chunk.length;
-                const keep = Math.min(LONGEST_MARKER, total);
-                const start = total - keep;
-                this.windowStartsLine = start === 0 ? this.windowStartsLine : byteAt(start - 1) === 0x0a;
-                // A view, not a copy: it keeps one chunk alive until the next.
-                this.carry = keep <= chunk.length ? chunk.subarray(chunk.length - keep) : Buffer.concat([carry.subarray(carry.length - (keep - chunk.length)), chunk]);
-                return;
-            }
-            this.carry = Buffer.alloc(0);
-            this.capturing = true;
-            bytes = bytes.subarray(at);
         }
-        for (const event of this.splitter.push(bytes)) this.observe(event);
-        if (!this.splitter.inEvent) {
-            // Between events: the next byte starts one, and so a line.
-            this.capturing = false;
-            this.windowStartsLine = true;
+    }
+
+    /** The bytes from the next marked event on (carried bytes included), or undefined, keeping a carry for the seam. */
+    private fromNextMarker(chunk: Buffer, markers: Buffer[]): Buffer | undefined {
+        // Positions below are in carry + chunk, whose first byte starts a line when windowStartsLine.
+        const carry = this.carry;
+        this.carry = EMPTY;
+        if (carry.length > 0 && mayStraddle(carry)) {
+            // A marker may straddle the seam: look there (a few bytes) before looking at the chunk alone.
+            const seam = Buffer.concat([carry, chunk.subarray(0, LONGEST_MARKER)]);
+            const found = firstEventMarker(seam, markers, this.windowStartsLine);
+            if (found >= 0 && found < carry.length) return Buffer.concat([carry, chunk]).subarray(found);
         }
+        const at = firstEventMarker(chunk, markers, carry.length > 0 ? carry[carry.length - 1] === 0x0a : this.windowStartsLine);
+        if (at >= 0) return chunk.subarray(at);
+        const total = carry.length + chunk.length;
+        const keep = Math.min(LONGEST_MARKER, total);
+        const start = total - keep;
+        const byteAt = (i: number) => (i < carry.length ? carry[i] : chunk[i - carry.length]);
+        this.windowStartsLine = start === 0 ? this.windowStartsLine : byteAt(start - 1) === 0x0a;
+        // A view, not a copy: it keeps one chunk alive until the next.
+        this.carry = keep <= chunk.length ? chunk.subarray(chunk.length - keep) : Buffer.concat([carry.subarray(carry.length - (keep - chunk.length)), chunk]);
+        return undefined;
     }
 
     /** Ends the meter: what the response reported, and whatever bytes were still held back. */
