@@ -2,7 +2,8 @@ import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import type { EgressConfig, EgressRule } from "../infra/config";
 import { ALIASES, EGRESS_DATA_DIR, EGRESS_ENTRY, PORTS, dockerNames } from "../infra/topology";
-import { connectAgent, sharedServiceContainer } from "./sharedService";
+import type { Listen } from "../runtime/admin";
+import { type RemoteMetrics, connectAgent, serviceConfigEnv, sharedServiceContainer } from "./sharedService";
 
 /** What EgressGateway needs to know of one agent. */
 export interface EgressGatewayAgent {
@@ -19,16 +20,20 @@ export interface EgressGatewayArgs {
     stack: string;
     config: EgressConfig;
     uplinkNetwork: pulumi.Input<string>;
+    /** EgressGateway's fixed address on the uplink. */
+    uplinkAddress: string;
     dockerHost: string;
     agents: EgressGatewayAgent[];
+    /** The metrics endpoint for the monitoring host, when the stack has one. */
+    remoteMetrics?: RemoteMetrics;
 }
 
 /** Pure: the EGRESS_CONFIG the service reads. */
-export function egressRuntimeConfig(config: Pick<EgressConfig, "allowPrivateRanges">) {
+export function egressRuntimeConfig(config: Pick<EgressConfig, "allowPrivateRanges">, remoteAdmin?: Listen) {
     return {
         listen: { host: "0.0.0.0", port: PORTS.egressProxy },
         dns: { host: "0.0.0.0", port: PORTS.egressDns },
-        admin: [{ host: "127.0.0.1", port: PORTS.egressMetrics }],
+        admin: [{ host: "127.0.0.1", port: PORTS.egressMetrics }, ...(remoteAdmin ? [remoteAdmin] : [])],
         registryDir: `${EGRESS_DATA_DIR}/agents`,
         ...(config.allowPrivateRanges.length > 0 ? { allowRanges: config.allowPrivateRanges } : {}),
     };
@@ -62,9 +67,13 @@ export class EgressGateway extends pulumi.ComponentResource {
             image: config.image,
             resources: config.resources,
             uplinkNetwork: args.uplinkNetwork,
+            uplinkAddress: args.uplinkAddress,
             dockerHost: args.dockerHost,
             alias: ALIASES.egressGateway,
-            envs: [`EGRESS_CONFIG=${JSON.stringify(egressRuntimeConfig(config))}`],
+            envs: [
+                serviceConfigEnv("EGRESS_CONFIG", (remoteAdmin) => egressRuntimeConfig(config, remoteAdmin), { host: args.uplinkAddress, port: PORTS.egressMetricsTls }, args.remoteMetrics),
+            ],
+            remoteMetrics: args.remoteMetrics && { containerPort: PORTS.egressMetricsTls, publish: args.remoteMetrics },
             // The DNS sink listens on 53 without any capability: this lowers the privileged-port bound in
             // the container's own network namespace only.
             sysctls: { "net.ipv4.ip_unprivileged_port_start": String(PORTS.egressDns) },

@@ -1,6 +1,8 @@
 import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
+import type { RelaxablePolicy } from "../infra/config";
+import { EXCEPTION_LABELS } from "../infra/topology";
 
 /**
  * The hardening every container of this project carries (invariant 4). Nothing here is optional: a
@@ -62,7 +64,14 @@ export interface HardenedContainerSpec {
     stopTimeoutSeconds?: number;
     /** Namespaced (net.*) sysctls only; they change this container's network namespace, not the host. */
     sysctls?: Record<string, string>;
+    /** Hardening the image cannot take, each with its reason: relaxed here, labelled, and reported by the policy pack. */
+    exceptions?: Partial<Record<RelaxablePolicy, string>>;
 }
+
+/** What each relaxable policy's exception changes in the container's inputs. */
+const RELAXATIONS = {
+    "container-read-only": { readOnly: false },
+} as const satisfies Record<RelaxablePolicy, Partial<docker.ContainerArgs>>;
 
 const ROOT_USERS = /^(0|root)(:|$)/;
 
@@ -79,18 +88,27 @@ export function hardenedContainerArgs(spec: HardenedContainerSpec): docker.Conta
             throw new Error(`container ${spec.containerName}: port ${port.external} must be published on one address, not all`);
         }
     }
+    const exceptions = Object.entries(spec.exceptions ?? {}) as [RelaxablePolicy, string][];
+    const labels: Record<string, pulumi.Input<string>> = { ...spec.labels };
+    if (exceptions.length > 0) {
+        for (const [policy, reason] of exceptions) {
+            if (/[;]/.test(reason)) throw new Error(`container ${spec.containerName}: the reason for ${policy} may not contain ';'`);
+        }
+        labels[EXCEPTION_LABELS.hardeningExceptions] = exceptions.map(([policy, reason]) => `${policy}: ${reason}`).join("; ");
+    }
     return {
         name: spec.containerName,
         image: spec.image,
         user: spec.user,
         ...CONTAINER_HARDENING,
+        ...Object.assign({}, ...exceptions.map(([policy]) => RELAXATIONS[policy])),
         capabilities: { drops: [...CONTAINER_HARDENING.capabilities.drops] },
         securityOpts: [...CONTAINER_HARDENING.securityOpts],
         logOpts: { ...CONTAINER_HARDENING.logOpts },
         memory: spec.resources.memoryMb,
         memorySwap: spec.resources.memoryMb,
         cpus: String(spec.resources.cpus),
-        labels: Object.entries(spec.labels).map(([label, value]) => ({ label, value })),
+        labels: Object.entries(labels).map(([label, value]) => ({ label, value })),
         healthcheck: {
             tests: spec.healthcheck.tests,
             interval: spec.healthcheck.interval ?? "30s",

@@ -4,7 +4,8 @@ import { createHash } from "node:crypto";
 import type { Budget } from "../proxy-image/src/budget";
 import { type KeyProxyConfig, PROVIDERS, type ProviderId } from "../infra/config";
 import { ALIASES, KEY_PROXY_DATA_DIR, KEY_PROXY_ENTRY, PORTS, dockerNames } from "../infra/topology";
-import { connectAgent, sharedServiceContainer } from "./sharedService";
+import type { Listen } from "../runtime/admin";
+import { type RemoteMetrics, connectAgent, serviceConfigEnv, sharedServiceContainer } from "./sharedService";
 
 /** What KeyProxy needs to know of one agent. */
 export interface KeyProxyAgent {
@@ -26,14 +27,18 @@ export interface KeyProxyArgs {
     upstreamKeys: Partial<Record<ProviderId, pulumi.Input<string>>>;
     /** The network with a route out, shared with EgressGateway. */
     uplinkNetwork: pulumi.Input<string>;
+    /** KeyProxy's fixed address on the uplink. */
+    uplinkAddress: string;
     dockerHost: string;
     agents: KeyProxyAgent[];
+    /** The metrics endpoint for the monitoring host, when the stack has one. */
+    remoteMetrics?: RemoteMetrics;
 }
 
 export const DRAIN_SECONDS = 30;
 
 /** Pure: the KEYPROXY_CONFIG the service reads. No secrets in it: keys travel in their own variables. */
-export function keyProxyRuntimeConfig(config: KeyProxyConfig) {
+export function keyProxyRuntimeConfig(config: KeyProxyConfig, remoteAdmin?: Listen) {
     const upstreams: Partial<Record<ProviderId, { baseUrl: string }>> = {};
     for (const id of PROVIDERS) {
         const provider = config.providers[id];
@@ -41,10 +46,11 @@ export function keyProxyRuntimeConfig(config: KeyProxyConfig) {
     }
     return {
         listen: { host: "0.0.0.0", port: PORTS.keyProxy },
-        admin: [{ host: "127.0.0.1", port: PORTS.keyProxyMetrics }],
+        admin: [{ host: "127.0.0.1", port: PORTS.keyProxyMetrics }, ...(remoteAdmin ? [remoteAdmin] : [])],
         upstreams,
         registryDir: `${KEY_PROXY_DATA_DIR}/agents`,
         drainSeconds: DRAIN_SECONDS,
+        agentProbe: { port: PORTS.agentDashboard },
         ...(config.extraCaPem ? { extraCaPem: config.extraCaPem } : {}),
         metering: {
             ledgerFile: `${KEY_PROXY_DATA_DIR}/ledger.log`,
@@ -80,7 +86,13 @@ export class KeyProxy extends pulumi.ComponentResource {
             if (key === undefined) throw new Error(`KeyProxy: provider ${id} is enabled but has no key`);
             return pulumi.interpolate`KEYPROXY_KEY_${id.toUpperCase()}=${key}`;
         });
-        const envs = pulumi.secret(pulumi.all([`KEYPROXY_CONFIG=${JSON.stringify(keyProxyRuntimeConfig(config))}`, ...keyEnvs]));
+        const runtimeConfig = serviceConfigEnv(
+            "KEYPROXY_CONFIG",
+            (remoteAdmin) => keyProxyRuntimeConfig(config, remoteAdmin),
+            { host: args.uplinkAddress, port: PORTS.keyProxyMetricsTls },
+            args.remoteMetrics,
+        );
+        const envs = pulumi.secret(pulumi.all([runtimeConfig, ...keyEnvs]));
 
         const epochLabels = Object.fromEntries(
             PROVIDERS.filter((id) => config.providers[id] !== undefined).map((id) => [`openclaw.key-epoch.${id}`, String(config.providers[id]!.keyEpoch)]),
@@ -95,8 +107,10 @@ export class KeyProxy extends pulumi.ComponentResource {
             image: config.image,
             resources: config.resources,
             uplinkNetwork: args.uplinkNetwork,
+            uplinkAddress: args.uplinkAddress,
             dockerHost: args.dockerHost,
             alias: ALIASES.keyProxy,
+            remoteMetrics: args.remoteMetrics && { containerPort: PORTS.keyProxyMetricsTls, publish: args.remoteMetrics },
             envs,
             labels: epochLabels,
             stopTimeoutSeconds: DRAIN_SECONDS + 5,

@@ -1,8 +1,40 @@
 import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
-import { LABELS, SERVICE_NODE, SERVICE_NODE_OPTIONS, SERVICE_USER } from "../infra/topology";
-import { type ContainerResources, hardenedContainer } from "./hardening";
+import { EXCEPTION_LABELS, LABELS, SERVICE_NODE, SERVICE_NODE_OPTIONS, SERVICE_USER } from "../infra/topology";
+import type { Listen } from "../runtime/admin";
+import { type ContainerResources, type PublishedPort, hardenedContainer } from "./hardening";
+
+/**
+ * The metrics endpoint the monitoring host scrapes across the internet: TLS with the program's own CA, a bearer
+ * token, bound inside the container to its uplink address only (agent networks never see it), and published on
+ * the agents' host at an address the stack opted into.
+ */
+export interface RemoteMetrics {
+    publishAddress: string;
+    hostPort: number;
+    certPem: pulumi.Input<string>;
+    keyPem: pulumi.Input<string>;
+    bearerToken: pulumi.Input<string>;
+}
+
+/**
+ * A service's config variable, built with its remote admin listener when it is monitored (then secret: it
+ * carries the endpoint's private key and token).
+ */
+export function serviceConfigEnv(
+    variable: string,
+    build: (remoteAdmin?: Listen) => object,
+    listen: { host: string; port: number },
+    remote: RemoteMetrics | undefined,
+): pulumi.Output<string> {
+    if (!remote) return pulumi.output(`${variable}=${JSON.stringify(build())}`);
+    return pulumi.secret(
+        pulumi
+            .all([remote.certPem, remote.keyPem, remote.bearerToken])
+            .apply(([certPem, keyPem, bearerToken]) => `${variable}=${JSON.stringify(build({ ...listen, tls: { certPem, keyPem }, bearerToken }))}`),
+    );
+}
 
 /** A shared service (KeyProxy, EgressGateway) that every agent network gets attached to. */
 export interface SharedService {
@@ -27,9 +59,13 @@ export interface SharedServiceSpec {
     image: string;
     resources: ContainerResources;
     uplinkNetwork: pulumi.Input<string>;
+    /** The service's fixed address on the uplink. */
+    uplinkAddress: string;
     dockerHost: string;
     alias: string;
     envs: pulumi.Input<pulumi.Input<string>[]>;
+    /** The metrics endpoint published for the monitoring host: the container port and where it is published. */
+    remoteMetrics?: { containerPort: number; publish: Pick<RemoteMetrics, "publishAddress" | "hostPort"> };
     labels?: Record<string, string>;
     stopTimeoutSeconds?: number;
     sysctls?: Record<string, string>;
@@ -41,6 +77,10 @@ export interface SharedServiceSpec {
  */
 export function sharedServiceContainer(parent: pulumi.Resource, name: string, spec: SharedServiceSpec): SharedService {
     const data = new docker.Volume(`${name}-data`, { name: spec.volumeName, labels: [{ label: LABELS.stack, value: spec.stack }] }, { parent });
+    const published: PublishedPort[] = spec.remoteMetrics
+        ? [{ internal: spec.remoteMetrics.containerPort, external: spec.remoteMetrics.publish.hostPort, ip: spec.remoteMetrics.publish.publishAddress }]
+        : [];
+    const publishLabel: Record<string, string> = published.some((port) => port.ip !== "127.0.0.1") ? { [EXCEPTION_LABELS.publishAddress]: published[0].ip } : {};
     const { container } = hardenedContainer(
         name,
         {
@@ -48,9 +88,10 @@ export function sharedServiceContainer(parent: pulumi.Resource, name: string, sp
             image: spec.image,
             user: SERVICE_USER,
             resources: spec.resources,
-            labels: { [LABELS.stack]: spec.stack, [LABELS.role]: spec.role, ...spec.labels },
+            labels: { [LABELS.stack]: spec.stack, [LABELS.role]: spec.role, ...publishLabel, ...spec.labels },
             healthcheck: { tests: ["CMD", SERVICE_NODE, spec.entry, "healthcheck"], interval: "15s", startPeriod: "10s" },
-            networks: [{ name: spec.uplinkNetwork }],
+            networks: [{ name: spec.uplinkNetwork, ipv4Address: spec.uplinkAddress }],
+            ports: published.length > 0 ? published : undefined,
             envs: pulumi.output(spec.envs).apply((envs) => [`NODE_OPTIONS=${SERVICE_NODE_OPTIONS}`, ...envs]),
             volumes: [{ volumeName: data.name, containerPath: spec.dataDir }],
             tmpfs: { "/tmp": "16m" },

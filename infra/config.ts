@@ -48,6 +48,22 @@ const usd = z.number().finite().positive();
 const epoch = z.number().int().min(0);
 
 const ipv4 = z.string().refine((value) => ipaddr.IPv4.isValidFourPartDecimal(value), "must be an IPv4 address");
+const singleAddress = ipv4.refine((address) => address !== "0.0.0.0", "must be one address: 0.0.0.0 would publish on every interface");
+const SSH_HOST = /^ssh:\/\/([^@\s/]+)@([^\s/:]+)(?::(\d+))?$/;
+
+/** The monitoring stack's services. */
+export const MONITORING_SERVICES = ["prometheus", "grafana", "uptimeKuma"] as const;
+export type MonitoringService = (typeof MONITORING_SERVICES)[number];
+/** Hardening policies a monitoring container may declare it cannot meet (the setting is relaxed, the policy reports it). */
+export const RELAXABLE_POLICIES = ["container-read-only"] as const;
+export type RelaxablePolicy = (typeof RELAXABLE_POLICIES)[number];
+
+/** user, host and port of an ssh://user@host[:port] URL (validated by the schema). */
+export function sshTarget(url: string): { user: string; host: string; port: number } {
+    const match = SSH_HOST.exec(url);
+    if (!match) throw new Error(`${url} is not ssh://user@host[:port]`);
+    return { user: match[1], host: match[2], port: match[3] ? Number(match[3]) : 22 };
+}
 
 const httpsUrl = z
     .string()
@@ -132,9 +148,9 @@ const schema = z
             .strictObject({
                 addressPool: z.string().default("10.64.0.0/10"),
                 agentSubnetPrefix: z.number().int().min(MIN_AGENT_PREFIX).max(MAX_AGENT_PREFIX).default(28),
-                publishAddress: ipv4
-                    .refine((address) => address !== "0.0.0.0", "must be one address: 0.0.0.0 would publish on every interface")
-                    .default("127.0.0.1"),
+                publishAddress: singleAddress.default("127.0.0.1"),
+                /** The uplink network's subnet (KeyProxy and EgressGateway have fixed addresses on it). */
+                uplinkSubnet: z.string().default("10.63.255.0/24"),
             })
             .prefault({}),
         agents: z.array(agent).min(1, "declare at least one agent"),
@@ -175,8 +191,50 @@ const schema = z
             .prefault({}),
         monitoring: z
             .strictObject({
-                host: z.string().regex(/^ssh:\/\/[^@\s/]+@[^\s/:]+(:\d+)?$/, "must be ssh://user@host[:port]"),
+                host: z.string().regex(SSH_HOST, "must be ssh://user@host[:port]"),
                 sshOpts: z.array(z.string()).default([]),
+                /** The monitoring host's own address that Grafana and Uptime Kuma are published on (its public IPv4). */
+                publishAddress: singleAddress,
+                ports: z
+                    .strictObject({ grafana: hostPort.default(3000), uptimeKuma: hostPort.default(3001) })
+                    .prefault({}),
+                scrape: z.strictObject({
+                    /** The agents' host as the monitoring host dials it (DNS name or IPv4); the metrics certificate names it. */
+                    address: z.string().refine((value) => ipaddr.IPv4.isValidFourPartDecimal(value) || (canonicalHost(value) === value && !value.startsWith("*.")), "must be a DNS name or an IPv4 address"),
+                    /** The agents' host address the metrics endpoints are published on (an explicit opt-in, as for dashboards). */
+                    publishAddress: singleAddress,
+                    ports: z
+                        .strictObject({ keyProxy: hostPort.default(9464), egressGateway: hostPort.default(9465) })
+                        .prefault({}),
+                }),
+                retentionDays: z.number().int().min(1).max(3650).default(30),
+                images: z
+                    .strictObject({
+                        prometheus: image.default("prom/prometheus:v3.7.3"),
+                        grafana: image.default("grafana/grafana:12.2.1"),
+                        uptimeKuma: image.default("louislam/uptime-kuma:2.0.2-rootless"),
+                    })
+                    .prefault({}),
+                resources: z
+                    .strictObject({
+                        prometheus: resources({ memoryMb: 1024, cpus: 1, pids: 256 }),
+                        grafana: resources({ memoryMb: 512, cpus: 1, pids: 256 }),
+                        uptimeKuma: resources({ memoryMb: 512, cpus: 0.5, pids: 256 }),
+                    })
+                    .prefault({}),
+                /** Alert thresholds. */
+                alerts: z
+                    .strictObject({
+                        /** Share of upstream responses that are 5xx, over 5 minutes. */
+                        errorRatio: z.number().gt(0).lt(1).default(0.05),
+                        /** Egress denials per minute, per agent. */
+                        egressDenialsPerMinute: z.number().positive().default(30),
+                    })
+                    .prefault({}),
+                /** Hardening a monitoring image cannot take, by service and policy, each with its reason (reported as advisory). */
+                hardeningExceptions: z
+                    .partialRecord(z.enum(MONITORING_SERVICES), z.partialRecord(z.enum(RELAXABLE_POLICIES), z.string().min(10, "give the reason (at least 10 characters)")))
+                    .default({}),
             })
             .optional(),
         anthropicApiKey: z.string().min(1).optional(),
@@ -221,6 +279,27 @@ const schema = z
             }
         }
 
+        const uplink = checkUplink(config.network.uplinkSubnet, ctx);
+        if (pool && uplink && overlaps(pool, uplink)) {
+            ctx.addIssue({ code: "custom", path: ["network", "uplinkSubnet"], message: `${config.network.uplinkSubnet} overlaps the agents' pool ${config.network.addressPool}` });
+        }
+
+        if (config.monitoring) {
+            const { ports, scrape, host } = config.monitoring;
+            const ssh = sshTarget(host).port;
+            if (ports.grafana === ports.uptimeKuma) ctx.addIssue({ code: "custom", path: ["monitoring", "ports", "uptimeKuma"], message: `host port ${ports.uptimeKuma} is already Grafana's` });
+            for (const [service, value] of Object.entries(ports)) {
+                if (value === ssh) ctx.addIssue({ code: "custom", path: ["monitoring", "ports", service], message: `host port ${value} is the monitoring host's SSH port` });
+            }
+            if (scrape.ports.keyProxy === scrape.ports.egressGateway) {
+                ctx.addIssue({ code: "custom", path: ["monitoring", "scrape", "ports", "egressGateway"], message: `host port ${scrape.ports.egressGateway} is already KeyProxy's` });
+            }
+            for (const [service, value] of Object.entries(scrape.ports)) {
+                const holder = hostPorts.get(value);
+                if (holder !== undefined) ctx.addIssue({ code: "custom", path: ["monitoring", "scrape", "ports", service], message: `host port ${value} is already used by ${holder}` });
+            }
+        }
+
         if (!pool) return;
         const prefix = config.network.agentSubnetPrefix;
         const slots = slotCount(pool, prefix);
@@ -240,6 +319,21 @@ const schema = z
             }
         }
     });
+
+function checkUplink(cidr: string, ctx: z.RefinementCtx) {
+    const path = ["network", "uplinkSubnet"];
+    try {
+        const block = parseBlock(cidr);
+        if (block.prefix < 16 || block.prefix > 29) throw new Error(`${cidr} must be between /16 and /29`);
+        const defaultPool = DOCKER_DEFAULT_POOLS.find((p) => overlaps(block, parseBlock(p)));
+        if (defaultPool) throw new Error(`${cidr} overlaps Docker's default address pool ${defaultPool}`);
+        if (!PRIVATE_RANGES.some((range) => contains(parseBlock(range), block))) throw new Error(`${cidr} must lie inside ${PRIVATE_RANGES.join(", ")}`);
+        return block;
+    } catch (error) {
+        ctx.addIssue({ code: "custom", path, message: (error as Error).message });
+        return undefined;
+    }
+}
 
 function checkPool(cidr: string, ctx: z.RefinementCtx) {
     const path = ["network", "addressPool"];
@@ -265,6 +359,7 @@ type ParsedConfig = z.output<typeof schema>;
 export type AgentConfig = ParsedConfig["agents"][number] & { subnet: string };
 export type KeyProxyConfig = ParsedConfig["keyProxy"];
 export type EgressConfig = ParsedConfig["egress"];
+export type MonitoringConfig = NonNullable<ParsedConfig["monitoring"]>;
 export type StackConfig = Omit<ParsedConfig, "agents"> & { agents: AgentConfig[] };
 
 /** Thrown for invalid stack config; every line names the config key path and what is wrong with it. */

@@ -19,3 +19,4 @@ const outputs = defineStack(loadConfig(), pulumi.getStack());
 export const agents = outputs.agents;
 export const keyProxy = outputs.keyProxy;
 export const egressGateway = outputs.egressGateway;
+export const monitoring = outputs.monitoring;

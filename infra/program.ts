@@ -3,13 +3,24 @@ import * as pulumi from "@pulumi/pulumi";
 import { AgentSandbox } from "../components/agentSandbox";
 import { EgressGateway } from "../components/egressGateway";
 import { KeyProxy } from "../components/keyProxy";
+import { MonitoringStack } from "../components/monitoringStack";
+import type { WatchedEndpoint } from "../components/monitoringConfig";
+import type { RemoteMetrics } from "../components/sharedService";
 import { PROVIDERS, PROVIDER_KEY_CONFIG, type ProviderId, type StackConfig } from "./config";
-import { LABELS, PORTS, agentNetworkAddresses, dockerNames } from "./topology";
+import { LABELS, PORTS, agentNetworkAddresses, dockerNames, uplinkAddresses } from "./topology";
 
 export interface StackOutputs {
     agents: Record<string, { network: pulumi.Output<string>; subnet: string; container: pulumi.Output<string>; dashboardUrl: string }>;
     keyProxy: { container: string };
     egressGateway: { container: string };
+    monitoring?: {
+        grafanaUrl: string;
+        grafanaAdminPassword: pulumi.Output<string>;
+        uptimeKumaUrl: string;
+        prometheusUrl: string;
+        /** What Uptime Kuma should watch. */
+        watchList: WatchedEndpoint[];
+    };
 }
 
 /** Declares the whole stack from validated config. Config errors were raised before this runs. */
@@ -17,11 +28,22 @@ export function defineStack(config: StackConfig, stack: string): StackOutputs {
     const agentsHost = new docker.Provider("agents-host", { host: config.dockerHost });
     const onAgentsHost = { providers: { docker: agentsHost } };
 
+    const uplinkAt = uplinkAddresses(config.network.uplinkSubnet);
     const uplink = new docker.Network(
         "uplink",
-        { name: dockerNames.uplinkNetwork(stack), driver: "bridge", labels: [{ label: LABELS.stack, value: stack }] },
+        {
+            name: dockerNames.uplinkNetwork(stack),
+            driver: "bridge",
+            ipamConfigs: [{ subnet: config.network.uplinkSubnet, gateway: uplinkAt.gateway }],
+            labels: [{ label: LABELS.stack, value: stack }],
+        },
         { provider: agentsHost },
     );
+
+    // The monitoring VPS has its own Docker provider; the agents' host only serves it metrics.
+    const monitoring = config.monitoring && new MonitoringStack("monitoring", { stack, config: config.monitoring });
+    const remoteMetrics = (hostPort: number): RemoteMetrics | undefined =>
+        monitoring && { publishAddress: config.monitoring!.scrape.publishAddress, hostPort, ...monitoring.scrapeCredentials };
 
     const sandboxes = config.agents.map((agent) => {
         const addresses = agentNetworkAddresses(agent.subnet);
@@ -52,8 +74,10 @@ export function defineStack(config: StackConfig, stack: string): StackOutputs {
             config: config.keyProxy,
             upstreamKeys,
             uplinkNetwork: uplink.name,
+            uplinkAddress: uplinkAt.keyProxy,
             dockerHost: config.dockerHost,
             agents: sandboxes.map((sandbox) => ({ ...sandbox.link("keyProxy"), credential: sandbox.credential, budget: sandbox.agent.budget })),
+            remoteMetrics: remoteMetrics(config.monitoring?.scrape.ports.keyProxy ?? 0),
         },
         onAgentsHost,
     );
@@ -67,7 +91,9 @@ export function defineStack(config: StackConfig, stack: string): StackOutputs {
             stack,
             config: config.egress,
             uplinkNetwork: uplink.name,
+            uplinkAddress: uplinkAt.egressGateway,
             dockerHost: config.dockerHost,
+            remoteMetrics: remoteMetrics(config.monitoring?.scrape.ports.egressGateway ?? 0),
             agents: sandboxes.map((sandbox) => ({ ...sandbox.link("egressGateway"), mode: sandbox.agent.egress.mode, allow: sandbox.agent.egress.allow })),
         },
         onAgentsHost,
@@ -82,5 +108,18 @@ export function defineStack(config: StackConfig, stack: string): StackOutputs {
             dashboardUrl: sandbox.dashboardUrl,
         };
     }
-    return { agents, keyProxy: { container: keyProxy.containerName }, egressGateway: { container: egressGateway.containerName } };
+    return {
+        agents,
+        keyProxy: { container: keyProxy.containerName },
+        egressGateway: { container: egressGateway.containerName },
+        ...(monitoring && {
+            monitoring: {
+                grafanaUrl: monitoring.grafanaUrl,
+                grafanaAdminPassword: monitoring.grafanaAdminPassword,
+                uptimeKumaUrl: monitoring.uptimeKumaUrl,
+                prometheusUrl: monitoring.prometheusUrl,
+                watchList: monitoring.watchList,
+            },
+        }),
+    };
 }

@@ -8,6 +8,12 @@ export const PORTS = {
     egressDns: 53,
     egressMetrics: 9465,
     agentDashboard: 18789,
+    /** The metrics endpoints for the monitoring host: TLS and a bearer token, on the uplink address only. */
+    keyProxyMetricsTls: 9443,
+    egressMetricsTls: 9444,
+    prometheus: 9090,
+    grafana: 3000,
+    uptimeKuma: 3001,
 } as const;
 
 /** The user every service container of ours runs as (the node user of the base image). */
@@ -45,6 +51,12 @@ export function agentNetworkAddresses(subnet: string): AgentNetworkAddresses {
     };
 }
 
+/** Fixed addresses on the uplink: where the metrics endpoints for the monitoring host listen (never on agent networks). */
+export function uplinkAddresses(subnet: string) {
+    const block = parseBlock(subnet);
+    return { gateway: toDotted(block.base + 1), keyProxy: toDotted(block.base + 2), egressGateway: toDotted(block.base + 3) };
+}
+
 /** Network aliases the services carry on every agent network (for humans and tools; config uses addresses). */
 export const ALIASES = {
     keyProxy: "key-proxy",
@@ -61,6 +73,9 @@ export const dockerNames = {
     agentNetwork: (stack: string, agent: string) => `openclaw-${stack}-net-agent-${agent}`,
     agentContainer: (stack: string, agent: string) => `openclaw-${stack}-agent-${agent}`,
     agentStateVolume: (stack: string, agent: string) => `openclaw-${stack}-agent-${agent}-state`,
+    monitoringNetwork: (stack: string) => `openclaw-${stack}-monitoring`,
+    monitoringContainer: (stack: string, service: string) => `openclaw-${stack}-${service}`,
+    monitoringVolume: (stack: string, service: string, purpose: "data" | "config") => `openclaw-${stack}-${service}-${purpose}`,
 };
 
 /** Where KeyProxy keeps its registry (and ledger) inside its container: a named volume. */

@@ -43,6 +43,10 @@ function mockState(type: string, name: string, inputs: Record<string, any>): Rec
         const digest = createHash("sha256").update(`${name}:${JSON.stringify(inputs.keepers ?? {})}`).digest("hex");
         return { ...inputs, result: digest.slice(0, inputs.length ?? 32) };
     }
+    // The tls provider's products: stand-ins, deterministic per resource.
+    if (type === "tls:index/privateKey:PrivateKey") return { ...inputs, privateKeyPem: `mock-private-key-pem:${name}`, publicKeyPem: `mock-public-key-pem:${name}` };
+    if (type === "tls:index/selfSignedCert:SelfSignedCert" || type === "tls:index/locallySignedCert:LocallySignedCert") return { ...inputs, certPem: `mock-cert-pem:${name}` };
+    if (type === "tls:index/certRequest:CertRequest") return { ...inputs, certRequestPem: `mock-csr-pem:${name}` };
     return { ...inputs, name: inputs.name ?? name };
 }
 

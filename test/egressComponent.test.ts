@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { egressRegistryEntry, egressRuntimeConfig } from "../components/egressGateway";
 import { parseStackConfig } from "../infra/config";
-import { agentNetworkAddresses } from "../infra/topology";
+import { agentNetworkAddresses, uplinkAddresses } from "../infra/topology";
 import { type RecordedResource, TYPES, devConfig, reveal, runProgram } from "./support/mockStack";
 
 let dev: RecordedResource[];
@@ -11,11 +11,12 @@ beforeAll(async () => {
 
 const find = (resources: RecordedResource[], type: string, name: string) => resources.find((r) => r.type === type && r.name === name)!;
 const config = parseStackConfig(devConfig());
+const UPLINK = uplinkAddresses(config.network.uplinkSubnet);
 
 describe("the EgressGateway container", () => {
     it("sits on the uplink only, publishes nothing, binds its DNS sink without capabilities", () => {
         const c = reveal(find(dev, TYPES.container, "egress-gateway-container").inputs);
-        expect(c.networksAdvanced).toEqual([{ name: "openclaw-dev-uplink" }]);
+        expect(c.networksAdvanced).toEqual([{ name: "openclaw-dev-uplink", ipv4Address: UPLINK.egressGateway }]);
         expect(c.ports).toBeUndefined();
         expect(c.capabilities).toEqual({ drops: ["ALL"] });
         expect(c.sysctls).toEqual({ "net.ipv4.ip_unprivileged_port_start": "53" });

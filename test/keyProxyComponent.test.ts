@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { beforeAll, describe, expect, it } from "vitest";
 import { keyProxyRuntimeConfig } from "../components/keyProxy";
 import { parseStackConfig } from "../infra/config";
-import { agentNetworkAddresses } from "../infra/topology";
+import { agentNetworkAddresses, uplinkAddresses } from "../infra/topology";
 import { type RecordedResource, TYPES, byType, devConfig, isSecret, reveal, runProgram } from "./support/mockStack";
 import { fakeKey } from "./support/fakeKeys";
 
@@ -13,11 +13,12 @@ beforeAll(async () => {
 
 const find = (resources: RecordedResource[], type: string, name: string) => resources.find((r) => r.type === type && r.name === name)!;
 const agents = parseStackConfig(devConfig()).agents;
+const UPLINK = uplinkAddresses(parseStackConfig(devConfig()).network.uplinkSubnet);
 
 describe("the KeyProxy container", () => {
     it("sits on the uplink only, publishes nothing, keeps its registry on a named volume", () => {
         const c = reveal(find(dev, TYPES.container, "key-proxy-container").inputs);
-        expect(c.networksAdvanced).toEqual([{ name: "openclaw-dev-uplink" }]);
+        expect(c.networksAdvanced).toEqual([{ name: "openclaw-dev-uplink", ipv4Address: UPLINK.keyProxy }]);
         expect(c.ports).toBeUndefined();
         expect(c.volumes).toEqual([{ volumeName: "openclaw-dev-key-proxy-data", containerPath: "/var/lib/keyproxy", readOnly: false }]);
         expect(c.healthcheck.tests).toEqual(["CMD", "/nodejs/bin/node", "/app/keyproxy.cjs", "healthcheck"]);

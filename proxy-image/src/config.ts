@@ -44,6 +44,10 @@ export const runtimeConfigSchema = z.strictObject({
         })
         .prefault({}),
     drainSeconds: z.number().positive().default(30),
+    /** Probes each agent's gateway port for keyproxy_agent_up and restarts; off unless set. */
+    agentProbe: z
+        .strictObject({ port: z.number().int().min(1).max(65535), intervalMs: z.number().int().min(10).default(5000), timeoutMs: z.number().int().min(10).default(2000) })
+        .optional(),
     metering: z
         .strictObject({
             ledgerFile: z.string().default("/var/lib/keyproxy/ledger.log"),

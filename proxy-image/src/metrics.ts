@@ -45,6 +45,8 @@ export function keyProxyMetrics() {
         }),
         budgetLimit: new Gauge({ name: "keyproxy_budget_limit_usd", help: "Budget of the current window", labelNames: ["agent", "window"], registers: [registry] }),
         reservations: new Gauge({ name: "keyproxy_reservations_outstanding", help: "Reservations not yet settled", labelNames: ["agent"], registers: [registry] }),
+        agentUp: new Gauge({ name: "keyproxy_agent_up", help: "Whether the agent's container answers on its gateway port (1) or not (0)", labelNames: ["agent"], registers: [registry] }),
+        agentRestarts: new Counter({ name: "keyproxy_agent_restarts_total", help: "Times the agent's container went away and came back", labelNames: ["agent"], registers: [registry] }),
         unknownModels: new Counter({ name: "keyproxy_unknown_model_requests_total", help: "Requests for models missing from the price table, billed at the fallback price", labelNames: labelNames, registers: [registry] }),
     };
 }

@@ -5,6 +5,7 @@ import { Transform } from "node:stream";
 import { createSecureContext, rootCertificates } from "node:tls";
 import { Pool, errors as undiciErrors } from "undici";
 import { closeServer, portOf, startAdminServers } from "../../runtime/admin";
+import { AgentProbe } from "./agentProbe";
 import type { LoadedConfig } from "./config";
 import type { Logger } from "../../runtime/log";
 import { type MeterResult, ResponseMeter, classifyEndpoint, planRequest } from "./metering";
@@ -48,6 +49,7 @@ export class KeyProxyServer {
     private draining = false;
     private closed = false;
     readonly spend: SpendTracker;
+    private readonly agentProbe: AgentProbe | undefined;
 
     constructor(
         private readonly loaded: LoadedConfig,
@@ -56,6 +58,7 @@ export class KeyProxyServer {
     ) {
         const { config, keys, extraCa } = loaded;
         this.spend = new SpendTracker(config, this.metrics, log, now);
+        this.agentProbe = config.agentProbe && new AgentProbe(config.agentProbe, this.metrics.agentUp, this.metrics.agentRestarts);
         // One TLS context for every upstream connection: building one per connection (as a `ca` option does)
         // re-parses the whole root store each time.
         const secureContext = createSecureContext(extraCa ? { ca: [...rootCertificates, extraCa] } : {});
@@ -97,6 +100,7 @@ export class KeyProxyServer {
         this.agentsByDigest = new Map(entries.map((e) => [e.credentialSha256, e]));
         this.metrics.registeredAgents.set(entries.length);
         this.spend.track(entries);
+        this.agentProbe?.setAgents(entries);
     }
 
     async listen(): Promise<{ port: number; adminPorts: number[] }> {
@@ -104,6 +108,7 @@ export class KeyProxyServer {
         this.server.listen(config.listen.port, config.listen.host);
         await once(this.server, "listening");
         this.adminServers = await startAdminServers(config.admin, this.metrics.registry, () => !this.draining);
+        this.agentProbe?.start();
         const port = portOf(this.server);
         const adminPorts = this.adminServers.map(portOf);
         this.log("listening", { port, admin: adminPorts.join(",") });
@@ -128,6 +133,7 @@ export class KeyProxyServer {
     async close(): Promise<void> {
         if (this.closed) return;
         this.closed = true;
+        this.agentProbe?.stop();
         await Promise.all([this.server, ...this.adminServers].map(closeServer));
         await Promise.all(Object.values(this.upstreams).map((u) => u.pool.close()));
         await this.spend.close();

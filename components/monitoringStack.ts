@@ -1,0 +1,258 @@
+import * as command from "@pulumi/command";
+import * as docker from "@pulumi/docker";
+import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
+import * as tls from "@pulumi/tls";
+import ipaddr from "ipaddr.js";
+import { createHash } from "node:crypto";
+import { type MonitoringConfig, type MonitoringService, sshTarget } from "../infra/config";
+import { EXCEPTION_LABELS, LABELS, PORTS, dockerNames } from "../infra/topology";
+import { type HardenedContainerSpec, type PublishedPort, hardenedContainer } from "./hardening";
+import {
+    MONITORING_PATHS,
+    SCRAPE_JOBS,
+    type ScrapeEndpoint,
+    type WatchedEndpoint,
+    alertRulesFile,
+    grafanaDashboard,
+    grafanaDashboardProviders,
+    grafanaDatasources,
+    hostPreparationScript,
+    prometheusConfig,
+    uptimeKumaWatchList,
+} from "./monitoringConfig";
+
+export interface MonitoringStackArgs {
+    stack: string;
+    config: MonitoringConfig;
+}
+
+/** What the agents' host serves the monitoring host's scrapes with. */
+export interface ScrapeCredentials {
+    certPem: pulumi.Output<string>;
+    keyPem: pulumi.Output<string>;
+    bearerToken: pulumi.Output<string>;
+}
+
+/** Each monitoring image's user (never root) and health check, as the images ship them. */
+const SERVICE_IMAGES: Record<MonitoringService, { user: string; healthcheck: string[] }> = {
+    // prom/prometheus runs as nobody and carries busybox's wget.
+    prometheus: { user: "65534:65534", healthcheck: ["CMD", "wget", "-q", "-O", "/dev/null", `http://127.0.0.1:${PORTS.prometheus}/-/healthy`] },
+    // grafana/grafana's user is 472; its group is 0 for OpenShift, which it does not need here.
+    grafana: { user: "472:472", healthcheck: ["CMD", "wget", "-q", "-O", "/dev/null", `http://127.0.0.1:${PORTS.grafana}/api/health`] },
+    // The -rootless tags run as node (1000) and ship their own health check.
+    uptimeKuma: { user: "1000:1000", healthcheck: ["CMD", "/app/extra/healthcheck"] },
+};
+
+const SERVICE_NAMES: Record<MonitoringService, string> = { prometheus: "prometheus", grafana: "grafana", uptimeKuma: "uptime-kuma" };
+
+/** Pure: the scrape endpoints on the agents' host, as the monitoring host dials them. */
+export function scrapeEndpoints(config: MonitoringConfig): ScrapeEndpoint[] {
+    const { address, ports } = config.scrape;
+    return [
+        { job: SCRAPE_JOBS.keyProxy, target: `${address}:${ports.keyProxy}` },
+        { job: SCRAPE_JOBS.egressGateway, target: `${address}:${ports.egressGateway}` },
+    ];
+}
+
+/**
+ * The monitoring VPS: a Docker provider of its own (ssh://), the host prepared over SSH (Docker, firewall),
+ * Prometheus scraping the agents' host over TLS with a token, Grafana provisioned from code, and Uptime Kuma.
+ * Nothing here runs on the agents' host: the only thing the agents' host gets is the scrape credentials.
+ */
+export class MonitoringStack extends pulumi.ComponentResource {
+    public readonly scrapeCredentials: ScrapeCredentials;
+    public readonly provider: docker.Provider;
+    public readonly grafanaUrl: string;
+    public readonly uptimeKumaUrl: string;
+    /** Prometheus listens on the monitoring host's loopback only: reach it through an SSH tunnel. */
+    public readonly prometheusUrl: string;
+    public readonly watchList: WatchedEndpoint[];
+    public readonly grafanaAdminPassword: pulumi.Output<string>;
+
+    constructor(name: string, args: MonitoringStackArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("openclaw:index:MonitoringStack", name, {}, opts);
+        const { stack, config } = args;
+        const ssh = sshTarget(config.host);
+
+        const script = hostPreparationScript({ sshPort: ssh.port, openPorts: [config.ports.grafana, config.ports.uptimeKuma] });
+        const prepare = new command.remote.Command(
+            `${name}-host-prepare`,
+            {
+                connection: { host: ssh.host, user: ssh.user, port: ssh.port },
+                create: ssh.user === "root" ? "bash -s" : "sudo -n bash -s",
+                stdin: script,
+                triggers: [createHash("sha256").update(script).digest("hex")],
+            },
+            { parent: this },
+        );
+        this.provider = new docker.Provider(`${name}-host`, { host: config.host, sshOpts: config.sshOpts }, { parent: this, dependsOn: [prepare] });
+        const onHost = { parent: this, provider: this.provider };
+
+        // The scrape's trust: a CA of the program's own, pinned in Prometheus; a server certificate naming the agents' host.
+        const caKey = new tls.PrivateKey(`${name}-metrics-ca-key`, { algorithm: "ECDSA", ecdsaCurve: "P256" }, { parent: this });
+        const ca = new tls.SelfSignedCert(
+            `${name}-metrics-ca`,
+            {
+                privateKeyPem: caKey.privateKeyPem,
+                isCaCertificate: true,
+                validityPeriodHours: 24 * 365 * 10,
+                allowedUses: ["cert_signing", "crl_signing"],
+                subject: { commonName: `OpenClaw ${stack} metrics CA` },
+            },
+            { parent: this },
+        );
+        const serverKey = new tls.PrivateKey(`${name}-metrics-server-key`, { algorithm: "ECDSA", ecdsaCurve: "P256" }, { parent: this });
+        const address = config.scrape.address;
+        const csr = new tls.CertRequest(
+            `${name}-metrics-server-csr`,
+            {
+                privateKeyPem: serverKey.privateKeyPem,
+                subject: { commonName: address },
+                ...(ipaddr.IPv4.isValidFourPartDecimal(address) ? { ipAddresses: [address] } : { dnsNames: [address] }),
+            },
+            { parent: this },
+        );
+        const serverCert = new tls.LocallySignedCert(
+            `${name}-metrics-server-cert`,
+            {
+                certRequestPem: csr.certRequestPem,
+                caPrivateKeyPem: caKey.privateKeyPem,
+                caCertPem: ca.certPem,
+                validityPeriodHours: 24 * 365,
+                // `pulumi up` in the last 30 days issues a new one (KeyProxy and EgressGateway restart with it).
+                earlyRenewalHours: 24 * 30,
+                allowedUses: ["digital_signature", "key_encipherment", "server_auth"],
+            },
+            { parent: this },
+        );
+        const token = new random.RandomPassword(`${name}-metrics-token`, { length: 48, special: false }, { parent: this });
+        this.scrapeCredentials = { certPem: serverCert.certPem, keyPem: pulumi.secret(serverKey.privateKeyPem), bearerToken: pulumi.secret(token.result) };
+
+        const network = new docker.Network(
+            `${name}-network`,
+            { name: dockerNames.monitoringNetwork(stack), driver: "bridge", labels: [{ label: LABELS.stack, value: stack }] },
+            onHost,
+        );
+        const volume = (service: MonitoringService, purpose: "data" | "config") =>
+            new docker.Volume(
+                `${name}-${SERVICE_NAMES[service]}-${purpose}`,
+                { name: dockerNames.monitoringVolume(stack, SERVICE_NAMES[service], purpose), labels: [{ label: LABELS.stack, value: stack }] },
+                onHost,
+            );
+        const service = (
+            service: MonitoringService,
+            spec: Pick<HardenedContainerSpec, "envs" | "command" | "uploads" | "tmpfs" | "sysctls"> & {
+                volumes: { volume: docker.Volume; containerPath: string }[];
+                ports: PublishedPort[];
+            },
+        ) => {
+            const publishAddress = spec.ports.find((port) => port.ip !== "127.0.0.1")?.ip;
+            return hardenedContainer(
+                `${name}-${SERVICE_NAMES[service]}`,
+                {
+                    containerName: dockerNames.monitoringContainer(stack, SERVICE_NAMES[service]),
+                    image: config.images[service],
+                    user: SERVICE_IMAGES[service].user,
+                    resources: config.resources[service],
+                    labels: {
+                        [LABELS.stack]: stack,
+                        [LABELS.role]: SERVICE_NAMES[service],
+                        ...(publishAddress ? { [EXCEPTION_LABELS.publishAddress]: publishAddress } : {}),
+                    },
+                    healthcheck: { tests: SERVICE_IMAGES[service].healthcheck, startPeriod: "60s" },
+                    networks: [{ name: network.name, aliases: [SERVICE_NAMES[service]] }],
+                    envs: spec.envs,
+                    command: spec.command,
+                    ports: spec.ports,
+                    volumes: spec.volumes.map((v) => ({ volumeName: v.volume.name, containerPath: v.containerPath })),
+                    tmpfs: spec.tmpfs ?? { "/tmp": "64m" },
+                    uploads: spec.uploads,
+                    sysctls: spec.sysctls,
+                    exceptions: config.hardeningExceptions[service],
+                },
+                config.host,
+                onHost,
+            );
+        };
+
+        // Config files go onto a config volume: Docker copies files into a read-only container only onto volumes.
+        const endpoints = scrapeEndpoints(config);
+        service("prometheus", {
+            command: [
+                `--config.file=${MONITORING_PATHS.prometheusConfig}`,
+                `--storage.tsdb.path=${MONITORING_PATHS.prometheusData}`,
+                `--storage.tsdb.retention.time=${config.retentionDays}d`,
+                `--web.listen-address=0.0.0.0:${PORTS.prometheus}`,
+            ],
+            volumes: [
+                { volume: volume("prometheus", "data"), containerPath: MONITORING_PATHS.prometheusData },
+                { volume: volume("prometheus", "config"), containerPath: MONITORING_PATHS.config },
+            ],
+            uploads: [
+                {
+                    file: MONITORING_PATHS.prometheusConfig,
+                    content: prometheusConfig({ stack, endpoints, caFile: MONITORING_PATHS.prometheusCa, tokenFile: MONITORING_PATHS.prometheusToken, rulesFile: MONITORING_PATHS.prometheusRules }),
+                },
+                { file: MONITORING_PATHS.prometheusRules, content: alertRulesFile(config.alerts) },
+                { file: MONITORING_PATHS.prometheusCa, content: ca.certPem },
+                { file: MONITORING_PATHS.prometheusToken, content: this.scrapeCredentials.bearerToken },
+            ],
+            // Its web UI has no login: loopback only (ssh -L 9090:127.0.0.1:9090 to reach it).
+            ports: [{ internal: PORTS.prometheus, external: PORTS.prometheus, ip: "127.0.0.1" }],
+        });
+
+        const adminPassword = new random.RandomPassword(`${name}-grafana-admin-password`, { length: 32, special: false }, { parent: this });
+        this.grafanaAdminPassword = pulumi.secret(adminPassword.result);
+        service("grafana", {
+            envs: [
+                "GF_SECURITY_ADMIN_USER=admin",
+                `GF_SECURITY_ADMIN_PASSWORD__FILE=${MONITORING_PATHS.grafanaAdminPassword}`,
+                "GF_AUTH_ANONYMOUS_ENABLED=false",
+                "GF_AUTH_BASIC_ENABLED=false",
+                "GF_USERS_ALLOW_SIGN_UP=false",
+                "GF_SECURITY_DISABLE_GRAVATAR=true",
+                "GF_ANALYTICS_REPORTING_ENABLED=false",
+                "GF_ANALYTICS_CHECK_FOR_UPDATES=false",
+                "GF_ANALYTICS_CHECK_FOR_PLUGIN_UPDATES=false",
+                `GF_PATHS_PROVISIONING=${MONITORING_PATHS.grafanaProvisioning}`,
+                `GF_PATHS_DATA=${MONITORING_PATHS.grafanaData}`,
+                `GF_PATHS_LOGS=${MONITORING_PATHS.grafanaData}/logs`,
+                "GF_LOG_MODE=console",
+                `GF_SERVER_HTTP_PORT=${PORTS.grafana}`,
+            ],
+            volumes: [
+                { volume: volume("grafana", "data"), containerPath: MONITORING_PATHS.grafanaData },
+                { volume: volume("grafana", "config"), containerPath: MONITORING_PATHS.config },
+            ],
+            uploads: [
+                { file: MONITORING_PATHS.grafanaAdminPassword, content: this.grafanaAdminPassword },
+                { file: MONITORING_PATHS.grafanaDatasources, content: grafanaDatasources(SERVICE_NAMES.prometheus) },
+                { file: MONITORING_PATHS.grafanaDashboardProviders, content: grafanaDashboardProviders() },
+                { file: MONITORING_PATHS.grafanaDashboard, content: grafanaDashboard(stack) },
+            ],
+            ports: [{ internal: PORTS.grafana, external: config.ports.grafana, ip: config.publishAddress }],
+        });
+
+        service("uptimeKuma", {
+            envs: [`UPTIME_KUMA_PORT=${PORTS.uptimeKuma}`, `DATA_DIR=${MONITORING_PATHS.uptimeKumaData}/`],
+            volumes: [{ volume: volume("uptimeKuma", "data"), containerPath: MONITORING_PATHS.uptimeKumaData }],
+            ports: [{ internal: PORTS.uptimeKuma, external: config.ports.uptimeKuma, ip: config.publishAddress }],
+            // Ping monitors without CAP_NET_RAW: unprivileged ICMP sockets, in this container's namespace only.
+            sysctls: { "net.ipv4.ping_group_range": "0 2147483647" },
+        });
+
+        this.grafanaUrl = `http://${config.publishAddress}:${config.ports.grafana}`;
+        this.uptimeKumaUrl = `http://${config.publishAddress}:${config.ports.uptimeKuma}`;
+        this.prometheusUrl = `http://127.0.0.1:${PORTS.prometheus}`;
+        this.watchList = uptimeKumaWatchList({ scrapeEndpoints: endpoints, grafanaUrl: this.grafanaUrl });
+
+        this.registerOutputs({
+            grafanaUrl: this.grafanaUrl,
+            uptimeKumaUrl: this.uptimeKumaUrl,
+            prometheusUrl: this.prometheusUrl,
+            watchList: this.watchList,
+            grafanaAdminPassword: this.grafanaAdminPassword,
+        });
+    }
+}

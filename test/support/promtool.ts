@@ -1,0 +1,23 @@
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+
+/** Runs Debian's promtool (package prometheus; scripts/ensure-docker.sh installs it). Missing is an error, never a skip. */
+export function promtool(...args: string[]): { ok: boolean; output: string } {
+    const run = spawnSync("promtool", args, { encoding: "utf8" });
+    if (run.error) throw new Error(`promtool could not run (${run.error.message}): install Debian's prometheus package`);
+    return { ok: run.status === 0, output: `${run.stdout}${run.stderr}` };
+}
+
+/** Writes files into a fresh directory and returns their paths by name. */
+export function writeFiles(files: Record<string, string>): Record<string, string> {
+    const dir = mkdtempSync(path.join(tmpdir(), "openclaw-monitoring-"));
+    return Object.fromEntries(
+        Object.entries(files).map(([name, content]) => {
+            const file = path.join(dir, name);
+            writeFileSync(file, content);
+            return [name, file];
+        }),
+    );
+}
