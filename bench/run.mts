@@ -13,6 +13,7 @@ import path from "node:path";
 import { SERVICE_NODE_OPTIONS } from "../infra/topology.ts";
 import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { bundle } from "../scripts/images.mts";
+import { freePort } from "../test/support/processes.ts";
 import { testPki } from "../test/support/tls.ts";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
@@ -155,15 +156,6 @@ const nginx = spawn("nginx", ["-p", work, "-c", path.join(work, "nginx.conf"), "
 children.push(nginx);
 await waitForPort(nginxPort);
 const nginxPids = execFileSync("pgrep", ["-P", String(nginx.pid)], { encoding: "utf8" }).trim().split("\n").map(Number).concat(nginx.pid!);
-
-function freePort(): Promise<number> {
-    return new Promise((resolve) => {
-        const server = net.createServer().listen(0, "127.0.0.1", () => {
-            const { port } = server.address() as net.AddressInfo;
-            server.close(() => resolve(port));
-        });
-    });
-}
 
 async function waitForPort(port: number) {
     for (let i = 0; i < 100; i++) {

@@ -158,8 +158,9 @@ export function hardenedContainer(
     // Containers have fixed Docker names (tools and commands address them by name): a replacement must delete
     // the old one first, or Docker refuses the new one's name.
     const container = new docker.Container(`${name}-container`, hardenedContainerArgs(spec), { ...opts, deleteBeforeReplace: true });
+    // The command runs locally against `dockerHost`: it takes the container's parent, not its Docker provider.
     const pidsLimit = new command.local.Command(`${name}-pids-limit`, pidsLimitCommand(container.id, spec.resources.pids, dockerHost), {
-        ...opts,
+        parent: opts.parent,
         dependsOn: [container],
     });
     return { container, pidsLimit };

@@ -39,6 +39,8 @@ export interface PrometheusConfigInput {
     rulesFile: string;
     /** The name the metrics certificate carries, when it differs from the target's host. */
     serverName?: string;
+    /** Where Prometheus scrapes itself (its own listener). */
+    selfTarget?: string;
 }
 
 /** prometheus.yml: the agents' host's metrics over HTTPS with a bearer token, its CA pinned; and Prometheus itself. */
@@ -47,7 +49,7 @@ export function prometheusConfig(input: PrometheusConfigInput): string {
         global: { scrape_interval: "15s", scrape_timeout: "10s", evaluation_interval: "15s", external_labels: { stack: input.stack } },
         rule_files: [input.rulesFile],
         scrape_configs: [
-            { job_name: "prometheus", static_configs: [{ targets: [`127.0.0.1:${PORTS.prometheus}`] }] },
+            { job_name: "prometheus", static_configs: [{ targets: [input.selfTarget ?? `127.0.0.1:${PORTS.prometheus}`] }] },
             ...input.endpoints.map((endpoint) => ({
                 job_name: endpoint.job,
                 scheme: "https",

@@ -14,6 +14,13 @@ const agent = (name: string, dashboardPort: number, extra: Raw = {}): Raw => ({
 const base = (): Raw => ({ ...devConfig(), agents: [agent("bart", 18801), agent("lisa", 18802)] });
 const withAgents = (...agents: Raw[]): Raw => ({ ...base(), agents });
 
+const monitoring = (extra: Raw = {}): Raw => ({
+    host: "ssh://ops@monitor.example.net",
+    publishAddress: "203.0.113.7",
+    scrape: { address: "agents.example.net", publishAddress: "198.51.100.4" },
+    ...extra,
+});
+
 function problemsOf(raw: Raw): string[] {
     try {
         parseStackConfig(raw);
@@ -77,6 +84,20 @@ describe.each<[string, () => Raw, string, RegExp]>([
     ["a price with a missing field", () => ({ ...base(), keyProxy: { prices: { m: { input: 1, output: 2 } } } }), "openclaw:keyProxy.prices.m.cacheWrite", /required/],
     ["a monitoring host that is not ssh", () => ({ ...base(), monitoring: { host: "tcp://mon:2376" } }), "openclaw:monitoring.host", /ssh:\/\/user@host/],
     ["a publish address that is not an address", () => ({ ...base(), network: { publishAddress: "localhost" } }), "openclaw:network.publishAddress", /IPv4 address/],
+    ["an uplink subnet inside the agents' pool", () => ({ ...base(), network: { uplinkSubnet: "10.64.0.0/24" } }), "openclaw:network.uplinkSubnet", /overlaps the agents' pool/],
+    ["an uplink subnet inside Docker's defaults", () => ({ ...base(), network: { uplinkSubnet: "172.17.5.0/24" } }), "openclaw:network.uplinkSubnet", /Docker's default address pool/],
+    ["a public uplink subnet", () => ({ ...base(), network: { uplinkSubnet: "8.8.8.0/24" } }), "openclaw:network.uplinkSubnet", /must lie inside/],
+    ["an uplink subnet too small", () => ({ ...base(), network: { uplinkSubnet: "10.63.0.0/30" } }), "openclaw:network.uplinkSubnet", /between \/16 and \/29/],
+    ["monitoring published on every address", () => ({ ...base(), monitoring: monitoring({ publishAddress: "0.0.0.0" }) }), "openclaw:monitoring.publishAddress", /must be one address/],
+    ["monitoring without its scrape settings", () => ({ ...base(), monitoring: monitoring({ scrape: undefined }) }), "openclaw:monitoring.scrape", /required/],
+    ["a scrape address that is a URL", () => ({ ...base(), monitoring: monitoring({ scrape: { address: "https://agents.example.net", publishAddress: "198.51.100.4" } }) }), "openclaw:monitoring.scrape.address", /DNS name or an IPv4/],
+    ["Grafana and Uptime Kuma on one port", () => ({ ...base(), monitoring: monitoring({ ports: { grafana: 3000, uptimeKuma: 3000 } }) }), "openclaw:monitoring.ports.uptimeKuma", /already Grafana's/],
+    ["Grafana on the SSH port", () => ({ ...base(), monitoring: monitoring({ host: "ssh://ops@monitor.example.net:2222", ports: { grafana: 2222 } }) }), "openclaw:monitoring.ports.grafana", /SSH port/],
+    ["a scrape port an agent's dashboard uses", () => ({ ...base(), monitoring: monitoring({ scrape: { address: "agents.example.net", publishAddress: "198.51.100.4", ports: { keyProxy: 18801 } } }) }), "openclaw:monitoring.scrape.ports.keyProxy", /already used by agents\[0\] \(bart\)/],
+    ["a retention of zero days", () => ({ ...base(), monitoring: monitoring({ retentionDays: 0 }) }), "openclaw:monitoring.retentionDays", /Too small|>=1/i],
+    ["a monitoring image on latest", () => ({ ...base(), monitoring: monitoring({ images: { grafana: "grafana/grafana:latest" } }) }), "openclaw:monitoring.images.grafana", /must be pinned/],
+    ["a hardening exception without a reason", () => ({ ...base(), monitoring: monitoring({ hardeningExceptions: { grafana: { "container-read-only": "" } } }) }), "openclaw:monitoring.hardeningExceptions.grafana.container-read-only", /give the reason/],
+    ["a hardening exception for a policy that cannot be relaxed", () => ({ ...base(), monitoring: monitoring({ hardeningExceptions: { grafana: { "container-non-root": "the image wants root" } } }) }), "openclaw:monitoring.hardeningExceptions.grafana", /container-non-root|Invalid key/i],
 ])("parseStackConfig rejects %s", (_case, raw, key, message) => {
     it(`naming ${key}`, () => {
         const problems = problemsOf(raw());

@@ -2,14 +2,14 @@
 // Host networking keeps every packet on loopback: the mock upstream listens there.
 import dgram from "node:dgram";
 import { once } from "node:events";
-import { connect, createServer } from "node:net";
+import { connect } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { credentialDigest } from "../proxy-image/src/policy";
 import { buildImage, buildLocalNodeBase } from "../scripts/images.mts";
 import { docker, dockerWithInput, removeContainers, requireDocker } from "./support/docker";
 import { ANTHROPIC_BODY, REAL_KEYS, TOKENS, anthropicHeaders, send } from "./support/keyProxyHarness";
 import { MockUpstream } from "./support/mockUpstream";
-import { waitUntil } from "./support/processes";
+import { freePort, waitUntil } from "./support/processes";
 import { testPki } from "./support/tls";
 
 const hasDocker = requireDocker();
@@ -17,15 +17,6 @@ const TAG = "openclaw-key-proxy:test";
 const NAME = "openclaw-test-key-proxy-image";
 const HARDENED = ["--network", "host", "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true", "--user", "1000:1000", "--memory", "256m", "--pids-limit", "64"];
 let base: string;
-
-function freePort(): Promise<number> {
-    return new Promise((resolve) => {
-        const server = createServer().listen(0, "127.0.0.1", () => {
-            const { port } = server.address() as { port: number };
-            server.close(() => resolve(port));
-        });
-    });
-}
 
 describe.skipIf(!hasDocker)("the KeyProxy image", () => {
     const upstream = new MockUpstream();

@@ -25,7 +25,7 @@ const ENDPOINTS = [
     { job: SCRAPE_JOBS.egressGateway, target: "agents.example.net:9465" },
 ];
 
-function generatedFiles() {
+function generatedFiles(): Record<string, string> & { config: string } {
     const files = writeFiles({ "ca.pem": "placeholder", token: "placeholder", "rules.yml": alertRulesFile(THRESHOLDS) });
     const config = prometheusConfig({ stack: "dev", endpoints: ENDPOINTS, caFile: files["ca.pem"], tokenFile: files.token, rulesFile: files["rules.yml"] });
     return { ...files, ...writeFiles({ "prometheus.yml": config }), config };
@@ -83,7 +83,7 @@ describe("the Grafana dashboard", () => {
         for (const registry of [keyProxyMetrics().registry, egressMetrics().registry]) {
             for (const metric of await registry.getMetricsAsJSON()) {
                 exported.add(metric.name);
-                if (metric.type === "histogram") for (const suffix of ["_bucket", "_sum", "_count"]) exported.add(metric.name + suffix);
+                if (String(metric.type) === "histogram") for (const suffix of ["_bucket", "_sum", "_count"]) exported.add(metric.name + suffix);
             }
         }
         const used = [...queries.map((q) => q.expr), ...alertRules(THRESHOLDS).map((r) => r.expr)].flatMap((expr) => expr.match(/\b(?:keyproxy|egress)_[a-z0-9_]+/g) ?? []);

@@ -26,6 +26,8 @@ export interface RunningProxy {
     server: KeyProxyServer;
     port: number;
     adminPort: number;
+    /** Every admin listener's port, in config order. */
+    adminPorts: number[];
     logs: string[];
     config: RuntimeConfig;
 }
@@ -48,7 +50,7 @@ export async function startKeyProxy(
     const server = new KeyProxyServer({ config, keys: { ...REAL_KEYS }, extraCa: trustTestCa ? testPki().ca : undefined }, jsonLogger("key-proxy", (l) => logs.push(l)), now);
     server.setAgents(AGENTS);
     const { port, adminPorts } = await server.listen();
-    return { server, port, adminPort: adminPorts[0], logs, config };
+    return { server, port, adminPort: adminPorts[0], adminPorts, logs, config };
 }
 
 export interface ClientResponse {

@@ -1,5 +1,16 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import { createServer } from "node:net";
+
+/** A loopback port nothing listens on right now. */
+export function freePort(): Promise<number> {
+    return new Promise((resolve) => {
+        const server = createServer().listen(0, "127.0.0.1", () => {
+            const { port } = server.address() as { port: number };
+            server.close(() => resolve(port));
+        });
+    });
+}
 
 export interface RunningProcess {
     child: ChildProcess;

@@ -11,13 +11,13 @@ export function promtool(...args: string[]): { ok: boolean; output: string } {
 }
 
 /** Writes files into a fresh directory and returns their paths by name. */
-export function writeFiles(files: Record<string, string>): Record<string, string> {
+export function writeFiles<K extends string>(files: Record<K, string>): Record<K, string> {
     const dir = mkdtempSync(path.join(tmpdir(), "openclaw-monitoring-"));
     return Object.fromEntries(
-        Object.entries(files).map(([name, content]) => {
+        Object.entries<string>(files).map(([name, content]) => {
             const file = path.join(dir, name);
             writeFileSync(file, content);
             return [name, file];
         }),
-    );
+    ) as Record<K, string>;
 }
