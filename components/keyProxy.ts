@@ -50,7 +50,7 @@ export function keyProxyRuntimeConfig(config: KeyProxyConfig, remoteAdmin?: List
         upstreams,
         registryDir: `${KEY_PROXY_DATA_DIR}/agents`,
         drainSeconds: DRAIN_SECONDS,
-        agentProbe: { port: PORTS.agentDashboard },
+        agentProbe: { port: PORTS.agentDashboard, intervalMs: 1000 },
         ...(config.extraCaPem ? { extraCaPem: config.extraCaPem } : {}),
         metering: {
             ledgerFile: `${KEY_PROXY_DATA_DIR}/ledger.log`,

@@ -58,6 +58,6 @@ describe("the probe", () => {
     });
 
     it("is configured by the KeyProxy component to probe the agents' gateway port", () => {
-        expect(keyProxyRuntimeConfig(parseStackConfig(devConfig()).keyProxy).agentProbe).toEqual({ port: PORTS.agentDashboard });
+        expect(keyProxyRuntimeConfig(parseStackConfig(devConfig()).keyProxy).agentProbe).toEqual({ port: PORTS.agentDashboard, intervalMs: 1000 });
     });
 });

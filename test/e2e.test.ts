@@ -6,6 +6,7 @@ import { createHash } from "node:crypto";
 import net from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseStackConfig } from "../infra/config";
 import { agentNetworkAddresses } from "../infra/topology";
 import { buildImage, buildLocalNodeBase } from "../scripts/images.mts";
 import { docker, dockerWithInput, requireDocker } from "./support/docker";
@@ -29,8 +30,8 @@ function e2eConfig(extraAgents: Record<string, unknown>[] = []) {
         ...dev,
         agents: [...agents, ...extraAgents],
         keyProxy: { image: "openclaw-key-proxy:e2e", extraCaPem: testPki().ca },
-        // The stand-in lives on the uplink, a Docker network in the default private pools.
-        egress: { image: "openclaw-egress-gateway:e2e", allowPrivateRanges: ["172.16.0.0/12", "192.168.0.0/16"] },
+        // The stand-in lives on the uplink, a private subnet.
+        egress: { image: "openclaw-egress-gateway:e2e", allowPrivateRanges: [parseStackConfig(dev).network.uplinkSubnet] },
     };
 }
 
@@ -41,11 +42,14 @@ const addressesOf = (resources: RecordedResource[], agent: string) => {
 };
 const ipOn = (name: string, network: string) => JSON.parse(docker("inspect", name))[0].NetworkSettings.Networks[network].IPAddress as string;
 const gatewayLogs = () => docker("logs", `openclaw-${STACK}-egress-gateway`);
-/** bart's daily budget left, from KeyProxy's own metrics listener; NaN while the proxy is not up. */
-const budgetRemaining = () => {
+/** One sample from KeyProxy's own metrics listener, e.g. `keyproxy_agent_up{agent="bart"}`; NaN while the proxy is not up. */
+const keyProxyMetric = (series: string) => {
     const result = spawnSync("docker", ["exec", `openclaw-${STACK}-key-proxy`, "/nodejs/bin/node", "-e", "fetch('http://127.0.0.1:9464/metrics').then(r=>r.text()).then(t=>console.log(t))"], { encoding: "utf8" });
-    return Number(/keyproxy_budget_remaining_usd\{agent="bart",window="day"\} ([\d.e-]+)/.exec(result.stdout ?? "")?.[1]);
+    const line = (result.stdout ?? "").split("\n").find((l) => l.startsWith(`${series} `));
+    return Number(line?.slice(series.length + 1) ?? NaN);
 };
+/** bart's daily budget left. */
+const budgetRemaining = () => keyProxyMetric('keyproxy_budget_remaining_usd{agent="bart",window="day"}');
 
 describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", () => {
     const state: MaterialState = new Map();
@@ -171,6 +175,18 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", () => {
         spawnSync("docker", ["start", `openclaw-${STACK}-key-proxy`]);
         await waitUntil(() => !Number.isNaN(budgetRemaining()), "KeyProxy to come back after kill");
         expect(budgetRemaining()).toBeCloseTo(before, 9);
+    });
+
+    it("sees an agent's container go away and come back from KeyProxy (keyproxy_agent_up, keyproxy_agent_restarts_total)", async () => {
+        const up = 'keyproxy_agent_up{agent="lisa"}';
+        const restarts = 'keyproxy_agent_restarts_total{agent="lisa"}';
+        await waitUntil(() => keyProxyMetric(up) === 1, "KeyProxy to see lisa up");
+        expect(keyProxyMetric(restarts)).toBe(0);
+        docker("stop", container("lisa"));
+        await waitUntil(() => keyProxyMetric(up) === 0, "KeyProxy to see lisa gone");
+        docker("start", container("lisa"));
+        await waitUntil(() => keyProxyMetric(restarts) === 1, "KeyProxy to count lisa's restart");
+        expect(keyProxyMetric(up)).toBe(1);
     });
 
     describe("the operator CLI against the running stack", () => {

@@ -27,7 +27,7 @@ interface Target {
     health: "up" | "down" | "unknown";
     lastError: string;
 }
-const api = async (query: string) => (await (await fetch(`http://127.0.0.1:${prometheusPort}/api/v1/${query}`)).json()).data;
+const api = async (query: string): Promise<any> => ((await (await fetch(`http://127.0.0.1:${prometheusPort}/api/v1/${query}`)).json()) as { data: any }).data;
 const targets = async (): Promise<Target[]> => (await api("targets")).activeTargets;
 
 beforeAll(async () => {
