@@ -22,6 +22,9 @@ export const MONITORING_PATHS = {
     grafanaDashboards: "/etc/openclaw/dashboards",
     grafanaDashboard: "/etc/openclaw/dashboards/openclaw.json",
     grafanaAdminPassword: "/etc/openclaw/admin-password",
+    /** The UIs' certificate and key (Grafana, Uptime Kuma), signed by the monitoring CA. */
+    uiCert: "/etc/openclaw/tls/ui.pem",
+    uiKey: "/etc/openclaw/tls/ui-key.pem",
     uptimeKumaData: "/app/data",
 } as const;
 

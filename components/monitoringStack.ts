@@ -39,8 +39,8 @@ const SERVICE_IMAGES: Record<MonitoringService, { user: string; healthcheck: str
     // prom/prometheus runs as nobody and carries busybox's wget.
     prometheus: { user: "65534:65534", healthcheck: ["CMD", "wget", "-q", "-O", "/dev/null", `http://127.0.0.1:${PORTS.prometheus}/-/healthy`] },
     // grafana/grafana's user is 472; its group is 0 for OpenShift, which it does not need here.
-    grafana: { user: "472:472", healthcheck: ["CMD", "wget", "-q", "-O", "/dev/null", `http://127.0.0.1:${PORTS.grafana}/api/health`] },
-    // The -rootless tags run as node (1000) and ship their own health check.
+    grafana: { user: "472:472", healthcheck: ["CMD", "wget", "-q", "--no-check-certificate", "-O", "/dev/null", `https://127.0.0.1:${PORTS.grafana}/api/health`] },
+    // The -rootless tags run as node (1000) and ship their own health check (which follows UPTIME_KUMA_SSL_*).
     uptimeKuma: { user: "1000:1000", healthcheck: ["CMD", "/app/extra/healthcheck"] },
 };
 
@@ -69,6 +69,8 @@ export class MonitoringStack extends pulumi.ComponentResource {
     public readonly prometheusUrl: string;
     public readonly watchList: WatchedEndpoint[];
     public readonly grafanaAdminPassword: pulumi.Output<string>;
+    /** The monitoring CA: import it to trust the UIs' certificates (they name `publishAddress`). */
+    public readonly caCertPem: pulumi.Output<string>;
 
     constructor(name: string, args: MonitoringStackArgs, opts?: pulumi.ComponentResourceOptions) {
         super("openclaw:index:MonitoringStack", name, {}, opts);
@@ -89,45 +91,52 @@ export class MonitoringStack extends pulumi.ComponentResource {
         this.provider = new docker.Provider(`${name}-host`, { host: config.host, sshOpts: config.sshOpts }, { parent: this, dependsOn: [prepare] });
         const onHost = { parent: this, provider: this.provider };
 
-        // The scrape's trust: a CA of the program's own, pinned in Prometheus; a server certificate naming the agents' host.
-        const caKey = new tls.PrivateKey(`${name}-metrics-ca-key`, { algorithm: "ECDSA", ecdsaCurve: "P256" }, { parent: this });
+        // One CA of the program's own: Prometheus pins it for the scrape, operators import it for the UIs.
+        const keyAlgorithm = { algorithm: "ECDSA", ecdsaCurve: "P256" };
+        const caKey = new tls.PrivateKey(`${name}-ca-key`, keyAlgorithm, { parent: this });
         const ca = new tls.SelfSignedCert(
-            `${name}-metrics-ca`,
+            `${name}-ca`,
             {
                 privateKeyPem: caKey.privateKeyPem,
                 isCaCertificate: true,
                 validityPeriodHours: 24 * 365 * 10,
                 allowedUses: ["cert_signing", "crl_signing"],
-                subject: { commonName: `OpenClaw ${stack} metrics CA` },
+                subject: { commonName: `OpenClaw ${stack} monitoring CA` },
             },
             { parent: this },
         );
-        const serverKey = new tls.PrivateKey(`${name}-metrics-server-key`, { algorithm: "ECDSA", ecdsaCurve: "P256" }, { parent: this });
-        const address = config.scrape.address;
-        const csr = new tls.CertRequest(
-            `${name}-metrics-server-csr`,
-            {
-                privateKeyPem: serverKey.privateKeyPem,
-                subject: { commonName: address },
-                ...(ipaddr.IPv4.isValidFourPartDecimal(address) ? { ipAddresses: [address] } : { dnsNames: [address] }),
-            },
-            { parent: this },
-        );
-        const serverCert = new tls.LocallySignedCert(
-            `${name}-metrics-server-cert`,
-            {
-                certRequestPem: csr.certRequestPem,
-                caPrivateKeyPem: caKey.privateKeyPem,
-                caCertPem: ca.certPem,
-                validityPeriodHours: 24 * 365,
-                // `pulumi up` in the last 30 days issues a new one (KeyProxy and EgressGateway restart with it).
-                earlyRenewalHours: 24 * 30,
-                allowedUses: ["digital_signature", "key_encipherment", "server_auth"],
-            },
-            { parent: this },
-        );
+        /** A server certificate for `address` (`${name}-<purpose>-key`, `-csr`, `-cert`). */
+        const issue = (purpose: string, address: string) => {
+            const key = new tls.PrivateKey(`${name}-${purpose}-key`, keyAlgorithm, { parent: this });
+            const csr = new tls.CertRequest(
+                `${name}-${purpose}-csr`,
+                {
+                    privateKeyPem: key.privateKeyPem,
+                    subject: { commonName: address },
+                    ...(ipaddr.IPv4.isValidFourPartDecimal(address) ? { ipAddresses: [address] } : { dnsNames: [address] }),
+                },
+                { parent: this },
+            );
+            const cert = new tls.LocallySignedCert(
+                `${name}-${purpose}-cert`,
+                {
+                    certRequestPem: csr.certRequestPem,
+                    caPrivateKeyPem: caKey.privateKeyPem,
+                    caCertPem: ca.certPem,
+                    validityPeriodHours: 24 * 365,
+                    // `pulumi up` in the last 30 days issues a new one (the containers serving it restart with it).
+                    earlyRenewalHours: 24 * 30,
+                    allowedUses: ["digital_signature", "key_encipherment", "server_auth"],
+                },
+                { parent: this },
+            );
+            return { certPem: cert.certPem, keyPem: pulumi.secret(key.privateKeyPem) };
+        };
+        const metricsServer = issue("metrics-server", config.scrape.address);
+        const ui = issue("ui", config.publishAddress);
+        this.caCertPem = ca.certPem;
         const token = new random.RandomPassword(`${name}-metrics-token`, { length: 48, special: false }, { parent: this });
-        this.scrapeCredentials = { certPem: serverCert.certPem, keyPem: pulumi.secret(serverKey.privateKeyPem), bearerToken: pulumi.secret(token.result) };
+        this.scrapeCredentials = { ...metricsServer, bearerToken: pulumi.secret(token.result) };
 
         const network = new docker.Network(
             `${name}-network`,
@@ -220,6 +229,9 @@ export class MonitoringStack extends pulumi.ComponentResource {
                 `GF_PATHS_LOGS=${MONITORING_PATHS.grafanaData}/logs`,
                 "GF_LOG_MODE=console",
                 `GF_SERVER_HTTP_PORT=${PORTS.grafana}`,
+                "GF_SERVER_PROTOCOL=https",
+                `GF_SERVER_CERT_FILE=${MONITORING_PATHS.uiCert}`,
+                `GF_SERVER_CERT_KEY=${MONITORING_PATHS.uiKey}`,
             ],
             volumes: [
                 { volume: volume("grafana", "data"), containerPath: MONITORING_PATHS.grafanaData },
@@ -227,6 +239,8 @@ export class MonitoringStack extends pulumi.ComponentResource {
             ],
             uploads: [
                 { file: MONITORING_PATHS.grafanaAdminPassword, content: this.grafanaAdminPassword },
+                { file: MONITORING_PATHS.uiCert, content: ui.certPem },
+                { file: MONITORING_PATHS.uiKey, content: ui.keyPem },
                 { file: MONITORING_PATHS.grafanaDatasources, content: grafanaDatasources(SERVICE_NAMES.prometheus) },
                 { file: MONITORING_PATHS.grafanaDashboardProviders, content: grafanaDashboardProviders() },
                 { file: MONITORING_PATHS.grafanaDashboard, content: grafanaDashboard(stack) },
@@ -235,15 +249,27 @@ export class MonitoringStack extends pulumi.ComponentResource {
         });
 
         service("uptimeKuma", {
-            envs: [`UPTIME_KUMA_PORT=${PORTS.uptimeKuma}`, `DATA_DIR=${MONITORING_PATHS.uptimeKumaData}/`],
-            volumes: [{ volume: volume("uptimeKuma", "data"), containerPath: MONITORING_PATHS.uptimeKumaData }],
+            envs: [
+                `UPTIME_KUMA_PORT=${PORTS.uptimeKuma}`,
+                `DATA_DIR=${MONITORING_PATHS.uptimeKumaData}/`,
+                `UPTIME_KUMA_SSL_CERT=${MONITORING_PATHS.uiCert}`,
+                `UPTIME_KUMA_SSL_KEY=${MONITORING_PATHS.uiKey}`,
+            ],
+            volumes: [
+                { volume: volume("uptimeKuma", "data"), containerPath: MONITORING_PATHS.uptimeKumaData },
+                { volume: volume("uptimeKuma", "config"), containerPath: MONITORING_PATHS.config },
+            ],
+            uploads: [
+                { file: MONITORING_PATHS.uiCert, content: ui.certPem },
+                { file: MONITORING_PATHS.uiKey, content: ui.keyPem },
+            ],
             ports: [{ internal: PORTS.uptimeKuma, external: config.ports.uptimeKuma, ip: config.publishAddress }],
             // Ping monitors without CAP_NET_RAW: unprivileged ICMP sockets, in this container's namespace only.
             sysctls: { "net.ipv4.ping_group_range": "0 2147483647" },
         });
 
-        this.grafanaUrl = `http://${config.publishAddress}:${config.ports.grafana}`;
-        this.uptimeKumaUrl = `http://${config.publishAddress}:${config.ports.uptimeKuma}`;
+        this.grafanaUrl = `https://${config.publishAddress}:${config.ports.grafana}`;
+        this.uptimeKumaUrl = `https://${config.publishAddress}:${config.ports.uptimeKuma}`;
         this.prometheusUrl = `http://127.0.0.1:${PORTS.prometheus}`;
         this.watchList = uptimeKumaWatchList({ scrapeEndpoints: endpoints, grafanaUrl: this.grafanaUrl });
 
@@ -253,6 +279,7 @@ export class MonitoringStack extends pulumi.ComponentResource {
             prometheusUrl: this.prometheusUrl,
             watchList: this.watchList,
             grafanaAdminPassword: this.grafanaAdminPassword,
+            caCertPem: this.caCertPem,
         });
     }
 }

@@ -16,6 +16,8 @@ export interface StackOutputs {
     monitoring?: {
         grafanaUrl: string;
         grafanaAdminPassword: pulumi.Output<string>;
+        /** Import it to trust the UIs' certificates. */
+        caCertPem: pulumi.Output<string>;
         uptimeKumaUrl: string;
         prometheusUrl: string;
         /** What Uptime Kuma should watch. */
@@ -116,6 +118,7 @@ export function defineStack(config: StackConfig, stack: string): StackOutputs {
             monitoring: {
                 grafanaUrl: monitoring.grafanaUrl,
                 grafanaAdminPassword: monitoring.grafanaAdminPassword,
+                caCertPem: monitoring.caCertPem,
                 uptimeKumaUrl: monitoring.uptimeKumaUrl,
                 prometheusUrl: monitoring.prometheusUrl,
                 watchList: monitoring.watchList,

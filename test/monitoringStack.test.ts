@@ -104,7 +104,7 @@ describe("the monitoring containers", () => {
         expect(isSecret(uploads)).toBe(true);
         const token = reveal(uploads).find((u: { file: string }) => u.file.endsWith("metrics-token"));
         expect(token.content).toBe(reveal(named(withMonitoring, "key-proxy-container").inputs.envs).find((e: string) => e.startsWith("KEYPROXY_CONFIG=")).match(/"bearerToken":"(\w+)"/)[1]);
-        expect(reveal(uploads).find((u: { file: string }) => u.file.endsWith("metrics-ca.pem")).content).toBe("mock-cert-pem:monitoring-metrics-ca");
+        expect(reveal(uploads).find((u: { file: string }) => u.file.endsWith("metrics-ca.pem")).content).toBe("mock-cert-pem:monitoring-ca");
     });
 
     it("Grafana: admin password generated and secret (read from a file, not an env var), anonymous access off, datasource and dashboard provisioned", () => {
@@ -120,9 +120,31 @@ describe("the monitoring containers", () => {
         expect(inputs.ports).toEqual([{ internal: PORTS.grafana, external: 3000, ip: MONITORING.publishAddress, protocol: "tcp" }]);
     });
 
+    it.each([
+        ["monitoring-grafana-container", ["GF_SERVER_PROTOCOL=https", "GF_SERVER_CERT_FILE=/etc/openclaw/tls/ui.pem", "GF_SERVER_CERT_KEY=/etc/openclaw/tls/ui-key.pem"]],
+        ["monitoring-uptime-kuma-container", ["UPTIME_KUMA_SSL_CERT=/etc/openclaw/tls/ui.pem", "UPTIME_KUMA_SSL_KEY=/etc/openclaw/tls/ui-key.pem"]],
+    ])("%s serves HTTPS with a certificate from the monitoring CA, its key a secret on the config volume", (name, envs) => {
+        const container = named(withMonitoring, name);
+        const inputs = reveal(container.inputs);
+        expect(inputs.envs).toEqual(expect.arrayContaining(envs));
+        expect(isSecret(container.inputs.uploads)).toBe(true);
+        const files = Object.fromEntries(inputs.uploads.map((u: { file: string; content: string }) => [u.file, u.content]));
+        expect(files["/etc/openclaw/tls/ui.pem"]).toBe("mock-cert-pem:monitoring-ui-cert");
+        expect(files["/etc/openclaw/tls/ui-key.pem"]).toBe("mock-private-key-pem:monitoring-ui-key");
+        expect(inputs.volumes.find((v: { containerPath: string }) => v.containerPath === "/etc/openclaw")).toBeDefined();
+    });
+
+    it("issues the UI certificate for the published address, and the metrics certificate for the agents' host, from one CA", () => {
+        expect(reveal(named(withMonitoring, "monitoring-ui-csr").inputs)).toMatchObject({ ipAddresses: [MONITORING.publishAddress] });
+        expect(reveal(named(withMonitoring, "monitoring-metrics-server-csr").inputs)).toMatchObject({ dnsNames: [MONITORING.scrape.address] });
+        for (const cert of ["monitoring-ui-cert", "monitoring-metrics-server-cert"]) {
+            expect(reveal(named(withMonitoring, cert).inputs)).toMatchObject({ caCertPem: "mock-cert-pem:monitoring-ca", allowedUses: expect.arrayContaining(["server_auth"]) });
+        }
+    });
+
     it("Uptime Kuma keeps its data on a volume", () => {
         const kuma = reveal(named(withMonitoring, "monitoring-uptime-kuma-container").inputs);
-        expect(kuma.volumes).toEqual([{ volumeName: "openclaw-dev-uptime-kuma-data", containerPath: "/app/data", readOnly: false }]);
+        expect(kuma.volumes).toContainEqual({ volumeName: "openclaw-dev-uptime-kuma-data", containerPath: "/app/data", readOnly: false });
         expect(kuma.ports).toEqual([{ internal: PORTS.uptimeKuma, external: 3001, ip: MONITORING.publishAddress, protocol: "tcp" }]);
     });
 
