@@ -134,6 +134,10 @@ export class MonitoringStack extends pulumi.ComponentResource {
         };
         const metricsServer = issue("metrics-server", config.scrape.address);
         const ui = issue("ui", config.publishAddress);
+        const uiTls = [
+            { file: MONITORING_PATHS.uiCert, content: ui.certPem },
+            { file: MONITORING_PATHS.uiKey, content: ui.keyPem },
+        ];
         this.caCertPem = ca.certPem;
         const token = new random.RandomPassword(`${name}-metrics-token`, { length: 48, special: false }, { parent: this });
         this.scrapeCredentials = { ...metricsServer, bearerToken: pulumi.secret(token.result) };
@@ -149,6 +153,11 @@ export class MonitoringStack extends pulumi.ComponentResource {
                 { name: dockerNames.monitoringVolume(stack, SERVICE_NAMES[service], purpose), labels: [{ label: LABELS.stack, value: stack }] },
                 onHost,
             );
+        /** A service's data volume at `dataPath`, and its config volume (where the generated files go). */
+        const dataAndConfig = (service: MonitoringService, dataPath: string) => [
+            { volume: volume(service, "data"), containerPath: dataPath },
+            { volume: volume(service, "config"), containerPath: MONITORING_PATHS.config },
+        ];
         const service = (
             service: MonitoringService,
             spec: Pick<HardenedContainerSpec, "envs" | "command" | "uploads" | "tmpfs" | "sysctls"> & {
@@ -194,10 +203,7 @@ export class MonitoringStack extends pulumi.ComponentResource {
                 `--storage.tsdb.retention.time=${config.retentionDays}d`,
                 `--web.listen-address=0.0.0.0:${PORTS.prometheus}`,
             ],
-            volumes: [
-                { volume: volume("prometheus", "data"), containerPath: MONITORING_PATHS.prometheusData },
-                { volume: volume("prometheus", "config"), containerPath: MONITORING_PATHS.config },
-            ],
+            volumes: dataAndConfig("prometheus", MONITORING_PATHS.prometheusData),
             uploads: [
                 {
                     file: MONITORING_PATHS.prometheusConfig,
@@ -233,14 +239,10 @@ export class MonitoringStack extends pulumi.ComponentResource {
                 `GF_SERVER_CERT_FILE=${MONITORING_PATHS.uiCert}`,
                 `GF_SERVER_CERT_KEY=${MONITORING_PATHS.uiKey}`,
             ],
-            volumes: [
-                { volume: volume("grafana", "data"), containerPath: MONITORING_PATHS.grafanaData },
-                { volume: volume("grafana", "config"), containerPath: MONITORING_PATHS.config },
-            ],
+            volumes: dataAndConfig("grafana", MONITORING_PATHS.grafanaData),
             uploads: [
                 { file: MONITORING_PATHS.grafanaAdminPassword, content: this.grafanaAdminPassword },
-                { file: MONITORING_PATHS.uiCert, content: ui.certPem },
-                { file: MONITORING_PATHS.uiKey, content: ui.keyPem },
+                ...uiTls,
                 { file: MONITORING_PATHS.grafanaDatasources, content: grafanaDatasources(SERVICE_NAMES.prometheus) },
                 { file: MONITORING_PATHS.grafanaDashboardProviders, content: grafanaDashboardProviders() },
                 { file: MONITORING_PATHS.grafanaDashboard, content: grafanaDashboard(stack) },
@@ -255,14 +257,8 @@ export class MonitoringStack extends pulumi.ComponentResource {
                 `UPTIME_KUMA_SSL_CERT=${MONITORING_PATHS.uiCert}`,
                 `UPTIME_KUMA_SSL_KEY=${MONITORING_PATHS.uiKey}`,
             ],
-            volumes: [
-                { volume: volume("uptimeKuma", "data"), containerPath: MONITORING_PATHS.uptimeKumaData },
-                { volume: volume("uptimeKuma", "config"), containerPath: MONITORING_PATHS.config },
-            ],
-            uploads: [
-                { file: MONITORING_PATHS.uiCert, content: ui.certPem },
-                { file: MONITORING_PATHS.uiKey, content: ui.keyPem },
-            ],
+            volumes: dataAndConfig("uptimeKuma", MONITORING_PATHS.uptimeKumaData),
+            uploads: uiTls,
             ports: [{ internal: PORTS.uptimeKuma, external: config.ports.uptimeKuma, ip: config.publishAddress }],
             // Ping monitors without CAP_NET_RAW: unprivileged ICMP sockets, in this container's namespace only.
             sysctls: { "net.ipv4.ping_group_range": "0 2147483647" },
