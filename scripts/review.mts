@@ -54,7 +54,10 @@ try {
 }
 
 const resources = await runUnderMocks(raw, stack, () => import("../infra/index.ts"));
-const byName = (type: string) => resources.filter((r) => r.type === type).map((r) => ({ name: r.name, props: reveal(r.inputs) as Record<string, any> }));
+/** The Docker host a resource lands on, from its provider's name in the provider reference (urn::id). */
+const dockerHosts: Record<string, string | undefined> = { "agents-host": config.dockerHost, "monitoring-host": config.monitoring?.host };
+const hostOf = (provider: string | undefined) => dockerHosts[provider?.split("::")[3] ?? ""] ?? "unknown";
+const byName = (type: string) => resources.filter((r) => r.type === type).map((r) => ({ name: r.name, host: hostOf(r.provider), props: reveal(r.inputs) as Record<string, any> }));
 const containers = byName(CONTAINER);
 const networks = byName(NETWORK);
 const verdicts: Verdict[] = evaluate([...containers.map((c) => ({ ...c, type: CONTAINER })), ...networks.map((n) => ({ ...n, type: NETWORK }))]);
@@ -75,9 +78,10 @@ const plan = {
         egress: { mode: a.egress.mode, allow: [...a.egress.allow, ...config.egress.allowForAll].map((r) => `${r.host}:${(r.ports ?? config.egress.defaultPorts).join(",")}`) },
         credentialEpoch: a.credentialEpoch,
     })),
-    networks: networks.map((n) => ({ name: n.props.name, internal: n.props.internal === true, subnet: n.props.ipamConfigs?.[0]?.subnet ?? "docker-assigned", options: n.props.options ?? {} })),
+    networks: networks.map((n) => ({ name: n.props.name, host: n.host, internal: n.props.internal === true, subnet: n.props.ipamConfigs?.[0]?.subnet ?? "docker-assigned", options: n.props.options ?? {} })),
     containers: containers.map((c) => ({
         name: c.props.name,
+        host: c.host,
         image: c.props.image,
         user: c.props.user,
         readOnly: c.props.readOnly === true,
@@ -108,11 +112,11 @@ if (json) {
         out.push(`    egress (${a.egress.mode}): ${a.egress.allow.join(" ") || "nothing"}`);
     }
     out.push("", "Networks");
-    for (const n of plan.networks) out.push(`  ${n.name}  ${n.subnet}  ${n.internal ? "internal" : "uplink"}${n.options["com.docker.network.bridge.inhibit_ipv4"] === "true" ? ", bridge without host address" : ""}`);
+    for (const n of plan.networks) out.push(`  ${n.name}  on ${n.host}  ${n.subnet}  ${n.internal ? "internal" : "uplink"}${n.options["com.docker.network.bridge.inhibit_ipv4"] === "true" ? ", bridge without host address" : ""}`);
     out.push("", "Containers");
     for (const c of plan.containers) {
         const hardening = [c.readOnly ? "read-only" : "WRITABLE", c.capabilitiesDropped.includes("ALL") ? "caps dropped" : "CAPS KEPT", c.noNewPrivileges ? "no-new-privileges" : "NEW PRIVILEGES", c.privileged ? "PRIVILEGED" : "unprivileged"].join(", ");
-        out.push(`  ${c.name}  ${c.image}  user ${c.user}  ${hardening}  ${c.memoryMb} MB, ${c.cpus} cpus`);
+        out.push(`  ${c.name}  on ${c.host}  ${c.image}  user ${c.user}  ${hardening}  ${c.memoryMb} MB, ${c.cpus} cpus`);
         out.push(`    networks ${c.networks.join(", ")}  ports ${c.ports.join(", ") || "none"}  tmpfs ${c.tmpfs.join(", ") || "none"}  volumes ${c.volumes.join(", ") || "none"}`);
     }
     out.push("", `Upstream key epochs: ${Object.entries(plan.keyEpochs).map(([id, e]) => `${id} ${e}`).join(", ")}`, "", "Policies");

@@ -23,11 +23,40 @@ describe("npm run review", () => {
         expect(code).toBe(0);
         for (const section of ["Agents", "Networks", "Containers", "Policies", "Secrets (presence only)"]) expect(stdout).toContain(`\n${section}\n`);
         expect(stdout).toMatch(/bart .* model anthropic\/claude-sonnet-4-5/);
-        expect(stdout).toMatch(/openclaw-dev-net-agent-bart\s+10\.\d+\.\d+\.\d+\/28\s+internal, bridge without host address/);
+        expect(stdout).toMatch(/openclaw-dev-net-agent-bart\s+on unix:\/\/\/var\/run\/docker\.sock\s+10\.\d+\.\d+\.\d+\/28\s+internal, bridge without host address/);
         expect(stdout).toContain("ports 127.0.0.1:18801->18789");
         expect(stdout).toContain("egress (enforce): github.com:443 *.githubusercontent.com:443 registry.npmjs.org:443");
         expect(stdout).toContain("pass  no-provider-keys (mandatory)");
         expect(stdout).toMatch(/OK: no mandatory violation \(\d+ advisory\)/);
+    });
+
+    it("says which host each container lands on, and the monitoring stack's exceptions with their reasons", () => {
+        const dev = readFileSync(path.join(REPO_ROOT, "Pulumi.dev.yaml"), "utf8");
+        const monitoring = `
+  openclaw:monitoring:
+    host: ssh://ops@monitor.example.net
+    publishAddress: 203.0.113.7
+    scrape: { address: agents.example.net, publishAddress: 198.51.100.4 }
+    hardeningExceptions: { uptimeKuma: { container-read-only: "writes outside its data volume at start" } }
+`;
+        const { code, stdout } = review("--stack", "pr", "--config-dir", stackDir(dev.replace("config:\n", `config:\n${monitoring.slice(1)}`)), "--json");
+        expect(code).toBe(0);
+        const hosts = Object.fromEntries(JSON.parse(stdout).containers.map((c: { name: string; host: string }) => [c.name, c.host]));
+        expect(hosts).toEqual({
+            "openclaw-pr-agent-bart": "unix:///var/run/docker.sock",
+            "openclaw-pr-agent-lisa": "unix:///var/run/docker.sock",
+            "openclaw-pr-key-proxy": "unix:///var/run/docker.sock",
+            "openclaw-pr-egress-gateway": "unix:///var/run/docker.sock",
+            "openclaw-pr-prometheus": "ssh://ops@monitor.example.net",
+            "openclaw-pr-grafana": "ssh://ops@monitor.example.net",
+            "openclaw-pr-uptime-kuma": "ssh://ops@monitor.example.net",
+        });
+        expect(JSON.parse(stdout).verdicts).toContainEqual({
+            policy: "container-read-only",
+            enforcementLevel: "advisory",
+            resource: "monitoring-uptime-kuma-container",
+            message: "root filesystem is writable: set readOnly (declared exception: writes outside its data volume at start)",
+        });
     });
 
     it("gives the same for machines with --json", () => {
