@@ -5,6 +5,16 @@ import { execFileSync, spawn } from "node:child_process";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hostPreparationScript } from "../components/monitoringConfig";
+import { requireDocker } from "./support/docker";
+
+/** Root makes network namespaces; the script checks Docker. Both are required in CI, skipped with a warning elsewhere. */
+function canRun(): boolean {
+    if (process.getuid?.() === 0) return requireDocker();
+    if (process.env.CI) throw new Error("CI=true but not root: the host preparation test creates a network namespace");
+    console.warn("not root: skipping the host preparation test (it runs in CI)");
+    return false;
+}
+const runnable = canRun();
 
 const NS = `openclaw-prep-${process.pid}`;
 const HOST_SIDE = { dev: `ocp${process.pid % 100000}h`, address: "10.199.77.1" };
@@ -35,7 +45,7 @@ function connects(port: number): Promise<boolean> {
 }
 
 beforeAll(async () => {
-    if (process.getuid?.() !== 0) throw new Error("this test creates a network namespace: run it as root (CI does)");
+    if (!runnable) return;
     run("ip", ["netns", "add", NS]);
     run("ip", ["link", "add", HOST_SIDE.dev, "type", "veth", "peer", "name", NS_SIDE.dev]);
     run("ip", ["link", "set", NS_SIDE.dev, "netns", NS]);
@@ -51,6 +61,7 @@ beforeAll(async () => {
 });
 
 afterAll(() => {
+    if (!runnable) return;
     listener?.kill();
     try {
         run("ip", ["link", "del", HOST_SIDE.dev]);
@@ -60,7 +71,7 @@ afterAll(() => {
     run("ip", ["netns", "del", NS]);
 });
 
-describe("host preparation, run in a network namespace", () => {
+describe.skipIf(!runnable)("host preparation, run in a network namespace", () => {
     it("before it runs, every port answers", async () => {
         expect(await connects(CLOSED)).toBe(true);
     });
