@@ -241,7 +241,7 @@ const schema = z
         openaiApiKey: z.string().min(1).optional(),
     })
     .superRefine((config, ctx) => {
-        const pool = checkPool(config.network.addressPool, ctx);
+        const pool = checkPrivateBlock(config.network.addressPool, ["network", "addressPool"], ctx);
 
         const names = new Map<string, number>();
         const hostPorts = new Map<number, string>();
@@ -279,7 +279,7 @@ const schema = z
             }
         }
 
-        const uplink = checkUplink(config.network.uplinkSubnet, ctx);
+        const uplink = checkPrivateBlock(config.network.uplinkSubnet, ["network", "uplinkSubnet"], ctx, [16, 29]);
         if (pool && uplink && overlaps(pool, uplink)) {
             ctx.addIssue({ code: "custom", path: ["network", "uplinkSubnet"], message: `${config.network.uplinkSubnet} overlaps the agents' pool ${config.network.addressPool}` });
         }
@@ -320,35 +320,18 @@ const schema = z
         }
     });
 
-function checkUplink(cidr: string, ctx: z.RefinementCtx) {
-    const path = ["network", "uplinkSubnet"];
+/**
+ * A block for Docker networks of ours: a valid IPv4 CIDR (with a prefix in `prefixes` when given), clear of Docker's
+ * default pools and inside the private ranges. Otherwise one issue at `path`, and undefined.
+ */
+function checkPrivateBlock(cidr: string, path: string[], ctx: z.RefinementCtx, prefixes?: [number, number]) {
     try {
         const block = parseBlock(cidr);
-        if (block.prefix < 16 || block.prefix > 29) throw new Error(`${cidr} must be between /16 and /29`);
+        if (prefixes && (block.prefix < prefixes[0] || block.prefix > prefixes[1])) throw new Error(`${cidr} must be between /${prefixes[0]} and /${prefixes[1]}`);
         const defaultPool = DOCKER_DEFAULT_POOLS.find((p) => overlaps(block, parseBlock(p)));
         if (defaultPool) throw new Error(`${cidr} overlaps Docker's default address pool ${defaultPool}`);
         if (!PRIVATE_RANGES.some((range) => contains(parseBlock(range), block))) throw new Error(`${cidr} must lie inside ${PRIVATE_RANGES.join(", ")}`);
         return block;
-    } catch (error) {
-        ctx.addIssue({ code: "custom", path, message: (error as Error).message });
-        return undefined;
-    }
-}
-
-function checkPool(cidr: string, ctx: z.RefinementCtx) {
-    const path = ["network", "addressPool"];
-    try {
-        const pool = parseBlock(cidr);
-        const defaultPool = DOCKER_DEFAULT_POOLS.find((p) => overlaps(pool, parseBlock(p)));
-        if (defaultPool) {
-            ctx.addIssue({ code: "custom", path, message: `${cidr} overlaps Docker's default address pool ${defaultPool}` });
-            return undefined;
-        }
-        if (!PRIVATE_RANGES.some((range) => contains(parseBlock(range), pool))) {
-            ctx.addIssue({ code: "custom", path, message: `${cidr} must lie inside ${PRIVATE_RANGES.join(", ")}` });
-            return undefined;
-        }
-        return pool;
     } catch (error) {
         ctx.addIssue({ code: "custom", path, message: (error as Error).message });
         return undefined;
