@@ -88,12 +88,8 @@ class SseSplitter {
         let start = 0;
         for (;;) {
             // indexOf, not a regex: this runs on every chunk of every metered stream.
-            const lf = this.pending.indexOf("\n\n", start);
-            const crlf = this.pending.indexOf("\r\n\r\n", start);
-            let end: number;
-            if (crlf >= 0 && (lf < 0 || crlf + 2 <= lf)) end = crlf + 4;
-            else if (lf >= 0) end = lf + 2;
-            else break;
+            const end = eventEnd(this.pending.indexOf("\n\n", start), this.pending.indexOf("\r\n\r\n", start));
+            if (end < 0) break;
             events.push(this.pending.slice(start, end));
             start = end;
         }
@@ -177,12 +173,15 @@ function cutOffEventMarker(bytes: Buffer, names: Buffer[], atLineStart: boolean)
     return -1;
 }
 
-/** The offset just past the first blank line (an event's end) in `bytes`, or -1. */
-function separatorEnd(bytes: Buffer): number {
-    const lf = bytes.indexOf(LF_LF);
-    const crlf = bytes.indexOf(CRLF_CRLF, 0);
+/** Where an event ends, given the first `\n\n` and `\r\n\r\n` after its start (-1 when absent): just past the earlier. */
+function eventEnd(lf: number, crlf: number): number {
     if (crlf >= 0 && (lf < 0 || crlf + 2 <= lf)) return crlf + 4;
     return lf >= 0 ? lf + 2 : -1;
+}
+
+/** The offset just past the first blank line (an event's end) in `bytes`, or -1. */
+function separatorEnd(bytes: Buffer): number {
+    return eventEnd(bytes.indexOf(LF_LF), bytes.indexOf(CRLF_CRLF));
 }
 
 /** The event's name when its first line names it (as both providers write them); cheap, no full parse. */
