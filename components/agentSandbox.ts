@@ -2,8 +2,8 @@ import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import type { AgentConfig } from "../infra/config";
-import { AGENT_HOME, AGENT_USER, ALIASES, EXCEPTION_LABELS, LABELS, PORTS, agentNetworkAddresses, dockerNames } from "../infra/topology";
-import { hardenedContainer } from "./hardening";
+import { AGENT_HOME, AGENT_USER, ALIASES, LABELS, PORTS, agentNetworkAddresses, dockerNames } from "../infra/topology";
+import { type PublishedPort, hardenedContainer, publishAddressLabel } from "./hardening";
 
 export interface ServiceEndpoint {
     address: pulumi.Input<string>;
@@ -161,6 +161,8 @@ export class AgentSandbox extends pulumi.ComponentResource {
             .all([keyProxyUrl, egressProxyUrl, args.keyProxy.address, this.credential])
             .apply(([url, egress, address, cred]) => agentEnvironment(url, egress, address, cred));
 
+        // The dashboard, on loopback unless the stack opted into another address.
+        const ports: PublishedPort[] = [{ internal: PORTS.agentDashboard, external: agent.dashboardPort, ip: args.publishAddress }];
         const { container } = hardenedContainer(
             name,
             {
@@ -172,13 +174,12 @@ export class AgentSandbox extends pulumi.ComponentResource {
                     [LABELS.stack]: stack,
                     [LABELS.role]: "agent",
                     [LABELS.agent]: agent.name,
-                    // A stack that publishes beyond loopback says so on the container, where policy and preview see it.
-                    ...(args.publishAddress !== "127.0.0.1" ? { [EXCEPTION_LABELS.publishAddress]: args.publishAddress } : {}),
+                    ...publishAddressLabel(ports),
                 },
                 healthcheck: { tests: AGENT_HEALTHCHECK, startPeriod: "60s" },
                 networks: [{ name: this.network.name, ipv4Address: this.addresses.agent }],
                 envs: pulumi.secret(envs),
-                ports: [{ internal: PORTS.agentDashboard, external: agent.dashboardPort, ip: args.publishAddress }],
+                ports,
                 volumes: [{ volumeName: state.name, containerPath: AGENT_HOME }],
                 tmpfs: { "/tmp": "256m" },
                 uploads: [{ file: OPENCLAW_CONFIG_PATH, content: pulumi.secret(config), permissions: "0644" }],

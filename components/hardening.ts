@@ -41,6 +41,15 @@ export interface PublishedPort {
     ip: string;
 }
 
+/**
+ * The label by which a container declares the host address its ports are published on, when that is not loopback:
+ * a stack that publishes beyond loopback says so on the container, where policy and preview see it.
+ */
+export function publishAddressLabel(ports: readonly PublishedPort[]): Record<string, string> {
+    const address = ports.find((port) => port.ip !== "127.0.0.1")?.ip;
+    return address ? { [EXCEPTION_LABELS.publishAddress]: address } : {};
+}
+
 export interface HardenedContainerSpec {
     /** The Docker container name. */
     containerName: string;

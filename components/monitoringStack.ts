@@ -6,8 +6,8 @@ import * as tls from "@pulumi/tls";
 import ipaddr from "ipaddr.js";
 import { createHash } from "node:crypto";
 import { type MonitoringConfig, type MonitoringService, sshTarget } from "../infra/config";
-import { EXCEPTION_LABELS, LABELS, PORTS, dockerNames } from "../infra/topology";
-import { type HardenedContainerSpec, type PublishedPort, hardenedContainer } from "./hardening";
+import { LABELS, PORTS, dockerNames } from "../infra/topology";
+import { type HardenedContainerSpec, type PublishedPort, hardenedContainer, publishAddressLabel } from "./hardening";
 import {
     MONITORING_PATHS,
     SCRAPE_JOBS,
@@ -165,7 +165,6 @@ export class MonitoringStack extends pulumi.ComponentResource {
                 ports: PublishedPort[];
             },
         ) => {
-            const publishAddress = spec.ports.find((port) => port.ip !== "127.0.0.1")?.ip;
             return hardenedContainer(
                 `${name}-${SERVICE_NAMES[service]}`,
                 {
@@ -176,7 +175,7 @@ export class MonitoringStack extends pulumi.ComponentResource {
                     labels: {
                         [LABELS.stack]: stack,
                         [LABELS.role]: SERVICE_NAMES[service],
-                        ...(publishAddress ? { [EXCEPTION_LABELS.publishAddress]: publishAddress } : {}),
+                        ...publishAddressLabel(spec.ports),
                     },
                     healthcheck: { tests: SERVICE_IMAGES[service].healthcheck, startPeriod: "60s" },
                     networks: [{ name: network.name, aliases: [SERVICE_NAMES[service]] }],

@@ -1,9 +1,9 @@
 import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
-import { EXCEPTION_LABELS, LABELS, SERVICE_NODE, SERVICE_NODE_OPTIONS, SERVICE_USER } from "../infra/topology";
+import { LABELS, SERVICE_NODE, SERVICE_NODE_OPTIONS, SERVICE_USER } from "../infra/topology";
 import type { Listen } from "../runtime/admin";
-import { type ContainerResources, type PublishedPort, hardenedContainer } from "./hardening";
+import { type ContainerResources, type PublishedPort, hardenedContainer, publishAddressLabel } from "./hardening";
 
 /**
  * The metrics endpoint the monitoring host scrapes across the internet: TLS with the program's own CA, a bearer
@@ -80,7 +80,6 @@ export function sharedServiceContainer(parent: pulumi.Resource, name: string, sp
     const published: PublishedPort[] = spec.remoteMetrics
         ? [{ internal: spec.remoteMetrics.containerPort, external: spec.remoteMetrics.publish.hostPort, ip: spec.remoteMetrics.publish.publishAddress }]
         : [];
-    const publishLabel: Record<string, string> = published.some((port) => port.ip !== "127.0.0.1") ? { [EXCEPTION_LABELS.publishAddress]: published[0].ip } : {};
     const { container } = hardenedContainer(
         name,
         {
@@ -88,7 +87,7 @@ export function sharedServiceContainer(parent: pulumi.Resource, name: string, sp
             image: spec.image,
             user: SERVICE_USER,
             resources: spec.resources,
-            labels: { [LABELS.stack]: spec.stack, [LABELS.role]: spec.role, ...publishLabel, ...spec.labels },
+            labels: { [LABELS.stack]: spec.stack, [LABELS.role]: spec.role, ...publishAddressLabel(published), ...spec.labels },
             healthcheck: { tests: ["CMD", SERVICE_NODE, spec.entry, "healthcheck"], interval: "15s", startPeriod: "10s" },
             networks: [{ name: spec.uplinkNetwork, ipv4Address: spec.uplinkAddress }],
             ports: published.length > 0 ? published : undefined,
