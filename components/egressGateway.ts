@@ -3,7 +3,7 @@ import * as pulumi from "@pulumi/pulumi";
 import type { EgressConfig, EgressRule } from "../infra/config";
 import { ALIASES, EGRESS_DATA_DIR, EGRESS_ENTRY, PORTS, dockerNames } from "../infra/topology";
 import type { Listen } from "../runtime/admin";
-import { type RemoteMetrics, connectAgent, serviceConfigEnv, sharedServiceContainer } from "./sharedService";
+import { type RemoteMetrics, connectAgent, sharedServiceContainer } from "./sharedService";
 
 /** What EgressGateway needs to know of one agent. */
 export interface EgressGatewayAgent {
@@ -70,10 +70,9 @@ export class EgressGateway extends pulumi.ComponentResource {
             uplinkAddress: args.uplinkAddress,
             dockerHost: args.dockerHost,
             alias: ALIASES.egressGateway,
-            envs: [
-                serviceConfigEnv("EGRESS_CONFIG", (remoteAdmin) => egressRuntimeConfig(config, remoteAdmin), { host: args.uplinkAddress, port: PORTS.egressMetricsTls }, args.remoteMetrics),
-            ],
-            remoteMetrics: args.remoteMetrics && { containerPort: PORTS.egressMetricsTls, publish: args.remoteMetrics },
+            runtimeConfig: { variable: "EGRESS_CONFIG", build: (remoteAdmin) => egressRuntimeConfig(config, remoteAdmin) },
+            metricsPort: PORTS.egressMetricsTls,
+            remoteMetrics: args.remoteMetrics,
             // The DNS sink listens on 53 without any capability: this lowers the privileged-port bound in
             // the container's own network namespace only.
             sysctls: { "net.ipv4.ip_unprivileged_port_start": String(PORTS.egressDns) },

@@ -5,7 +5,7 @@ import type { Budget } from "../proxy-image/src/budget";
 import { type KeyProxyConfig, PROVIDERS, type ProviderId } from "../infra/config";
 import { ALIASES, KEY_PROXY_DATA_DIR, KEY_PROXY_ENTRY, PORTS, dockerNames } from "../infra/topology";
 import type { Listen } from "../runtime/admin";
-import { type RemoteMetrics, connectAgent, serviceConfigEnv, sharedServiceContainer } from "./sharedService";
+import { type RemoteMetrics, connectAgent, sharedServiceContainer } from "./sharedService";
 
 /** What KeyProxy needs to know of one agent. */
 export interface KeyProxyAgent {
@@ -86,13 +86,6 @@ export class KeyProxy extends pulumi.ComponentResource {
             if (key === undefined) throw new Error(`KeyProxy: provider ${id} is enabled but has no key`);
             return pulumi.interpolate`KEYPROXY_KEY_${id.toUpperCase()}=${key}`;
         });
-        const runtimeConfig = serviceConfigEnv(
-            "KEYPROXY_CONFIG",
-            (remoteAdmin) => keyProxyRuntimeConfig(config, remoteAdmin),
-            { host: args.uplinkAddress, port: PORTS.keyProxyMetricsTls },
-            args.remoteMetrics,
-        );
-        const envs = pulumi.secret(pulumi.all([runtimeConfig, ...keyEnvs]));
 
         const epochLabels = Object.fromEntries(
             PROVIDERS.filter((id) => config.providers[id] !== undefined).map((id) => [`openclaw.key-epoch.${id}`, String(config.providers[id]!.keyEpoch)]),
@@ -110,8 +103,10 @@ export class KeyProxy extends pulumi.ComponentResource {
             uplinkAddress: args.uplinkAddress,
             dockerHost: args.dockerHost,
             alias: ALIASES.keyProxy,
-            remoteMetrics: args.remoteMetrics && { containerPort: PORTS.keyProxyMetricsTls, publish: args.remoteMetrics },
-            envs,
+            runtimeConfig: { variable: "KEYPROXY_CONFIG", build: (remoteAdmin) => keyProxyRuntimeConfig(config, remoteAdmin) },
+            envs: pulumi.secret(pulumi.all(keyEnvs)),
+            metricsPort: PORTS.keyProxyMetricsTls,
+            remoteMetrics: args.remoteMetrics,
             labels: epochLabels,
             stopTimeoutSeconds: DRAIN_SECONDS + 5,
         });

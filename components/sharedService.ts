@@ -18,24 +18,6 @@ export interface RemoteMetrics {
     bearerToken: pulumi.Input<string>;
 }
 
-/**
- * A service's config variable, built with its remote admin listener when it is monitored (then secret: it
- * carries the endpoint's private key and token).
- */
-export function serviceConfigEnv(
-    variable: string,
-    build: (remoteAdmin?: Listen) => object,
-    listen: { host: string; port: number },
-    remote: RemoteMetrics | undefined,
-): pulumi.Output<string> {
-    if (!remote) return pulumi.output(`${variable}=${JSON.stringify(build())}`);
-    return pulumi.secret(
-        pulumi
-            .all([remote.certPem, remote.keyPem, remote.bearerToken])
-            .apply(([certPem, keyPem, bearerToken]) => `${variable}=${JSON.stringify(build({ ...listen, tls: { certPem, keyPem }, bearerToken }))}`),
-    );
-}
-
 /** A shared service (KeyProxy, EgressGateway) that every agent network gets attached to. */
 export interface SharedService {
     /** Stable Docker name of the service's container. */
@@ -63,9 +45,13 @@ export interface SharedServiceSpec {
     uplinkAddress: string;
     dockerHost: string;
     alias: string;
-    envs: pulumi.Input<pulumi.Input<string>[]>;
-    /** The metrics endpoint published for the monitoring host: the container port and where it is published. */
-    remoteMetrics?: { containerPort: number; publish: Pick<RemoteMetrics, "publishAddress" | "hostPort"> };
+    /** The service's config variable, built with the remote admin listener when the stack is monitored. */
+    runtimeConfig: { variable: string; build: (remoteAdmin?: Listen) => object };
+    /** Environment besides the config (KeyProxy's keys). */
+    envs?: pulumi.Input<pulumi.Input<string>[]>;
+    /** The container port of the metrics endpoint for the monitoring host. */
+    metricsPort: number;
+    remoteMetrics?: RemoteMetrics;
     labels?: Record<string, string>;
     stopTimeoutSeconds?: number;
     sysctls?: Record<string, string>;
@@ -77,9 +63,8 @@ export interface SharedServiceSpec {
  */
 export function sharedServiceContainer(parent: pulumi.Resource, name: string, spec: SharedServiceSpec): SharedService {
     const data = new docker.Volume(`${name}-data`, { name: spec.volumeName, labels: [{ label: LABELS.stack, value: spec.stack }] }, { parent });
-    const published: PublishedPort[] = spec.remoteMetrics
-        ? [{ internal: spec.remoteMetrics.containerPort, external: spec.remoteMetrics.publish.hostPort, ip: spec.remoteMetrics.publish.publishAddress }]
-        : [];
+    const published: PublishedPort[] = spec.remoteMetrics ? [{ internal: spec.metricsPort, external: spec.remoteMetrics.hostPort, ip: spec.remoteMetrics.publishAddress }] : [];
+    const config = serviceConfigEnv(spec.runtimeConfig.variable, spec.runtimeConfig.build, { host: spec.uplinkAddress, port: spec.metricsPort }, spec.remoteMetrics);
     const { container } = hardenedContainer(
         name,
         {
@@ -91,7 +76,7 @@ export function sharedServiceContainer(parent: pulumi.Resource, name: string, sp
             healthcheck: { tests: ["CMD", SERVICE_NODE, spec.entry, "healthcheck"], interval: "15s", startPeriod: "10s" },
             networks: [{ name: spec.uplinkNetwork, ipv4Address: spec.uplinkAddress }],
             ports: published.length > 0 ? published : undefined,
-            envs: pulumi.output(spec.envs).apply((envs) => [`NODE_OPTIONS=${SERVICE_NODE_OPTIONS}`, ...envs]),
+            envs: pulumi.all([config, pulumi.output(spec.envs ?? [])]).apply(([configEnv, envs]) => [`NODE_OPTIONS=${SERVICE_NODE_OPTIONS}`, configEnv, ...envs]),
             volumes: [{ volumeName: data.name, containerPath: spec.dataDir }],
             tmpfs: { "/tmp": "16m" },
             stopTimeoutSeconds: spec.stopTimeoutSeconds,
@@ -101,6 +86,24 @@ export function sharedServiceContainer(parent: pulumi.Resource, name: string, sp
         { parent },
     );
     return { containerName: spec.containerName, container, cli: [SERVICE_NODE, spec.entry], alias: spec.alias, dockerHost: spec.dockerHost };
+}
+
+/**
+ * A service's config variable, built with its remote admin listener when it is monitored (then secret: it
+ * carries the endpoint's private key and token).
+ */
+function serviceConfigEnv(
+    variable: string,
+    build: (remoteAdmin?: Listen) => object,
+    listen: { host: string; port: number },
+    remote: RemoteMetrics | undefined,
+): pulumi.Output<string> {
+    if (!remote) return pulumi.output(`${variable}=${JSON.stringify(build())}`);
+    return pulumi.secret(
+        pulumi
+            .all([remote.certPem, remote.keyPem, remote.bearerToken])
+            .apply(([certPem, keyPem, bearerToken]) => `${variable}=${JSON.stringify(build({ ...listen, tls: { certPem, keyPem }, bearerToken }))}`),
+    );
 }
 
 /** Pure: commands that attach a running container to an agent network at a fixed address, and detach it. */

@@ -44,8 +44,8 @@ export function defineStack(config: StackConfig, stack: string): StackOutputs {
 
     // The monitoring VPS has its own Docker provider; the agents' host only serves it metrics.
     const monitoring = config.monitoring && new MonitoringStack("monitoring", { stack, config: config.monitoring });
-    const remoteMetrics = (hostPort: number): RemoteMetrics | undefined =>
-        monitoring && { publishAddress: config.monitoring!.scrape.publishAddress, hostPort, ...monitoring.scrapeCredentials };
+    const remoteMetrics = (service: "keyProxy" | "egressGateway"): RemoteMetrics | undefined =>
+        monitoring && config.monitoring && { publishAddress: config.monitoring.scrape.publishAddress, hostPort: config.monitoring.scrape.ports[service], ...monitoring.scrapeCredentials };
 
     const sandboxes = config.agents.map((agent) => {
         const addresses = agentNetworkAddresses(agent.subnet);
@@ -79,7 +79,7 @@ export function defineStack(config: StackConfig, stack: string): StackOutputs {
             uplinkAddress: uplinkAt.keyProxy,
             dockerHost: config.dockerHost,
             agents: sandboxes.map((sandbox) => ({ ...sandbox.link("keyProxy"), credential: sandbox.credential, budget: sandbox.agent.budget })),
-            remoteMetrics: remoteMetrics(config.monitoring?.scrape.ports.keyProxy ?? 0),
+            remoteMetrics: remoteMetrics("keyProxy"),
         },
         onAgentsHost,
     );
@@ -95,7 +95,7 @@ export function defineStack(config: StackConfig, stack: string): StackOutputs {
             uplinkNetwork: uplink.name,
             uplinkAddress: uplinkAt.egressGateway,
             dockerHost: config.dockerHost,
-            remoteMetrics: remoteMetrics(config.monitoring?.scrape.ports.egressGateway ?? 0),
+            remoteMetrics: remoteMetrics("egressGateway"),
             agents: sandboxes.map((sandbox) => ({ ...sandbox.link("egressGateway"), mode: sandbox.agent.egress.mode, allow: sandbox.agent.egress.allow })),
         },
         onAgentsHost,
