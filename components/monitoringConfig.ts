@@ -40,8 +40,6 @@ export interface PrometheusConfigInput {
     caFile: string;
     tokenFile: string;
     rulesFile: string;
-    /** The name the metrics certificate carries, when it differs from the target's host. */
-    serverName?: string;
     /** Where Prometheus scrapes itself (its own listener). */
     selfTarget?: string;
 }
@@ -58,7 +56,7 @@ export function prometheusConfig(input: PrometheusConfigInput): string {
                 scheme: "https",
                 metrics_path: "/metrics",
                 authorization: { type: "Bearer", credentials_file: input.tokenFile },
-                tls_config: { ca_file: input.caFile, min_version: "TLS12", insecure_skip_verify: false, ...(input.serverName ? { server_name: input.serverName } : {}) },
+                tls_config: { ca_file: input.caFile, min_version: "TLS12", insecure_skip_verify: false },
                 static_configs: [{ targets: [endpoint.target] }],
             })),
         ],

@@ -21,6 +21,7 @@ import {
     prometheusConfig,
     uptimeKumaWatchList,
 } from "./monitoringConfig";
+import type { RemoteMetrics } from "./sharedService";
 
 export interface MonitoringStackArgs {
     stack: string;
@@ -28,11 +29,7 @@ export interface MonitoringStackArgs {
 }
 
 /** What the agents' host serves the monitoring host's scrapes with. */
-export interface ScrapeCredentials {
-    certPem: pulumi.Output<string>;
-    keyPem: pulumi.Output<string>;
-    bearerToken: pulumi.Output<string>;
-}
+export type ScrapeCredentials = Pick<RemoteMetrics, "certPem" | "keyPem" | "bearerToken">;
 
 /** Each monitoring image's user (never root) and health check, as the images ship them. */
 const SERVICE_IMAGES: Record<MonitoringService, { user: string; healthcheck: string[] }> = {
