@@ -150,19 +150,12 @@ export class MonitoringStack extends pulumi.ComponentResource {
                 { name: dockerNames.monitoringVolume(stack, SERVICE_NAMES[service], purpose), labels: [{ label: LABELS.stack, value: stack }] },
                 onHost,
             );
-        /** A service's data volume at `dataPath`, and its config volume (where the generated files go). */
-        const dataAndConfig = (service: MonitoringService, dataPath: string) => [
-            { volume: volume(service, "data"), containerPath: dataPath },
-            { volume: volume(service, "config"), containerPath: MONITORING_PATHS.config },
-        ];
-        const service = (
+        /** A hardened service container with its data volume at `dataPath` and its config volume (the generated files). */
+        const serviceContainer = (
             service: MonitoringService,
-            spec: Pick<HardenedContainerSpec, "envs" | "command" | "uploads" | "tmpfs" | "sysctls"> & {
-                volumes: { volume: docker.Volume; containerPath: string }[];
-                ports: PublishedPort[];
-            },
-        ) => {
-            return hardenedContainer(
+            spec: Pick<HardenedContainerSpec, "envs" | "command" | "uploads" | "sysctls"> & { dataPath: string; ports: PublishedPort[] },
+        ) =>
+            hardenedContainer(
                 `${name}-${SERVICE_NAMES[service]}`,
                 {
                     containerName: dockerNames.monitoringContainer(stack, SERVICE_NAMES[service]),
@@ -179,8 +172,11 @@ export class MonitoringStack extends pulumi.ComponentResource {
                     envs: spec.envs,
                     command: spec.command,
                     ports: spec.ports,
-                    volumes: spec.volumes.map((v) => ({ volumeName: v.volume.name, containerPath: v.containerPath })),
-                    tmpfs: spec.tmpfs ?? { "/tmp": "64m" },
+                    volumes: [
+                        { volumeName: volume(service, "data").name, containerPath: spec.dataPath },
+                        { volumeName: volume(service, "config").name, containerPath: MONITORING_PATHS.config },
+                    ],
+                    tmpfs: { "/tmp": "64m" },
                     uploads: spec.uploads,
                     sysctls: spec.sysctls,
                     exceptions: config.hardeningExceptions[service],
@@ -188,18 +184,17 @@ export class MonitoringStack extends pulumi.ComponentResource {
                 config.host,
                 onHost,
             );
-        };
 
         // Config files go onto a config volume: Docker copies files into a read-only container only onto volumes.
         const endpoints = scrapeEndpoints(config);
-        service("prometheus", {
+        serviceContainer("prometheus", {
             command: [
                 `--config.file=${MONITORING_PATHS.prometheusConfig}`,
                 `--storage.tsdb.path=${MONITORING_PATHS.prometheusData}`,
                 `--storage.tsdb.retention.time=${config.retentionDays}d`,
                 `--web.listen-address=0.0.0.0:${PORTS.prometheus}`,
             ],
-            volumes: dataAndConfig("prometheus", MONITORING_PATHS.prometheusData),
+            dataPath: MONITORING_PATHS.prometheusData,
             uploads: [
                 {
                     file: MONITORING_PATHS.prometheusConfig,
@@ -215,7 +210,7 @@ export class MonitoringStack extends pulumi.ComponentResource {
 
         const adminPassword = new random.RandomPassword(`${name}-grafana-admin-password`, { length: 32, special: false }, { parent: this });
         this.grafanaAdminPassword = pulumi.secret(adminPassword.result);
-        service("grafana", {
+        serviceContainer("grafana", {
             envs: [
                 "GF_SECURITY_ADMIN_USER=admin",
                 `GF_SECURITY_ADMIN_PASSWORD__FILE=${MONITORING_PATHS.grafanaAdminPassword}`,
@@ -235,7 +230,7 @@ export class MonitoringStack extends pulumi.ComponentResource {
                 `GF_SERVER_CERT_FILE=${MONITORING_PATHS.uiCert}`,
                 `GF_SERVER_CERT_KEY=${MONITORING_PATHS.uiKey}`,
             ],
-            volumes: dataAndConfig("grafana", MONITORING_PATHS.grafanaData),
+            dataPath: MONITORING_PATHS.grafanaData,
             uploads: [
                 { file: MONITORING_PATHS.grafanaAdminPassword, content: this.grafanaAdminPassword },
                 ...uiTls,
@@ -246,14 +241,14 @@ export class MonitoringStack extends pulumi.ComponentResource {
             ports: [{ internal: PORTS.grafana, external: config.ports.grafana, ip: config.publishAddress }],
         });
 
-        service("uptimeKuma", {
+        serviceContainer("uptimeKuma", {
             envs: [
                 `UPTIME_KUMA_PORT=${PORTS.uptimeKuma}`,
                 `DATA_DIR=${MONITORING_PATHS.uptimeKumaData}/`,
                 `UPTIME_KUMA_SSL_CERT=${MONITORING_PATHS.uiCert}`,
                 `UPTIME_KUMA_SSL_KEY=${MONITORING_PATHS.uiKey}`,
             ],
-            volumes: dataAndConfig("uptimeKuma", MONITORING_PATHS.uptimeKumaData),
+            dataPath: MONITORING_PATHS.uptimeKumaData,
             uploads: uiTls,
             ports: [{ internal: PORTS.uptimeKuma, external: config.ports.uptimeKuma, ip: config.publishAddress }],
             // Ping monitors without CAP_NET_RAW: unprivileged ICMP sockets, in this container's namespace only.
