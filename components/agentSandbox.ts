@@ -3,7 +3,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import type { AgentConfig } from "../infra/config";
 import { AGENT_HOME, AGENT_USER, ALIASES, LABELS, PORTS, agentNetworkAddresses, dockerNames } from "../infra/topology";
-import { type PublishedPort, hardenedContainer, publishAddressLabel } from "./hardening";
+import { hardenedContainer } from "./hardening";
 
 export interface ServiceEndpoint {
     address: pulumi.Input<string>;
@@ -37,47 +37,72 @@ export const AGENT_NETWORK_OPTIONS: Record<string, string> = {
 };
 
 /**
- * Where the operator-managed OpenClaw config lives (OPENCLAW_CONFIG_PATH points there). Uploads go into a
- * directory that exists when the container is created: a read-only root refuses them everywhere but in a
- * volume, and the provider copies into the file's directory. So: the top of the state volume.
+ * Where the operator's OpenClaw config lives in the agent container: on its own volume, mounted read-only, so the
+ * agent process can neither change it nor replace it (a file in its writable home could be renamed away).
  */
-export const OPENCLAW_CONFIG_PATH = `${AGENT_HOME}/openclaw-managed.json`;
+export const OPENCLAW_CONFIG_DIR = "/etc/openclaw";
+export const OPENCLAW_CONFIG_PATH = `${OPENCLAW_CONFIG_DIR}/openclaw.json`;
 
 export interface OpenClawConfigInput {
     agent: AgentConfig;
     keyProxyUrl: string;
     credential: string;
     dashboardToken: string;
+    /** The browser origins the Control UI is opened from. */
+    dashboardOrigins: string[];
 }
 
-/** The agent's OpenClaw config: both providers point at KeyProxy, with the agent's credential as their key. */
-export function openClawConfig({ agent, keyProxyUrl, credential, dashboardToken }: OpenClawConfigInput): string {
-    return JSON.stringify(
-        {
-            gateway: { mode: "local", bind: "lan", port: PORTS.agentDashboard, auth: { mode: "token", token: dashboardToken } },
-            models: {
-                mode: "merge",
-                providers: {
-                    anthropic: { baseUrl: `${keyProxyUrl}/anthropic`, apiKey: credential, api: "anthropic-messages" },
-                    openai: { baseUrl: `${keyProxyUrl}/openai/v1`, apiKey: credential, api: "openai-completions" },
-                },
-            },
-            agents: { defaults: { model: { primary: agent.model } } },
+/**
+ * The agent's OpenClaw config. Both providers point at KeyProxy with the agent's credential as their key (the
+ * only place the credential is given: no API-key variables in the environment); `models.mode: replace` so no
+ * catalog the agent writes can add or redirect a provider; telemetry and update checks off; the gateway's
+ * OpenAI-compatible HTTP endpoints off.
+ */
+export function openClawConfig({ agent, keyProxyUrl, credential, dashboardToken, dashboardOrigins }: OpenClawConfigInput) {
+    // With `replace` there is no discovery: the catalog is what is declared here, the agent's own model.
+    const [modelProvider, modelId] = [agent.model.slice(0, agent.model.indexOf("/")), agent.model.slice(agent.model.indexOf("/") + 1)];
+    const models = (provider: string) => (provider === modelProvider ? [{ id: modelId, name: modelId }] : []);
+    return {
+        gateway: {
+            mode: "local",
+            bind: "lan",
+            port: PORTS.agentDashboard,
+            auth: { mode: "token", token: dashboardToken, rateLimit: DASHBOARD_AUTH_RATE_LIMIT },
+            controlUi: { allowedOrigins: dashboardOrigins },
+            http: { endpoints: { chatCompletions: { enabled: false }, responses: { enabled: false } } },
         },
-        null,
-        2,
-    );
+        models: {
+            mode: "replace",
+            providers: {
+                anthropic: { baseUrl: `${keyProxyUrl}/anthropic`, apiKey: credential, api: "anthropic-messages", models: models("anthropic") },
+                openai: { baseUrl: `${keyProxyUrl}/openai/v1`, apiKey: credential, api: "openai-completions", models: models("openai") },
+            },
+        },
+        agents: { defaults: { model: { primary: agent.model } } },
+        discovery: { mdns: { mode: "off" } },
+        telemetry: { enabled: false },
+        update: { checkOnStart: false, auto: { enabled: false } },
+    };
 }
 
-export function agentEnvironment(keyProxyUrl: string, egressProxyUrl: string, keyProxyAddress: string, credential: string): string[] {
+/** Failed gateway sign-ins: 10 a minute, then a 5-minute lockout (OpenClaw's audit warns without a limit). */
+const DASHBOARD_AUTH_RATE_LIMIT = { maxAttempts: 10, windowMs: 60_000, lockoutMs: 300_000 };
+
+/** The browser origins of the dashboard: the forwarded local port, by address and by name when it is loopback. */
+export function dashboardOrigins(publishAddress: string, port: number): string[] {
+    const origins = [`http://${publishAddress}:${port}`];
+    if (publishAddress === "127.0.0.1") origins.push(`http://localhost:${port}`);
+    return origins;
+}
+
+/** The agent's environment: where its config is, and the egress proxy. No credential, no provider URL. */
+export function agentEnvironment(egressProxyUrl: string, keyProxyAddress: string): string[] {
     const noProxy = [keyProxyAddress, ALIASES.keyProxy, "localhost", "127.0.0.1"].join(",");
     return [
         `HOME=${AGENT_HOME}`,
         `OPENCLAW_CONFIG_PATH=${OPENCLAW_CONFIG_PATH}`,
-        `ANTHROPIC_BASE_URL=${keyProxyUrl}/anthropic`,
-        `OPENAI_BASE_URL=${keyProxyUrl}/openai/v1`,
-        `ANTHROPIC_API_KEY=${credential}`,
-        `OPENAI_API_KEY=${credential}`,
+        "OPENCLAW_NO_AUTO_UPDATE=1",
+        "DO_NOT_TRACK=1",
         `HTTP_PROXY=${egressProxyUrl}`,
         `HTTPS_PROXY=${egressProxyUrl}`,
         `http_proxy=${egressProxyUrl}`,
@@ -87,13 +112,23 @@ export function agentEnvironment(keyProxyUrl: string, egressProxyUrl: string, ke
     ];
 }
 
-/** Health: the dashboard port accepts connections. Uses the image's node, since it has no curl. */
+/** Health: the gateway answers /healthz. Uses the image's node, since it has no curl. */
 export const AGENT_HEALTHCHECK = [
     "CMD",
     "node",
     "-e",
-    `require("net").connect(${PORTS.agentDashboard},"127.0.0.1").on("connect",()=>process.exit(0)).on("error",()=>process.exit(1))`,
+    `fetch("http://127.0.0.1:${PORTS.agentDashboard}/healthz").then((r)=>process.exit(r.ok?0:1),()=>process.exit(1))`,
 ];
+
+const CONFIG_WRITER_RESOURCES = { memoryMb: 128, cpus: 0.5, pids: 16 };
+/** Where the upload lands in the writer's view of the config volume, and the writer's script. */
+const CONFIG_UPLOAD_PATH = `${AGENT_HOME}/.incoming.json`;
+const CONFIG_FILE_NAME = OPENCLAW_CONFIG_PATH.slice(OPENCLAW_CONFIG_DIR.length + 1);
+export const CONFIG_WRITER_SCRIPT = [
+    `const fs=require("fs"),to=${JSON.stringify(`${AGENT_HOME}/${CONFIG_FILE_NAME}`)},next=to+".next";`,
+    `fs.rmSync(next,{force:true});fs.writeFileSync(next,fs.readFileSync(${JSON.stringify(CONFIG_UPLOAD_PATH)}),{mode:0o400});`,
+    `fs.renameSync(next,to);fs.rmSync(${JSON.stringify(CONFIG_UPLOAD_PATH)});`,
+].join("");
 
 /**
  * One OpenClaw agent: its internal network with its own subnet, its hardened container, its state volume,
@@ -154,15 +189,17 @@ export class AgentSandbox extends pulumi.ComponentResource {
 
         const keyProxyUrl = pulumi.interpolate`http://${args.keyProxy.address}:${args.keyProxy.port}`;
         const egressProxyUrl = pulumi.interpolate`http://${args.egressGateway.address}:${args.egressGateway.port}`;
+        const origins = dashboardOrigins(args.publishAddress, agent.dashboardPort);
         const config = pulumi
             .all([keyProxyUrl, this.credential, this.dashboardToken])
-            .apply(([url, cred, token]) => openClawConfig({ agent, keyProxyUrl: url, credential: cred, dashboardToken: token }));
-        const envs = pulumi
-            .all([keyProxyUrl, egressProxyUrl, args.keyProxy.address, this.credential])
-            .apply(([url, egress, address, cred]) => agentEnvironment(url, egress, address, cred));
+            .apply(([url, cred, token]) =>
+                JSON.stringify(openClawConfig({ agent, keyProxyUrl: url, credential: cred, dashboardToken: token, dashboardOrigins: origins }), null, 2),
+            );
+        const configVolume = this.writeConfig(name, args, pulumi.secret(config));
+        const envs = pulumi.all([egressProxyUrl, args.keyProxy.address]).apply(([egress, address]) => agentEnvironment(egress, address));
 
-        // The dashboard, on loopback unless the stack opted into another address.
-        const ports: PublishedPort[] = [{ internal: PORTS.agentDashboard, external: agent.dashboardPort, ip: args.publishAddress }];
+        // No published port: the agent network has no host address, so the host cannot reach the container. The
+        // dashboard is forwarded into the container's own loopback by `npm run bridge -- dashboard <agent>`.
         const { container } = hardenedContainer(
             name,
             {
@@ -174,23 +211,25 @@ export class AgentSandbox extends pulumi.ComponentResource {
                     [LABELS.stack]: stack,
                     [LABELS.role]: "agent",
                     [LABELS.agent]: agent.name,
-                    ...publishAddressLabel(ports),
+                    [LABELS.dashboardPort]: String(agent.dashboardPort),
                 },
-                healthcheck: { tests: AGENT_HEALTHCHECK, startPeriod: "60s" },
+                healthcheck: { tests: AGENT_HEALTHCHECK, startPeriod: "90s" },
                 networks: [{ name: this.network.name, ipv4Address: this.addresses.agent }],
-                envs: pulumi.secret(envs),
-                ports,
-                volumes: [{ volumeName: state.name, containerPath: AGENT_HOME }],
+                envs,
+                volumes: [
+                    { volumeName: state.name, containerPath: AGENT_HOME },
+                    { volumeName: configVolume.volume.name, containerPath: OPENCLAW_CONFIG_DIR, readOnly: true },
+                ],
                 tmpfs: { "/tmp": "256m" },
-                uploads: [{ file: OPENCLAW_CONFIG_PATH, content: pulumi.secret(config), permissions: "0644" }],
                 dns: [args.dnsServer],
                 hostname: agent.name,
+                runtime: agent.runtime,
             },
             args.dockerHost,
-            { parent: this },
+            { parent: this, dependsOn: [configVolume.writer] },
         );
         this.container = container;
-        this.dashboardUrl = `http://${args.publishAddress}:${agent.dashboardPort}/`;
+        this.dashboardUrl = `${origins[0]}/`;
 
         this.link = (service) => ({ name: agent.name, network: this.network.name, subnet: agent.subnet, address: this.addresses[service] });
 
@@ -200,5 +239,40 @@ export class AgentSandbox extends pulumi.ComponentResource {
             container: this.container.name,
             dashboardUrl: this.dashboardUrl,
         });
+    }
+
+    /**
+     * The config volume and the one-shot container that fills it. Docker uploads the config into the volume as
+     * root (world-readable, 0444); the writer, running once as the agent's user, turns it into a file the agent's
+     * user owns with mode 0400 (OpenClaw's audit rejects a world-readable config) and exits. The agent mounts the
+     * volume read-only. A new config replaces only the writer; the agent's gateway reloads the file.
+     */
+    private writeConfig(name: string, args: AgentSandboxArgs, content: pulumi.Output<string>) {
+        const { agent, stack } = args;
+        const volume = new docker.Volume(
+            `${name}-config`,
+            { name: dockerNames.agentConfigVolume(stack, agent.name), labels: [{ label: LABELS.agent, value: agent.name }] },
+            { parent: this },
+        );
+        const { container: writer } = hardenedContainer(
+            `${name}-config-writer`,
+            {
+                containerName: dockerNames.agentConfigWriter(stack, agent.name),
+                image: agent.image,
+                user: AGENT_USER,
+                resources: CONFIG_WRITER_RESOURCES,
+                labels: { [LABELS.stack]: stack, [LABELS.role]: "agent-config", [LABELS.agent]: agent.name },
+                healthcheck: { tests: ["NONE"] },
+                networks: [],
+                // Mounted where the image has the agent user's home, so a new volume starts owned by that user.
+                volumes: [{ volumeName: volume.name, containerPath: AGENT_HOME }],
+                uploads: [{ file: CONFIG_UPLOAD_PATH, content, permissions: "0444" }],
+                command: ["node", "-e", CONFIG_WRITER_SCRIPT],
+                runOnce: true,
+            },
+            args.dockerHost,
+            { parent: this },
+        );
+        return { volume, writer };
     }
 }

@@ -75,6 +75,10 @@ export interface HardenedContainerSpec {
     sysctls?: Record<string, string>;
     /** Hardening the image cannot take, each with its reason: relaxed here, labelled, and reported by the policy pack. */
     exceptions?: Partial<Record<RelaxablePolicy, string>>;
+    /** An OCI runtime other than the engine's default, e.g. `runsc` (gVisor). */
+    runtime?: string;
+    /** A one-shot job with no network: the provider waits for it to exit, and it is never restarted. */
+    runOnce?: boolean;
 }
 
 /** What each relaxable policy's exception changes in the container's inputs. */
@@ -125,7 +129,8 @@ export function hardenedContainerArgs(spec: HardenedContainerSpec): docker.Conta
             startPeriod: spec.healthcheck.startPeriod ?? "20s",
             retries: spec.healthcheck.retries ?? 3,
         },
-        networksAdvanced: spec.networks,
+        networksAdvanced: spec.networks.length > 0 ? spec.networks : undefined,
+        networkMode: spec.networks.length > 0 ? undefined : "none",
         envs: spec.envs,
         command: spec.command,
         ports: spec.ports?.map((p) => ({ internal: p.internal, external: p.external, ip: p.ip, protocol: "tcp" })),
@@ -136,7 +141,8 @@ export function hardenedContainerArgs(spec: HardenedContainerSpec): docker.Conta
         hostname: spec.hostname,
         stopTimeout: spec.stopTimeoutSeconds,
         sysctls: spec.sysctls,
-        mustRun: true,
+        runtime: spec.runtime,
+        ...(spec.runOnce ? { attach: true, mustRun: false, restart: "no" } : { mustRun: true }),
     };
 }
 

@@ -5,6 +5,7 @@ import { priceSchema } from "../proxy-image/src/config";
 import { canonicalHost } from "../runtime/hostnames";
 import { AGENT_NAME } from "../runtime/registry";
 import { DOCKER_DEFAULT_POOLS, PRIVATE_RANGES, allocateSubnets, contains, overlaps, parseBlock, slotCount } from "./subnets";
+import { OPENCLAW_IMAGE } from "./openclaw";
 import { MAX_AGENT_PREFIX, MIN_AGENT_PREFIX } from "./topology";
 
 /** The config namespace: Pulumi.yaml's project name. */
@@ -117,7 +118,7 @@ const budget = z
 
 const agent = z.strictObject({
     name: dnsLabel,
-    image,
+    image: image.default(OPENCLAW_IMAGE),
     dashboardPort: hostPort,
     model: z
         .string()
@@ -133,6 +134,8 @@ const agent = z.strictObject({
     budget,
     credentialEpoch: epoch.default(1),
     subnet: z.string().optional(),
+    /** An OCI runtime registered with the Docker engine, e.g. `runsc` for gVisor. */
+    runtime: z.string().regex(/^[a-z][a-z0-9._-]{0,62}$/, "must be the name of a runtime registered with the Docker engine, e.g. runsc").optional(),
 });
 
 const provider = (defaultBaseUrl: string) =>

@@ -73,6 +73,8 @@ export const dockerNames = {
     agentNetwork: (stack: string, agent: string) => `openclaw-${stack}-net-agent-${agent}`,
     agentContainer: (stack: string, agent: string) => `openclaw-${stack}-agent-${agent}`,
     agentStateVolume: (stack: string, agent: string) => `openclaw-${stack}-agent-${agent}-state`,
+    agentConfigVolume: (stack: string, agent: string) => `openclaw-${stack}-agent-${agent}-config`,
+    agentConfigWriter: (stack: string, agent: string) => `openclaw-${stack}-agent-${agent}-config-writer`,
     monitoringNetwork: (stack: string) => `openclaw-${stack}-monitoring`,
     monitoringContainer: (stack: string, service: string) => `openclaw-${stack}-${service}`,
     monitoringVolume: (stack: string, service: string, purpose: "data" | "config") => `openclaw-${stack}-${service}-${purpose}`,
@@ -106,4 +108,6 @@ export const LABELS = {
     stack: "openclaw.stack",
     role: "openclaw.role",
     agent: "openclaw.agent",
+    /** The local port `npm run bridge -- dashboard` forwards to an agent's gateway (its allowed browser origin). */
+    dashboardPort: "openclaw.dashboard-port",
 } as const;

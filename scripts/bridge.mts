@@ -1,16 +1,20 @@
 // The operator CLI (the multi-agent bridge): npm run bridge -- --help
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import { dockerNames } from "../infra/topology.ts";
 import {
     type AgentContainer,
+    type Command,
     BridgeError,
     EXIT,
     type Invocation,
     USAGE,
     addAgentToStackFile,
+    DASHBOARD_PIPE,
     agentArgv,
+    agentFailure,
     agentsFromInspect,
     budgetsFromMetrics,
     parseAgentOutput,
@@ -62,7 +66,7 @@ async function run({ stack, json, command }: Invocation): Promise<number> {
             if (result.error && (result.error as NodeJS.ErrnoException).code === "ETIMEDOUT") {
                 throw new BridgeError(`agent '${command.agent}' gave no answer within ${command.timeoutSeconds} s`, EXIT.timeout);
             }
-            if (result.status !== 0) throw new BridgeError(`the agent's command failed (exit ${result.status}): ${result.stderr.trim().slice(0, 500)}`, EXIT.commandFailed);
+            if (result.status !== 0) throw agentFailure(result.status, result.stdout, result.stderr);
             const value = parseAgentOutput(result.stdout);
             print(json, { agent: command.agent, result: value }, JSON.stringify(value, null, 2));
             return EXIT.ok;
@@ -83,6 +87,8 @@ async function run({ stack, json, command }: Invocation): Promise<number> {
             print(json, rows, text);
             return EXIT.ok;
         }
+        case "dashboard":
+            return forwardDashboard(env, stack, command);
         case "logs": {
             const agent = findAgent(env, stack, command.agent);
             const child = spawn("docker", ["logs", ...(command.follow ? ["-f"] : []), agent.container], { env, stdio: "inherit" });
@@ -97,6 +103,47 @@ async function run({ stack, json, command }: Invocation): Promise<number> {
             return EXIT.ok;
         }
     }
+}
+
+/**
+ * Serves the agent's dashboard on 127.0.0.1: each connection becomes a `docker exec` pipe to the gateway on the
+ * container's loopback, so it works for any Docker host the CLI reaches (local socket or ssh://) and the agent
+ * network needs no route from the host.
+ */
+async function forwardDashboard(env: NodeJS.ProcessEnv, stack: string, command: Extract<Command, { name: "dashboard" }>): Promise<number> {
+    const agent = findAgent(env, stack, command.agent);
+    if (agent.state !== "running") throw new BridgeError(`agent '${command.agent}' is ${agent.state}, not running`, EXIT.notRunning);
+    const port = command.port ?? agent.dashboardPort;
+    if (port === null) throw new BridgeError(`agent '${command.agent}' has no dashboard port label; give one with --port`, EXIT.usage);
+    const sockets = new Set<net.Socket>();
+    const server = net.createServer((socket) => {
+        sockets.add(socket);
+        socket.on("close", () => sockets.delete(socket));
+        const pipe = spawn("docker", ["exec", "-i", agent.container, ...DASHBOARD_PIPE], { env, stdio: ["pipe", "pipe", "ignore"] });
+        socket.pipe(pipe.stdin);
+        pipe.stdout.pipe(socket);
+        socket.on("error", () => pipe.kill());
+        socket.on("close", () => pipe.kill());
+        pipe.on("exit", () => socket.destroy());
+    });
+    await new Promise<void>((resolve, reject) => server.once("error", reject).listen(port, "127.0.0.1", resolve));
+    let url = `http://127.0.0.1:${port}/`;
+    if (command.withToken) {
+        const token = docker(env, ["exec", agent.container, "node", "-e", `process.stdout.write(require(process.env.OPENCLAW_CONFIG_PATH).gateway.auth.token)`]);
+        if (token.status !== 0) throw new BridgeError(`could not read the gateway token: ${token.stderr.trim()}`, EXIT.commandFailed);
+        url += `#token=${token.stdout.trim()}`;
+    }
+    console.log(`dashboard of '${command.agent}' at ${url} (Ctrl-C to stop)`);
+    if (!command.withToken) console.log("sign in with the agent's gateway token (shown by --with-token, or `pulumi stack output --show-secrets`)");
+    await new Promise<void>((resolve) => {
+        for (const signal of ["SIGINT", "SIGTERM"] as const) {
+            process.once(signal, () => {
+                server.close(() => resolve());
+                for (const socket of sockets) socket.destroy();
+            });
+        }
+    });
+    return EXIT.ok;
 }
 
 try {

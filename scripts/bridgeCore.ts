@@ -2,6 +2,8 @@
 // stack file. The shell around them (scripts/bridge.mts) only talks to Docker and prints.
 import { Document, isMap, isSeq, parseDocument } from "yaml";
 import { ConfigError, NAMESPACE, parseStackConfig } from "../infra/config";
+import { OPENCLAW_AGENT_COMMAND } from "../infra/openclaw";
+import { LABELS, PORTS } from "../infra/topology";
 import { AGENT_NAME } from "../runtime/registry";
 
 export const EXIT = {
@@ -24,7 +26,7 @@ export class BridgeError extends Error {
     }
 }
 
-export const DEFAULT_AGENT_COMMAND = "openclaw agent --local -m {task} --json";
+export const DEFAULT_AGENT_COMMAND = OPENCLAW_AGENT_COMMAND;
 
 export const USAGE = `usage: npm run bridge -- [--stack NAME] [--json] <command>
 
@@ -32,6 +34,8 @@ commands:
   send <agent> "<task>"   run the agent's one-shot command with the task, print its JSON result
                           --timeout SECONDS (default 300), --exec "<command with {task}>" (default "${DEFAULT_AGENT_COMMAND}")
   list                    agents with state, health, dashboard URL and budget used
+  dashboard <agent>       forward the agent's dashboard to 127.0.0.1:<its dashboardPort> until Ctrl-C
+                          --port N (another local port), --with-token (print the URL with the gateway token)
   logs <agent> [-f]       the agent's container log; -f follows it
   add <name>              add an agent to Pulumi.<stack>.yaml (--image, --port, --daily-usd), then preview
 
@@ -42,6 +46,7 @@ exit codes: 0 ok, 2 usage, 3 unknown agent, 4 not running, 5 timeout, 6 output n
 export type Command =
     | { name: "send"; agent: string; task: string; timeoutSeconds: number; exec: string }
     | { name: "list" }
+    | { name: "dashboard"; agent: string; port?: number; withToken: boolean }
     | { name: "logs"; agent: string; follow: boolean }
     | { name: "add"; agent: string; image?: string; port?: number; dailyUsd: number }
     | { name: "help" };
@@ -65,7 +70,7 @@ export function parseArgs(argv: readonly string[]): Invocation {
             const value = argv[++i];
             if (value === undefined) throw new BridgeError(`${arg} needs a value`, EXIT.usage);
             flags.set(arg, value);
-        } else if (arg === "--json" || arg === "-f" || arg === "--follow") flags.set(arg === "--follow" ? "-f" : arg, true);
+        } else if (arg === "--json" || arg === "-f" || arg === "--follow" || arg === "--with-token") flags.set(arg === "--follow" ? "-f" : arg, true);
         else if (arg.startsWith("-")) throw new BridgeError(`unknown option ${arg}`, EXIT.usage);
         else positional.push(arg);
     }
@@ -98,6 +103,8 @@ export function parseArgs(argv: readonly string[]): Invocation {
         }
         case "logs":
             return { ...base, command: { name, agent: agentArg(), follow: flags.has("-f") } };
+        case "dashboard":
+            return { ...base, command: { name, agent: agentArg(), port: flags.has("--port") ? number("--port", 0, 1024) : undefined, withToken: flags.has("--with-token") } };
         case "list":
             if (rest.length > 0) throw new BridgeError("list takes no arguments", EXIT.usage);
             return { ...base, command: { name } };
@@ -117,6 +124,22 @@ export function parseArgs(argv: readonly string[]): Invocation {
 /** The argv to run in the agent's container: the template's words, {task} replaced by the task as one argument. */
 export function agentArgv(template: string, task: string): string[] {
     return template.split(/\s+/).filter(Boolean).map((word) => (word === "{task}" ? task : word));
+}
+
+/**
+ * Why the agent's command failed: OpenClaw prints its errors as JSON on stdout (`{"ok":false,"error":{"message"}}`),
+ * other tools on stderr.
+ */
+export function agentFailure(status: number | null, stdout: string, stderr: string): BridgeError {
+    let reason = stderr.trim();
+    try {
+        const value = parseAgentOutput(stdout) as { error?: { message?: unknown } | string };
+        const message = typeof value.error === "string" ? value.error : value.error?.message;
+        if (typeof message === "string") reason = message;
+    } catch {
+        // stdout is not JSON: stderr says why
+    }
+    return new BridgeError(`the agent's command failed (exit ${status}): ${(reason || "(no output)").slice(0, 500)}`, EXIT.commandFailed);
 }
 
 /** The agent's JSON result: the whole output, or its last line that is a JSON value (tools print progress first). */
@@ -142,6 +165,8 @@ export interface AgentContainer {
     container: string;
     state: string;
     health: string;
+    /** The local port `dashboard` forwards from (the origin the agent's gateway allows). */
+    dashboardPort: number | null;
     dashboardUrl: string | null;
 }
 
@@ -149,13 +174,14 @@ export interface AgentContainer {
 export function agentsFromInspect(inspected: any[]): AgentContainer[] {
     return inspected
         .map((c) => {
-            const binding = Object.values<any>(c.HostConfig?.PortBindings ?? {})[0]?.[0];
+            const port = Number(c.Config?.Labels?.[LABELS.dashboardPort]);
             return {
-                agent: c.Config?.Labels?.["openclaw.agent"] ?? "",
+                agent: c.Config?.Labels?.[LABELS.agent] ?? "",
                 container: String(c.Name ?? "").replace(/^\//, ""),
                 state: c.State?.Status ?? "unknown",
                 health: c.State?.Health?.Status ?? "none",
-                dashboardUrl: binding ? `http://${binding.HostIp || "127.0.0.1"}:${binding.HostPort}/` : null,
+                dashboardPort: Number.isInteger(port) && port > 0 ? port : null,
+                dashboardUrl: Number.isInteger(port) && port > 0 ? `http://127.0.0.1:${port}/` : null,
             };
         })
         .filter((a) => a.agent !== "")
@@ -202,3 +228,14 @@ export function addAgentToStackFile(text: string, agent: string, options: { imag
     }
     return result;
 }
+
+/**
+ * What runs inside the agent's container for one forwarded connection: a pipe between stdin/stdout and the
+ * gateway on the container's own loopback, where OpenClaw sees a local client (and pairs a browser that
+ * presents the token without a manual approval).
+ */
+export const DASHBOARD_PIPE = [
+    "node",
+    "-e",
+    `const s=require("net").connect(${PORTS.agentDashboard},"127.0.0.1");process.stdin.pipe(s).pipe(process.stdout);s.on("error",()=>process.exit(1));s.on("close",()=>process.exit(0))`,
+];

@@ -59,7 +59,8 @@ export function buildLocalNodeBase(tag = LOCAL_NODE_BASE): string {
         writeFileSync(path.join(rootfs, "etc/passwd"), "root:x:0:0:root:/root:/sbin/nologin\nnode:x:1000:1000:node:/home/node:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n");
         writeFileSync(path.join(rootfs, "etc/group"), "root:x:0:\nnode:x:1000:\nnonroot:x:65532:\n");
         writeFileSync(path.join(rootfs, "etc/nsswitch.conf"), "hosts: files dns\n");
-        for (const dir of ["tmp", "home/node", "home/nonroot"]) mkdirSync(path.join(rootfs, dir), { recursive: true });
+        // No /home/node: an image that needs it owned by uid 1000 creates it with COPY --chown (no shell here).
+        for (const dir of ["tmp", "home/nonroot"]) mkdirSync(path.join(rootfs, dir), { recursive: true });
         chmodSync(path.join(rootfs, "tmp"), 0o1777);
         const tar = spawnSync("tar", ["-C", rootfs, "--numeric-owner", "--owner=0", "--group=0", "-c", "."], { maxBuffer: 1 << 30 });
         if (tar.status !== 0) throw new Error(`tar failed: ${tar.stderr}`);

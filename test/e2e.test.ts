@@ -1,13 +1,19 @@
-// End to end on a real Docker Engine: the dev stack's resource graph, materialised, must isolate its agents.
-// Probe containers stand in for OpenClaw, a stand-in container on the uplink answers as the providers and one
-// allowlisted web host; every packet stays between containers this test creates and the host's loopback.
-import { execFileSync, spawnSync } from "node:child_process";
+// End to end on a real Docker Engine: the dev stack's resource graph, materialised, runs the real OpenClaw gateway
+// (from its npm package) in bart's and lisa's sandboxes and must isolate them. A probe script runs inside the agents'
+// containers for what the agent itself would not try (key scans, forbidden connections); a stand-in container on
+// the uplink answers as the providers and one allowlisted web host; every packet stays between containers this
+// test creates and the host's loopback.
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import net from "node:net";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mkdirSync, readFileSync } from "node:fs";
+import { chromium } from "playwright-core";
 import { parseStackConfig } from "../infra/config";
+import { OPENCLAW_IMAGE } from "../infra/openclaw";
 import { agentNetworkAddresses } from "../infra/topology";
+import { buildAgentImage } from "./e2e/agentImage";
 import { buildImage, buildLocalNodeBase } from "../scripts/images.mts";
 import { docker, dockerWithInput, requireDocker } from "./support/docker";
 import { type MaterialState, materialize, removeStack } from "./e2e/materialize";
@@ -18,8 +24,16 @@ import { testPki } from "./support/tls";
 const hasDocker = requireDocker();
 const STACK = "e2e";
 const PROBE = "openclaw-e2e-probe:1";
-const IMAGES = { "ghcr.io/openclaw/openclaw:2026.11.1": PROBE };
+/** The stack's OpenClaw image, built here from the npm package of the same version. */
+const IMAGES: Record<string, string> = {};
 const STANDIN = "openclaw-e2e-standin";
+/** Debian's Chromium, headless, with nothing that reaches out on its own. */
+const CHROMIUM = "/usr/bin/chromium";
+const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+/** Where the test leaves what a person would look at (gitignored). */
+const ARTIFACTS = path.join(REPO_ROOT, "test-results");
+/** What the stand-in upstream answers every chat or messages request with. */
+const ANSWER = "Hello from the stand-in upstream";
 const CONTROL = "openclaw-e2e-control";
 const container = (agent: string) => `openclaw-${STACK}-agent-${agent}`;
 
@@ -35,7 +49,13 @@ function e2eConfig(extraAgents: Record<string, unknown>[] = []) {
     };
 }
 
-const probe = (agent: string, ...args: string[]) => JSON.parse(docker("exec", container(agent), "/nodejs/bin/node", "/probe/probe.mjs", ...args));
+const PROBE_SOURCE = readFileSync(path.join(REPO_ROOT, "test", "e2e", "probe", "probe.mjs"), "utf8");
+/** Runs a probe check inside the agent's own container, as the agent's user. */
+const probeIn = (name: string, input: string, ...args: string[]) =>
+    JSON.parse(dockerWithInput(input, "exec", "-i", name, "node", "--input-type=module", "-e", PROBE_SOURCE, ...args));
+const probe = (agent: string, ...args: string[]) => probeIn(container(agent), "", ...args);
+/** The agent's KeyProxy credential, read where the agent's OpenClaw reads it. */
+const credentialOf = (agent: string): string => probe(agent, "config").providers.anthropic.apiKey;
 const addressesOf = (resources: RecordedResource[], agent: string) => {
     const network = resources.find((r) => r.name === `agent-${agent}-network`)!;
     return agentNetworkAddresses(network.inputs.ipamConfigs[0].subnet);
@@ -48,6 +68,15 @@ const keyProxyMetric = (series: string) => {
     const line = (result.stdout ?? "").split("\n").find((l) => l.startsWith(`${series} `));
     return Number(line?.slice(series.length + 1) ?? NaN);
 };
+const health = (agent: string) => JSON.parse(docker("inspect", container(agent)))[0].State.Health?.Status as string | undefined;
+/** Spend so far by the agent, all providers and models, from KeyProxy's metrics. */
+const spend = (agent: string) => {
+    const result = spawnSync("docker", ["exec", `openclaw-${STACK}-key-proxy`, "/nodejs/bin/node", "-e", "fetch('http://127.0.0.1:9464/metrics').then(r=>r.text()).then(t=>console.log(t))"], { encoding: "utf8" });
+    return [...(result.stdout ?? "").matchAll(new RegExp(`^keyproxy_spend_usd_total\\{agent="${agent}"[^}]*\\} (\\S+)$`, "gm"))].reduce((sum, m) => sum + Number(m[1]), 0);
+};
+const jsonLines = (text: string) => text.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+const keyProxyLog = () => jsonLines(docker("logs", `openclaw-${STACK}-key-proxy`));
+const standinRequests = () => jsonLines(docker("logs", STANDIN)).filter((l) => l.path !== undefined);
 /** bart's daily budget left. */
 const budgetRemaining = () => keyProxyMetric('keyproxy_budget_remaining_usd{agent="bart",window="day"}');
 
@@ -60,6 +89,7 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", () => {
     beforeAll(async () => {
         removeStack(STACK, [STANDIN, CONTROL]);
         const base = buildLocalNodeBase();
+        IMAGES[OPENCLAW_IMAGE] = buildAgentImage(base);
         await buildImage("keyProxy", base, "openclaw-key-proxy:e2e");
         await buildImage("egressGateway", base, "openclaw-egress-gateway:e2e");
         for (const [tag, dir] of [[PROBE, "probe"], ["openclaw-e2e-standin:1", "standin"]]) {
@@ -72,7 +102,7 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", () => {
             "run", "-d", "--name", STANDIN, "--label", `openclaw.stack=${STACK}`, "--network", `openclaw-${STACK}-uplink`,
             "--network-alias", "api.anthropic.com", "--network-alias", "api.openai.com", "--network-alias", "allowed.example",
             "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true", "--user", "1000:1000",
-            "--sysctl", "net.ipv4.ip_unprivileged_port_start=0", "-e", `STANDIN_CERT=${pki.cert}`, "-e", `STANDIN_KEY=${pki.key}`, "openclaw-e2e-standin:1",
+            "--sysctl", "net.ipv4.ip_unprivileged_port_start=0", "-e", `STANDIN_CERT=${pki.cert}`, "-e", `STANDIN_ANSWER=${ANSWER}`, "-e", `STANDIN_KEY=${pki.key}`, "openclaw-e2e-standin:1",
         );
         // A probe on the uplink, which is not internal: the control that shows the isolation checks can see reachability.
         docker("run", "-d", "--name", CONTROL, "--label", `openclaw.stack=${STACK}`, "--network", `openclaw-${STACK}-uplink`, "--read-only", "--cap-drop", "ALL", "--user", "1000:1000", PROBE);
@@ -81,7 +111,8 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", () => {
         hostPort = (hostListener.address() as net.AddressInfo).port;
         await waitUntil(() => docker("logs", STANDIN).includes('"listening"'), "the stand-in upstream");
         await waitUntil(() => gatewayLogs().includes('"agents":"bart,lisa"') && docker("logs", `openclaw-${STACK}-key-proxy`).includes('"agents":"bart,lisa"'), "both registries to hold the agents");
-    }, 300_000);
+        await waitUntil(() => ["bart", "lisa"].every((agent) => health(agent) === "healthy"), "both agents' gateways to pass their health check", 180_000, 1000);
+    }, 600_000);
 
     afterAll(() => {
         hostListener.close();
@@ -91,9 +122,13 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", () => {
 
     it("lets an agent reach KeyProxy, which sends the real key upstream", () => {
         const { keyProxy } = addressesOf(resources, "bart");
-        const { ANTHROPIC_API_KEY: credential, ANTHROPIC_BASE_URL: baseUrl } = probe("bart", "env");
+        const { providers, env } = probe("bart", "config");
+        const { apiKey: credential, baseUrl } = providers.anthropic;
         expect(credential).toMatch(/^ocp_/);
         expect(baseUrl).toBe(`http://${keyProxy}:8080/anthropic`);
+        expect(providers.openai.baseUrl).toBe(`http://${keyProxy}:8080/openai/v1`);
+        // One source for the credential: nothing in the environment can override the config's.
+        expect(Object.keys(env).filter((name) => /API_KEY|BASE_URL/.test(name))).toEqual([]);
         const body = JSON.stringify({ model: "claude-sonnet-4-5", max_tokens: 16, messages: [] });
         const answer = probe("bart", "http", `${baseUrl}/v1/messages`, "POST", body, `x-api-key=${credential}`, "content-type=application/json");
         expect(answer.status).toBe(200);
@@ -102,7 +137,7 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", () => {
     });
 
     it("refuses an agent's credential presented from another agent's network", () => {
-        const credential = probe("bart", "env").ANTHROPIC_API_KEY;
+        const credential = credentialOf("bart");
         const lisaKeyProxy = addressesOf(resources, "lisa").keyProxy;
         const answer = probe("lisa", "http", `http://${lisaKeyProxy}:8080/anthropic/v1/messages`, "POST", '{"model":"claude-sonnet-4-5","max_tokens":1}', `x-api-key=${credential}`);
         expect(answer.status).toBe(401);
@@ -110,13 +145,12 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", () => {
 
     it.each(["bart", "lisa"])("keeps the real keys out of %s's reach: env, processes, files", (agent) => {
         const digests = Object.values(FAKE_SECRETS).map((key) => createHash("sha256").update(key).digest("hex"));
-        const scan = JSON.parse(dockerWithInput(`${digests.join("\n")}\n`, "exec", "-i", container(agent), "/nodejs/bin/node", "/probe/probe.mjs", "scan"));
-        expect(scan.scanned).toBeGreaterThan(10);
+        const scan = probeIn(container(agent), `${digests.join("\n")}\n`, "scan");
+        expect(scan.scanned).toBeGreaterThan(1000);
         expect(scan.found).toEqual([]);
-        // The scan does find what is there: the agent's own credential.
-        const own = createHash("sha256").update(probe(agent, "env").ANTHROPIC_API_KEY).digest("hex");
-        const control = JSON.parse(dockerWithInput(`${own}\n`, "exec", "-i", container(agent), "/nodejs/bin/node", "/probe/probe.mjs", "scan"));
-        expect(control.found).toContain("env");
+        // The scan does find what is there: the agent's own credential, in its config.
+        const own = createHash("sha256").update(credentialOf(agent)).digest("hex");
+        expect(probeIn(container(agent), `${own}\n`, "scan").found).toContain("/etc/openclaw/openclaw.json");
     });
 
     it("blocks an agent from another agent, the uplink and the host", () => {
@@ -149,8 +183,11 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", () => {
     it("runs every container hardened (invariant 4), with dashboards on 127.0.0.1 only", () => {
         const names = docker("ps", "-q", "--filter", `label=openclaw.stack=${STACK}`).split("\n").filter(Boolean);
         const inspected = names.map((id) => JSON.parse(docker("inspect", id))[0]).filter((c) => c.Name !== `/${STANDIN}` && c.Name !== `/${CONTROL}`);
+        // The config writers ran once and exited 0; they are hardened like the rest.
+        const writers = ["bart", "lisa"].map((agent) => JSON.parse(docker("inspect", `${container(agent)}-config-writer`))[0]);
+        for (const writer of writers) expect(writer.State).toMatchObject({ Status: "exited", ExitCode: 0 });
         expect(inspected.map((c) => c.Name).sort()).toEqual(["/openclaw-e2e-agent-bart", "/openclaw-e2e-agent-lisa", "/openclaw-e2e-egress-gateway", "/openclaw-e2e-key-proxy"]);
-        for (const c of inspected) {
+        for (const c of [...inspected, ...writers]) {
             expect(c.HostConfig.ReadonlyRootfs, c.Name).toBe(true);
             expect(c.HostConfig.CapDrop, c.Name).toEqual(["ALL"]);
             expect(c.HostConfig.CapAdd ?? [], c.Name).toEqual([]);
@@ -185,7 +222,8 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", () => {
         docker("stop", container("lisa"));
         await waitUntil(() => keyProxyMetric(up) === 0, "KeyProxy to see lisa gone");
         docker("start", container("lisa"));
-        await waitUntil(() => keyProxyMetric(restarts) === 1, "KeyProxy to count lisa's restart");
+        // The real gateway listens again some 15-30 s after its container starts.
+        await waitUntil(() => keyProxyMetric(restarts) === 1, "KeyProxy to count lisa's restart", 120_000, 1000);
         expect(keyProxyMetric(up)).toBe(1);
     });
 
@@ -195,32 +233,87 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", () => {
             return { code: result.status, stdout: result.stdout, stderr: result.stderr };
         };
 
-        it("sends a task to an agent and prints its JSON result", () => {
-            const plain = bridge("send", "bart", "summarize the repo");
-            expect(plain.code, plain.stderr).toBe(0);
-            expect(JSON.parse(plain.stdout)).toMatchObject({ reply: "done: summarize the repo" });
-            const json = bridge("--json", "send", "lisa", "hi; echo pwned");
-            expect(JSON.parse(json.stdout)).toMatchObject({ agent: "lisa", result: { reply: "done: hi; echo pwned" } });
+        it("sends a task to the real agent through its gateway; the LLM call goes through KeyProxy, is metered and recorded", () => {
+            const spentBefore = spend("bart");
+            const result = bridge("--json", "send", "bart", "say hello; echo pwned");
+            expect(result.code, result.stderr).toBe(0);
+            const { agent, result: turn } = JSON.parse(result.stdout);
+            expect(agent).toBe("bart");
+            expect(turn).toMatchObject({ status: "ok", result: { payloads: [{ text: ANSWER }] } });
+            expect(turn.result.meta.agentMeta).toMatchObject({ provider: "anthropic", model: "claude-sonnet-4-5" });
+            // The call reached the stand-in with the real key, through KeyProxy, and was metered and written to the ledger.
+            const calls = standinRequests().filter((r) => r.path === "/v1/messages");
+            expect(calls.at(-1)).toMatchObject({ host: "api.anthropic.com", xApiKey: FAKE_SECRETS.anthropicApiKey });
+            expect(spend("bart")).toBeGreaterThan(spentBefore);
+            const access = keyProxyLog().filter((l) => l.agent === "bart" && l.route === "/v1/messages" && l.status === 200);
+            expect(access.some((l) => l.provider === "anthropic" && l.model === "claude-sonnet-4-5")).toBe(true);
         });
 
-        it.each<[string[], number, RegExp]>([
-            [["send", "maggie", "x"], 3, /no agent 'maggie' in stack e2e \(known: bart, lisa\)/],
-            [["send", "bart", "notjson"], 6, /not JSON: thinking very hard/],
-            [["send", "bart", "fail"], 7, /failed \(exit 3\): model unavailable/],
-            [["send", "bart", "slow", "--timeout", "2"], 5, /no answer within 2 s/],
-            [["logs", "maggie"], 3, /no agent 'maggie'/],
-        ])("%j exits %d with a clear error", (args, code, message) => {
+        it("gives the agent working memory: its embedding probe goes through KeyProxy, metered like every other call", () => {
+            const [status] = JSON.parse(docker("exec", container("lisa"), "node", "openclaw.mjs", "memory", "status", "--deep", "--json"));
+            expect(status.status).toMatchObject({ provider: "openai", model: "text-embedding-3-small" });
+            expect(status.embeddingProbe).toEqual({ ok: true });
+            const embeddings = keyProxyLog().filter((l) => l.agent === "lisa" && l.route === "/v1/embeddings");
+            expect(embeddings.at(-1)).toMatchObject({ status: 200, provider: "openai" });
+            expect(standinRequests().filter((r) => r.path === "/v1/embeddings").at(-1)).toMatchObject({ host: "api.openai.com", authorization: `Bearer ${FAKE_SECRETS.openaiApiKey}` });
+            expect(keyProxyMetric('keyproxy_spend_usd_total{agent="lisa",provider="openai",model="text-embedding-3-small"}')).toBeGreaterThan(0);
+        });
+
+        it.each<[string, string[], number, RegExp]>([
+            ["an unknown agent", ["send", "maggie", "x"], 3, /no agent 'maggie' in stack e2e \(known: bart, lisa\)/],
+            ["an error OpenClaw prints as JSON on stdout", ["send", "bart", "x", "--exec", "node openclaw.mjs agent --agent nosuch -m {task} --json"], 7, /failed \(exit 1\): Unknown agent id "nosuch"/],
+            ["output that is not JSON", ["send", "bart", "process.version", "--exec", "node -p {task}"], 6, /not JSON: v24\./],
+            ["no answer in time", ["send", "bart", "think for a while", "--timeout", "1"], 5, /no answer within 1 s/],
+            ["logs of an unknown agent", ["logs", "maggie"], 3, /no agent 'maggie'/],
+        ])("%s: exits with its code and a clear error", (_what, args, code, message) => {
             const result = bridge(...args);
             expect(result.code).toBe(code);
             expect(result.stderr).toMatch(message);
         });
+
+        it("opens the agent's dashboard in a real browser through the forwarded port: connects with the token, not without", async () => {
+            const port = 28899;
+            const forwarder = spawn(path.join(REPO_ROOT, "node_modules", ".bin", "tsx"), [path.join(REPO_ROOT, "scripts", "bridge.mts"), "--stack", STACK, "dashboard", "bart", "--port", String(port), "--with-token"], { stdio: ["ignore", "pipe", "pipe"] });
+            const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+            try {
+                let printed = "";
+                forwarder.stdout.on("data", (chunk) => (printed += chunk));
+                await waitUntil(() => printed.includes("#token="), "the dashboard forwarder to print its URL", 30_000);
+                const url = /http:\/\/127\.0\.0\.1:\d+\/#token=\S+/.exec(printed)![0];
+                /** Opens the URL; resolves with the gateway's answer to the UI's connect request. */
+                const open = async (target: string) => {
+                    const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+                    const answer = new Promise<{ ok: boolean; error?: { message: string } }>((resolve) => {
+                        page.on("websocket", (ws) => ws.on("framereceived", ({ payload }) => {
+                            const frame = JSON.parse(String(payload));
+                            if (frame.type === "res" && frame.id.startsWith("1:")) resolve(frame);
+                        }));
+                    });
+                    await page.goto(target);
+                    return { page, answer: await answer };
+                };
+                const signedIn = await open(url);
+                expect(signedIn.answer.ok).toBe(true);
+                await signedIn.page.getByText("Main Session").waitFor({ timeout: 30_000 });
+                mkdirSync(ARTIFACTS, { recursive: true });
+                await signedIn.page.screenshot({ path: path.join(ARTIFACTS, "dashboard-bart.png") });
+                const anonymous = await open(`http://127.0.0.1:${port}/`);
+                expect(anonymous.answer.ok).toBe(false);
+                expect(anonymous.answer.error?.message).toMatch(/unauthorized: gateway token missing/);
+                await anonymous.page.getByText("This Gateway expects its token").waitFor({ timeout: 30_000 });
+            } finally {
+                await browser.close();
+                forwarder.kill("SIGTERM");
+                await new Promise((resolve) => (forwarder.exitCode === null ? forwarder.once("exit", resolve) : resolve(null)));
+            }
+        }, 120_000);
 
         it("lists agents with state, health, dashboard and budget used", () => {
             const result = bridge("--json", "list");
             expect(result.code, result.stderr).toBe(0);
             const rows = JSON.parse(result.stdout);
             expect(rows.map((r: { agent: string }) => r.agent)).toEqual(["bart", "lisa"]);
-            expect(rows[0]).toMatchObject({ state: "running", dashboardUrl: "http://127.0.0.1:28801/" });
+            expect(rows[0]).toMatchObject({ state: "running", health: "healthy", dashboardUrl: "http://127.0.0.1:28801/" });
             expect(rows[0].budget.day.usedUsd).toBeGreaterThan(0);
             expect(bridge("list").stdout).toMatch(/^bart\s+running/m);
         });
@@ -244,7 +337,7 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", () => {
         };
         const existing = ["agent-bart", "agent-lisa", "egress-gateway", "key-proxy"].map((n) => `openclaw-${STACK}-${n}`);
         const before = existing.map(started);
-        const grown = await runProgram(e2eConfig([{ name: "homer", image: "ghcr.io/openclaw/openclaw:2026.11.1", dashboardPort: 28803, budget: { dailyUsd: 1 }, egress: { allow: ["allowed.example"] } }]), STACK);
+        const grown = await runProgram(e2eConfig([{ name: "homer", dashboardPort: 28803, budget: { dailyUsd: 1 }, egress: { allow: ["allowed.example"] } }]), STACK);
         await materialize(grown, state, IMAGES);
         expect(existing.map(started)).toEqual(before);
         await waitUntil(() => gatewayLogs().includes('"agents":"bart,homer,lisa"'), "homer's egress registration");

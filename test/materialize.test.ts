@@ -5,6 +5,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
+import { OPENCLAW_IMAGE } from "../infra/openclaw";
 import { UntranslatableInput, containerCreateBody, durationNs, materialize, networkCreateBody, tarOf } from "./e2e/materialize";
 import { type RecordedResource, TYPES, devConfig, runProgram } from "./support/mockStack";
 
@@ -17,18 +18,18 @@ const find = (name: string) => dev.find((r) => r.name === name)!;
 describe("containerCreateBody", () => {
     it("maps every hardening and wiring input of an agent container", () => {
         const resource = find("agent-bart-container");
-        const { name, body, extraNetworks, uploads, start } = containerCreateBody(resource, { "ghcr.io/openclaw/openclaw:2026.11.1": "probe:1" });
+        const { name, body, extraNetworks, uploads, attach } = containerCreateBody(resource, { [OPENCLAW_IMAGE]: "agent:1" });
         expect(name).toBe("openclaw-dev-agent-bart");
-        expect(start).toBe(true);
+        expect(attach).toBe(false);
         expect(extraNetworks).toEqual([]);
-        expect(uploads.map((u) => u.file)).toEqual(["/home/node/openclaw-managed.json"]);
+        expect(uploads).toEqual([]);
         expect(body).toMatchObject({
-            Image: "probe:1",
+            Image: "agent:1",
             User: "1000:1000",
             Hostname: "bart",
-            Labels: { "openclaw.role": "agent", "openclaw.agent": "bart" },
-            Healthcheck: { Interval: 30e9, Timeout: 5e9, StartPeriod: 60e9, Retries: 3 },
-            ExposedPorts: { "18789/tcp": {} },
+            Labels: { "openclaw.role": "agent", "openclaw.agent": "bart", "openclaw.dashboard-port": "18801" },
+            Healthcheck: { Interval: 30e9, Timeout: 5e9, StartPeriod: 90e9, Retries: 3 },
+            ExposedPorts: {},
             HostConfig: {
                 ReadonlyRootfs: true,
                 Privileged: false,
@@ -41,8 +42,11 @@ describe("containerCreateBody", () => {
                 Memory: 2048 * 1024 * 1024,
                 MemorySwap: 2048 * 1024 * 1024,
                 NanoCpus: 1e9,
-                PortBindings: { "18789/tcp": [{ HostIp: "127.0.0.1", HostPort: "18801" }] },
-                Mounts: [{ Type: "volume", Source: "openclaw-dev-agent-bart-state", Target: "/home/node", ReadOnly: false }],
+                PortBindings: {},
+                Mounts: [
+                    { Type: "volume", Source: "openclaw-dev-agent-bart-state", Target: "/home/node", ReadOnly: false },
+                    { Type: "volume", Source: "openclaw-dev-agent-bart-config", Target: "/etc/openclaw", ReadOnly: true },
+                ],
                 Tmpfs: { "/tmp": "rw,noexec,nosuid,nodev,size=256m" },
                 NetworkMode: "openclaw-dev-net-agent-bart",
             },
@@ -51,6 +55,14 @@ describe("containerCreateBody", () => {
         const endpoints = body.NetworkingConfig?.EndpointsConfig as Record<string, { IPAMConfig?: { IPv4Address: string } }>;
         expect(endpoints["openclaw-dev-net-agent-bart"].IPAMConfig?.IPv4Address).toMatch(/^10\./);
         expect(body.Env).toContain("HOME=/home/node");
+    });
+
+    it("runs the agent's config writer once, with no network, and uploads the config into its volume", () => {
+        const { body, uploads, attach } = containerCreateBody(find("agent-bart-config-writer-container"), {});
+        expect(attach).toBe(true);
+        expect(uploads.map((u) => [u.file, u.permissions])).toEqual([["/home/node/.incoming.json", "0444"]]);
+        expect(body.HostConfig).toMatchObject({ NetworkMode: "none", ReadonlyRootfs: true, RestartPolicy: { Name: "no" }, Mounts: [{ Type: "volume", Source: "openclaw-dev-agent-bart-config", Target: "/home/node", ReadOnly: false }] });
+        expect(body.Cmd?.slice(0, 2)).toEqual(["node", "-e"]);
     });
 
     it("maps sysctls (the gateway's DNS port) and stop timeouts (KeyProxy's drain)", () => {

@@ -17,7 +17,7 @@ export class UntranslatableInput extends Error {}
 const CONTAINER_INPUTS = new Set([
     "name", "image", "user", "readOnly", "privileged", "capabilities", "securityOpts", "ipcMode", "restart", "logDriver", "logOpts",
     "memory", "memorySwap", "cpus", "labels", "healthcheck", "networksAdvanced", "envs", "command", "ports", "volumes", "tmpfs",
-    "uploads", "dns", "hostname", "stopTimeout", "sysctls", "mustRun",
+    "uploads", "dns", "hostname", "stopTimeout", "sysctls", "mustRun", "attach", "runtime", "networkMode",
 ]);
 const NETWORK_INPUTS = new Set(["name", "driver", "internal", "ipamConfigs", "options", "labels"]);
 const VOLUME_INPUTS = new Set(["name", "labels"]);
@@ -68,7 +68,8 @@ export function containerCreateBody(resource: RecordedResource, images: Record<s
         name: p.name as string,
         extraNetworks: more as { name: string; ipv4Address?: string; aliases?: string[] }[],
         uploads: (p.uploads ?? []) as { file: string; content: string; permissions?: string }[],
-        start: p.mustRun !== false,
+        /** A one-shot container: wait for it to exit, and require success. */
+        attach: p.attach === true,
         body: {
             Image: images[p.image] ?? p.image,
             User: p.user,
@@ -98,7 +99,8 @@ export function containerCreateBody(resource: RecordedResource, images: Record<s
                 Tmpfs: p.tmpfs ?? {},
                 Dns: p.dns ?? [],
                 Sysctls: p.sysctls ?? {},
-                NetworkMode: first?.name,
+                NetworkMode: p.networkMode ?? first?.name,
+                Runtime: p.runtime,
             },
             NetworkingConfig: first ? { EndpointsConfig: { [first.name]: endpoint(first) } } : undefined,
         },
@@ -236,7 +238,11 @@ export async function materialize(resources: RecordedResource[], state: Material
                 const base = upload.file.slice(upload.file.lastIndexOf("/") + 1);
                 await api("PUT", `/containers/${json.Id}/archive?path=${encodeURIComponent(dir)}`, undefined, { data: tarOf(base, upload.content, mode), type: "application/x-tar" });
             }
-            if (spec.start) await api("POST", `/containers/${json.Id}/start`);
+            await api("POST", `/containers/${json.Id}/start`);
+            if (spec.attach) {
+                const { json: exit } = await api("POST", `/containers/${json.Id}/wait`);
+                if (exit.StatusCode !== 0) throw new Error(`container ${spec.name} exited ${exit.StatusCode}`);
+            }
             state.set(resource.name, { type: resource.type, hash, id: json.Id, inputs });
         }
     }

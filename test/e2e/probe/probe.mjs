@@ -1,13 +1,14 @@
-// Stands in for the OpenClaw image in the end-to-end tests: serves the dashboard port (so the healthcheck
-// passes), and runs checks from inside an agent's container: `node /probe/probe.mjs <check> [args]`, one JSON
-// line out.
+// Checks run from inside a real agent's container, as the agent's user, for what the agent itself would not try:
+// `docker exec -i <agent> node --input-type=module -e "$(cat probe.mjs)" <check> [args]`, one JSON line out.
+// As its own image (`serve`), it is the control container on the uplink.
 import { createHash } from "node:crypto";
 import { lookup } from "node:dns/promises";
-import { readFileSync, readdirSync, statSync } from "node:fs";
+import { chmodSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
 
-const [check = "serve", ...args] = process.argv.slice(2);
+// Run as a file, argv[1] is the script; run with -e, the arguments start there.
+const [check = "serve", ...args] = process.argv.slice(import.meta.filename.endsWith("probe.mjs") ? 2 : 1);
 const print = (value) => console.log(JSON.stringify(value));
 
 function tcp(host, port, timeoutMs) {
@@ -39,9 +40,20 @@ switch (check) {
     case "serve":
         http.createServer((_req, res) => res.end("probe dashboard\n")).listen(18789, "0.0.0.0");
         break;
-    case "env":
-        print({ ANTHROPIC_API_KEY: process.env.ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL: process.env.ANTHROPIC_BASE_URL, HTTPS_PROXY: process.env.HTTPS_PROXY });
+    case "config": {
+        // What the agent's OpenClaw is told about its providers, and what its environment says.
+        const config = JSON.parse(readFileSync(process.env.OPENCLAW_CONFIG_PATH, "utf8"));
+        const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => /API_KEY|BASE_URL|PROXY/.test(name)));
+        print({ providers: config.models.providers, env });
         break;
+    }
+    case "write": {
+        // Tries to change or replace a file; reports the error code of each attempt.
+        const [path] = args;
+        const attempt = (action) => { try { action(); return "ok"; } catch (error) { return error.code; } };
+        print({ write: attempt(() => writeFileSync(path, "{}")), rename: attempt(() => renameSync(path, `${path}.moved`)), remove: attempt(() => rmSync(path)), chmod: attempt(() => chmodSync(path, 0o666)) });
+        break;
+    }
     case "http": {
         const [url, method = "GET", body = ""] = args;
         const headers = Object.fromEntries(args.slice(3).map((h) => [h.slice(0, h.indexOf("=")), h.slice(h.indexOf("=") + 1)]));
