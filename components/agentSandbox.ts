@@ -42,6 +42,8 @@ export const AGENT_NETWORK_OPTIONS: Record<string, string> = {
  */
 export const OPENCLAW_CONFIG_DIR = "/etc/openclaw";
 export const OPENCLAW_CONFIG_PATH = `${OPENCLAW_CONFIG_DIR}/openclaw.json`;
+/** OpenClaw's mutable state: sessions, memory, media, plugin skills (on the agent's state volume). */
+export const OPENCLAW_STATE_DIR = `${AGENT_HOME}/.openclaw`;
 
 export interface OpenClawConfigInput {
     agent: AgentConfig;
@@ -55,8 +57,9 @@ export interface OpenClawConfigInput {
 /**
  * The agent's OpenClaw config. Both providers point at KeyProxy with the agent's credential as their key (the
  * only place the credential is given: no API-key variables in the environment); `models.mode: replace` so no
- * catalog the agent writes can add or redirect a provider; telemetry and update checks off; the gateway's
- * OpenAI-compatible HTTP endpoints off.
+ * catalog the agent writes can add or redirect a provider; telemetry, update checks, the hosted model catalog and
+ * mDNS off; the gateway's OpenAI-compatible HTTP endpoints off unless the stack turns on chat completions; failed sign-ins
+ * rate-limited.
  */
 export function openClawConfig({ agent, keyProxyUrl, credential, dashboardToken, dashboardOrigins }: OpenClawConfigInput) {
     // With `replace` there is no discovery: the catalog is what is declared here, the agent's own model.
@@ -69,10 +72,11 @@ export function openClawConfig({ agent, keyProxyUrl, credential, dashboardToken,
             port: PORTS.agentDashboard,
             auth: { mode: "token", token: dashboardToken, rateLimit: DASHBOARD_AUTH_RATE_LIMIT },
             controlUi: { allowedOrigins: dashboardOrigins },
-            http: { endpoints: { chatCompletions: { enabled: false }, responses: { enabled: false } } },
+            http: { endpoints: { chatCompletions: { enabled: agent.chatCompletionsApi }, responses: { enabled: false } } },
         },
         models: {
             mode: "replace",
+            catalogRefresh: { enabled: false },
             providers: {
                 anthropic: { baseUrl: `${keyProxyUrl}/anthropic`, apiKey: credential, api: "anthropic-messages", models: models("anthropic") },
                 openai: { baseUrl: `${keyProxyUrl}/openai/v1`, apiKey: credential, api: "openai-completions", models: models("openai") },
@@ -101,6 +105,10 @@ export function agentEnvironment(egressProxyUrl: string, keyProxyAddress: string
     return [
         `HOME=${AGENT_HOME}`,
         `OPENCLAW_CONFIG_PATH=${OPENCLAW_CONFIG_PATH}`,
+        // Without it OpenClaw keeps media and plugin skills beside the config, which is read-only.
+        `OPENCLAW_STATE_DIR=${OPENCLAW_STATE_DIR}`,
+        // The config is the deployment's: OpenClaw's own writers refuse instead of failing on the read-only file.
+        "OPENCLAW_CONFIG_READONLY=1",
         "OPENCLAW_NO_AUTO_UPDATE=1",
         "DO_NOT_TRACK=1",
         `HTTP_PROXY=${egressProxyUrl}`,

@@ -134,6 +134,8 @@ const agent = z.strictObject({
     budget,
     credentialEpoch: epoch.default(1),
     subnet: z.string().optional(),
+    /** Turn on the gateway's OpenAI-compatible chat endpoint (token-authenticated; off by default). */
+    chatCompletionsApi: z.boolean().default(false),
     /** An OCI runtime registered with the Docker engine, e.g. `runsc` for gVisor. */
     runtime: z.string().regex(/^[a-z][a-z0-9._-]{0,62}$/, "must be the name of a runtime registered with the Docker engine, e.g. runsc").optional(),
 });

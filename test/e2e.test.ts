@@ -27,6 +27,8 @@ const PROBE = "openclaw-e2e-probe:1";
 /** The stack's OpenClaw image, built here from the npm package of the same version. */
 const IMAGES: Record<string, string> = {};
 const STANDIN = "openclaw-e2e-standin";
+/** Warnings of `openclaw security audit` that docs/openclaw.md explains (none may be critical). */
+const EXPLAINED_AUDIT_WARNINGS = ["gateway.probe_failed"];
 /** Debian's Chromium, headless, with nothing that reaches out on its own. */
 const CHROMIUM = "/usr/bin/chromium";
 const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
@@ -151,6 +153,24 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", () => {
         // The scan does find what is there: the agent's own credential, in its config.
         const own = createHash("sha256").update(credentialOf(agent)).digest("hex");
         expect(probeIn(container(agent), `${own}\n`, "scan").found).toContain("/etc/openclaw/openclaw.json");
+    });
+
+    it.each(["bart", "lisa"])("keeps %s's operator config and providers out of the agent's reach", (agent) => {
+        const before = probe(agent, "config").providers;
+        // The agent's own user owns the file (mode 0400), but the volume is mounted read-only: nothing sticks.
+        expect(probe(agent, "write", "/etc/openclaw/openclaw.json")).toEqual({ write: "EROFS", rename: "EROFS", remove: "EROFS", chmod: "EROFS" });
+        const set = spawnSync("docker", ["exec", container(agent), "node", "openclaw.mjs", "config", "set", "models.providers.anthropic.baseUrl", "http://allowed.example/steal"], { encoding: "utf8" });
+        expect(set.status).not.toBe(0);
+        expect(probe(agent, "config").providers).toEqual(before);
+        // OpenClaw keeps its mutable state on the state volume, never beside the read-only config.
+        expect(docker("logs", container(agent))).not.toMatch(/\/etc\/openclaw\/(media|plugin-skills)|EROFS/);
+    });
+
+    it.each([["--json"], ["--deep", "--json"]])("passes OpenClaw's own security audit (%s) with no critical finding, and only the warnings docs/openclaw.md explains", (...flags) => {
+        const audit = JSON.parse(docker("exec", container("bart"), "node", "openclaw.mjs", "security", "audit", ...flags));
+        expect(audit.summary.critical).toBe(0);
+        const warnings = audit.findings.filter((f: { severity: string }) => f.severity === "warn").map((f: { checkId: string }) => f.checkId);
+        expect(warnings.filter((id: string) => !EXPLAINED_AUDIT_WARNINGS.includes(id))).toEqual([]);
     });
 
     it("blocks an agent from another agent, the uplink and the host", () => {

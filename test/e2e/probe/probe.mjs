@@ -3,7 +3,7 @@
 // As its own image (`serve`), it is the control container on the uplink.
 import { createHash } from "node:crypto";
 import { lookup } from "node:dns/promises";
-import { chmodSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
 
@@ -51,7 +51,7 @@ switch (check) {
         // Tries to change or replace a file; reports the error code of each attempt.
         const [path] = args;
         const attempt = (action) => { try { action(); return "ok"; } catch (error) { return error.code; } };
-        print({ write: attempt(() => writeFileSync(path, "{}")), rename: attempt(() => renameSync(path, `${path}.moved`)), remove: attempt(() => rmSync(path)), chmod: attempt(() => chmodSync(path, 0o666)) });
+        print({ write: attempt(() => writeFileSync(path, "{}")), rename: attempt(() => renameSync(path, `${path}.moved`)), remove: attempt(() => unlinkSync(path)), chmod: attempt(() => chmodSync(path, 0o666)) });
         break;
     }
     case "http": {
