@@ -1,4 +1,5 @@
 // The pure core of EgressGateway: parse what an agent asks for, classify addresses, decide. No I/O.
+import net from "node:net";
 import ipaddr from "ipaddr.js";
 import { canonicalHost, hostMatches } from "../../runtime/hostnames";
 
@@ -103,19 +104,13 @@ type Address = ipaddr.IPv4 | ipaddr.IPv6;
 
 /**
  * An address as the system will dial it. Resolver answers and canonical IP literals only: strict dotted IPv4, or
- * IPv6 without a zone. ipaddr.js reads IPv4-compatible `::a.b.c.d` as IPv4-mapped `::ffff:a.b.c.d`, a different
+ * IPv6 without a zone (Node's own checks, which are inet_pton's). ipaddr.js reads IPv4-compatible `::a.b.c.d` as IPv4-mapped `::ffff:a.b.c.d`, a different
  * address, so IPv6 goes through the WHATWG URL parser first (as inet_pton reads it), which writes it back in hex.
  */
 export function parseAddress(text: string): Address | undefined {
-    if (ipaddr.IPv4.isValidFourPartDecimal(text)) return ipaddr.IPv4.parse(text);
-    if (!text.includes(":") || /[[\]%/@]/.test(text)) return undefined;
-    let bracketed: string;
-    try {
-        bracketed = new URL(`http://[${text}]/`).hostname;
-    } catch {
-        return undefined;
-    }
-    return ipaddr.IPv6.parse(bracketed.slice(1, -1));
+    if (net.isIPv4(text)) return ipaddr.IPv4.parse(text);
+    if (!net.isIPv6(text) || text.includes("%")) return undefined;
+    return ipaddr.IPv6.parse(new URL(`http://[${text}]/`).hostname.slice(1, -1));
 }
 
 /** How an IPv6 form carries an IPv4 address. */
@@ -242,17 +237,28 @@ function unmapped(address: Address): Address {
     return address instanceof ipaddr.IPv6 && address.isIPv4MappedAddress() ? address.toIPv4Address() : address;
 }
 
+/** Canonical text of the gateway's own addresses, memoised: they are few, and judged against on every request. */
+const ownCanonical = new Map<string, string | undefined>();
+
 function isOwn(address: Address, ownAddresses: readonly string[]): boolean {
+    if (ownCanonical.size > 4096) ownCanonical.clear();
     const text = address.toString();
     return ownAddresses.some((own) => {
-        const parsed = parseAddress(own);
-        return parsed !== undefined && unmapped(parsed).toString() === text;
+        if (!ownCanonical.has(own)) {
+            const parsed = parseAddress(own);
+            ownCanonical.set(own, parsed && unmapped(parsed).toString());
+        }
+        return ownCanonical.get(own) === text;
     });
 }
 
 /** Why an address (IPv4-mapped already unwrapped) may not be dialled, ignoring the allow-range override. */
 function denial(address: Address, ownAddresses: readonly string[]): string | undefined {
-    if (isOwn(address, ownAddresses)) return "own_address";
+    return isOwn(address, ownAddresses) ? "own_address" : rangeDenial(address, ownAddresses);
+}
+
+/** Which special range holds the address; an IPv6 form carrying an IPv4 address is judged by that address first. */
+function rangeDenial(address: Address, ownAddresses: readonly string[]): string | undefined {
     if (address instanceof ipaddr.IPv4) {
         const special = IPV4_RANGES.find((entry) => inRange(address, entry.range));
         return special && `non_public:${special.name}`;
@@ -278,7 +284,7 @@ function vetAddress(text: string, policy: AddressPolicy): { ok: true; address: A
     const address = unmapped(parsed);
     if (isOwn(address, policy.ownAddresses)) return { ok: false, reason: "own_address" };
     if (policy.allowRanges.some((cidr) => inRange(address, ipaddr.parseCIDR(cidr)))) return { ok: true, address };
-    const reason = denial(address, policy.ownAddresses);
+    const reason = rangeDenial(address, policy.ownAddresses);
     return reason ? { ok: false, reason } : { ok: true, address };
 }
 
