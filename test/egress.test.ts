@@ -25,6 +25,24 @@ const answers: Record<string, string[]> = {
     "i.cdn.test": ["fd00:ec2::254"],
     "j.cdn.test": ["100.100.100.200"],
     "k.cdn.test": [OWN],
+    "compat-loopback.cdn.test": ["::7f00:1"],
+    "compat-loopback-dotted.cdn.test": ["::127.0.0.1"],
+    "compat-metadata.cdn.test": ["::a9fe:a9fe"],
+    "compat-public.cdn.test": ["::93.184.216.34"],
+    "not-global.cdn.test": ["1::1"],
+    "dummy-prefix.cdn.test": ["100:0:0:1::1"],
+    "documentation-3fff.cdn.test": ["3fff::1"],
+    "orchid2.cdn.test": ["2001:20::1"],
+    "pcp-anycast.cdn.test": ["2001:1::1"],
+    "as112.cdn.test": ["2620:4f:8000::1"],
+    "srv6.cdn.test": ["5f00::1"],
+    "siit-loopback.cdn.test": ["::ffff:0:7f00:1"],
+    "nat64-local.cdn.test": ["64:ff9b:1::a00:1"],
+    "6to4-metadata.cdn.test": ["2002:a9fe:a9fe::1"],
+    "teredo-private.cdn.test": ["2001:0:4136:e378:8000:63bf:f5ff:fffe"],
+    "public-then-compat.cdn.test": [PUBLIC, "::7f00:1"],
+    "6to4-public.cdn.test": ["2002:5db8:d822::1"],
+    "nat64-public.cdn.test": ["64:ff9b::5db8:d822"],
     "f.cdn.test": [],
     "evil.test": [PUBLIC],
 };
@@ -92,9 +110,9 @@ afterAll(async () => {
 });
 
 /** Sends raw bytes from a chosen loopback source address and returns everything answered before close (or a pause). */
-function exchange(source: string, text: string, waitMs = 1500): Promise<string> {
+function exchange(source: string, text: string, waitMs = 1500, to = port): Promise<string> {
     return new Promise((resolve) => {
-        const socket = net.connect({ port, host: "127.0.0.1", localAddress: source }, () => socket.write(text));
+        const socket = net.connect({ port: to, host: "127.0.0.1", localAddress: source }, () => socket.write(text));
         let out = "";
         const timer = setTimeout(() => {
             socket.destroy();
@@ -131,24 +149,39 @@ const HOSTILE: [string, string, string, string][] = [
     ["RFC 1918 172.16/12", LISA, connectNoHost("172.16.5.4:443"), "non_public:private"],
     ["RFC 1918 192.168/16", LISA, connectNoHost("192.168.1.1:443"), "non_public:private"],
     ["RFC 1918 decimal", LISA, connectNoHost("167772161:443"), "non_public:private"],
-    ["AWS metadata", LISA, connectNoHost("169.254.169.254:80"), "non_public:linkLocal"],
-    ["AWS metadata octal", LISA, connectNoHost("0251.0376.0251.0376:80"), "non_public:linkLocal"],
-    ["Alibaba metadata", LISA, connectNoHost("100.100.100.200:80"), "non_public:carrierGradeNat"],
+    ["AWS metadata", LISA, connectNoHost("169.254.169.254:80"), "non_public:cloudMetadata"],
+    ["AWS metadata octal", LISA, connectNoHost("0251.0376.0251.0376:80"), "non_public:cloudMetadata"],
+    ["Alibaba metadata", LISA, connectNoHost("100.100.100.200:80"), "non_public:cloudMetadata"],
     ["CGNAT", LISA, connectNoHost("100.64.0.1:443"), "non_public:carrierGradeNat"],
-    ["AWS IPv6 metadata", LISA, connectNoHost("[fd00:ec2::254]:80"), "non_public:uniqueLocal"],
+    ["AWS IPv6 metadata", LISA, connectNoHost("[fd00:ec2::254]:80"), "non_public:cloudMetadata"],
     ["link-local IPv6", LISA, connectNoHost("[fe80::1]:443"), "non_public:linkLocal"],
     ["unspecified", LISA, connectNoHost("0.0.0.0:443"), "non_public:unspecified"],
+    ["this network", LISA, connectNoHost("0.1.2.3:443"), "non_public:thisNetwork"],
+    ["PCP anycast", LISA, connectNoHost("192.0.0.9:443"), "non_public:pcpAnycast"],
+    ["AS112", LISA, connectNoHost("192.31.196.1:443"), "non_public:as112"],
     ["unspecified short", LISA, connectNoHost("0:443"), "non_public:unspecified"],
     ["unspecified IPv6", LISA, connectNoHost("[::]:443"), "non_public:unspecified"],
     ["broadcast", LISA, connectNoHost("255.255.255.255:443"), "non_public:broadcast"],
     ["multicast", LISA, connectNoHost("224.0.0.1:443"), "non_public:multicast"],
     ["multicast IPv6", LISA, connectNoHost("[ff02::1]:443"), "non_public:multicast"],
-    ["NAT64 of metadata", LISA, connectNoHost("[64:ff9b::a9fe:a9fe]:443"), "non_public:rfc6052"],
-    ["6to4 of loopback", LISA, connectNoHost("[2002:7f00:1::]:443"), "non_public:6to4"],
-    ["Teredo", LISA, connectNoHost("[2001:0:4136:e378:8000:63bf:3fff:fdd2]:443"), "non_public:teredo"],
-    ["documentation range", LISA, connectNoHost("192.0.2.1:443"), "non_public:reserved"],
-    ["benchmark range", LISA, connectNoHost("198.18.0.1:443"), "non_public:reserved"],
+    ["NAT64 of metadata", LISA, connectNoHost("[64:ff9b::a9fe:a9fe]:443"), "nat64:non_public:cloudMetadata"],
+    ["6to4 of loopback", LISA, connectNoHost("[2002:7f00:1::]:443"), "6to4:non_public:loopback"],
+    ["Teredo", LISA, connectNoHost("[2001:0:4136:e378:8000:63bf:3fff:fdd2]:443"), "teredo:non_public:documentation"],
+    ["documentation range", LISA, connectNoHost("192.0.2.1:443"), "non_public:documentation"],
+    ["benchmark range", LISA, connectNoHost("198.18.0.1:443"), "non_public:benchmarking"],
     ["the gateway's own address", LISA, connectNoHost(`${OWN}:443`), "own_address"],
+    ["IPv4-compatible loopback", LISA, connectNoHost("[::7f00:1]:443"), "ipv4Compatible:non_public:loopback"],
+    ["IPv4-compatible loopback, dotted", LISA, connectNoHost("[::127.0.0.1]:443"), "ipv4Compatible:non_public:loopback"],
+    ["IPv4-compatible metadata", LISA, connectNoHost("[::169.254.169.254]:80"), "ipv4Compatible:non_public:cloudMetadata"],
+    ["IPv4-compatible public (deprecated form)", LISA, connectNoHost("[::93.184.216.34]:443"), "non_public:ipv4Compatible"],
+    ["IPv6 outside global unicast", LISA, connectNoHost("[1::1]:443"), "non_public:notGlobalUnicast"],
+    ["IPv6 dummy prefix", LISA, connectNoHost("[100:0:0:1::1]:443"), "non_public:dummyPrefix"],
+    ["IPv6 documentation 3fff::/20", LISA, connectNoHost("[3fff::1]:443"), "non_public:documentation"],
+    ["IPv6 ORCHIDv2", LISA, connectNoHost("[2001:20::1]:443"), "non_public:orchid2"],
+    ["IPv6 SRv6 SIDs", LISA, connectNoHost("[5f00::1]:443"), "non_public:segmentRouting"],
+    ["SIIT of metadata", LISA, connectNoHost("[::ffff:0:169.254.169.254]:80"), "ipv4Translated:non_public:cloudMetadata"],
+    ["6to4 of private", LISA, connectNoHost("[2002:a00:1::1]:443"), "6to4:non_public:private"],
+    ["NAT64 local-use prefix", LISA, connectNoHost("[64:ff9b:1::a9fe:a9fe]:80"), "non_public:nat64LocalUse"],
     ["IPv6 zone id", LISA, connectNoHost("[fe80::1%25eth0]:443"), "bad_host"],
     ["five-part address", LISA, connectNoHost("1.2.3.4.5:443"), "bad_host"],
     ["public IP literal in enforce mode", BART, connectNoHost(`${PUBLIC}:443`), "ip_literal"],
@@ -165,6 +198,10 @@ const HOSTILE: [string, string, string, string][] = [
     ["glob apex", BART, connect("cdn.test:443"), "not_allowlisted"],
     ["port zero", BART, connect("allowed.test:0"), "bad_port"],
     ["port too large", BART, connect("allowed.test:65536"), "bad_port"],
+    ["port with a leading zero", BART, connect("allowed.test:0443"), "bad_port"],
+    ["port with a plus sign", BART, connectNoHost("allowed.test:+443"), "bad_port"],
+    ["negative port", BART, connectNoHost("allowed.test:-1"), "bad_port"],
+    ["Host header port with a leading zero", BART, `CONNECT allowed.test:443 HTTP/1.1\r\nHost: allowed.test:0443\r\n\r\n`, "authority_mismatch"],
     ["double port", BART, connectNoHost("allowed.test:443:443"), "bad_authority"],
     ["no port", BART, connectNoHost("allowed.test"), "bad_authority"],
     ["userinfo", BART, connectNoHost("user@allowed.test:443"), "bad_host"],
@@ -176,11 +213,27 @@ const HOSTILE: [string, string, string, string][] = [
     ["name resolving to loopback", BART, connect("h.cdn.test:443"), "resolved_non_public:loopback"],
     ["multi-answer with one private", BART, connect("b.cdn.test:443"), "resolved_non_public:private"],
     ["mapped private answer", BART, connect("c.cdn.test:443"), "resolved_non_public:private"],
-    ["name resolving to metadata", BART, connect("d.cdn.test:443"), "resolved_non_public:linkLocal"],
-    ["NAT64 answer", BART, connect("g.cdn.test:443"), "resolved_non_public:rfc6052"],
-    ["ULA metadata answer", BART, connect("i.cdn.test:443"), "resolved_non_public:uniqueLocal"],
-    ["CGNAT metadata answer", BART, connect("j.cdn.test:443"), "resolved_non_public:carrierGradeNat"],
+    ["name resolving to metadata", BART, connect("d.cdn.test:443"), "resolved_non_public:cloudMetadata"],
+    ["NAT64 answer", BART, connect("g.cdn.test:443"), "resolved_nat64:non_public:cloudMetadata"],
+    ["ULA metadata answer", BART, connect("i.cdn.test:443"), "resolved_non_public:cloudMetadata"],
+    ["CGNAT metadata answer", BART, connect("j.cdn.test:443"), "resolved_non_public:cloudMetadata"],
     ["answer is the gateway itself", BART, connect("k.cdn.test:443"), "resolved_own_address"],
+    ["IPv4-compatible loopback answer", BART, connect("compat-loopback.cdn.test:443"), "resolved_ipv4Compatible:non_public:loopback"],
+    ["IPv4-compatible loopback answer, dotted", BART, connect("compat-loopback-dotted.cdn.test:443"), "resolved_ipv4Compatible:non_public:loopback"],
+    ["IPv4-compatible metadata answer", BART, connect("compat-metadata.cdn.test:443"), "resolved_ipv4Compatible:non_public:cloudMetadata"],
+    ["IPv4-compatible public answer (deprecated form)", BART, connect("compat-public.cdn.test:443"), "resolved_non_public:ipv4Compatible"],
+    ["answer outside global unicast", BART, connect("not-global.cdn.test:443"), "resolved_non_public:notGlobalUnicast"],
+    ["dummy-prefix answer", BART, connect("dummy-prefix.cdn.test:443"), "resolved_non_public:dummyPrefix"],
+    ["3fff::/20 documentation answer", BART, connect("documentation-3fff.cdn.test:443"), "resolved_non_public:documentation"],
+    ["ORCHIDv2 answer", BART, connect("orchid2.cdn.test:443"), "resolved_non_public:orchid2"],
+    ["PCP anycast answer", BART, connect("pcp-anycast.cdn.test:443"), "resolved_non_public:pcpAnycast"],
+    ["AS112 direct-delegation answer", BART, connect("as112.cdn.test:443"), "resolved_non_public:as112"],
+    ["SRv6 answer", BART, connect("srv6.cdn.test:443"), "resolved_non_public:segmentRouting"],
+    ["SIIT loopback answer", BART, connect("siit-loopback.cdn.test:443"), "resolved_ipv4Translated:non_public:loopback"],
+    ["NAT64 local-use answer", BART, connect("nat64-local.cdn.test:443"), "resolved_non_public:nat64LocalUse"],
+    ["6to4 metadata answer", BART, connect("6to4-metadata.cdn.test:443"), "resolved_6to4:non_public:cloudMetadata"],
+    ["Teredo answer with a private client", BART, connect("teredo-private.cdn.test:443"), "resolved_teredo:non_public:private"],
+    ["public answer plus IPv4-compatible loopback", BART, connect("public-then-compat.cdn.test:443"), "resolved_ipv4Compatible:non_public:loopback"],
     ["no answers", BART, connect("f.cdn.test:443"), "no_answer"],
     ["resolver failure", BART, connect("e.cdn.test:443"), "resolver_failure"],
     // plain HTTP
@@ -192,6 +245,10 @@ const HOSTILE: [string, string, string, string][] = [
     ["plain HTTP to an IP literal", BART, get("http://127.0.0.1/", "127.0.0.1"), "ip_literal"],
     ["plain HTTP to a hex IP", BART, get("http://0x7f.1/", "0x7f.1"), "ip_literal"],
     ["plain HTTP to IPv6 loopback", BART, get("http://[::1]/", "[::1]"), "ip_literal"],
+    ["plain HTTP port with a leading zero", BART, get("http://plain.test:080/", "plain.test:080"), "bad_port"],
+    ["plain HTTP port with a plus sign", BART, get("http://plain.test:+80/", "plain.test:+80"), "bad_port"],
+    ["plain HTTP empty port", BART, get("http://plain.test:/", "plain.test"), "bad_port"],
+    ["plain HTTP Host port with a leading zero", BART, get("http://plain.test/", "plain.test:080"), "authority_mismatch"],
     ["plain HTTP not allowlisted", BART, get("http://evil.test/", "evil.test"), "not_allowlisted"],
     ["TRACE", BART, `TRACE http://plain.test/ HTTP/1.1\r\nHost: plain.test\r\n\r\n`, "method"],
     ["smuggling: CL and TE", BART, `POST http://plain.test/ HTTP/1.1\r\nHost: plain.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`, ""],
@@ -203,7 +260,7 @@ const HOSTILE: [string, string, string, string][] = [
 ];
 
 describe("hostile requests", () => {
-    it("number at least 60", () => expect(HOSTILE.length).toBeGreaterThanOrEqual(60));
+    it("number at least 120", () => expect(HOSTILE.length).toBeGreaterThanOrEqual(120));
 
     it.each(HOSTILE)("%s: denied (%s)", async (_case, source, request, reason) => {
         const dialsBefore = dials.length;
@@ -222,7 +279,7 @@ describe("hostile requests", () => {
         const decisions = logs.map((l) => JSON.parse(l)).filter((l) => l.event === "decision" && l.decision === "deny");
         expect(decisions.length).toBeGreaterThanOrEqual(HOSTILE.filter((h) => h[3] !== "").length);
         expect(decisions).toContainEqual(expect.objectContaining({ agent: "unknown", reason: "unknown_source" }));
-        expect(decisions).toContainEqual(expect.objectContaining({ agent: "lisa", reason: "non_public:linkLocal" }));
+        expect(decisions).toContainEqual(expect.objectContaining({ agent: "lisa", reason: "non_public:cloudMetadata" }));
     });
 });
 
@@ -244,6 +301,16 @@ describe("allowed requests", () => {
         expect(answer).toMatch(/^HTTP\/1\.1 200/);
         expect(resolutions).toEqual(["rebind.cdn.test"]);
         expect(dials.slice(dialsBefore)).toEqual([{ address: PUBLIC, port: 443 }]);
+    });
+
+    it.each([
+        ["6to4", "6to4-public.cdn.test", "2002:5db8:d822::1"],
+        ["NAT64", "nat64-public.cdn.test", "64:ff9b::5db8:d822"],
+    ])("dials a %s answer that carries a public IPv4 address (control)", async (_form, host, address) => {
+        const dialsBefore = dials.length;
+        const answer = await exchange(BART, `${connect(`${host}:443`)}x`, 700);
+        expect(answer).toMatch(/^HTTP\/1\.1 200/);
+        expect(dials.slice(dialsBefore)).toEqual([{ address, port: 443 }]);
     });
 
     it("in report mode allows a name enforce would deny, and logs it", async () => {
@@ -291,6 +358,101 @@ describe("limits", () => {
         const answer = await exchange(BART, "CONNECT allowed.test:443 HTTP/1.1\r\nHost: allo", 5000);
         expect(answer).not.toMatch(/^HTTP\/1\.1 200/);
         expect(Date.now() - started).toBeLessThan(4500);
+    });
+});
+
+/** Settles with the promise's value, or with `fallback` once `ms` have passed (and leaves no timer behind). */
+async function within<T>(promise: Promise<T>, ms: number, fallback: T): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<T>((resolve) => (timer = setTimeout(resolve, ms, fallback)));
+    try {
+        return await Promise.race([promise, late]);
+    } finally {
+        clearTimeout(timer);
+    }
+}
+
+describe("a resolver that never answers", () => {
+    const lookups: string[] = [];
+    const HANGING = "hang.test";
+    const SLOW_DIAL = "slow-dial.test";
+    let finishDial: () => void = () => undefined;
+    const slowDials: net.Socket[] = [];
+    /** Never settles for HANGING; everything else is public. Dials to SLOW_DIAL's port wait for the test. */
+    const hangingDeps: EgressDeps = {
+        ...fakeDeps,
+        resolve(host) {
+            lookups.push(host);
+            return host === HANGING ? new Promise<string[]>(() => undefined) : Promise.resolve([PUBLIC]);
+        },
+        async dial(address, dialPort, timeoutMs) {
+            const socket = await fakeDeps.dial(address, dialPort === 444 ? 443 : dialPort, timeoutMs);
+            if (dialPort !== 444) return socket;
+            slowDials.push(socket);
+            await new Promise<void>((resolve) => (finishDial = resolve));
+            return socket;
+        },
+    };
+    const agent: EgressAgent = { name: "bart", subnet: "127.0.0.0/25", mode: "enforce", allow: [{ host: HANGING, ports: [443, 80] }, { host: SLOW_DIAL, ports: [444] }, { host: "ok.test", ports: [443] }] };
+    const start = async (resolveTimeoutMs: number) => {
+        const config = egressConfigSchema.parse({
+            listen: { host: "127.0.0.1", port: 0 },
+            dns: { host: "127.0.0.1", port: 0 },
+            admin: [{ host: "127.0.0.1", port: 0 }],
+            limits: { resolveTimeoutMs, maxTunnelsPerAgent: 1 },
+        });
+        const started = new EgressGateway(config, jsonLogger("egress-gateway", () => undefined), hangingDeps);
+        started.setAgents([agent]);
+        return { gateway: started, port: (await started.listen()).port };
+    };
+
+    it("is bounded by a default of a few seconds", () => {
+        const { resolveTimeoutMs } = egressConfigSchema.parse({}).limits;
+        expect(resolveTimeoutMs).toBeGreaterThanOrEqual(1000);
+        expect(resolveTimeoutMs).toBeLessThanOrEqual(10_000);
+    });
+
+    it.each([
+        ["CONNECT", connect(`${HANGING}:443`)],
+        ["plain HTTP", get(`http://${HANGING}/`, HANGING)],
+    ])("%s: the client gets 504 with a reason, and the agent's slot is held meanwhile and then freed", async (_kind, request) => {
+        const { gateway: bounded, port: boundedPort } = await start(1500);
+        try {
+            lookups.length = 0;
+            const first = exchange(BART, request, 10_000, boundedPort);
+            await expect.poll(() => lookups.includes(HANGING)).toBe(true);
+            // The one slot is taken while the lookup hangs: an agent cannot pile up unbounded hanging lookups.
+            expect(await exchange(BART, connect("ok.test:443"), 1000, boundedPort)).toMatch(/^HTTP\/1\.1 429/);
+            const answer = await first;
+            expect(answer).toMatch(/^HTTP\/1\.1 504 Gateway Timeout\r\n/);
+            expect(answer).toContain("egress denied: resolver_timeout\n");
+            expect(await exchange(BART, `${connect("ok.test:443")}x`, 700, boundedPort)).toMatch(/^HTTP\/1\.1 200/);
+        } finally {
+            await bounded.close();
+        }
+    });
+
+    it("close() during a dial: the client is ended, and the upstream that connects afterwards is closed, not relayed", async () => {
+        const { gateway: closing, port: closingPort } = await start(10_000);
+        slowDials.length = 0;
+        const answer = exchange(BART, connect(`${SLOW_DIAL}:444`), 20_000, closingPort);
+        await expect.poll(() => slowDials.length).toBe(1);
+        expect(await within(closing.close().then(() => "closed"), 5000, "still closing")).toBe("closed");
+        expect(await within(answer, 5000, "client still connected")).toBe("");
+        finishDial();
+        await expect.poll(() => slowDials[0].destroyed).toBe(true);
+    });
+
+    it.each([
+        ["CONNECT", connect(`${HANGING}:443`)],
+        ["plain HTTP", get(`http://${HANGING}/`, HANGING)],
+    ])("%s: close() finishes promptly while the lookup hangs, and ends the waiting client", async (_kind, request) => {
+        const { gateway: closing, port: closingPort } = await start(60_000);
+        lookups.length = 0;
+        const answer = exchange(BART, request, 20_000, closingPort);
+        await expect.poll(() => lookups.includes(HANGING)).toBe(true);
+        expect(await within(closing.close().then(() => "closed"), 5000, "still closing")).toBe("closed");
+        expect(await within(answer, 5000, "client still connected")).not.toMatch(/^HTTP\/1\.1 200|client still connected/);
     });
 });
 

@@ -1,3 +1,4 @@
+import ipaddr from "ipaddr.js";
 import { z } from "zod";
 import { adminListenSchema, listenSchema } from "../../runtime/admin";
 import { agentIdentity } from "../../runtime/registry";
@@ -10,11 +11,13 @@ export const egressConfigSchema = z.strictObject({
     admin: z.array(adminListenSchema).min(1).default([{ host: "127.0.0.1", port: 9465 }]),
     registryDir: z.string().default("/var/lib/egress/agents"),
     /** Exempt from the private-range denial. Off (empty) by default: exists so tests can reach loopback servers. */
-    allowRanges: z.array(z.string()).default([]),
+    allowRanges: z.array(z.string().refine((cidr) => ipaddr.isValidCIDR(cidr), "must be a CIDR range")).default([]),
     /** Names answered from this table instead of DNS; the answers are vetted like any other. Empty by default. */
     staticHosts: z.record(z.string(), z.array(z.string()).min(1)).default({}),
     limits: z
         .strictObject({
+            /** Bound on each name resolution: a lookup that never answers costs its client a 504, not its connection. */
+            resolveTimeoutMs: z.number().int().positive().default(5_000),
             connectTimeoutMs: z.number().int().positive().default(10_000),
             idleTimeoutMs: z.number().int().positive().default(300_000),
             /** Time a client has to send its request head (slow-client protection). */

@@ -6,7 +6,7 @@ export function egressMetrics() {
     return {
         registry,
         decisions: new Counter({ name: "egress_decisions_total", help: "Egress decisions by agent, decision and reason", labelNames: ["agent", "decision", "reason"], registers: [registry] }),
-        activeTunnels: new Gauge({ name: "egress_active_tunnels", help: "Open tunnels and plain-HTTP exchanges", labelNames: ["agent"], registers: [registry] }),
+        activeTunnels: new Gauge({ name: "egress_active_tunnels", help: "Tunnels and plain-HTTP exchanges holding an agent's slot: resolving, dialling or open", labelNames: ["agent"], registers: [registry] }),
         bytes: new Counter({ name: "egress_bytes_total", help: "Bytes relayed, by agent and direction", labelNames: ["agent", "direction"], registers: [registry] }),
         dnsQueries: new Counter({ name: "egress_dns_queries_total", help: "Queries the DNS sink refused, by agent", labelNames: ["agent"], registers: [registry] }),
         registeredAgents: new Gauge({ name: "egress_registered_agents", help: "Agents in the registry", registers: [registry] }),

@@ -11,17 +11,7 @@ import type { Logger } from "../../runtime/log";
 import type { EgressConfig } from "./config";
 import { type DnsSink, startDnsSink } from "./dns";
 import { type EgressMetrics, egressMetrics } from "./metrics";
-import {
-    type AddressPolicy,
-    type EgressAgent,
-    type Target,
-    addressDenial,
-    agentForSource,
-    decideTarget,
-    parseAbsoluteHttp,
-    parseConnect,
-    vetAnswers,
-} from "./policy";
+import { type AddressPolicy, type AddressVerdict, type EgressAgent, type Target, agentForSource, decideTarget, parseAbsoluteHttp, parseConnect, vetAnswers, vetLiteral } from "./policy";
 
 export interface EgressDeps {
     /** Every address a name resolves to. Called once per request. */
@@ -63,8 +53,19 @@ function forwardable(headers: http.IncomingHttpHeaders): Record<string, string |
     return out;
 }
 
-/** `wouldDeny`: in report mode, what enforce mode would have denied. */
-type Vetted = { ok: true; agent: EgressAgent; address: string; wouldDeny: string | null } | { ok: false; agent?: EgressAgent; reason: string };
+/**
+ * A request let through, with its upstream connection and the agent's slot (the caller releases it), or refused with
+ * a status. `wouldDeny`: in report mode, what enforce mode would have denied.
+ */
+type Refusal = { ok: false; agent?: EgressAgent; reason: string; status: number };
+type Admission = { ok: true; agent: EgressAgent; upstream: net.Socket; address: string; wouldDeny: string | null } | Refusal;
+
+/** Why a lookup was given up on before it answered. */
+class LookupAbandoned extends Error {
+    constructor(readonly reason: "resolver_timeout" | "shutting_down") {
+        super(reason);
+    }
+}
 
 export class EgressGateway {
     readonly metrics: EgressMetrics = egressMetrics();
@@ -74,6 +75,8 @@ export class EgressGateway {
     private agents: EgressAgent[] = [];
     private readonly tunnels = new Map<string, number>();
     private readonly open = new Set<Duplex>();
+    /** Aborted by close(): lookups still waiting are abandoned. */
+    private readonly closing = new AbortController();
 
     constructor(
         private readonly config: EgressConfig,
@@ -114,6 +117,7 @@ export class EgressGateway {
     }
 
     async close(): Promise<void> {
+        this.closing.abort();
         for (const socket of this.open) socket.destroy();
         await Promise.all([this.server, ...this.adminServers].map(closeServer));
         await this.dnsSink?.close();
@@ -129,30 +133,65 @@ export class EgressGateway {
         this.log("decision", { agent: name, target: target.slice(0, 300), decision, reason, ...extra });
     }
 
-    /** Allowlist, then one resolution, then address safety on every answer. Report mode relaxes only the allowlist. */
-    private async vet(agent: EgressAgent | undefined, target: Target): Promise<Vetted> {
+    /**
+     * Allowlist, then the agent's slot, then one bounded resolution, address safety on every answer, and the dial
+     * of the vetted address. Report mode relaxes only the allowlist. A refusal has released the slot.
+     */
+    private async admit(agent: EgressAgent | undefined, target: Target): Promise<Admission> {
         const decision = decideTarget(agent, target);
-        if (!decision.allow) return { ok: false, agent, reason: decision.reason };
-        const wouldDeny = decision.wouldDeny ?? null;
-        const policy = this.addressPolicy();
-        if (target.kind === "ip") {
-            const denial = addressDenial(target.address, policy);
-            return denial ? { ok: false, agent, reason: denial } : { ok: true, agent: agent!, address: target.address, wouldDeny };
-        }
-        let answers: string[];
-        try {
-            answers = await this.deps.resolve(target.host);
-        } catch {
-            return { ok: false, agent, reason: "resolver_failure" };
-        }
-        const vetted = vetAnswers(answers, policy);
-        return vetted.ok ? { ok: true, agent: agent!, address: vetted.address, wouldDeny } : { ok: false, agent, reason: vetted.reason };
+        if (!decision.allow) return { ok: false, agent, reason: decision.reason, status: 403 };
+        const allowed = agent!; // decideTarget allows only known agents
+        if (!this.takeTunnel(allowed)) return { ok: false, agent, reason: "tunnel_limit", status: 429 };
+        const dialled = await this.vetAndDial(allowed, target);
+        if (dialled.ok) return { ...dialled, agent: allowed, wouldDeny: decision.wouldDeny ?? null };
+        this.releaseTunnel(allowed);
+        return dialled;
     }
 
-    private refuseRaw(socket: Duplex, agent: EgressAgent | undefined, reason: string, target: string, status = "403 Forbidden") {
+    private async vetAndDial(agent: EgressAgent, target: Target): Promise<{ ok: true; upstream: net.Socket; address: string } | Refusal> {
+        const refuse = (reason: string, status = 403): Refusal => ({ ok: false, agent, reason, status });
+        const policy = this.addressPolicy();
+        let vetted: AddressVerdict;
+        if (target.kind === "ip") {
+            vetted = vetLiteral(target.address, policy);
+        } else {
+            try {
+                vetted = vetAnswers(await this.resolveWithin(target.host), policy);
+            } catch (error) {
+                if (error instanceof LookupAbandoned) return refuse(error.reason, error.reason === "resolver_timeout" ? 504 : 503);
+                return refuse("resolver_failure");
+            }
+        }
+        if (!vetted.ok) return refuse(vetted.reason);
+        try {
+            const upstream = await this.deps.dial(vetted.address, target.port, this.config.limits.connectTimeoutMs);
+            return { ok: true, upstream, address: vetted.address };
+        } catch {
+            return refuse("dial_failed", 502);
+        }
+    }
+
+    /** The resolver's answers, unless it takes longer than the bound or the gateway closes first: then it is abandoned. */
+    private resolveWithin(host: string): Promise<string[]> {
+        const signal = this.closing.signal;
+        return new Promise((resolve, reject) => {
+            const abandon = (reason: LookupAbandoned["reason"]) => () => reject(new LookupAbandoned(reason));
+            const onClose = abandon("shutting_down");
+            const timer = setTimeout(abandon("resolver_timeout"), this.config.limits.resolveTimeoutMs).unref();
+            const settled = () => {
+                clearTimeout(timer);
+                signal.removeEventListener("abort", onClose);
+            };
+            if (signal.aborted) return onClose();
+            signal.addEventListener("abort", onClose, { once: true });
+            this.deps.resolve(host).then(resolve, reject).finally(settled);
+        });
+    }
+
+    private refuseRaw(socket: Duplex, agent: EgressAgent | undefined, reason: string, target: string, status = 403) {
         this.record(agent, target, "deny", reason);
         const body = `egress denied: ${reason}\n`;
-        socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+        socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
     }
 
     private takeTunnel(agent: EgressAgent): boolean {
@@ -168,43 +207,40 @@ export class EgressGateway {
         this.metrics.activeTunnels.dec({ agent: agent.name });
     }
 
+    /** Counts a socket as open until it closes, so close() can end it wherever its request is. */
+    private track(socket: Duplex) {
+        this.open.add(socket);
+        socket.once("close", () => this.open.delete(socket));
+    }
+
     private async handleConnect(req: http.IncomingMessage, client: Duplex, head: Buffer) {
         client.on("error", () => client.destroy());
+        this.track(client);
         const agent = agentForSource(req.socket.remoteAddress, this.agents);
         const targetText = req.url ?? "";
         const parsed = parseConnect(targetText, req.headers.host);
         if (!parsed.ok) return this.refuseRaw(client, agent, parsed.reason, targetText);
-        const vetted = await this.vet(agent, parsed.value);
-        if (!vetted.ok) return this.refuseRaw(client, vetted.agent, vetted.reason, targetText);
-        if (!this.takeTunnel(vetted.agent)) return this.refuseRaw(client, vetted.agent, "tunnel_limit", targetText, "429 Too Many Requests");
-        let upstream: net.Socket;
-        try {
-            upstream = await this.deps.dial(vetted.address, parsed.value.port, this.config.limits.connectTimeoutMs);
-        } catch {
-            this.releaseTunnel(vetted.agent);
-            return this.refuseRaw(client, vetted.agent, "dial_failed", targetText, "502 Bad Gateway");
-        }
-        this.record(vetted.agent, targetText, "allow", "allowlisted", { address: vetted.address, would_deny: vetted.wouldDeny });
+        const admission = await this.admit(agent, parsed.value);
+        if (!admission.ok) return this.refuseRaw(client, admission.agent, admission.reason, targetText, admission.status);
+        const { agent: admitted, upstream } = admission;
+        this.record(admitted, targetText, "allow", "allowlisted", { address: admission.address, would_deny: admission.wouldDeny });
+        this.track(upstream);
         client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
         if (head.length > 0) {
-            this.metrics.bytes.inc({ agent: vetted.agent.name, direction: "out" }, head.length);
+            this.metrics.bytes.inc({ agent: admitted.name, direction: "out" }, head.length);
             upstream.write(head);
         }
-        this.relay(vetted.agent, client, upstream);
+        this.relay(admitted, client, upstream);
     }
 
     private relay(agent: EgressAgent, client: Duplex, upstream: net.Socket) {
         const name = agent.name;
-        this.open.add(client);
-        this.open.add(upstream);
         let done = false;
         const finish = () => {
             if (done) return;
             done = true;
             client.destroy();
             upstream.destroy();
-            this.open.delete(client);
-            this.open.delete(upstream);
             this.releaseTunnel(agent);
         };
         const idle = this.config.limits.idleTimeoutMs;
@@ -233,22 +269,15 @@ export class EgressGateway {
         const parsed = parseAbsoluteHttp(targetText, req.headers.host);
         if (!parsed.ok) return refuse(parsed.reason);
         const { target, path, authority } = parsed.value;
-        const vetted = await this.vet(agent, target);
-        if (!vetted.ok) return refuse(vetted.reason, vetted.agent);
-        if (!this.takeTunnel(vetted.agent)) return refuse("tunnel_limit", vetted.agent, 429);
-        let socket: net.Socket;
-        try {
-            socket = await this.deps.dial(vetted.address, target.port, this.config.limits.connectTimeoutMs);
-        } catch {
-            this.releaseTunnel(vetted.agent);
-            return refuse("dial_failed", vetted.agent, 502);
-        }
-        this.record(vetted.agent, targetText, "allow", "allowlisted", { address: vetted.address, would_deny: vetted.wouldDeny });
+        const admission = await this.admit(agent, target);
+        if (!admission.ok) return refuse(admission.reason, admission.agent, admission.status);
+        const { agent: admitted, upstream: socket } = admission;
+        this.record(admitted, targetText, "allow", "allowlisted", { address: admission.address, would_deny: admission.wouldDeny });
         let released = false;
         const release = () => {
             if (released) return;
             released = true;
-            this.releaseTunnel(vetted.agent);
+            this.releaseTunnel(admitted);
         };
         // The connection is the one dialled at the vetted address: nothing here can look the name up again.
         const upstreamReq = http.request({
@@ -262,7 +291,7 @@ export class EgressGateway {
         upstreamReq.on("response", (upstreamRes) => {
             upstreamRes.setTimeout(this.config.limits.idleTimeoutMs, () => upstreamRes.destroy());
             res.writeHead(upstreamRes.statusCode ?? 502, forwardable(upstreamRes.headers));
-            upstreamRes.on("data", (chunk: Buffer) => this.metrics.bytes.inc({ agent: vetted.agent.name, direction: "in" }, chunk.length));
+            upstreamRes.on("data", (chunk: Buffer) => this.metrics.bytes.inc({ agent: admitted.name, direction: "in" }, chunk.length));
             upstreamRes.pipe(res);
             upstreamRes.on("end", release);
             upstreamRes.on("error", () => res.destroy());
@@ -276,7 +305,7 @@ export class EgressGateway {
             upstreamReq.destroy();
             release();
         });
-        req.on("data", (chunk: Buffer) => this.metrics.bytes.inc({ agent: vetted.agent.name, direction: "out" }, chunk.length));
+        req.on("data", (chunk: Buffer) => this.metrics.bytes.inc({ agent: admitted.name, direction: "out" }, chunk.length));
         req.pipe(upstreamReq);
     }
 }
