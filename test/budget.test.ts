@@ -6,7 +6,7 @@ import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { AgentEntry } from "../proxy-image/src/policy";
 import { AGENTS, ANTHROPIC_BODY, OPENAI_BODY, type RunningProxy, TOKENS, anthropicHeaders, openaiHeaders, send, startKeyProxy } from "./support/keyProxyHarness";
-import { MockUpstream, anthropicStream, sse } from "./support/mockUpstream";
+import { EMBEDDING_TOKENS_PER_INPUT, MockUpstream, anthropicStream, sse } from "./support/mockUpstream";
 
 const upstream = new MockUpstream();
 const running: RunningProxy[] = [];
@@ -60,11 +60,81 @@ describe("budget refusals", () => {
         expect(metrics).toMatch(/keyproxy_refusals_total\{agent="bart",provider="openai",reason="budget_exceeded"\} 1/);
     });
 
-    it("refuses endpoints it cannot meter (403), so no budget can be bypassed", async () => {
+    it.each([
+        ["/openai/v1/images/generations", '{"model":"gpt-image-1","prompt":"x"}'],
+        ["/openai/v1/audio/speech", '{"model":"tts-1","input":"x"}'],
+        ["/openai/v1/batches", '{"input_file_id":"f"}'],
+    ])("refuses %s, which it cannot meter (403), so no budget can be bypassed", async (path, body) => {
         const p = await proxyWith({ totalUsd: 10 });
-        const res = await send(p.port, { path: "/openai/v1/embeddings", headers: openaiHeaders(), body: '{"model":"text-embedding-3-small","input":"x"}' });
+        upstream.received.length = 0;
+        const res = await send(p.port, { path, headers: openaiHeaders(), body });
         expect(res.status).toBe(403);
         expect(JSON.parse(res.body).error.code).toBe("endpoint_not_allowed");
+        expect(upstream.received).toHaveLength(0);
+    });
+});
+
+describe("embeddings", () => {
+    const inputs = Array.from({ length: 100 }, (_, i) => `memory chunk ${i}`);
+    const tokens = inputs.length * EMBEDDING_TOKENS_PER_INPUT;
+    const embeddingsBody = (model: string, input: unknown = inputs) => JSON.stringify({ model, input, encoding_format: "base64" });
+
+    describe.each<[string, number, string]>([
+        ["text-embedding-3-small", 0.02, "text-embedding-3-small"],
+        ["text-embedding-3-large", 0.13, "text-embedding-3-large"],
+        ["text-embedding-ada-002", 0.1, "text-embedding-ada-002"],
+        ["embedding-model-of-tomorrow", 15, "other"],
+    ])("%s", (model, usdPerMillion, modelLabel) => {
+        const cost = Math.ceil(tokens * usdPerMillion) / 1e6;
+
+        it("is forwarded unchanged and settled from usage.prompt_tokens at the model's input price, in metrics and ledger", async () => {
+            const p = await proxyWith({ totalUsd: 1 });
+            upstream.received.length = 0;
+            const body = embeddingsBody(model);
+            const res = await send(p.port, { path: "/openai/v1/embeddings", headers: openaiHeaders(), body });
+            expect(res.status).toBe(200);
+            expect(JSON.parse(res.body).data).toHaveLength(inputs.length);
+            expect(upstream.received[0]).toMatchObject({ path: "/v1/embeddings", body });
+            expect(p.server.spend.settled("bart", "total")).toBeCloseTo(cost, 9);
+            const metrics = await p.server.metrics.registry.metrics();
+            expect(metrics).toContain(`keyproxy_tokens_total{agent="bart",provider="openai",model="${modelLabel}",kind="input"} ${tokens}`);
+            expect(metrics).not.toContain(`model="${modelLabel}",kind="output"`);
+            expect(metrics).toContain(`keyproxy_spend_usd_total{agent="bart",provider="openai",model="${modelLabel}"} ${cost}`);
+            await p.server.close();
+            const restarted = await proxyWith({ totalUsd: 1 }, { metering: { ledgerFile: p.config.metering.ledgerFile } });
+            expect(restarted.server.spend.settled("bart", "total")).toBeCloseTo(cost, 9);
+        });
+
+        it("is refused with 429 budget_exceeded, upstream not called, when the input bytes' bound does not fit", async () => {
+            const body = embeddingsBody(model);
+            // The bound: every request byte an input token at the dearest input-side price; one micro-dollar short of it.
+            const dearest = modelLabel === "other" ? 30 : usdPerMillion;
+            const p = await proxyWith({ dailyUsd: (Math.ceil(Buffer.byteLength(body) * dearest) - 1) / 1e6 });
+            upstream.received.length = 0;
+            const res = await send(p.port, { path: "/openai/v1/embeddings", headers: openaiHeaders(), body });
+            expect(res.status).toBe(429);
+            expect(JSON.parse(res.body).error).toMatchObject({ type: "budget_exceeded", code: "budget_exceeded" });
+            expect(upstream.received).toHaveLength(0);
+            const fits = await proxyWith({ dailyUsd: Math.ceil(Buffer.byteLength(body) * dearest) / 1e6 });
+            expect((await send(fits.port, { path: "/openai/v1/embeddings", headers: openaiHeaders(), body })).status).toBe(200);
+        });
+    });
+
+    it("refuses a body without input (400), before any reservation or upstream call", async () => {
+        const p = await proxyWith({ totalUsd: 1 });
+        upstream.received.length = 0;
+        const res = await send(p.port, { path: "/openai/v1/embeddings", headers: openaiHeaders(), body: '{"model":"text-embedding-3-small"}' });
+        expect(res.status).toBe(400);
+        expect(upstream.received).toHaveLength(0);
+    });
+
+    it("bills a success whose usage cannot be read at its full reservation", async () => {
+        const p = await proxyWith({ totalUsd: 1 });
+        upstream.handler = (_req, res) => void res.writeHead(200, { "content-type": "application/json" }).end('{"object":"list","data":[]}');
+        const body = embeddingsBody("text-embedding-3-small", "x");
+        await send(p.port, { path: "/openai/v1/embeddings", headers: openaiHeaders(), body });
+        expect(p.server.spend.settled("bart", "total")).toBeCloseTo(Math.ceil(Buffer.byteLength(body) * 0.02) / 1e6, 9);
+        expect(p.logs.some((l) => l.includes("billed at the reservation"))).toBe(true);
     });
 });
 

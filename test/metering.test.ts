@@ -25,7 +25,9 @@ describe("classifyEndpoint", () => {
         ["anthropic", "POST", "/v1/messages/count_tokens", "free"],
         ["anthropic", "GET", "/v1/models", "free"],
         ["openai", "GET", "/v1/models/gpt-5.1", "free"],
-        ["openai", "POST", "/v1/embeddings", undefined],
+        ["openai", "POST", "/v1/embeddings", "openai-embeddings"],
+        ["anthropic", "POST", "/v1/embeddings", undefined],
+        ["openai", "GET", "/v1/embeddings", undefined],
         ["openai", "POST", "/v1/images/generations", undefined],
         ["openai", "POST", "/v1/audio/speech", undefined],
         ["anthropic", "POST", "/v1/messages/batches", undefined],
@@ -54,6 +56,17 @@ describe("planRequest", () => {
         expect(result.kind === "metered" && JSON.parse(result.body.toString())[field]).toBe(32_000);
     });
 
+    it.each<[string, unknown]>([
+        ["a string", "hello"],
+        ["an array of strings", ["a", "b"]],
+        ["an array of token arrays", [[1, 2, 3]]],
+    ])("meters embeddings of %s as input only, body unchanged", (_case, input) => {
+        const body = JSON.stringify({ model: "text-embedding-3-small", input, encoding_format: "base64" });
+        const result = plan("openai-embeddings", body);
+        expect(result).toMatchObject({ kind: "metered", format: "openai-embeddings", model: "text-embedding-3-small", stream: false, maxOutputTokens: 0, hideUsageChunk: false });
+        expect(result.kind === "metered" && result.body.toString()).toBe(body);
+    });
+
     it("reads OpenAI's legacy max_tokens", () => {
         expect(plan("openai-chat", { model: "gpt-4o", max_tokens: 77 })).toMatchObject({ maxOutputTokens: 77 });
     });
@@ -72,6 +85,9 @@ describe("planRequest", () => {
         ["openai-chat", { model: "gpt-5.1", max_completion_tokens: -1 }, "bad_output_cap"],
         ["openai-chat", { model: "gpt-5.1", max_completion_tokens: 1.5 }, "bad_output_cap"],
         ["openai-responses", { model: "gpt-5.1", max_output_tokens: "9" }, "bad_output_cap"],
+        ["openai-embeddings", { input: "x" }, "no_model"],
+        ["openai-embeddings", { model: "text-embedding-3-small" }, "no_input"],
+        ["openai-embeddings", { model: "text-embedding-3-small", input: { text: "x" } }, "no_input"],
     ])("refuses %s body %j: %s", (format, body, reason) => expect(plan(format, body)).toEqual({ kind: "refused", reason }));
 });
 
@@ -135,10 +151,22 @@ describe("ResponseMeter", () => {
         ["anthropic-messages", { model: "claude-haiku-4-5", usage: { input_tokens: 5, cache_read_input_tokens: 7, output_tokens: 3 } }, { input: 5, cacheRead: 7, output: 3 }],
         ["openai-chat", { model: "gpt-4o", usage: { prompt_tokens: 9, prompt_tokens_details: { cached_tokens: 2 }, completion_tokens: 3 } }, { input: 7, cacheRead: 2, output: 3 }],
         ["openai-responses", { model: "gpt-5.1", usage: { input_tokens: 20, input_tokens_details: { cached_tokens: 4 }, output_tokens: 7 } }, { input: 16, cacheRead: 4, output: 7 }],
+        ["openai-embeddings", { object: "list", data: [{ embedding: "AACAPgAAAL8AAAA+" }], model: "text-embedding-3-small", usage: { prompt_tokens: 11, total_tokens: 11 } }, { input: 11, cacheRead: 0, output: 0 }],
+        ["openai-embeddings", { object: "list", data: [{ embedding: [0.5] }], model: "text-embedding-3-large", usage: { total_tokens: 13 } }, { input: 13, cacheRead: 0, output: 0 }],
     ])("non-streaming %s JSON", (format, body, usage) => {
         const { forwarded, result } = meterAll(format, false, false, JSON.stringify(body), 4);
         expect(forwarded).toBe(JSON.stringify(body));
         expect(result).toMatchObject({ complete: true, reported: true, usage });
+    });
+
+    it.each<[string, string, number]>([
+        ["without usage", '{"object":"list","data":[]}', 30],
+        ["unparseable", '{"object":"list","da', 30],
+        ["too large to meter", `{"data":"${"x".repeat(64)}","usage":{"prompt_tokens":1}}`, 32],
+    ])("a whole body %s is unmeasured, so billed at its reservation", (_case, body, limit) => {
+        const meter = new ResponseMeter("openai-embeddings", false, false, limit);
+        meter.push(Buffer.from(body));
+        expect(meter.end().result).toMatchObject({ reported: false, unmeasured: true });
     });
 
     it("a truncated Anthropic stream is billed for what it showed, output estimated from the bytes streamed", () => {
@@ -199,6 +227,10 @@ describe("prices", () => {
         ["gpt-5.1-codex", DEFAULT_PRICES["gpt-5.1"], true],
         ["mystery-model", DEFAULT_FALLBACK_PRICE, false],
         ["gpt-4", DEFAULT_FALLBACK_PRICE, false],
+        ["text-embedding-3-small", { input: 0.02, output: 0, cacheWrite: 0.02, cacheWrite1h: 0.02, cacheRead: 0.02 }, true],
+        ["text-embedding-3-large", { input: 0.13, output: 0, cacheWrite: 0.13, cacheWrite1h: 0.13, cacheRead: 0.13 }, true],
+        ["text-embedding-ada-002", { input: 0.1, output: 0, cacheWrite: 0.1, cacheWrite1h: 0.1, cacheRead: 0.1 }, true],
+        ["text-embedding-4-preview", DEFAULT_FALLBACK_PRICE, false],
     ])("%s", (model, price, known) => expect(priceFor(book, model)).toEqual({ price, known }));
 
     it("bounds a request's cost by its bytes and output cap", () => {

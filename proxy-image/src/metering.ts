@@ -4,7 +4,7 @@ import { StringDecoder } from "node:string_decoder";
 import type { Provider } from "./policy";
 import { NO_USAGE, type Usage } from "./pricing";
 
-export type ApiFormat = "anthropic-messages" | "openai-chat" | "openai-responses";
+export type ApiFormat = "anthropic-messages" | "openai-chat" | "openai-responses" | "openai-embeddings";
 
 export type RequestPlan =
     | { kind: "refused"; reason: string }
@@ -14,6 +14,7 @@ const METERED: Record<string, ApiFormat> = {
     "anthropic POST /v1/messages": "anthropic-messages",
     "openai POST /v1/chat/completions": "openai-chat",
     "openai POST /v1/responses": "openai-responses",
+    "openai POST /v1/embeddings": "openai-embeddings",
 };
 
 /** Endpoints that cost nothing. Everything neither here nor metered is refused: budgets cannot be bypassed. */
@@ -29,7 +30,7 @@ export function classifyEndpoint(provider: Provider, method: string, route: stri
 /**
  * Reads a metered request and rewrites its body where metering needs it: an output cap where the client set
  * none (so the reservation bounds the cost), and OpenAI's include_usage on streams (whose extra usage chunk
- * is then hidden from the client).
+ * is then hidden from the client). Embeddings have no output to cap.
  */
 export function planRequest(format: ApiFormat, body: Buffer, defaultMaxOutputTokens: number): RequestPlan {
     let json: Record<string, unknown>;
@@ -40,6 +41,11 @@ export function planRequest(format: ApiFormat, body: Buffer, defaultMaxOutputTok
     }
     if (typeof json !== "object" || json === null || Array.isArray(json)) return { kind: "refused", reason: "body_not_json" };
     if (typeof json.model !== "string" || json.model.length === 0) return { kind: "refused", reason: "no_model" };
+    if (format === "openai-embeddings") {
+        // Input tokens only; the request bytes bound them, so the body goes up unchanged.
+        if (typeof json.input !== "string" && !Array.isArray(json.input)) return { kind: "refused", reason: "no_input" };
+        return { kind: "metered", format, model: json.model, stream: false, maxOutputTokens: 0, hideUsageChunk: false, body };
+    }
     const stream = json.stream === true;
     const capField = format === "anthropic-messages" ? "max_tokens" : format === "openai-responses" ? "max_output_tokens" : "max_completion_tokens";
     const requested = format === "openai-chat" ? (json.max_completion_tokens ?? json.max_tokens) : json[capField];
@@ -74,6 +80,8 @@ export interface MeterResult {
     complete: boolean;
     /** Usage was reported by the upstream at all. */
     reported: boolean;
+    /** A whole (non-streamed) body whose usage could not be read: its cost is unknown, so it is billed at its reservation. */
+    unmeasured: boolean;
     problems: string[];
 }
 
@@ -214,12 +222,16 @@ function anthropicUsage(raw: Record<string, unknown>, previous: Usage): Usage {
     };
 }
 
-/** OpenAI usage: prompt/input counts include the cached tokens, which are billed at the cache-read price. */
+/**
+ * OpenAI usage: prompt/input counts include the cached tokens, which are billed at the cache-read price. What
+ * the total counts beyond the output is input too (embeddings report only prompt and total tokens).
+ */
 function openaiUsage(raw: Record<string, unknown>): Usage {
-    const prompt = num(raw.prompt_tokens ?? raw.input_tokens);
+    const output = num(raw.completion_tokens ?? raw.output_tokens);
+    const prompt = Math.max(num(raw.prompt_tokens ?? raw.input_tokens), num(raw.total_tokens) - output);
     const details = (raw.prompt_tokens_details ?? raw.input_tokens_details) as Record<string, unknown> | undefined;
     const cached = Math.min(prompt, num(details?.cached_tokens));
-    return { input: prompt - cached, output: num(raw.completion_tokens ?? raw.output_tokens), cacheWrite: 0, cacheWrite1h: 0, cacheRead: cached };
+    return { input: prompt - cached, output, cacheWrite: 0, cacheWrite1h: 0, cacheRead: cached };
 }
 
 const USAGE_OBJECT = /"usage"\s*:\s*\{/;
@@ -342,7 +354,9 @@ export class ResponseMeter {
             // Output the upstream never counted for us is estimated from what streamed, so an aborted stream is not free.
             this.usage.output = Math.max(this.usage.output, Math.ceil(this.streamedBytes / BYTES_PER_UNREPORTED_TOKEN));
         }
-        return { result: { usage: this.usage, model: this.model, complete: this.complete, reported: this.reported, problems: this.problems }, rest };
+        const unmeasured = !this.sse && !this.reported;
+        if (unmeasured) this.problems.push("no usage in the body: billed at the reservation");
+        return { result: { usage: this.usage, model: this.model, complete: this.complete, reported: this.reported, unmeasured, problems: this.problems }, rest };
     }
 
     /** Reads one SSE event. Returns true when it must be hidden from the client. */

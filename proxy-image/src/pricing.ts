@@ -15,6 +15,8 @@ export interface Price {
 
 const anthropic = (input: number, output: number): Price => ({ input, output, cacheWrite: input * 1.25, cacheWrite1h: input * 2, cacheRead: input * 0.1 });
 const openai = (input: number, output: number, cacheRead: number): Price => ({ input, output, cacheWrite: input, cacheWrite1h: input, cacheRead });
+/** Embedding models bill input tokens only. */
+const embedding = (input: number): Price => openai(input, 0, input);
 
 /** List prices (USD per million tokens) as published in late 2025. Model ids match by longest prefix. */
 export const DEFAULT_PRICES: Record<string, Price> = {
@@ -37,6 +39,9 @@ export const DEFAULT_PRICES: Record<string, Price> = {
     "gpt-4o": openai(2.5, 10, 1.25),
     "o4-mini": openai(1.1, 4.4, 0.275),
     o3: openai(2, 8, 0.5),
+    "text-embedding-3-small": embedding(0.02),
+    "text-embedding-3-large": embedding(0.13),
+    "text-embedding-ada-002": embedding(0.1),
 };
 
 /** Unknown models are billed at this (the most expensive list price above) until the table names them. */

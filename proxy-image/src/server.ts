@@ -261,7 +261,8 @@ export class KeyProxyServer {
                 res.end(text);
                 bytesOut = Buffer.byteLength(text);
             } else {
-                const sse = String(response.headers["content-type"] ?? "").includes("text/event-stream");
+                // Embeddings never stream: their body is metered as JSON whatever its content type says.
+                const sse = endpoint !== "openai-embeddings" && String(response.headers["content-type"] ?? "").includes("text/event-stream");
                 if (endpoint !== "free") meter = new ResponseMeter(endpoint, sse, hideUsageChunk && sse);
                 // A hidden usage chunk changes the length: let Node frame the body itself.
                 if (hideUsageChunk && sse) delete responseHeaders["content-length"];

@@ -106,7 +106,7 @@ export class SpendTracker {
         const billable = status >= 200 && status < 400 && result !== undefined;
         const model = result?.model ?? ticket.model;
         const { price, known } = this.price(model);
-        const cost = billable ? costMicros(result.usage, price) : 0;
+        const cost = !billable ? 0 : result.unmeasured ? ticket.reservedMicros : costMicros(result.usage, price);
         if (cost > ticket.reservedMicros) this.log("settled_above_reservation", { agent: ticket.agent.name, reserved_usd: microsToUsd(ticket.reservedMicros), cost_usd: microsToUsd(cost) });
         if (result && result.problems.length > 0) this.log("metering_problem", { agent: ticket.agent.name, provider: ticket.provider, problems: result.problems.join("; "), billed_usd: microsToUsd(cost) });
         const record = { t: "settle" as const, id: ticket.id, micros: cost, at: Date.now() };

@@ -48,6 +48,18 @@ export const responsesStream = (model = "gpt-5.1", terminal = "response.complete
     sse(terminal, { type: terminal, response: { id: "r1", model, status: terminal.slice("response.".length), usage } }),
 ];
 
+/** Tokens the mock upstream counts per embeddings input. */
+export const EMBEDDING_TOKENS_PER_INPUT = 8;
+
+/** OpenAI's embeddings answer: one vector per input (floats, or base64 of little-endian float32 when asked), prompt and total tokens. */
+export function embeddingsResponse(json: { model: string; input: unknown; encoding_format?: string }) {
+    const inputs = Array.isArray(json.input) ? json.input : [json.input];
+    const vector = [0.25, -0.5, 0.125];
+    const embedding = json.encoding_format === "base64" ? Buffer.from(new Float32Array(vector).buffer).toString("base64") : vector;
+    const tokens = inputs.length * EMBEDDING_TOKENS_PER_INPUT;
+    return { object: "list", data: inputs.map((_, index) => ({ object: "embedding", index, embedding })), model: json.model, usage: { prompt_tokens: tokens, total_tokens: tokens } };
+}
+
 function defaultHandler(req: IncomingMessage, res: ServerResponse, body: string) {
     const json = body ? JSON.parse(body) : {};
     if (req.url === "/v1/messages" && req.method === "POST") {
@@ -76,6 +88,10 @@ function defaultHandler(req: IncomingMessage, res: ServerResponse, body: string)
         }
         res.writeHead(200, { "content-type": "application/json" });
         return void res.end(JSON.stringify({ id: "r1", object: "response", model: json.model, output: [], usage: { input_tokens: 20, input_tokens_details: { cached_tokens: 4 }, output_tokens: 7 } }));
+    }
+    if (req.url === "/v1/embeddings" && req.method === "POST") {
+        res.writeHead(200, { "content-type": "application/json" });
+        return void res.end(JSON.stringify(embeddingsResponse(json)));
     }
     if (req.url?.split("?")[0] === "/v1/models" && req.method === "GET") {
         res.writeHead(200, { "content-type": "application/json", "set-cookie": "tracking=1" });
