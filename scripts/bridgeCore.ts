@@ -38,6 +38,7 @@ commands:
                           --port N (another local port), --with-token (print the URL with the gateway token)
   logs <agent> [-f]       the agent's container log; -f follows it
   add <name>              add an agent to Pulumi.<stack>.yaml (--image, --port, --daily-usd), then preview
+                          without --image it runs the OpenClaw release the project pins
 
 Agents are found by the labels the program sets on their containers (openclaw.stack, openclaw.role=agent,
 openclaw.agent), on the Docker host in DOCKER_HOST or the stack's openclaw:dockerHost.
@@ -209,12 +210,12 @@ export function addAgentToStackFile(text: string, agent: string, options: { imag
     const doc: Document = parseDocument(text);
     const agents = doc.getIn(["config", `${NAMESPACE}:agents`]);
     if (!isSeq(agents)) throw new BridgeError(`the stack file has no ${NAMESPACE}:agents list`, EXIT.config);
-    const existing = agents.items.map((item) => (isMap(item) ? item.toJSON() : {})) as { name?: string; image?: string; dashboardPort?: number }[];
+    const existing = agents.items.map((item) => (isMap(item) ? item.toJSON() : {})) as { name?: string; dashboardPort?: number }[];
     if (existing.some((a) => a.name === agent)) throw new BridgeError(`agent '${agent}' is already in the stack file`, EXIT.config);
-    const image = options.image ?? existing[0]?.image;
-    if (!image) throw new BridgeError("give --image: the stack has no agent to copy one from", EXIT.usage);
     const port = options.port ?? Math.max(18800, ...existing.map((a) => a.dashboardPort ?? 0)) + 1;
-    agents.add(doc.createNode({ name: agent, image, dashboardPort: port, budget: { dailyUsd: options.dailyUsd }, credentialEpoch: 1 }));
+    // Without --image the agent runs the release the project pins (OPENCLAW_IMAGE), so the file names no image.
+    const image = options.image === undefined ? {} : { image: options.image };
+    agents.add(doc.createNode({ name: agent, ...image, dashboardPort: port, budget: { dailyUsd: options.dailyUsd }, credentialEpoch: 1 }));
     const result = doc.toString();
     const raw: Record<string, unknown> = { anthropicApiKey: "checked-at-deploy", openaiApiKey: "checked-at-deploy" };
     for (const [key, value] of Object.entries((parseDocument(result).toJSON() as { config: Record<string, unknown> }).config)) {

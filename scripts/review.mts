@@ -72,7 +72,8 @@ const plan = {
         model: a.model,
         subnet: a.subnet,
         addresses: agentNetworkAddresses(a.subnet),
-        dashboard: `${config.network.publishAddress}:${a.dashboardPort}`,
+        // Agents publish no port: `npm run bridge -- dashboard <agent>` forwards the dashboard to this local port.
+        dashboard: `127.0.0.1:${a.dashboardPort}`,
         resources: a.resources,
         budget: a.budget,
         egress: { mode: a.egress.mode, allow: [...a.egress.allow, ...config.egress.allowForAll].map((r) => `${r.host}:${(r.ports ?? config.egress.defaultPorts).join(",")}`) },
@@ -90,10 +91,11 @@ const plan = {
         privileged: c.props.privileged === true,
         memoryMb: c.props.memory,
         cpus: c.props.cpus,
-        networks: (c.props.networksAdvanced ?? []).map((n: any) => (n.ipv4Address ? `${n.name} (${n.ipv4Address})` : n.name)),
+        networks: c.props.networkMode ? [c.props.networkMode] : (c.props.networksAdvanced ?? []).map((n: any) => (n.ipv4Address ? `${n.name} (${n.ipv4Address})` : n.name)),
+        runsOnce: c.props.attach === true,
         ports: (c.props.ports ?? []).map((p: any) => `${p.ip}:${p.external}->${p.internal}`),
         tmpfs: Object.keys(c.props.tmpfs ?? {}),
-        volumes: (c.props.volumes ?? []).map((v: any) => `${v.volumeName ?? v.hostPath}:${v.containerPath}`),
+        volumes: (c.props.volumes ?? []).map((v: any) => `${v.volumeName ?? v.hostPath}:${v.containerPath}${v.readOnly ? ":ro" : ""}`),
     })),
     keyEpochs: Object.fromEntries(Object.entries(config.keyProxy.providers).filter(([, p]) => p).map(([id, p]) => [id, p!.keyEpoch])),
     verdicts,
@@ -108,7 +110,7 @@ if (json) {
         const budget = Object.entries(a.budget).map(([k, v]) => `${k.replace("Usd", "")} $${v}`).join(", ");
         out.push(`  ${a.name}  ${a.image}  model ${a.model}  credential epoch ${a.credentialEpoch}`);
         out.push(`    subnet ${a.subnet}: agent ${a.addresses.agent}, key-proxy ${a.addresses.keyProxy}, egress+dns ${a.addresses.egressGateway}`);
-        out.push(`    dashboard ${a.dashboard}  budget ${budget}  memory ${a.resources.memoryMb} MB, cpus ${a.resources.cpus}, pids ${a.resources.pids}`);
+        out.push(`    dashboard ${a.dashboard} (npm run bridge -- dashboard ${a.name})  budget ${budget}  memory ${a.resources.memoryMb} MB, cpus ${a.resources.cpus}, pids ${a.resources.pids}`);
         out.push(`    egress (${a.egress.mode}): ${a.egress.allow.join(" ") || "nothing"}`);
     }
     out.push("", "Networks");
@@ -116,7 +118,7 @@ if (json) {
     out.push("", "Containers");
     for (const c of plan.containers) {
         const hardening = [c.readOnly ? "read-only" : "WRITABLE", c.capabilitiesDropped.includes("ALL") ? "caps dropped" : "CAPS KEPT", c.noNewPrivileges ? "no-new-privileges" : "NEW PRIVILEGES", c.privileged ? "PRIVILEGED" : "unprivileged"].join(", ");
-        out.push(`  ${c.name}  on ${c.host}  ${c.image}  user ${c.user}  ${hardening}  ${c.memoryMb} MB, ${c.cpus} cpus`);
+        out.push(`  ${c.name}  on ${c.host}  ${c.image}  user ${c.user}  ${hardening}  ${c.memoryMb} MB, ${c.cpus} cpus${c.runsOnce ? "  runs once" : ""}`);
         out.push(`    networks ${c.networks.join(", ")}  ports ${c.ports.join(", ") || "none"}  tmpfs ${c.tmpfs.join(", ") || "none"}  volumes ${c.volumes.join(", ") || "none"}`);
     }
     out.push("", `Upstream key epochs: ${Object.entries(plan.keyEpochs).map(([id, e]) => `${id} ${e}`).join(", ")}`, "", "Policies");

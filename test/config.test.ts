@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { canonicalHost } from "../runtime/hostnames";
 import { ConfigError, isPinnedImage, parseEgressRule, parseStackConfig, rawConfigFromPulumi } from "../infra/config";
+import { OPENCLAW_IMAGE, OPENCLAW_VERSION } from "../infra/openclaw";
 import { devConfig } from "./support/mockStack";
 
 type Raw = Record<string, any>;
@@ -41,6 +42,13 @@ describe("parseStackConfig accepts", () => {
         expect(config.agents[0].resources).toEqual({ memoryMb: 2048, cpus: 1, pids: 512 });
     });
 
+    it("an agent without an image, which runs the pinned OpenClaw release; chat completions off unless asked; a named runtime", () => {
+        const [bart, lisa] = parseStackConfig(withAgents({ name: "bart", dashboardPort: 18801, budget: { dailyUsd: 1 } }, agent("lisa", 18802, { runtime: "runsc", chatCompletionsApi: true }))).agents;
+        expect(bart).toMatchObject({ image: OPENCLAW_IMAGE, chatCompletionsApi: false });
+        expect(bart.runtime).toBeUndefined();
+        expect(lisa).toMatchObject({ image: "ghcr.io/openclaw/openclaw:2026.11.1", runtime: "runsc", chatCompletionsApi: true });
+    });
+
     it("only the secrets of enabled providers", () => {
         const raw = withAgents(agent("bart", 18801));
         delete raw.openaiApiKey;
@@ -67,7 +75,10 @@ describe.each<[string, () => Raw, string, RegExp]>([
     ["an unknown agent key", () => withAgents(agent("bart", 18801, { privileged: true })), "openclaw:agents[0]", /unknown key 'privileged'/],
     ["an unknown resources key", () => withAgents(agent("bart", 18801, { resources: { memory: 1 } })), "openclaw:agents[0].resources", /unknown key 'memory'/],
     ["no agents", () => withAgents(), "openclaw:agents", /at least one agent/],
-    ["a missing image", () => withAgents({ name: "bart", dashboardPort: 18801, budget: { dailyUsd: 1 } }), "openclaw:agents[0].image", /required/],
+    ["an empty image", () => withAgents(agent("bart", 18801, { image: "" })), "openclaw:agents[0].image", /must be pinned|too small|at least 1/i],
+    ["a runtime given as a path", () => withAgents(agent("bart", 18801, { runtime: "/usr/bin/runc" })), "openclaw:agents[0].runtime", /name of a runtime registered with the Docker engine/],
+    ["a runtime with options", () => withAgents(agent("bart", 18801, { runtime: "runsc --network=host" })), "openclaw:agents[0].runtime", /name of a runtime/],
+    ["a chat-completions switch that is not a boolean", () => withAgents(agent("bart", 18801, { chatCompletionsApi: "yes" })), "openclaw:agents[0].chatCompletionsApi", /boolean/i],
     ["an image on latest", () => withAgents(agent("bart", 18801, { image: "openclaw/openclaw:latest" })), "openclaw:agents[0].image", /must be pinned/],
     ["an untagged image", () => withAgents(agent("bart", 18801, { image: "openclaw/openclaw" })), "openclaw:agents[0].image", /must be pinned/],
     ["a budget with no window", () => withAgents(agent("bart", 18801, { budget: {} })), "openclaw:agents[0].budget", /at least one of dailyUsd/],
@@ -134,6 +145,12 @@ describe("images", () => {
         [`openclaw@sha256:${"a".repeat(64)}`, true],
         ["openclaw:latest", false],
     ])("%s pinned: %s", (reference, pinned) => expect(isPinnedImage(reference)).toBe(pinned));
+
+    it("the default agent image is the OpenClaw release the project tests, pinned by digest", () => {
+        const match = /^ghcr\.io\/openclaw\/openclaw:([^@]+)@sha256:[0-9a-f]{64}$/.exec(OPENCLAW_IMAGE);
+        expect(match?.[1]).toBe(OPENCLAW_VERSION);
+        expect(isPinnedImage(OPENCLAW_IMAGE)).toBe(true);
+    });
 });
 
 describe("rawConfigFromPulumi", () => {

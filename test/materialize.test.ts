@@ -65,6 +65,18 @@ describe("containerCreateBody", () => {
         expect(body.Cmd?.slice(0, 2)).toEqual(["node", "-e"]);
     });
 
+    it.each(["none", "host"])("translates networkMode %s exactly, with no network endpoint", (mode) => {
+        const resource = find("agent-bart-container");
+        const { body } = containerCreateBody({ ...resource, inputs: { ...resource.inputs, networksAdvanced: undefined, networkMode: mode } }, {});
+        expect(body.HostConfig.NetworkMode).toBe(mode);
+        expect(body.NetworkingConfig).toBeUndefined();
+    });
+
+    it("maps the agent's OCI runtime", () => {
+        const resource = find("agent-bart-container");
+        expect(containerCreateBody({ ...resource, inputs: { ...resource.inputs, runtime: "runsc" } }, {}).body.HostConfig.Runtime).toBe("runsc");
+    });
+
     it("maps sysctls (the gateway's DNS port) and stop timeouts (KeyProxy's drain)", () => {
         expect(containerCreateBody(find("egress-gateway-container"), {}).body.HostConfig.Sysctls).toEqual({ "net.ipv4.ip_unprivileged_port_start": "53" });
         expect(containerCreateBody(find("key-proxy-container"), {}).body.StopTimeout).toBe(35);
@@ -74,7 +86,8 @@ describe("containerCreateBody", () => {
         ["devices", [{ hostPath: "/dev/kvm" }]],
         ["gpus", "all"],
         ["pidMode", "host"],
-        ["networkMode", "host"],
+        ["usernsMode", "host"],
+        ["cgroupnsMode", "host"],
         ["mounts", [{ type: "bind", source: "/", target: "/host" }]],
         ["ulimits", [{ name: "nproc", soft: 1, hard: 1 }]],
     ])("refuses the untranslated input %s rather than drop it", (key, value) => {

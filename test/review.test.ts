@@ -24,7 +24,9 @@ describe("npm run review", () => {
         for (const section of ["Agents", "Networks", "Containers", "Policies", "Secrets (presence only)"]) expect(stdout).toContain(`\n${section}\n`);
         expect(stdout).toMatch(/bart .* model anthropic\/claude-sonnet-4-5/);
         expect(stdout).toMatch(/openclaw-dev-net-agent-bart\s+on unix:\/\/\/var\/run\/docker\.sock\s+10\.\d+\.\d+\.\d+\/28\s+internal, bridge without host address/);
-        expect(stdout).toContain("ports 127.0.0.1:18801->18789");
+        expect(stdout).toContain("dashboard 127.0.0.1:18801 (npm run bridge -- dashboard bart)");
+        expect(stdout).toMatch(/openclaw-dev-agent-bart .*\n {4}networks openclaw-dev-net-agent-bart \(10[.\d]+\) {2}ports none .*openclaw-dev-agent-bart-config:\/etc\/openclaw:ro\n/);
+        expect(stdout).toMatch(/openclaw-dev-agent-bart-config-writer .* runs once\n {4}networks none {2}ports none /);
         expect(stdout).toContain("egress (enforce): github.com:443 *.githubusercontent.com:443 registry.npmjs.org:443");
         expect(stdout).toContain("pass  no-provider-keys (mandatory)");
         expect(stdout).toMatch(/OK: no mandatory violation \(\d+ advisory\)/);
@@ -45,6 +47,8 @@ describe("npm run review", () => {
         expect(hosts).toEqual({
             "openclaw-pr-agent-bart": "unix:///var/run/docker.sock",
             "openclaw-pr-agent-lisa": "unix:///var/run/docker.sock",
+            "openclaw-pr-agent-bart-config-writer": "unix:///var/run/docker.sock",
+            "openclaw-pr-agent-lisa-config-writer": "unix:///var/run/docker.sock",
             "openclaw-pr-key-proxy": "unix:///var/run/docker.sock",
             "openclaw-pr-egress-gateway": "unix:///var/run/docker.sock",
             "openclaw-pr-prometheus": "ssh://ops@monitor.example.net",
@@ -65,7 +69,8 @@ describe("npm run review", () => {
         const plan = JSON.parse(stdout);
         expect(plan).toMatchObject({ stack: "dev", ok: true });
         expect(plan.agents.map((a: { name: string }) => a.name)).toEqual(["bart", "lisa"]);
-        expect(plan.containers).toHaveLength(4);
+        expect(plan.containers).toHaveLength(6);
+        expect(plan.containers.filter((c: { runsOnce: boolean }) => c.runsOnce).map((c: { name: string }) => c.name).sort()).toEqual(["openclaw-dev-agent-bart-config-writer", "openclaw-dev-agent-lisa-config-writer"]);
         expect(plan.verdicts.every((v: { enforcementLevel: string }) => v.enforcementLevel === "advisory")).toBe(true);
         expect(plan.secretsNotChecked).toHaveLength(2);
     });

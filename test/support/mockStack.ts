@@ -1,5 +1,5 @@
 import { vi } from "vitest";
-import { type RecordedResource, readStackFile, runUnderMocks } from "../../scripts/mockProgram";
+import { type RecordedResource, readStackFile, reveal, runUnderMocks } from "../../scripts/mockProgram";
 import { fakeKey } from "./fakeKeys";
 
 export { type RecordedResource, REPO_ROOT, isSecret, reveal } from "../../scripts/mockProgram";
@@ -36,3 +36,11 @@ export const TYPES = {
     password: "random:index/randomPassword:RandomPassword",
     sandbox: "openclaw:index:AgentSandbox",
 } as const;
+
+/** The OpenClaw config an agent's one-shot writer uploads (the only input that carries the agent's credential), parsed. */
+export function agentConfigUpload(resources: RecordedResource[], agent: string) {
+    const writer = resources.find((r) => r.type === TYPES.container && r.name === `agent-${agent}-config-writer-container`);
+    if (!writer) throw new Error(`no config writer for agent '${agent}'`);
+    const [upload] = reveal(writer.inputs.uploads);
+    return JSON.parse(upload.content);
+}
