@@ -4,6 +4,7 @@ import * as random from "@pulumi/random";
 import type { AgentConfig } from "../infra/config";
 import { AGENT_HOME, AGENT_USER, ALIASES, LABELS, PORTS, agentNetworkAddresses, dockerNames } from "../infra/topology";
 import { type PublishedPort, hardenedContainer, publishAddressLabel } from "./hardening";
+import { AGENT_CREDENTIAL } from "../runtime/registry";
 
 export interface ServiceEndpoint {
     address: pulumi.Input<string>;
@@ -141,10 +142,10 @@ export class AgentSandbox extends pulumi.ComponentResource {
 
         const credential = new random.RandomPassword(
             `${name}-credential`,
-            { length: 48, special: false, keepers: { agent: agent.name, epoch: String(agent.credentialEpoch) } },
+            { length: AGENT_CREDENTIAL.randomChars, special: false, keepers: { agent: agent.name, epoch: String(agent.credentialEpoch) } },
             { parent: this },
         );
-        this.credential = pulumi.secret(pulumi.interpolate`ocp_${credential.result}`);
+        this.credential = pulumi.secret(pulumi.interpolate`${AGENT_CREDENTIAL.prefix}${credential.result}`);
         const dashboardToken = new random.RandomPassword(
             `${name}-dashboard-token`,
             { length: 40, special: false, keepers: { agent: agent.name } },

@@ -384,6 +384,63 @@ describe("upstream errors", () => {
     });
 });
 
+describe("an upstream echoing secrets in a successful answer", () => {
+    const secrets = [
+        ["the real Anthropic key", REAL_KEYS.anthropic],
+        ["the real OpenAI key", REAL_KEYS.openai],
+        ["a registered agent's credential", TOKENS.lisa],
+    ] as const;
+
+    it.each(secrets)("%s in a response header is scrubbed", async (_name, secret) => {
+        upstream.handler = (_req, res) => void res.writeHead(200, { "content-type": "application/json", "x-echo": `key=${secret}`, "x-list": [secret, "ok"] }).end("{}");
+        const res = await call(main.port, { method: "GET", path: "/openai/v1/models", headers: openaiHeaders() });
+        expect(res.status).toBe(200);
+        expect(res.headers["x-echo"]).toBe("key=[redacted]");
+        expect(JSON.stringify(res.headers)).not.toContain(secret);
+    });
+
+    it.each(secrets)("%s in a 2xx JSON body is masked, Content-Length still true", async (_name, secret) => {
+        const body = JSON.stringify({ id: "c1", model: "gpt-5.1", choices: [{ message: { content: `here: ${secret}` } }], usage: { prompt_tokens: 1, completion_tokens: 1 } });
+        upstream.handler = (_req, res) => void res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) }).end(body);
+        const res = await call(main.port, { path: "/openai/v1/chat/completions", headers: openaiHeaders(), body: OPENAI_BODY });
+        expect(res.status).toBe(200);
+        expect(res.body).not.toContain(secret);
+        expect(JSON.parse(res.body).choices[0].message.content).toMatch(/^here: \[redacted\]\**$/);
+        expect(Number(res.headers["content-length"])).toBe(Buffer.byteLength(res.body));
+    });
+
+    it.each(secrets)("%s split across stream chunks is masked, and the bytes before it are not held back", async (_name, secret) => {
+        const half = Math.floor(secret.length / 2);
+        const clientHasFirstPart = Promise.withResolvers<void>();
+        upstream.handler = async (_req, res) => {
+            res.writeHead(200, { "content-type": "text/event-stream" });
+            res.write(anthropicStream()[0]);
+            res.write(`event: content_block_delta\ndata: {"text":"before ${secret.slice(0, half)}`);
+            // The rest is written only once the client has what came before the secret: a buffering proxy never gets here.
+            await Promise.race([clientHasFirstPart.promise, new Promise((_, reject) => setTimeout(() => reject(new Error("the bytes before the secret never reached the client")), 5000))]);
+            res.write(`${secret.slice(half)} after"}\n\n`);
+            res.end(anthropicStream()[6]);
+        };
+        const body = await new Promise<string>((resolve, reject) => {
+            const req = http.request({ host: "127.0.0.1", port: main.port, method: "POST", path: "/anthropic/v1/messages", headers: anthropicHeaders(), agent: false }, (res) => {
+                let text = "";
+                res.on("data", (chunk: Buffer) => {
+                    text += chunk.toString("latin1");
+                    if (text.includes("before ")) clientHasFirstPart.resolve();
+                });
+                res.on("end", () => resolve(text));
+                res.on("error", reject);
+            });
+            req.on("error", reject);
+            req.end(ANTHROPIC_BODY);
+        });
+        observed.push(body);
+        expect(body).not.toContain(secret);
+        expect(body).toContain(`"text":"before ${"[redacted]".padEnd(secret.length, "*")} after"`);
+        expect(body).toContain("message_stop");
+    });
+});
+
 describe("operations", () => {
     it("serves metrics and health on the admin listener only", async () => {
         const metrics = await (await fetch(`http://127.0.0.1:${main.adminPort}/metrics`)).text();

@@ -92,15 +92,15 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, provider: 
     return out;
 }
 
-/** Response headers passed back to the agent: hop-by-hop and cookies removed. */
-export function clientResponseHeaders(upstream: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+/** Response headers passed back to the agent: hop-by-hop and cookies removed, every value scrubbed of secrets. */
+export function clientResponseHeaders(upstream: Record<string, string | string[] | undefined>, secrets: readonly string[]): Record<string, string | string[]> {
     const connectionNamed = namedInConnection(upstream as IncomingHttpHeaders);
     const out: Record<string, string | string[]> = {};
     for (const [name, value] of Object.entries(upstream)) {
         if (value === undefined) continue;
         const lower = name.toLowerCase();
         if (HOP_BY_HOP.has(lower) || connectionNamed.has(lower) || lower === "set-cookie") continue;
-        out[lower] = value;
+        out[lower] = Array.isArray(value) ? value.map((v) => scrubSecrets(v, secrets)) : scrubSecrets(value, secrets);
     }
     return out;
 }
@@ -195,9 +195,12 @@ export function providerError(provider: Provider, kind: ErrorKind, message = ERR
 // prefix, then stars, then its last four characters).
 const KEY_SHAPED = /\b(?:sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_*-]{4,}|ocp_[A-Za-z0-9*]{4,})/g;
 
-/** Removes every key-shaped string, and each given secret verbatim, from an upstream error body. */
+/** Secrets shorter than this are not scrubbed verbatim: they would match ordinary text. */
+export const MIN_SECRET_LENGTH = 8;
+
+/** Removes every key-shaped string, and each given secret verbatim, from an upstream error body or header value. */
 export function scrubSecrets(text: string, secrets: readonly string[]): string {
     let out = text;
-    for (const secret of secrets) if (secret.length >= 8) out = out.split(secret).join("[redacted]");
+    for (const secret of secrets) if (secret.length >= MIN_SECRET_LENGTH) out = out.split(secret).join("[redacted]");
     return out.replace(KEY_SHAPED, "[redacted]");
 }

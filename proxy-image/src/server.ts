@@ -19,10 +19,12 @@ import {
     decideRoute,
     presentedCredential,
     providerError,
+    MIN_SECRET_LENGTH,
     scrubSecrets,
     upstreamRequestHeaders,
 } from "./policy";
 import { microsToUsd } from "./budget";
+import { type ResponseSecrets, StreamScrubber } from "./scrub";
 import { SpendTracker, type Ticket } from "./spend";
 
 /** Upstream error bodies are small; past this much the rest is cut before scrubbing. */
@@ -45,6 +47,7 @@ export class KeyProxyServer {
     private readonly activeByAgent = new Map<string, number>();
     private readonly metricChildren = new Map<string, StreamMetrics>();
     private readonly secrets: string[];
+    private readonly responseSecrets: ResponseSecrets;
     private inFlight = 0;
     private draining = false;
     private closed = false;
@@ -77,6 +80,10 @@ export class KeyProxyServer {
             };
         }
         this.secrets = Object.values(keys);
+        this.responseSecrets = {
+            literals: this.secrets.filter((key) => key.length >= MIN_SECRET_LENGTH).map((key) => Buffer.from(key)),
+            isCredential: (sha256) => this.agentsByDigest.has(sha256),
+        };
         this.server = http.createServer(
             { maxHeaderSize: config.limits.maxHeaderBytes, noDelay: true, keepAliveTimeout: 65_000, headersTimeout: 30_000, requestTimeout: 0 },
             (req, res) => void this.handle(req, res),
@@ -253,7 +260,7 @@ export class KeyProxyServer {
             });
             m.ttfb.observe((performance.now() - started) / 1000);
             status = response.statusCode;
-            const responseHeaders = clientResponseHeaders(response.headers);
+            const responseHeaders = clientResponseHeaders(response.headers, this.secrets);
             if (status >= 400) {
                 const text = scrubSecrets(await readLimited(response.body, MAX_ERROR_BODY_BYTES), this.secrets);
                 delete responseHeaders["content-length"];
@@ -268,16 +275,17 @@ export class KeyProxyServer {
                 if (hideUsageChunk && sse) delete responseHeaders["content-length"];
                 res.writeHead(status, responseHeaders);
                 res.flushHeaders();
+                const scrubber = new StreamScrubber(this.responseSecrets);
+                const forward = async (bytes: Buffer) => {
+                    if (bytes.length === 0) return;
+                    bytesOut += bytes.length;
+                    if (!res.write(bytes)) await waitForDrain(res, abort.signal);
+                };
                 for await (const chunk of response.body) {
-                    for (const piece of meter ? meter.push(chunk) : [chunk]) {
-                        bytesOut += piece.length;
-                        if (!res.write(piece)) await waitForDrain(res, abort.signal);
-                    }
+                    for (const piece of meter ? meter.push(chunk) : [chunk]) await forward(scrubber.push(piece));
                 }
-                for (const piece of endMeter()) {
-                    bytesOut += piece.length;
-                    res.write(piece);
-                }
+                for (const piece of endMeter()) await forward(scrubber.push(piece));
+                await forward(scrubber.end());
                 res.end();
             }
         } catch (error) {
