@@ -168,13 +168,14 @@ export function ipv4InSubnet(address: string, subnet: string): boolean {
     return Math.floor(value / size) === Math.floor(network / size);
 }
 
-export type ErrorKind = "authentication" | "forbidden" | "bad_request" | "too_large" | "rate_limited" | "budget" | "upstream" | "timeout";
+export type ErrorKind = "authentication" | "forbidden" | "bad_request" | "too_large" | "rate_limited" | "budget" | "ledger" | "upstream" | "timeout";
 
 const ERROR_SHAPES: Record<ErrorKind, { status: number; anthropic: string; openai: [type: string, code: string | null]; message: string }> = {
     authentication: { status: 401, anthropic: "authentication_error", openai: ["invalid_request_error", "invalid_api_key"], message: "invalid credential" },
     forbidden: { status: 403, anthropic: "permission_error", openai: ["invalid_request_error", "endpoint_not_allowed"], message: "this endpoint is not available through the key proxy" },
     bad_request: { status: 400, anthropic: "invalid_request_error", openai: ["invalid_request_error", "invalid_request"], message: "the proxy could not meter this request" },
     budget: { status: 429, anthropic: "budget_exceeded", openai: ["budget_exceeded", "budget_exceeded"], message: "this agent's spend budget does not cover this request" },
+    ledger: { status: 503, anthropic: "api_error", openai: ["server_error", "spend_ledger_unavailable"], message: "the key proxy cannot record spend right now (its ledger cannot be written); metered requests are refused until it can" },
     too_large: { status: 413, anthropic: "request_too_large", openai: ["invalid_request_error", "request_too_large"], message: "request too large" },
     rate_limited: { status: 429, anthropic: "rate_limit_error", openai: ["rate_limit_error", "rate_limit_exceeded"], message: "too many concurrent requests for this agent" },
     upstream: { status: 502, anthropic: "api_error", openai: ["server_error", null], message: "upstream unavailable" },

@@ -288,9 +288,10 @@ export class KeyProxyServer {
                 }
                 const admission = await this.spend.reserve(auth.agent, provider, plan);
                 if (!admission.ok) {
-                    this.metrics.refusals.inc({ ...labels, reason: "budget_exceeded" });
-                    status = this.respondError(res, provider, "budget");
-                    outcome = `budget_exceeded:${admission.window}`;
+                    const reason = admission.refusal === "budget" ? "budget_exceeded" : "ledger_unavailable";
+                    this.metrics.refusals.inc({ ...labels, reason });
+                    status = this.respondError(res, provider, admission.refusal);
+                    outcome = admission.refusal === "budget" ? `${reason}:${admission.window}` : reason;
                     return;
                 }
                 ticket = admission.ticket;
