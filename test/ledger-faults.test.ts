@@ -2,7 +2,7 @@
 // closed), keeps every committed settlement, and recovers when the volume does. The failing file system calls are
 // injected into the ledger store's append path.
 import { readFileSync } from "node:fs";
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { type MockInstance, afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { ledgerIo, replayLedger } from "../proxy-image/src/ledgerStore";
 import { AGENTS, ANTHROPIC_BODY, OPENAI_BODY, type RunningProxy, anthropicHeaders, openaiHeaders, send, startKeyProxy } from "./support/keyProxyHarness";
 import { MockUpstream } from "./support/mockUpstream";
@@ -35,7 +35,7 @@ const settlements = (file: string) => replayLedger(readFileSync(file, "utf8"), f
 /** $ of one default Anthropic request: 12 x $3/M + 5 x $15/M. */
 const COST = 0.000111;
 
-describe.each<[string, () => void]>([
+describe.each<[string, () => MockInstance]>([
     ["a full volume that takes half a write, then refuses (ENOSPC)", () => vi.spyOn(ledgerIo, "write").mockImplementation((fd, buffer, offset, length) => (offset === 0 ? realWrite(fd, buffer, 0, Math.ceil(length / 2)) : Promise.reject(failure("ENOSPC"))))],
     ["a read-only volume (EROFS)", () => vi.spyOn(ledgerIo, "write").mockRejectedValue(failure("EROFS"))],
     ["a failing sync (EIO)", () => vi.spyOn(ledgerIo, "fdatasync").mockRejectedValue(failure("EIO"))],
@@ -77,10 +77,11 @@ describe.each<[string, () => void]>([
         upstream.received.length = 0;
         const inFlight = send(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: ANTHROPIC_BODY });
         await expect.poll(() => upstream.received.length).toBeGreaterThan(0);
-        breakVolume();
+        const failing = breakVolume();
         answer.resolve();
         expect((await inFlight).status).toBe(200);
-        await expect.poll(() => p.logs.some((l) => l.includes('"event":"request"'))).toBe(true);
+        // The settlement's write has been tried, and failed.
+        await expect.poll(() => failing.mock.settledResults.some((r) => r.type === "rejected"), { timeout: 3000 }).toBe(true);
         expect(settlements(file)).toHaveLength(0);
         vi.restoreAllMocks();
         await expect.poll(() => settlements(file).length, { timeout: 5000 }).toBe(1);
