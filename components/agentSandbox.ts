@@ -3,6 +3,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import type { AgentConfig } from "../infra/config";
 import { AGENT_HOME, AGENT_USER, ALIASES, LABELS, PORTS, agentNetworkAddresses, dockerNames } from "../infra/topology";
+import { AGENT_CREDENTIAL } from "../runtime/registry";
 import { hardenedContainer } from "./hardening";
 
 export interface ServiceEndpoint {
@@ -184,10 +185,10 @@ export class AgentSandbox extends pulumi.ComponentResource {
 
         const credential = new random.RandomPassword(
             `${name}-credential`,
-            { length: 48, special: false, keepers: { agent: agent.name, epoch: String(agent.credentialEpoch) } },
+            { length: AGENT_CREDENTIAL.randomChars, special: false, keepers: { agent: agent.name, epoch: String(agent.credentialEpoch) } },
             { parent: this },
         );
-        this.credential = pulumi.secret(pulumi.interpolate`ocp_${credential.result}`);
+        this.credential = pulumi.secret(pulumi.interpolate`${AGENT_CREDENTIAL.prefix}${credential.result}`);
         const dashboardToken = new random.RandomPassword(
             `${name}-dashboard-token`,
             { length: 40, special: false, keepers: { agent: agent.name } },
