@@ -14,8 +14,6 @@ export interface ServiceEndpoint {
 export interface AgentSandboxArgs {
     stack: string;
     agent: AgentConfig;
-    /** Host address the dashboard is published on (127.0.0.1 unless the stack opts into another). */
-    publishAddress: string;
     /** The Docker host, for the commands that finish what the provider cannot express. */
     dockerHost: string;
     /** KeyProxy on this agent's network. */
@@ -93,11 +91,9 @@ export function openClawConfig({ agent, keyProxyUrl, credential, dashboardToken,
 /** Failed gateway sign-ins: 10 a minute, then a 5-minute lockout (OpenClaw's audit warns without a limit). */
 const DASHBOARD_AUTH_RATE_LIMIT = { maxAttempts: 10, windowMs: 60_000, lockoutMs: 300_000 };
 
-/** The browser origins of the dashboard: the forwarded local port, by address and by name when it is loopback. */
-export function dashboardOrigins(publishAddress: string, port: number): string[] {
-    const origins = [`http://${publishAddress}:${port}`];
-    if (publishAddress === "127.0.0.1") origins.push(`http://localhost:${port}`);
-    return origins;
+/** The browser origins of the dashboard: `npm run bridge -- dashboard` forwards it to this loopback port. */
+export function dashboardOrigins(port: number): string[] {
+    return [`http://127.0.0.1:${port}`, `http://localhost:${port}`];
 }
 
 /** The agent's environment: where its config is, and the egress proxy. No credential, no provider URL. */
@@ -198,7 +194,7 @@ export class AgentSandbox extends pulumi.ComponentResource {
 
         const keyProxyUrl = pulumi.interpolate`http://${args.keyProxy.address}:${args.keyProxy.port}`;
         const egressProxyUrl = pulumi.interpolate`http://${args.egressGateway.address}:${args.egressGateway.port}`;
-        const origins = dashboardOrigins(args.publishAddress, agent.dashboardPort);
+        const origins = dashboardOrigins(agent.dashboardPort);
         const config = pulumi
             .all([keyProxyUrl, this.credential, this.dashboardToken])
             .apply(([url, cred, token]) =>

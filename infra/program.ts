@@ -54,7 +54,6 @@ export function defineStack(config: StackConfig, stack: string): StackOutputs {
             {
                 stack,
                 agent,
-                publishAddress: config.network.publishAddress,
                 dockerHost: config.dockerHost,
                 keyProxy: { address: addresses.keyProxy, port: PORTS.keyProxy },
                 egressGateway: { address: addresses.egressGateway, port: PORTS.egressProxy },

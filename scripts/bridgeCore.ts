@@ -104,8 +104,12 @@ export function parseArgs(argv: readonly string[]): Invocation {
         }
         case "logs":
             return { ...base, command: { name, agent: agentArg(), follow: flags.has("-f") } };
-        case "dashboard":
-            return { ...base, command: { name, agent: agentArg(), port: flags.has("--port") ? number("--port", 0, 1024) : undefined, withToken: flags.has("--with-token") } };
+        case "dashboard": {
+            if (rest.length > 1) throw new BridgeError("dashboard takes one agent", EXIT.usage);
+            const port = flags.has("--port") ? number("--port", 0, 1024) : undefined;
+            if (port !== undefined && (!Number.isInteger(port) || port > 65535)) throw new BridgeError("--port must be a whole number from 1024 to 65535", EXIT.usage);
+            return { ...base, command: { name, agent: agentArg(), port, withToken: flags.has("--with-token") } };
+        }
         case "list":
             if (rest.length > 0) throw new BridgeError("list takes no arguments", EXIT.usage);
             return { ...base, command: { name } };

@@ -39,6 +39,7 @@ const FIXTURES: Record<string, [pass: PolicyResource, fail: PolicyResource, mess
     "container-no-new-privileges": [container(), container((p) => (p.securityOpts = [])), /no-new-privileges/],
     "container-non-root": [container(), container((p) => (p.user = "0:0")), /root/],
     "container-not-privileged": [container(), container((p) => (p.privileged = true)), /privileged/],
+    "container-own-network": [container((p) => (p.networkMode = "none")), container((p) => (p.networkMode = "host")), /network mode host/],
     "container-memory-limit": [container(), container((p) => delete p.memory), /memory/],
     "no-host-path-mounts": [
         container((p) => {
@@ -144,6 +145,14 @@ describe("the project's own stacks", () => {
         // Four services, two one-shot config writers, three networks.
         expect(resources.length).toBe(9);
         expect(evaluate(resources).filter((v) => v.enforcementLevel === "mandatory")).toEqual([]);
+    });
+
+    it.each<[string, boolean, string[]]>([
+        ["a one-shot job the provider waits for", true, []],
+        ["a long-running container", false, ["healthcheck", "restart-policy"]],
+    ])("without a restart policy or healthcheck, %s is reported for: %j", (_what, attach, policies) => {
+        const job = container((p) => Object.assign(p, { attach, restart: "no", healthcheck: { tests: ["NONE"] } }));
+        expect(evaluate([job]).map((v) => v.policy).filter((name) => ["healthcheck", "restart-policy"].includes(name))).toEqual(policies);
     });
 
     it("a stack that opts into another publish address publishes no agent port on it, and passes", async () => {
