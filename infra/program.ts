@@ -36,7 +36,7 @@ export function defineStack(config: StackConfig, stack: string): StackOutputs {
         {
             name: dockerNames.uplinkNetwork(stack),
             driver: "bridge",
-            ipamConfigs: [{ subnet: config.network.uplinkSubnet, gateway: uplinkAt.gateway }],
+            ipamConfigs: [{ subnet: config.network.uplinkSubnet, gateway: uplinkAt.gateway, ipRange: uplinkAt.dynamicRange }],
             labels: [{ label: LABELS.stack, value: stack }],
         },
         { provider: agentsHost },

@@ -109,9 +109,16 @@ describe("networkCreateBody", () => {
         expect(body.IPAM?.Config[0].Subnet).toMatch(/\/28$/);
     });
 
-    it("refuses an untranslated network input", () => {
+    it("maps the uplink: its subnet, gateway, and the upper half as the only range Docker hands out", () => {
+        expect(networkCreateBody(find("uplink")).IPAM?.Config).toEqual([{ Subnet: "10.63.255.0/24", Gateway: "10.63.255.1", IPRange: "10.63.255.128/25" }]);
+    });
+
+    it.each<[string, Record<string, unknown>]>([
+        ["a network input", { attachable: true }],
+        ["an IPAM input", { ipamConfigs: [{ subnet: "10.63.255.0/24", auxAddress: { x: "10.63.255.9" } }] }],
+    ])("refuses an untranslated %s", (_what, extra) => {
         const resource = find("agent-bart-network");
-        expect(() => networkCreateBody({ ...resource, inputs: { ...resource.inputs, attachable: true } })).toThrow(UntranslatableInput);
+        expect(() => networkCreateBody({ ...resource, inputs: { ...resource.inputs, ...extra } })).toThrow(UntranslatableInput);
     });
 });
 

@@ -78,6 +78,13 @@ describe("every container (invariant 4)", () => {
     });
 });
 
+describe("the uplink", () => {
+    it("keeps KeyProxy's and EgressGateway's fixed addresses out of the range Docker hands out", () => {
+        const uplink = byType(dev, TYPES.network).find((n) => n.name === "uplink")!;
+        expect(uplink.inputs.ipamConfigs).toEqual([{ subnet: "10.63.255.0/24", gateway: "10.63.255.1", ipRange: "10.63.255.128/25" }]);
+    });
+});
+
 describe("agent networks", () => {
     it.each(allocated.map((a) => [a.name, a.subnet]))("%s: internal, its own subnet %s, bridge without a host address", (name, subnet) => {
         const network = byType(dev, TYPES.network).find((n) => n.inputs.name === `openclaw-dev-net-agent-${name}`)!;
