@@ -1,10 +1,10 @@
 // `npm run review`: the offline plan and policy verdicts reviewers read on a pull request.
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { REPO_ROOT } from "./support/mockStack";
+import { tempDir } from "./support/tempDirs";
 
 function review(...args: string[]) {
     const result = spawnSync(path.join(REPO_ROOT, "node_modules", ".bin", "tsx"), [path.join(REPO_ROOT, "scripts", "review.mts"), ...args], { encoding: "utf8", timeout: 60_000 });
@@ -12,7 +12,7 @@ function review(...args: string[]) {
 }
 
 function stackDir(yaml: string): string {
-    const dir = mkdtempSync(path.join(tmpdir(), "review-"));
+    const dir = tempDir("review");
     writeFileSync(path.join(dir, "Pulumi.pr.yaml"), yaml);
     return dir;
 }

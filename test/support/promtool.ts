@@ -1,7 +1,7 @@
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
+import { tempDir } from "./tempDirs";
 
 /** Runs Debian's promtool (package prometheus; scripts/ensure-docker.sh installs it). Missing is an error, never a skip. */
 export function promtool(...args: string[]): { ok: boolean; output: string } {
@@ -12,7 +12,7 @@ export function promtool(...args: string[]): { ok: boolean; output: string } {
 
 /** Writes files into a fresh directory and returns their paths by name. */
 export function writeFiles<K extends string>(files: Record<K, string>): Record<K, string> {
-    const dir = mkdtempSync(path.join(tmpdir(), "openclaw-monitoring-"));
+    const dir = tempDir("openclaw-monitoring");
     return Object.fromEntries(
         Object.entries<string>(files).map(([name, content]) => {
             const file = path.join(dir, name);
