@@ -2,6 +2,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { ConfigError } from "../infra/config.ts";
 import { dockerNames } from "../infra/topology.ts";
 import {
     type AgentContainer,
@@ -13,10 +14,11 @@ import {
     agentArgv,
     agentsFromInspect,
     budgetsFromMetrics,
+    noAgentsHint,
     parseAgentOutput,
     parseArgs,
 } from "./bridgeCore.ts";
-import { REPO_ROOT, readStackFile } from "./mockProgram.ts";
+import { REPO_ROOT, readStackFile } from "./stackFile.ts";
 
 function dockerEnv(stack: string): NodeJS.ProcessEnv {
     if (process.env.DOCKER_HOST) return process.env;
@@ -41,7 +43,10 @@ function agents(env: NodeJS.ProcessEnv, stack: string): AgentContainer[] {
 
 function findAgent(env: NodeJS.ProcessEnv, stack: string, agent: string): AgentContainer {
     const found = agents(env, stack).find((a) => a.agent === agent);
-    if (!found) throw new BridgeError(`no agent '${agent}' in stack ${stack} (known: ${agents(env, stack).map((a) => a.agent).join(", ") || "none"})`, EXIT.unknownAgent);
+    if (!found) {
+        const known = agents(env, stack).map((a) => a.agent);
+        throw new BridgeError(known.length > 0 ? `no agent '${agent}' in stack ${stack} (known: ${known.join(", ")})` : noAgentsHint(stack, env.DOCKER_HOST), EXIT.unknownAgent);
+    }
     return found;
 }
 
@@ -73,7 +78,7 @@ async function run({ stack, json, command }: Invocation): Promise<number> {
             const budgets = metrics.status === 0 ? budgetsFromMetrics(metrics.stdout) : {};
             const rows = list.map((a) => ({ ...a, budget: budgets[a.agent] ?? null }));
             const text = rows.length === 0
-                ? `no agents in stack ${stack}`
+                ? noAgentsHint(stack, env.DOCKER_HOST)
                 : rows
                       .map((r) => {
                           const budget = r.budget ? Object.entries(r.budget).map(([w, b]) => `${w} $${b.usedUsd.toFixed(4)} of $${b.limitUsd}`).join(", ") : "budget unknown (KeyProxy not reachable)";
@@ -101,7 +106,8 @@ async function run({ stack, json, command }: Invocation): Promise<number> {
 
 try {
     process.exitCode = await run(parseArgs(process.argv.slice(2)));
-} catch (error) {
+} catch (caught) {
+    const error = caught instanceof ConfigError ? new BridgeError(caught.message, EXIT.config) : caught;
     if (!(error instanceof BridgeError)) throw error;
     const json = process.argv.includes("--json");
     if (json) console.log(JSON.stringify({ error: error.message, exitCode: error.exitCode }));
