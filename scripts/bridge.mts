@@ -18,13 +18,13 @@ import {
     parseAgentOutput,
     parseArgs,
 } from "./bridgeCore.ts";
-import { REPO_ROOT, readStackFile } from "./stackFile.ts";
+import { REPO_ROOT, dockerHostOf } from "./stackFile.ts";
 
 function dockerEnv(stack: string): NodeJS.ProcessEnv {
     if (process.env.DOCKER_HOST) return process.env;
-    const file = path.join(process.env.OPENCLAW_STACK_DIR ?? REPO_ROOT, `Pulumi.${stack}.yaml`);
-    const host = existsSync(file) ? readStackFile(stack, path.dirname(file)).raw.dockerHost : undefined;
-    return typeof host === "string" ? { ...process.env, DOCKER_HOST: host } : process.env;
+    const dir = process.env.OPENCLAW_STACK_DIR ?? REPO_ROOT;
+    const host = existsSync(path.join(dir, `Pulumi.${stack}.yaml`)) ? dockerHostOf(stack, dir) : undefined;
+    return host ? { ...process.env, DOCKER_HOST: host } : process.env;
 }
 
 function docker(env: NodeJS.ProcessEnv, args: string[], timeoutMs = 30_000) {

@@ -44,6 +44,12 @@ export function readStackFile(stack: string, dir = REPO_ROOT): StackFile {
     return { file, raw, encrypted };
 }
 
+/** The Docker host the stack's agents run on, from its stack file (undefined: the local default). */
+export function dockerHostOf(stack: string, dir = REPO_ROOT): string | undefined {
+    const host = readStackFile(stack, dir).raw.dockerHost;
+    return typeof host === "string" ? host : undefined;
+}
+
 /** A problem for every value shaped like a provider key outside a `secure:` entry (the value itself is never shown). */
 function plainTextKeys(config: Record<string, unknown>): string[] {
     const secretKeys: readonly string[] = Object.values(PROVIDER_KEY_CONFIG);
