@@ -17,7 +17,7 @@ import { testPki } from "../test/support/tls.ts";
 
 const USAGE = `usage: npm run bench [-- --quick] [-- --out FILE]
 
-  (no flags)   the full run (about 10 minutes): writes bench/results.md and bench/chart.svg
+  (no flags)   the full run (a few minutes): writes bench/results.md and bench/chart.svg
   --quick      a short run that proves every scenario still runs; its numbers mean nothing, so it writes its
                report to standard output (or to --out FILE), never to bench/results.md
   --out FILE   write the report to FILE instead

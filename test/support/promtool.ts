@@ -3,7 +3,7 @@ import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { tempDir } from "./tempDirs";
 
-/** Runs Debian's promtool (package prometheus; scripts/ensure-docker.sh installs it). Missing is an error, never a skip. */
+/** Runs Debian's promtool (package prometheus; scripts/ensure-tools.sh, run by npm test, installs it). Missing is an error, never a skip. */
 export function promtool(...args: string[]): { ok: boolean; output: string } {
     const run = spawnSync("promtool", args, { encoding: "utf8" });
     if (run.error) throw new Error(`promtool could not run (${run.error.message}): install Debian's prometheus package`);
