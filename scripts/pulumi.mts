@@ -28,7 +28,9 @@ if (!existsSync(path.join(ROOT, `Pulumi.${stack}.yaml`))) fail(`no Pulumi.${stac
 
 let dockerHost: string | undefined;
 try {
-    dockerHost = process.env.DOCKER_HOST ?? dockerHostOf(stack);
+    // Read (and so checked) even when DOCKER_HOST overrides its dockerHost.
+    const fromFile = dockerHostOf(stack);
+    dockerHost = process.env.DOCKER_HOST ?? fromFile;
 } catch (error) {
     if (error instanceof ConfigError) fail(error.message);
     throw error;
