@@ -1,6 +1,6 @@
 // What scrubbing secrets out of response bodies costs per streamed MB: the proxy's per-chunk work on a metered
 // Anthropic stream (ResponseMeter) with and without the StreamScrubber behind it, in one process, interleaved.
-// Run: npx tsx bench/scrub.mts > bench/scrub.md
+// Run: npm run --silent bench:scrub > bench/scrub.md
 import os from "node:os";
 import { readFileSync } from "node:fs";
 import path from "node:path";
@@ -62,7 +62,7 @@ const added = median(runs.on) - median(runs.off);
 const f = (n: number) => n.toFixed(3);
 console.log(`# Scrubbing secrets from response bodies: CPU per streamed MB
 
-Command: \`npx tsx bench/scrub.mts > bench/scrub.md\` (${ROUNDS} interleaved rounds of ${MB_PER_RUN} MB each way, ${CHUNK / 1024} KiB chunks,
+Command: \`npm run --silent bench:scrub > bench/scrub.md\` (${ROUNDS} interleaved rounds of ${MB_PER_RUN} MB each way, ${CHUNK / 1024} KiB chunks,
 Anthropic SSE with 400-character deltas of prose, 2 real keys and 32 registered agents).
 Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "unknown"}), Node ${process.version}. CPU is this process's user + system time.
 

@@ -126,6 +126,16 @@ export function parseArgs(argv: readonly string[]): Invocation {
     }
 }
 
+/** What to check when a stack has no agent containers on the Docker host the CLI asked. */
+export function noAgentsHint(stack: string, dockerHost: string | undefined): string {
+    return [
+        `no agents of stack ${stack} on ${dockerHost ?? "the local Docker host"}. Check:`,
+        `  - is the stack deployed? (npm run deploy, or npm run pulumi -- up --stack ${stack})`,
+        `  - is this the Docker host it runs on? (DOCKER_HOST, or openclaw:dockerHost in Pulumi.${stack}.yaml)`,
+        `  - is the stack name right? (--stack NAME; the default is dev)`,
+    ].join("\n");
+}
+
 /** The argv to run in the agent's container: the template's words, {task} replaced by the task as one argument. */
 export function agentArgv(template: string, task: string): string[] {
     return template.split(/\s+/).filter(Boolean).map((word) => (word === "{task}" ? task : word));

@@ -6,7 +6,8 @@ import path from "node:path";
 import { ConfigError, PROVIDER_KEY_CONFIG, parseStackConfig } from "../infra/config.ts";
 import { agentNetworkAddresses } from "../infra/topology.ts";
 import { CONTAINER, NETWORK, type Verdict, evaluate } from "../policy/policies.ts";
-import { REPO_ROOT, readStackFile, reveal, runUnderMocks } from "./mockProgram.ts";
+import { reveal, runUnderMocks } from "./mockProgram.ts";
+import { REPO_ROOT, readStackFile } from "./stackFile.ts";
 
 const OFFLINE_SECRET = "offline-review-placeholder";
 
@@ -28,28 +29,28 @@ for (let i = 0; i < args.length; i++) {
 if (!/^[a-z0-9-]+$/.test(stack)) usage(`'${stack}' is not a stack name`);
 if (!existsSync(path.join(configDir, `Pulumi.${stack}.yaml`))) usage(`no Pulumi.${stack}.yaml in ${configDir}`);
 
-const file = readStackFile(stack, configDir);
-// Secrets are checked for presence only: offline, an encrypted value cannot be read, and a missing one is set at
-// deploy time from the environment (npm run deploy).
-const secretNotes: string[] = [];
-const raw: Record<string, unknown> = { ...file.raw };
-for (const key of Object.values(PROVIDER_KEY_CONFIG) as string[]) {
-    if (raw[key] !== undefined) continue;
-    secretNotes.push(`${key}: ${file.encrypted.includes(key) ? "encrypted in the stack file, not read offline" : "not set in the stack file (npm run deploy stores it from the environment)"}`);
-    raw[key] = OFFLINE_SECRET;
-}
-
-function fail(errors: string[]): never {
-    if (json) console.log(JSON.stringify({ stack, ok: false, errors }, null, 2));
-    else console.error(`Stack ${stack}: config errors\n${errors.map((e) => `  - ${e}`).join("\n")}`);
+function fail(error: ConfigError): never {
+    if (json) console.log(JSON.stringify({ stack, ok: false, file: error.file, errors: error.problems }, null, 2));
+    else console.error(`Stack ${stack}: ${error.message}`);
     process.exit(1);
 }
 
+// Secrets are checked for presence only: offline, an encrypted value cannot be read, and a missing one is set at
+// deploy time from the environment (npm run deploy).
+const secretNotes: string[] = [];
+const raw: Record<string, unknown> = {};
 let config;
 try {
-    config = parseStackConfig(raw);
+    const file = readStackFile(stack, configDir);
+    Object.assign(raw, file.raw);
+    for (const key of Object.values(PROVIDER_KEY_CONFIG) as string[]) {
+        if (raw[key] !== undefined) continue;
+        secretNotes.push(`${key}: ${file.encrypted.includes(key) ? "encrypted in the stack file, not read offline" : "not set in the stack file (npm run deploy stores it from the environment)"}`);
+        raw[key] = OFFLINE_SECRET;
+    }
+    config = parseStackConfig(raw, file.file);
 } catch (error) {
-    if (error instanceof ConfigError) fail(error.problems);
+    if (error instanceof ConfigError) fail(error);
     throw error;
 }
 

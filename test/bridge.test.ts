@@ -1,4 +1,5 @@
-import { readFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { chmodSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
@@ -6,6 +7,7 @@ import { parseStackConfig } from "../infra/config";
 import { OPENCLAW_AGENT_COMMAND, OPENCLAW_IMAGE } from "../infra/openclaw";
 import { BridgeError, EXIT, addAgentToStackFile, agentArgv, agentFailure, agentsFromInspect, budgetsFromMetrics, parseAgentOutput, parseArgs } from "../scripts/bridgeCore";
 import { REPO_ROOT, devConfig } from "./support/mockStack";
+import { tempDir } from "./support/tempDirs";
 
 describe("parseArgs", () => {
     it.each<[string[], object]>([
@@ -145,5 +147,44 @@ describe("addAgentToStackFile", () => {
     it("refuses a name already there, and a port the stack's checks reject", () => {
         expect(() => addAgentToStackFile(dev, "bart", { dailyUsd: 1 })).toThrow(/already in the stack file/);
         expect(() => addAgentToStackFile(dev, "homer", { dailyUsd: 1, port: 18801 })).toThrow(/host port 18801 is already used/);
+    });
+});
+
+describe("npm run bridge against a Docker host without the stack", () => {
+    /** Runs the CLI with a stub `docker` that knows no containers, and the stack files of `stackDir`. */
+    function bridge(args: string[], env: Record<string, string> = {}, stackFile?: string) {
+        const dir = tempDir("bridge");
+        writeFileSync(path.join(dir, "docker"), '#!/bin/sh\n[ "$1" = ps ] && exit 0\necho "Error: No such container" >&2; exit 1\n');
+        chmodSync(path.join(dir, "docker"), 0o755);
+        if (stackFile !== undefined) writeFileSync(path.join(dir, "Pulumi.dev.yaml"), stackFile);
+        const result = spawnSync(path.join(REPO_ROOT, "node_modules", ".bin", "tsx"), [path.join(REPO_ROOT, "scripts", "bridge.mts"), ...args], {
+            encoding: "utf8",
+            env: { PATH: `${dir}:${path.dirname(process.execPath)}:/usr/bin:/bin`, OPENCLAW_STACK_DIR: stackFile === undefined ? REPO_ROOT : dir, ...env },
+            timeout: 30_000,
+        });
+        return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+    }
+
+    it.each<[string, string[], Record<string, string>, RegExp]>([
+        ["list, the local host", ["list"], {}, /no agents of stack dev on the local Docker host/],
+        ["list, DOCKER_HOST", ["--stack", "prod", "list"], { DOCKER_HOST: "tcp://127.0.0.1:2375" }, /no agents of stack prod on tcp:\/\/127\.0\.0\.1:2375/],
+    ])("%s: says what to check", (_case, args, env, where) => {
+        const { code, stdout } = bridge(args, env);
+        expect(code).toBe(EXIT.ok);
+        expect(stdout).toMatch(where);
+        for (const check of ["is the stack deployed? (npm run deploy", "DOCKER_HOST, or openclaw:dockerHost in Pulumi.", "is the stack name right? (--stack"]) expect(stdout).toContain(check);
+    });
+
+    it("send to an agent of a stack that is not there: the same checks, exit 3", () => {
+        const { code, stderr } = bridge(["send", "bart", "hi"]);
+        expect(code).toBe(EXIT.unknownAgent);
+        expect(stderr).toMatch(/no agents of stack dev on the local Docker host\. Check:/);
+    });
+
+    it("uses the stack file's dockerHost, and names the file when it is broken", () => {
+        expect(bridge(["list"], {}, "config:\n  openclaw:dockerHost: tcp://127.0.0.1:2376\n").stdout).toMatch(/on tcp:\/\/127\.0\.0\.1:2376/);
+        const broken = bridge(["list"], {}, "config:\n  openclaw:dockerHost: [tcp://127.0.0.1:2376\n");
+        expect(broken.code).toBe(EXIT.config);
+        expect(broken.stderr).toMatch(/invalid config in \/.*Pulumi\.dev\.yaml:\n {2}- not valid YAML: .*line \d+, column \d+/);
     });
 });

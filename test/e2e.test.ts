@@ -364,7 +364,7 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", { timeout: 
         const daemon = execFileSync("pidof", ["dockerd"], { encoding: "utf8" }).trim();
         process.kill(Number(daemon), "SIGTERM");
         await waitUntil(() => spawnSync("pidof", ["dockerd"]).status !== 0, "dockerd to stop", 60_000, 500);
-        execFileSync("bash", [path.join(REPO_ROOT, "scripts", "ensure-docker.sh")], { stdio: "ignore" });
+        execFileSync("bash", [path.join(REPO_ROOT, "scripts", "ensure-tools.sh")], { stdio: "ignore" });
         const running = (name: string) => spawnSync("docker", ["inspect", "-f", "{{.State.Running}}", name], { encoding: "utf8" }).stdout.trim() === "true";
         await waitUntil(() => [...services, ...agents.map(container)].every(running), "every container of the stack to run again", 120_000, 1000);
         // The registries live on the services' volumes: both know every agent again without being told.

@@ -1,13 +1,13 @@
 // The end-to-end tier's translation from resource inputs to Docker Engine API calls: every field mapped,
 // every unknown field refused.
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { OPENCLAW_IMAGE } from "../infra/openclaw";
 import { UntranslatableInput, containerCreateBody, durationNs, materialize, networkCreateBody, tarOf } from "./e2e/materialize";
 import { type RecordedResource, TYPES, devConfig, runProgram } from "./support/mockStack";
+import { tempDir } from "./support/tempDirs";
 
 let dev: RecordedResource[];
 beforeAll(async () => {
@@ -143,7 +143,7 @@ describe("helpers", () => {
     it("refuses durations it cannot read", () => expect(() => durationNs("10")).toThrow(UntranslatableInput));
 
     it("writes a tar archive that tar itself reads back", () => {
-        const dir = mkdtempSync(path.join(tmpdir(), "tar-"));
+        const dir = tempDir("tar");
         writeFileSync(path.join(dir, "a.tar"), tarOf("config.json", '{"a":1}', 0o644));
         expect(execFileSync("tar", ["-tvf", path.join(dir, "a.tar")], { encoding: "utf8" })).toMatch(/^-rw-r--r-- .* 7 .* config\.json$/m);
         expect(execFileSync("tar", ["-xOf", path.join(dir, "a.tar")], { encoding: "utf8" })).toBe('{"a":1}');

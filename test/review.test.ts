@@ -1,10 +1,11 @@
 // `npm run review`: the offline plan and policy verdicts reviewers read on a pull request.
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { fakeKey } from "./support/fakeKeys";
 import { REPO_ROOT } from "./support/mockStack";
+import { tempDir } from "./support/tempDirs";
 
 function review(...args: string[]) {
     const result = spawnSync(path.join(REPO_ROOT, "node_modules", ".bin", "tsx"), [path.join(REPO_ROOT, "scripts", "review.mts"), ...args], { encoding: "utf8", timeout: 60_000 });
@@ -12,7 +13,7 @@ function review(...args: string[]) {
 }
 
 function stackDir(yaml: string): string {
-    const dir = mkdtempSync(path.join(tmpdir(), "review-"));
+    const dir = tempDir("review");
     writeFileSync(path.join(dir, "Pulumi.pr.yaml"), yaml);
     return dir;
 }
@@ -80,10 +81,23 @@ describe("npm run review", () => {
         const dir = stackDir(dev.replace("name: lisa", "name: Lisa"));
         const { code, stderr } = review("--stack", "pr", "--config-dir", dir);
         expect(code).toBe(1);
+        expect(stderr).toMatch(/^Stack pr: invalid config in \/.*\/Pulumi\.pr\.yaml:\n/);
         expect(stderr).toContain("openclaw:agents[1].name: must be a DNS label");
         const json = review("--stack", "pr", "--config-dir", dir, "--json");
         expect(json.code).toBe(1);
         expect(JSON.parse(json.stdout)).toMatchObject({ ok: false, errors: [expect.stringContaining("openclaw:agents[1].name")] });
+    });
+
+    it.each([
+        ["anthropicApiKey", fakeKey("anthropic", "R".repeat(40))],
+        ["openaiApiKey", fakeKey("openai", "R".repeat(40))],
+    ])("fails on a provider key in plain text in %s, naming the key and never showing it", (key, value) => {
+        const dev = readFileSync(path.join(REPO_ROOT, "Pulumi.dev.yaml"), "utf8");
+        const { code, stdout, stderr } = review("--stack", "pr", "--config-dir", stackDir(`${dev}  openclaw:${key}: ${value}\n`));
+        expect(code).toBe(1);
+        expect(stdout).not.toContain("OK");
+        expect(stderr).toContain(`openclaw:${key}: a provider API key in plain text`);
+        expect(`${stdout}${stderr}`).not.toContain(value);
     });
 
     it("reads an encrypted secret as present", () => {

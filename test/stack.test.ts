@@ -215,7 +215,7 @@ describe("bad config (invariant 9)", () => {
         const raw = devConfig();
         (raw.agents as any[])[1].name = "Lisa";
         const resources: RecordedResource[] = [];
-        await expect(runProgram(raw).then((r) => resources.push(...r))).rejects.toThrow(/openclaw:agents\[1\]\.name: must be a DNS label/);
+        await expect(runProgram(raw).then((r) => resources.push(...r))).rejects.toThrow(/^invalid config in Pulumi\.dev\.yaml:\n[\s\S]*openclaw:agents\[1\]\.name: must be a DNS label/);
         expect(resources).toEqual([]);
     });
 

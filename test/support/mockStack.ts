@@ -1,8 +1,10 @@
 import { vi } from "vitest";
-import { type RecordedResource, readStackFile, reveal, runUnderMocks } from "../../scripts/mockProgram";
+import { type RecordedResource, reveal, runUnderMocks } from "../../scripts/mockProgram";
+import { readStackFile } from "../../scripts/stackFile";
 import { fakeKey } from "./fakeKeys";
 
-export { type RecordedResource, REPO_ROOT, isSecret, reveal } from "../../scripts/mockProgram";
+export { type RecordedResource, isSecret, reveal } from "../../scripts/mockProgram";
+export { REPO_ROOT } from "../../scripts/stackFile";
 
 /** Stand-in provider keys: shaped like real ones, so a leak of them is detectable by shape and by value. */
 export const FAKE_SECRETS = {
