@@ -87,7 +87,7 @@ describe.each<[string, () => Raw, string, RegExp]>([
     ["agents given as a map", () => ({ ...base(), agents: { bart: {} } }), "openclaw:agents:", /must be an array, not a map/],
     ["an empty Anthropic key", () => ({ ...base(), anthropicApiKey: "" }), "openclaw:anthropicApiKey:", /is empty: set the real key with `pulumi config set --secret anthropicApiKey`/],
     ["no agents", () => withAgents(), "openclaw:agents", /at least one agent/],
-    ["an empty image", () => withAgents(agent("bart", 18801, { image: "" })), "openclaw:agents[0].image", /must be pinned|too small|at least 1/i],
+    ["an empty image", () => withAgents(agent("bart", 18801, { image: "" })), "openclaw:agents[0].image", /must not be empty/],
     ["a runtime given as a path", () => withAgents(agent("bart", 18801, { runtime: "/usr/bin/runc" })), "openclaw:agents[0].runtime", /name of a runtime registered with the Docker engine/],
     ["a runtime with options", () => withAgents(agent("bart", 18801, { runtime: "runsc --network=host" })), "openclaw:agents[0].runtime", /name of a runtime/],
     ["a chat-completions switch that is not a boolean", () => withAgents(agent("bart", 18801, { chatCompletionsApi: "yes" })), "openclaw:agents[0].chatCompletionsApi", /boolean/i],
