@@ -367,6 +367,9 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", { timeout: 
         process.kill(Number(daemon), "SIGTERM");
         await waitUntil(() => spawnSync("pidof", ["dockerd"]).status !== 0, "dockerd to stop", 60_000, 500);
         execFileSync("bash", [path.join(REPO_ROOT, "scripts", "ensure-tools.sh")], { stdio: "ignore" });
+        // The new daemon outlives this test run: it must not take this run's temp dir (runc writes there on every exec).
+        const restarted = execFileSync("pidof", ["dockerd"], { encoding: "utf8" }).trim();
+        expect(readFileSync(`/proc/${restarted}/environ`, "latin1").split("\0").filter((v) => v.startsWith("TMPDIR="))).toEqual([]);
         const running = (name: string) => spawnSync("docker", ["inspect", "-f", "{{.State.Running}}", name], { encoding: "utf8" }).stdout.trim() === "true";
         await waitUntil(() => [...services, ...agents.map(container)].every(running), "every container of the stack to run again", 120_000, 1000);
         // The registries live on the services' volumes: both know every agent again without being told.
