@@ -35,7 +35,7 @@ if ! docker info >/dev/null 2>&1; then
     echo "== starting dockerd"
     log=${DOCKERD_LOG:-/var/log/dockerd.log}
     # A daemon outlives whoever starts it: it must not inherit a TMPDIR that a test run removes when it ends.
-    (env -u TMPDIR dockerd >"$log" 2>&1 &)
+    (unset TMPDIR; dockerd >"$log" 2>&1 &)
     for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
     if ! docker info >/dev/null 2>&1; then
         echo "error: dockerd did not start within 60 s; its log ($log):" >&2
