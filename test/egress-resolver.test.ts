@@ -1,70 +1,34 @@
 // EgressGateway's real resolver (c-ares) against a real DNS server the test runs on 127.0.0.1: answers, a name
 // that never answers, and many hanging lookups that must not hold up a normal one (dns.lookup's four libuv threads
 // would). Dials still land on a loopback echo server, so nothing leaves this machine.
-import dgram from "node:dgram";
 import { once } from "node:events";
 import { readdirSync } from "node:fs";
 import net from "node:net";
-import ipaddr from "ipaddr.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { egressConfigSchema } from "../egress-image/src/config";
-import { parseQuery } from "../egress-image/src/dns";
 import { dnsResolver } from "../egress-image/src/resolver";
 import { EgressGateway, dialAddress } from "../egress-image/src/server";
 import { jsonLogger } from "../runtime/log";
+import { type DnsServer, TYPE_A, TYPE_AAAA, type Zone, startDnsServer } from "./support/dnsServer";
 
-const TYPE_A = 1;
-const TYPE_AAAA = 28;
-const RCODE_NXDOMAIN = 3;
 const PUBLIC_V4 = ["93.184.216.34", "93.184.216.35"];
 const PUBLIC_V6 = ["2606:2800:220:1:248:1893:25c8:1946"];
-/** What the test's DNS server answers; a name it does not know gets NXDOMAIN, HANGING gets nothing at all. */
-const ZONE: Record<string, { a?: string[]; aaaa?: string[] }> = {
+const ZONE: Zone = {
     "dual.test": { a: [PUBLIC_V4[0]], aaaa: PUBLIC_V6 },
     "v4.test": { a: PUBLIC_V4 },
     "v6.test": { aaaa: PUBLIC_V6 },
     "split.test": { a: [PUBLIC_V4[0]], aaaa: ["fd00::1"] },
 };
+/** Never answered. */
 const HANGING = "hang.test";
 
-const asked: { name: string; type: number }[] = [];
-let server: dgram.Socket;
+let server: DnsServer;
 let serverAddress: string;
-
-/** A response to `query`: its header and question echoed, QR and RA set, then the answer records. */
-function respond(query: Buffer, questionEnd: number, rcode: number, addresses: string[]): Buffer {
-    const header = Buffer.from(query.subarray(0, questionEnd));
-    header.writeUInt16BE(0x8000 | (query.readUInt16BE(2) & 0x0100) | 0x0080 | rcode, 2);
-    header.writeUInt16BE(1, 4);
-    header.writeUInt16BE(addresses.length, 6);
-    header.writeUInt32BE(0, 8);
-    const records = addresses.map((address) => {
-        const rdata = Buffer.from(ipaddr.parse(address).toByteArray());
-        const record = Buffer.alloc(12);
-        record.writeUInt16BE(0xc00c, 0); // the name: a pointer to the question's
-        record.writeUInt16BE(rdata.length === 4 ? TYPE_A : TYPE_AAAA, 2);
-        record.writeUInt16BE(1, 4); // class IN
-        record.writeUInt32BE(60, 6); // TTL
-        record.writeUInt16BE(rdata.length, 10);
-        return Buffer.concat([record, rdata]);
-    });
-    return Buffer.concat([header, ...records]);
-}
+let asked: DnsServer["asked"];
 
 beforeAll(async () => {
-    server = dgram.createSocket("udp4");
-    server.on("message", (packet, remote) => {
-        const question = parseQuery(packet);
-        if (!question) return;
-        asked.push({ name: question.name, type: question.type });
-        if (question.name === HANGING) return;
-        const entry = ZONE[question.name];
-        const addresses = (question.type === TYPE_A ? entry?.a : question.type === TYPE_AAAA ? entry?.aaaa : undefined) ?? [];
-        server.send(respond(packet, question.questionEnd, entry ? 0 : RCODE_NXDOMAIN, addresses), remote.port, remote.address);
-    });
-    server.bind(0, "127.0.0.1");
-    await once(server, "listening");
-    serverAddress = `127.0.0.1:${server.address().port}`;
+    server = await startDnsServer(ZONE, new Set([HANGING]));
+    ({ address: serverAddress, asked } = server);
 });
 afterAll(() => server.close());
 
