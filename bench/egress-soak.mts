@@ -8,14 +8,14 @@
 // no new tunnel opens, and whatever is still open 15 s later is destroyed.
 import { execFileSync } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { SERVICE_NODE_OPTIONS } from "../infra/topology.ts";
 import { bundle } from "../scripts/images.mts";
 import { startDnsServer } from "../test/support/dnsServer.ts";
 import { startProcess } from "../test/support/processes.ts";
+import { cpuSeconds, loopbackEgressEnv, rssMb } from "./processes.mts";
 
 const args = process.argv.slice(2);
 const option = (name: string, fallback: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : fallback);
@@ -33,7 +33,7 @@ const DRAIN_MS = 15_000;
 const work = mkdtempSync(path.join(os.tmpdir(), "openclaw-egress-soak-"));
 const progress = (message: string) => console.error(`[soak] ${message}`);
 
-// The upstream: an echo server on 127.0.0.2 (the gateway refuses its own addresses, 127.0.0.1 among them here).
+// The upstream: an echo server on 127.0.0.2 (see loopbackEgressEnv).
 const echo = net.createServer((socket) => {
     socket.on("error", () => socket.destroy());
     socket.pipe(socket);
@@ -45,13 +45,7 @@ const dns = await startDnsServer({ [ECHO_NAME]: { a: ["127.0.0.2"] } });
 
 const egressEnv = {
     PATH: process.env.PATH,
-    NODE_OPTIONS: SERVICE_NODE_OPTIONS,
-    EGRESS_CONFIG: JSON.stringify({
-        listen: { host: "127.0.0.1", port: 0 },
-        dns: { host: "127.0.0.1", port: 0 },
-        admin: [{ host: "127.0.0.1", port: 0 }],
-        registryDir: path.join(work, "agents"),
-        allowRanges: ["127.0.0.0/8"],
+    ...loopbackEgressEnv(path.join(work, "agents"), {
         ...(STATIC_HOSTS ? { staticHosts: { [ECHO_NAME]: ["127.0.0.2"] } } : { resolvers: [dns.address] }),
         limits: { maxTunnelsPerAgent: TUNNELS * 2 },
     }),
@@ -66,19 +60,6 @@ const pid = gateway.child.pid!;
 const { port } = await gateway.waitFor("listening");
 await gateway.waitFor("registry_loaded");
 
-/** CPU-seconds of all the gateway's threads, from /proc/<pid>/task/<tid>/schedstat (nanoseconds). */
-function cpuSeconds(): number {
-    let ns = 0;
-    for (const tid of readdirSync(`/proc/${pid}/task`)) {
-        try {
-            ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
-        } catch {
-            // the thread ended between the listing and the read
-        }
-    }
-    return ns / 1e9;
-}
-const rssMb = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024;
 const descriptors = () => readdirSync(`/proc/${pid}/fd`).length;
 
 const errors = new Map<string, number>();
@@ -133,9 +114,9 @@ function tunnel(): Promise<void> {
 
 // --------------------------------------------------------------------------------------------- the run
 const fdsBefore = descriptors();
-const cpuBefore = cpuSeconds();
+const cpuBefore = cpuSeconds([pid]);
 const samples: { second: number; rssMb: number; fds: number; cpu: number; tunnels: number; openTunnels: number }[] = [];
-const sample = (second: number) => samples.push({ second, rssMb: rssMb(), fds: descriptors(), cpu: cpuSeconds() - cpuBefore, tunnels: tunnelsDone, openTunnels: open.size });
+const sample = (second: number) => samples.push({ second, rssMb: rssMb([pid]), fds: descriptors(), cpu: cpuSeconds([pid]) - cpuBefore, tunnels: tunnelsDone, openTunnels: open.size });
 sample(0);
 let fdsPeak = fdsBefore;
 const began = performance.now();
@@ -155,7 +136,7 @@ if (!drained) {
 const seconds = (performance.now() - began) / 1000;
 clearInterval(sampler);
 sample(Math.round(seconds));
-const cpu = cpuSeconds() - cpuBefore;
+const cpu = cpuSeconds([pid]) - cpuBefore;
 
 // The gateway closes its side of each tunnel when ours closes: wait (bounded) for its descriptors to come back.
 let fdsAfter = descriptors();
@@ -164,7 +145,7 @@ for (let waited = 0; fdsAfter > fdsBefore && waited < 10_000; waited += 100) {
     fdsAfter = descriptors();
 }
 clearInterval(peakWatch);
-const rssAfter = rssMb();
+const rssAfter = rssMb([pid]);
 await gateway.stop();
 echo.close();
 dns.close();
