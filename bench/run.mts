@@ -11,6 +11,7 @@ import path from "node:path";
 import { SERVICE_NODE_OPTIONS } from "../infra/topology.ts";
 import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { bundle } from "../scripts/images.mts";
+import { cpuSeconds, loopbackEgressEnv, rssMb } from "./processes.mts";
 import { freePort } from "../test/support/processes.ts";
 import { removeTempDirs, tempDir } from "../test/support/tempDirs.ts";
 import { testPki } from "../test/support/tls.ts";
@@ -98,25 +99,6 @@ function start(command: string, argv: string[], env: NodeJS.ProcessEnv, ready: (
         });
         child.once("exit", (code) => reject(new Error(`${command} exited with ${code}`)));
     });
-}
-
-/** CPU seconds a process's threads have run so far, in nanoseconds from /proc/<pid>/task/<tid>/schedstat. */
-function cpuSeconds(pids: number[]): number {
-    let ns = 0;
-    for (const pid of pids) {
-        for (const tid of readdirSync(`/proc/${pid}/task`)) {
-            try {
-                ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
-            } catch {
-                // the thread ended between the listing and the read
-            }
-        }
-    }
-    return ns / 1e9;
-}
-
-function rssMb(pids: number[]): number {
-    return pids.reduce((sum, pid) => sum + Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024, 0);
 }
 
 const percentile = (values: number[], q: number) => {
@@ -380,19 +362,7 @@ const sink = await start(
 );
 const sinkPort: number = sink.line.port;
 const egressBundle = await bundle("egressGateway");
-const egressEnv = {
-    NODE_OPTIONS: SERVICE_NODE_OPTIONS,
-    EGRESS_CONFIG: JSON.stringify({
-        listen: { host: "127.0.0.1", port: 0 },
-        dns: { host: "127.0.0.1", port: 0 },
-        admin: [{ host: "127.0.0.1", port: 0 }],
-        registryDir: path.join(work, "egress-agents"),
-        allowRanges: ["127.0.0.0/8"],
-        // 127.0.0.2: the gateway refuses its own addresses, and it shares 127.0.0.1 with the host here.
-        staticHosts: { "sink.bench": ["127.0.0.2"] },
-        limits: { maxTunnelsPerAgent: 10_000 },
-    }),
-};
+const egressEnv = loopbackEgressEnv(path.join(work, "egress-agents"), { staticHosts: { "sink.bench": ["127.0.0.2"] }, limits: { maxTunnelsPerAgent: 10_000 } });
 execFileSync(process.execPath, [egressBundle, "register"], {
     input: JSON.stringify({ name: "bench", subnet: "127.0.0.0/8", mode: "enforce", allow: [{ host: "sink.bench", ports: [sinkPort] }] }),
     env: { PATH: process.env.PATH, ...egressEnv },

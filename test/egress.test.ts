@@ -8,10 +8,12 @@ import { domainToASCII } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { egressConfigSchema } from "../egress-image/src/config";
 import { type EgressAgent, addressDenial } from "../egress-image/src/policy";
-import { EgressGateway, type EgressDeps, systemDeps } from "../egress-image/src/server";
+import { EgressGateway, type EgressDeps, dialAddress, interfaceAddresses } from "../egress-image/src/server";
 import { jsonLogger } from "../runtime/log";
 
 const PUBLIC = "93.184.216.34";
+/** Where every dial lands. Not 127.0.0.1: a connection from this host's address to itself is refused as the gateway's own. */
+const UPSTREAM = "127.0.0.2";
 const OWN = "198.51.100.77";
 const answers: Record<string, string[]> = {
     "allowed.test": [PUBLIC],
@@ -67,7 +69,7 @@ const fakeDeps: EgressDeps = {
     async dial(address, port, timeoutMs) {
         dials.push({ address, port });
         if (port === 9) return new Promise((_, reject) => setTimeout(() => reject(new Error("connect timeout")), timeoutMs));
-        return systemDeps.dial("127.0.0.1", port === 80 ? webPort : echoPort, timeoutMs);
+        return dialAddress(UPSTREAM, port === 80 ? webPort : echoPort, timeoutMs);
     },
     ownAddresses: () => [OWN],
 };
@@ -86,11 +88,11 @@ let port: number;
 let dnsPort: number;
 
 beforeAll(async () => {
-    echo = net.createServer((socket) => socket.pipe(socket)).listen(0, "127.0.0.1");
+    echo = net.createServer((socket) => socket.pipe(socket)).listen(0, UPSTREAM);
     await once(echo, "listening");
     echoPort = (echo.address() as net.AddressInfo).port;
     // Answers plain HTTP with what it received, as the gateway sent it upstream.
-    web = http.createServer((req, res) => res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers }))).listen(0, "127.0.0.1");
+    web = http.createServer((req, res) => res.end(JSON.stringify({ method: req.method, url: req.url, headers: req.headers }))).listen(0, UPSTREAM);
     await once(web, "listening");
     webPort = (web.address() as net.AddressInfo).port;
     const config = egressConfigSchema.parse({
@@ -512,7 +514,7 @@ describe("operations", () => {
 describe("the loopback allow-range override (tests only)", () => {
     it("is off by default, and never exempts the gateway's own addresses", () => {
         expect(egressConfigSchema.parse({}).allowRanges).toEqual([]);
-        expect(addressDenial("127.0.0.1", { ownAddresses: systemDeps.ownAddresses(), allowRanges: ["127.0.0.0/8"] })).toBe("own_address");
+        expect(addressDenial("127.0.0.1", { ownAddresses: interfaceAddresses(), allowRanges: ["127.0.0.0/8"] })).toBe("own_address");
     });
 
     it("lets a gateway with the override tunnel real bytes to a loopback server, with the real dialer", async () => {
@@ -524,13 +526,12 @@ describe("the loopback allow-range override (tests only)", () => {
         });
         const resolved: string[] = [];
         const local = new EgressGateway(config, jsonLogger("egress-gateway", () => undefined), {
-            ...systemDeps,
-            // This process's own addresses include loopback, where the test server listens.
-            ownAddresses: () => [],
+            dial: dialAddress,
+            ownAddresses: interfaceAddresses,
             resolve: async (host) => {
                 resolved.push(host);
                 if (host !== "echo.test") throw new Error("ENOTFOUND");
-                return ["127.0.0.1"];
+                return [UPSTREAM];
             },
         });
         local.setAgents([{ name: "bart", subnet: "127.0.0.0/25", mode: "enforce", allow: [{ host: "echo.test", ports: [echoPort] }] }]);
@@ -551,6 +552,66 @@ describe("the loopback allow-range override (tests only)", () => {
             expect(resolved).toEqual(["echo.test"]);
         } finally {
             await local.close();
+        }
+    });
+});
+
+describe("the gateway's own addresses", () => {
+    const start = async (deps: EgressDeps) => {
+        const config = egressConfigSchema.parse({
+            listen: { host: "127.0.0.1", port: 0 },
+            dns: { host: "127.0.0.1", port: 0 },
+            admin: [{ host: "127.0.0.1", port: 0 }],
+            allowRanges: ["127.0.0.0/8"],
+        });
+        const started = new EgressGateway(config, jsonLogger("egress-gateway", () => undefined), deps);
+        started.setAgents(AGENTS);
+        return { gateway: started, port: (await started.listen()).port };
+    };
+
+    it("are read once per refresh period, not per request, and again when the agents change", async () => {
+        let reads = 0;
+        const { gateway: counting, port: countingPort } = await start({ ...fakeDeps, ownAddresses: () => (reads++, [OWN]) });
+        try {
+            for (let i = 0; i < 3; i++) expect(await exchange(BART, `${connect("allowed.test:443")}x`, 300, countingPort)).toMatch(/^HTTP\/1\.1 200/);
+            expect(await exchange(BART, connect("k.cdn.test:443"), 1000, countingPort)).toContain("egress denied: resolved_own_address\n");
+            expect(reads).toBe(1);
+            counting.setAgents(AGENTS);
+            expect(await exchange(BART, connect("k.cdn.test:443"), 1000, countingPort)).toContain("egress denied: resolved_own_address\n");
+            expect(reads).toBe(2);
+        } finally {
+            await counting.close();
+        }
+    });
+
+    it("gained since the last reading: a dial that lands on one is closed before any byte, refused, and the reading renewed", async () => {
+        const received: Buffer[] = [];
+        let accepted = 0;
+        // 127.0.0.1 stands for an address the gateway gained after it last read its interfaces.
+        const self = net.createServer((socket) => {
+            accepted++;
+            socket.on("data", (chunk) => received.push(chunk));
+            socket.on("error", () => undefined);
+        });
+        self.listen(0, "127.0.0.1");
+        await once(self, "listening");
+        let reads = 0;
+        const { gateway: stale, port: stalePort } = await start({
+            resolve: async () => ["127.0.0.1"],
+            dial: (address) => dialAddress(address, (self.address() as net.AddressInfo).port, 1000),
+            ownAddresses: () => (reads++, []),
+        });
+        try {
+            const answer = await exchange(BART, `${connect("self.cdn.test:443")}smuggled`, 1500, stalePort);
+            expect(answer).toMatch(/^HTTP\/1\.1 403 /);
+            expect(answer).toContain("egress denied: resolved_own_address\n");
+            expect(accepted).toBe(1);
+            expect(Buffer.concat(received).length).toBe(0);
+            await exchange(BART, connect("self.cdn.test:443"), 1500, stalePort);
+            expect(reads).toBe(2);
+        } finally {
+            await stale.close();
+            self.close();
         }
     });
 });

@@ -1,9 +1,19 @@
+import { Resolver } from "node:dns";
 import ipaddr from "ipaddr.js";
 import { z } from "zod";
 import { adminListenSchema, listenSchema } from "../../runtime/admin";
 import { agentIdentity } from "../../runtime/registry";
 import type { EgressAgent } from "./policy";
 
+/** As Node's resolver reads a server: `ip`, `ip:port` or `[ipv6]:port`. */
+function isDnsServer(server: string): boolean {
+    try {
+        new Resolver().setServers([server]);
+        return true;
+    } catch {
+        return false;
+    }
+}
 
 export const egressConfigSchema = z.strictObject({
     listen: listenSchema.default({ host: "0.0.0.0", port: 3128 }),
@@ -12,6 +22,11 @@ export const egressConfigSchema = z.strictObject({
     registryDir: z.string().default("/var/lib/egress/agents"),
     /** Exempt from the private-range denial. Off (empty) by default: exists so tests can reach loopback servers. */
     allowRanges: z.array(z.string().refine((cidr) => ipaddr.isValidCIDR(cidr), "must be a CIDR range")).default([]),
+    /**
+     * DNS servers the gateway asks (`ip` or `ip:port`). Empty by default: those /etc/resolv.conf names, in the
+     * container Docker's embedded DNS, which is what answers network aliases.
+     */
+    resolvers: z.array(z.string().refine(isDnsServer, "must be ip or ip:port")).default([]),
     /** Names answered from this table instead of DNS; the answers are vetted like any other. Empty by default. */
     staticHosts: z.record(z.string(), z.array(z.string()).min(1)).default({}),
     limits: z

@@ -91,9 +91,16 @@ export async function startDnsSink(host: string, port: number, onQuery: (source:
         });
         socket.on("error", () => socket.destroy());
     });
-    // Same port as UDP, also when port 0 let the system choose.
+    // Same port as UDP, also when port 0 let the system choose: then that port may be taken for TCP, and the
+    // pair is chosen again.
     tcp.listen(udp.address().port, host);
-    await once(tcp, "listening");
+    try {
+        await once(tcp, "listening");
+    } catch (error) {
+        udp.close();
+        if (port === 0 && (error as NodeJS.ErrnoException).code === "EADDRINUSE") return startDnsSink(host, port, onQuery);
+        throw error;
+    }
     return {
         udp,
         tcp,

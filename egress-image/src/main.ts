@@ -2,7 +2,7 @@
 import { jsonLogger } from "../../runtime/log";
 import { main } from "../../runtime/serviceCli";
 import { egressAgentSchema, loadEgressConfig } from "./config";
-import { EgressGateway, systemDeps } from "./server";
+import { EgressGateway } from "./server";
 
 const log = jsonLogger("egress-gateway");
 
@@ -16,10 +16,7 @@ main({
     describe: (entry) => ({ subnet: entry.subnet, mode: entry.mode, rules: entry.allow.length }),
     create() {
         const config = loadEgressConfig();
-        const gateway = new EgressGateway(config, log, {
-            ...systemDeps,
-            resolve: (host) => (config.staticHosts[host] ? Promise.resolve(config.staticHosts[host]) : systemDeps.resolve(host)),
-        });
+        const gateway = new EgressGateway(config, log);
         return { setAgents: (agents) => gateway.setAgents(agents), listen: () => gateway.listen(), stop: () => gateway.close() };
     },
 });

@@ -1,6 +1,5 @@
 // The transport around the egress policy: CONNECT tunnels and absolute-form plain HTTP, resolved once and
 // dialled at the vetted address.
-import { lookup } from "node:dns/promises";
 import { once } from "node:events";
 import http from "node:http";
 import net from "node:net";
@@ -10,35 +9,50 @@ import { closeServer, portOf, startAdminServers } from "../../runtime/admin";
 import type { Logger } from "../../runtime/log";
 import type { EgressConfig } from "./config";
 import { type DnsSink, startDnsSink } from "./dns";
+import { dnsResolver } from "./resolver";
 import { type EgressMetrics, egressMetrics } from "./metrics";
 import { type AddressPolicy, type AddressVerdict, type EgressAgent, type Target, agentForSource, decideTarget, parseAbsoluteHttp, parseConnect, vetAnswers, vetLiteral } from "./policy";
 
 export interface EgressDeps {
-    /** Every address a name resolves to. Called once per request. */
-    resolve(host: string): Promise<string[]>;
+    /** Every address a name resolves to. Called once per request; `signal` aborts when the lookup is abandoned. */
+    resolve(host: string, signal: AbortSignal): Promise<string[]>;
     /** A connected socket to an IP literal; never given a name, so it cannot look one up again. */
     dial(address: string, port: number, timeoutMs: number): Promise<net.Socket>;
+    /** The addresses of this host's interfaces (read again every few seconds, not per request). */
     ownAddresses(): string[];
 }
 
-export const systemDeps: EgressDeps = {
-    resolve: async (host) => (await lookup(host, { all: true, verbatim: true })).map((answer) => answer.address),
-    dial: (address, port, timeoutMs) =>
-        new Promise((resolve, reject) => {
-            const socket = net.connect({ host: address, port, timeout: timeoutMs });
-            socket.once("connect", () => {
-                socket.setTimeout(0);
-                resolve(socket);
-            });
-            socket.once("timeout", () => socket.destroy(new Error("connect timeout")));
-            socket.once("error", reject);
-        }),
-    ownAddresses: () =>
-        Object.values(networkInterfaces())
-            .flat()
-            .filter((i) => i !== undefined)
-            .map((i) => i.address),
-};
+export function dialAddress(address: string, port: number, timeoutMs: number): Promise<net.Socket> {
+    return new Promise((resolve, reject) => {
+        const socket = net.connect({ host: address, port, timeout: timeoutMs });
+        socket.once("connect", () => {
+            socket.setTimeout(0);
+            resolve(socket);
+        });
+        socket.once("timeout", () => socket.destroy(new Error("connect timeout")));
+        socket.once("error", reject);
+    });
+}
+
+export function interfaceAddresses(): string[] {
+    return Object.values(networkInterfaces())
+        .flat()
+        .filter((i) => i !== undefined)
+        .map((i) => i.address);
+}
+
+/** The real resolver (config.staticHosts first, then DNS), dialer and interfaces. */
+export function systemDeps(config: Pick<EgressConfig, "staticHosts" | "resolvers" | "limits">): EgressDeps {
+    const resolve = dnsResolver({ timeoutMs: config.limits.resolveTimeoutMs, servers: config.resolvers });
+    return {
+        resolve: (host, signal) => (Object.hasOwn(config.staticHosts, host) ? Promise.resolve(config.staticHosts[host]) : resolve(host, signal)),
+        dial: dialAddress,
+        ownAddresses: interfaceAddresses,
+    };
+}
+
+/** How long the gateway trusts its last reading of its own addresses; a dial that lands on itself is refused anyway. */
+const OWN_ADDRESSES_REFRESH_MS = 5_000;
 
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te", "trailer", "transfer-encoding", "upgrade"]);
 const PLAIN_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
@@ -77,11 +91,12 @@ export class EgressGateway {
     private readonly open = new Set<Duplex>();
     /** Aborted by close(): lookups still waiting are abandoned. */
     private readonly closing = new AbortController();
+    private ownAddresses: { addresses: string[]; readAt: number } | undefined;
 
     constructor(
         private readonly config: EgressConfig,
         private readonly log: Logger,
-        private readonly deps: EgressDeps = systemDeps,
+        private readonly deps: EgressDeps = systemDeps(config),
     ) {
         this.server = http.createServer(
             {
@@ -98,6 +113,8 @@ export class EgressGateway {
     }
 
     setAgents(agents: readonly EgressAgent[]) {
+        // An agent's network is attached (a new own address) before the agent is registered.
+        this.ownAddresses = undefined;
         this.agents = [...agents];
         this.metrics.registeredAgents.set(agents.length);
     }
@@ -123,8 +140,11 @@ export class EgressGateway {
         await this.dnsSink?.close();
     }
 
+    /** Reading the interfaces costs about 260 us of CPU: it is done every few seconds, not per request. */
     private addressPolicy(): AddressPolicy {
-        return { ownAddresses: this.deps.ownAddresses(), allowRanges: this.config.allowRanges };
+        const now = performance.now();
+        if (!this.ownAddresses || now - this.ownAddresses.readAt >= OWN_ADDRESSES_REFRESH_MS) this.ownAddresses = { addresses: this.deps.ownAddresses(), readAt: now };
+        return { ownAddresses: this.ownAddresses.addresses, allowRanges: this.config.allowRanges };
     }
 
     private record(agent: EgressAgent | undefined, target: string, decision: "allow" | "deny", reason: string, extra: Record<string, string | number | null> = {}) {
@@ -163,19 +183,34 @@ export class EgressGateway {
             }
         }
         if (!vetted.ok) return refuse(vetted.reason);
+        let upstream: net.Socket;
         try {
-            const upstream = await this.deps.dial(vetted.address, target.port, this.config.limits.connectTimeoutMs);
-            return { ok: true, upstream, address: vetted.address };
+            upstream = await this.deps.dial(vetted.address, target.port, this.config.limits.connectTimeoutMs);
         } catch {
             return refuse("dial_failed", 502);
         }
+        // The kernel sends to one of this host's own addresses from that same address: an address gained since the
+        // last reading is caught here, before a byte is relayed, and the reading is renewed.
+        if (upstream.remoteAddress !== undefined && upstream.remoteAddress === upstream.localAddress) {
+            upstream.destroy();
+            this.ownAddresses = undefined;
+            return refuse(target.kind === "ip" ? "own_address" : "resolved_own_address");
+        }
+        return { ok: true, upstream, address: vetted.address };
     }
 
-    /** The resolver's answers, unless it takes longer than the bound or the gateway closes first: then it is abandoned. */
+    /**
+     * The resolver's answers, unless it takes longer than the bound or the gateway closes first: then the lookup is
+     * abandoned, and the resolver told so (it cancels its queries).
+     */
     private resolveWithin(host: string): Promise<string[]> {
         const signal = this.closing.signal;
+        const lookup = new AbortController();
         return new Promise((resolve, reject) => {
-            const abandon = (reason: LookupAbandoned["reason"]) => () => reject(new LookupAbandoned(reason));
+            const abandon = (reason: LookupAbandoned["reason"]) => () => {
+                reject(new LookupAbandoned(reason));
+                lookup.abort();
+            };
             const onClose = abandon("shutting_down");
             const timer = setTimeout(abandon("resolver_timeout"), this.config.limits.resolveTimeoutMs).unref();
             const settled = () => {
@@ -184,7 +219,7 @@ export class EgressGateway {
             };
             if (signal.aborted) return onClose();
             signal.addEventListener("abort", onClose, { once: true });
-            this.deps.resolve(host).then(resolve, reject).finally(settled);
+            this.deps.resolve(host, lookup.signal).then(resolve, reject).finally(settled);
         });
     }
 
