@@ -76,7 +76,7 @@ export class KeyProxyServer {
             const url = new URL(upstream.baseUrl);
             this.upstreams[provider] = {
                 pool: new Pool(url.origin, {
-                    connections: 512,
+                    connections: config.limits.maxUpstreamConnections,
                     keepAliveTimeout: 30_000,
                     headersTimeout: config.limits.headersTimeoutMs,
                     bodyTimeout: config.limits.bodyIdleTimeoutMs,
