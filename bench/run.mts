@@ -4,7 +4,7 @@
 // Needs wrk and nginx (Debian: wrk, nginx-light). Traffic stays on 127.0.0.1.
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import net from "node:net";
@@ -14,6 +14,7 @@ import { SERVICE_NODE_OPTIONS } from "../infra/topology.ts";
 import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { bundle } from "../scripts/images.mts";
 import { freePort } from "../test/support/processes.ts";
+import { cpuSeconds, percentile, rssMb, start as startProcess } from "./processes.mts";
 import { testPki } from "../test/support/tls.ts";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
@@ -36,57 +37,7 @@ process.on("exit", () => {
     for (const child of children) child.kill("SIGKILL");
 });
 
-/** Starts a process and resolves with the first stdout line that parses as JSON and satisfies `ready`. */
-function start(command: string, argv: string[], env: NodeJS.ProcessEnv, ready: (line: Record<string, any>) => boolean): Promise<{ child: ChildProcess; line: Record<string, any> }> {
-    const child = spawn(command, argv, { env: { PATH: process.env.PATH, ...env }, stdio: ["ignore", "pipe", "inherit"] });
-    children.push(child);
-    return new Promise((resolve, reject) => {
-        let buffer = "";
-        const timer = setTimeout(() => reject(new Error(`${command} ${argv.join(" ")} did not start`)), 20_000);
-        child.stdout!.on("data", (chunk: Buffer) => {
-            buffer += chunk.toString();
-            const lines = buffer.split("\n");
-            buffer = lines.pop()!;
-            for (const text of lines) {
-                try {
-                    const line = JSON.parse(text);
-                    if (line.event === "fatal") progress(`${command}: ${text}`);
-                    if (ready(line)) {
-                        clearTimeout(timer);
-                        resolve({ child, line });
-                    }
-                } catch {
-                    // not a JSON line
-                }
-            }
-        });
-        child.once("exit", (code) => reject(new Error(`${command} exited with ${code}`)));
-    });
-}
-
-/** CPU seconds a process's threads have run so far, in nanoseconds from /proc/<pid>/task/<tid>/schedstat. */
-function cpuSeconds(pids: number[]): number {
-    let ns = 0;
-    for (const pid of pids) {
-        for (const tid of readdirSync(`/proc/${pid}/task`)) {
-            try {
-                ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
-            } catch {
-                // the thread ended between the listing and the read
-            }
-        }
-    }
-    return ns / 1e9;
-}
-
-function rssMb(pids: number[]): number {
-    return pids.reduce((sum, pid) => sum + Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024, 0);
-}
-
-const percentile = (values: number[], q: number) => {
-    const sorted = [...values].sort((a, b) => a - b);
-    return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
-};
+const start = (command: string, argv: string[], env: NodeJS.ProcessEnv, ready: (line: Record<string, any>) => boolean) => startProcess(children, command, argv, env, ready);
 const median = (values: number[]) => percentile(values, 0.5);
 
 // ---------------------------------------------------------------------------------------------- set-up
