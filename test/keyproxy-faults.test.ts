@@ -1,8 +1,10 @@
 // KeyProxy against a failing upstream, over real sockets on loopback: every fault ends in a bounded, clear outcome
 // for the agent, leaves nothing open, and is billed for what streamed (never nothing once output showed, never past
 // the reservation).
+import { rmSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
+import path from "node:path";
 import { afterAll, describe, it } from "vitest";
 import { DEFAULT_PRICES, maxCostMicros } from "../proxy-image/src/pricing";
 import { ANTHROPIC_BODY, OPENAI_BODY, type RunningProxy, anthropicHeaders, openaiHeaders, send, startKeyProxy } from "./support/keyProxyHarness";
@@ -128,7 +130,10 @@ describe.concurrent("an upstream that fails", () => {
             openai: { baseUrl: c.provider === "openai" ? faulty.baseUrl : healthy.baseUrl },
         };
         const p: RunningProxy = await startKeyProxy(healthy, { upstreams, limits: LIMITS });
-        cleanups.push(() => p.server.close());
+        cleanups.push(async () => {
+            await p.server.close();
+            for (const dir of [p.config.registryDir, path.dirname(p.config.metering.ledgerFile)]) rmSync(dir, { recursive: true, force: true });
+        });
         const route = ROUTES[c.provider];
         const body = c.stream ? streamed(route.body) : route.body;
 
