@@ -1,6 +1,50 @@
-// What the benchmarks read of the processes they measure, and the gateway's loopback configuration they share.
+// What the benchmarks read about the processes they run (start-up, CPU time, resident memory, open descriptors),
+// and the gateway's loopback configuration they share.
+import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
 import { SERVICE_NODE_OPTIONS } from "../infra/topology.ts";
+
+/**
+ * Starts a process and resolves with the first stdout line that parses as JSON and satisfies `ready`. Every line,
+ * that one included, goes to `onLine` as it arrives, so a chatty service's output never queues in the pipe.
+ */
+export function start(
+    children: ChildProcess[],
+    command: string,
+    argv: string[],
+    env: NodeJS.ProcessEnv,
+    ready: (line: Record<string, any>) => boolean,
+    onLine: (line: Record<string, any>) => void = () => undefined,
+): Promise<{ child: ChildProcess; line: Record<string, any> }> {
+    const child = spawn(command, argv, { env: { PATH: process.env.PATH, ...env }, stdio: ["ignore", "pipe", "inherit"] });
+    children.push(child);
+    return new Promise((resolve, reject) => {
+        let buffer = "";
+        let started = false;
+        const timer = setTimeout(() => reject(new Error(`${command} ${argv.join(" ")} did not start`)), 20_000);
+        child.stdout!.on("data", (chunk: Buffer) => {
+            buffer += chunk.toString();
+            const lines = buffer.split("\n");
+            buffer = lines.pop()!;
+            for (const text of lines) {
+                let line: Record<string, any>;
+                try {
+                    line = JSON.parse(text);
+                } catch {
+                    continue; // not a JSON line
+                }
+                if (line.event === "fatal") console.error(`${command}: ${text}`);
+                onLine(line);
+                if (!started && ready(line)) {
+                    started = true;
+                    clearTimeout(timer);
+                    resolve({ child, line });
+                }
+            }
+        });
+        child.once("exit", (code) => reject(new Error(`${command} exited with ${code}`)));
+    });
+}
 
 /** CPU seconds a process's threads have run so far, in nanoseconds from /proc/<pid>/task/<tid>/schedstat. */
 export function cpuSeconds(pids: number[]): number {
@@ -20,6 +64,16 @@ export function cpuSeconds(pids: number[]): number {
 export function rssMb(pids: number[]): number {
     return pids.reduce((sum, pid) => sum + Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024, 0);
 }
+
+/** Open file descriptors of a process (sockets, files, pipes). */
+export function openDescriptors(pid: number): number {
+    return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+export const percentile = (values: number[], q: number) => {
+    const sorted = [...values].sort((a, b) => a - b);
+    return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
+};
 
 /**
  * EgressGateway's environment for a bench on loopback: every listener on 127.0.0.1, loopback exempted from the

@@ -2,7 +2,7 @@
 // Needs wrk and nginx (Debian: wrk, nginx-light). Traffic stays on 127.0.0.1. Usage: see USAGE.
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
-import { readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import net from "node:net";
@@ -11,7 +11,7 @@ import path from "node:path";
 import { SERVICE_NODE_OPTIONS } from "../infra/topology.ts";
 import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { bundle } from "../scripts/images.mts";
-import { cpuSeconds, loopbackEgressEnv, rssMb } from "./processes.mts";
+import { cpuSeconds, loopbackEgressEnv, percentile, rssMb, start as startProcess } from "./processes.mts";
 import { freePort } from "../test/support/processes.ts";
 import { removeTempDirs, tempDir } from "../test/support/tempDirs.ts";
 import { testPki } from "../test/support/tls.ts";
@@ -73,38 +73,7 @@ process.on("exit", () => {
 });
 for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => process.exit(130));
 
-/** Starts a process and resolves with the first stdout line that parses as JSON and satisfies `ready`. */
-function start(command: string, argv: string[], env: NodeJS.ProcessEnv, ready: (line: Record<string, any>) => boolean): Promise<{ child: ChildProcess; line: Record<string, any> }> {
-    const child = spawn(command, argv, { env: { PATH: process.env.PATH, ...env }, stdio: ["ignore", "pipe", "inherit"] });
-    children.push(child);
-    return new Promise((resolve, reject) => {
-        let buffer = "";
-        const timer = setTimeout(() => reject(new Error(`${command} ${argv.join(" ")} did not start`)), 20_000);
-        child.stdout!.on("data", (chunk: Buffer) => {
-            buffer += chunk.toString();
-            const lines = buffer.split("\n");
-            buffer = lines.pop()!;
-            for (const text of lines) {
-                try {
-                    const line = JSON.parse(text);
-                    if (line.event === "fatal") progress(`${command}: ${text}`);
-                    if (ready(line)) {
-                        clearTimeout(timer);
-                        resolve({ child, line });
-                    }
-                } catch {
-                    // not a JSON line
-                }
-            }
-        });
-        child.once("exit", (code) => reject(new Error(`${command} exited with ${code}`)));
-    });
-}
-
-const percentile = (values: number[], q: number) => {
-    const sorted = [...values].sort((a, b) => a - b);
-    return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
-};
+const start = (command: string, argv: string[], env: NodeJS.ProcessEnv, ready: (line: Record<string, any>) => boolean) => startProcess(children, command, argv, env, ready);
 const median = (values: number[]) => percentile(values, 0.5);
 
 // ---------------------------------------------------------------------------------------------- set-up

@@ -33,7 +33,7 @@ const secrets: ResponseSecrets = {
 
 function cpuMsPerMb(scrub: boolean): number {
     const before = process.cpuUsage();
-    const meter = new ResponseMeter("anthropic-messages", true, false);
+    const meter = new ResponseMeter("anthropic-messages", true, false, 32_000);
     const scrubber = new StreamScrubber(secrets);
     let sent = 0;
     for (const chunk of chunks) for (const piece of meter.push(chunk)) sent += (scrub ? scrubber.push(piece) : piece).length;

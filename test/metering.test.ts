@@ -8,8 +8,8 @@ import { anthropicStream, openaiStream, responsesStream, sse } from "./support/m
 const book = { prices: DEFAULT_PRICES, fallback: DEFAULT_FALLBACK_PRICE };
 
 /** Runs a response through a meter in chunks of `size` bytes; returns what reached the client and the result. */
-function meterAll(format: ApiFormat, sseStream: boolean, hide: boolean, body: string, size = 7) {
-    const meter = new ResponseMeter(format, sseStream, hide);
+function meterAll(format: ApiFormat, sseStream: boolean, hide: boolean, body: string, size = 7, maxOutputTokens = 32_000) {
+    const meter = new ResponseMeter(format, sseStream, hide, maxOutputTokens);
     const bytes = Buffer.from(body);
     const out: Buffer[] = [];
     for (let i = 0; i < bytes.length; i += size) out.push(...meter.push(bytes.subarray(i, i + size)));
@@ -164,7 +164,7 @@ describe("ResponseMeter", () => {
         ["unparseable", '{"object":"list","da', 30],
         ["too large to meter", `{"data":"${"x".repeat(64)}","usage":{"prompt_tokens":1}}`, 32],
     ])("a whole body %s is unmeasured, so billed at its reservation", (_case, body, limit) => {
-        const meter = new ResponseMeter("openai-embeddings", false, false, limit);
+        const meter = new ResponseMeter("openai-embeddings", false, false, 0, limit);
         meter.push(Buffer.from(body));
         expect(meter.end().result).toMatchObject({ reported: false, unmeasured: true });
     });
@@ -176,6 +176,15 @@ describe("ResponseMeter", () => {
         expect(result.problems).toContain("stream ended without its final event");
         expect(result.usage.input).toBe(12);
         expect(result.usage.output).toBe(Math.ceil(Buffer.byteLength(events) / 4));
+    });
+
+    it.each<[string, ApiFormat, string, number, number]>([
+        ["an Anthropic stream cut before its message_delta", "anthropic-messages", anthropicStream().slice(0, 3).join(""), 5, 5],
+        ["an OpenAI chat stream cut before its usage chunk", "openai-chat", openaiStream().slice(0, 2).join(""), 7, 7],
+        ["a cut stream whose estimate is under the cap", "anthropic-messages", anthropicStream().slice(0, 3).join(""), 10_000, Math.ceil(Buffer.byteLength(anthropicStream().slice(0, 3).join("")) / 4)],
+        ["a stream that reported more output than the cap (billed as reported)", "anthropic-messages", anthropicStream().join(""), 2, 5],
+    ])("%s: output estimated from bytes never passes the request's output cap", (_case, format, body, cap, output) => {
+        expect(meterAll(format, true, format === "openai-chat", body, 7, cap).result.usage.output).toBe(output);
     });
 
     it("malformed events are reported and skipped, not fatal", () => {

@@ -38,6 +38,12 @@ export const runtimeConfigSchema = z.strictObject({
             maxFreeBodyBytes: z.number().int().positive().default(1024 * 1024),
             maxHeaderBytes: z.number().int().positive().default(64 * 1024),
             maxConcurrentPerAgent: z.number().int().positive().default(32),
+            /**
+             * Connections to each upstream (HTTP/1.1: one request each). A request past it waits in a queue, unanswered,
+             * until one frees: size it to at least the agents times maxConcurrentPerAgent.
+             */
+            maxUpstreamConnections: z.number().int().positive().default(512),
+            /** The upstream timeouts are checked on undici's 0.5 s tick: each fires up to about 0.5 s off its value. */
             connectTimeoutMs: z.number().int().positive().default(10_000),
             /** Time to the upstream's response headers (time to first byte). */
             headersTimeoutMs: z.number().int().positive().default(600_000),

@@ -263,6 +263,8 @@ export class ResponseMeter {
         private readonly format: ApiFormat,
         private readonly sse: boolean,
         private readonly hideUsageChunk: boolean,
+        /** The request's output cap: the upstream cannot have produced more, whatever an estimate from bytes says. */
+        private readonly maxOutputTokens: number,
         private readonly maxJsonBytes = 16 * 1024 * 1024,
     ) {}
 
@@ -351,8 +353,10 @@ export class ResponseMeter {
         }
         if (!this.complete) this.problems.push(this.sse ? "stream ended without its final event" : "body incomplete");
         if (this.sse && !this.outputReported) {
-            // Output the upstream never counted for us is estimated from what streamed, so an aborted stream is not free.
-            this.usage.output = Math.max(this.usage.output, Math.ceil(this.streamedBytes / BYTES_PER_UNREPORTED_TOKEN));
+            // Output the upstream never counted for us is estimated from what streamed, so an aborted stream is not free,
+            // and bounded by the output cap, so it never bills past its reservation (event framing inflates the bytes).
+            const estimate = Math.min(Math.ceil(this.streamedBytes / BYTES_PER_UNREPORTED_TOKEN), this.maxOutputTokens);
+            this.usage.output = Math.max(this.usage.output, estimate);
         }
         const unmeasured = !this.sse && !this.reported;
         if (unmeasured) this.problems.push("no usage in the body: billed at the reservation");

@@ -76,7 +76,7 @@ export class KeyProxyServer {
             const url = new URL(upstream.baseUrl);
             this.upstreams[provider] = {
                 pool: new Pool(url.origin, {
-                    connections: 512,
+                    connections: config.limits.maxUpstreamConnections,
                     keepAliveTimeout: 30_000,
                     headersTimeout: config.limits.headersTimeoutMs,
                     bodyTimeout: config.limits.bodyIdleTimeoutMs,
@@ -276,6 +276,7 @@ export class KeyProxyServer {
             bytesIn = raw.length;
             let body: Buffer | null = raw;
             let hideUsageChunk = false;
+            let maxOutputTokens = 0;
             if (endpoint === "free") {
                 if (raw.length === 0 && req.method !== "POST") body = null;
                 else headers["content-length"] = String(raw.length);
@@ -298,6 +299,7 @@ export class KeyProxyServer {
                 body = plan.body;
                 headers["content-length"] = String(plan.body.length);
                 hideUsageChunk = plan.hideUsageChunk;
+                maxOutputTokens = plan.maxOutputTokens;
             }
             const response = await upstream.pool.request({
                 method: req.method as "GET" | "POST" | "DELETE",
@@ -318,7 +320,7 @@ export class KeyProxyServer {
             } else {
                 // Embeddings never stream: their body is metered as JSON whatever its content type says.
                 const sse = endpoint !== "openai-embeddings" && String(response.headers["content-type"] ?? "").includes("text/event-stream");
-                if (endpoint !== "free") meter = new ResponseMeter(endpoint, sse, hideUsageChunk && sse);
+                if (endpoint !== "free") meter = new ResponseMeter(endpoint, sse, hideUsageChunk && sse, maxOutputTokens);
                 // A hidden usage chunk changes the length: let Node frame the body itself.
                 if (hideUsageChunk && sse) delete responseHeaders["content-length"];
                 res.writeHead(status, responseHeaders);
