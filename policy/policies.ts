@@ -140,6 +140,9 @@ export const POLICIES: OpenClawPolicy[] = [
         return ranges.length > 0 ? [`agents may reach private ranges ${ranges.join(", ")} through the gateway`] : [];
     }),
     containerPolicy("image-digest", "Images are pinned by digest.", "advisory", (p) => (/@sha256:[0-9a-f]{64}$/.test(String(p.image ?? "")) ? [] : [`image ${p.image} is pinned by tag, not digest`])),
+    containerPolicy("skill-overrides", "Agents run third-party skills only when clean, or overridden by an admin for that exact content hash; overrides are reported.", "advisory", (p) =>
+        (labels(p)[EXCEPTION_LABELS.skillOverrides] ?? "").split(";").map((entry) => entry.trim()).filter(Boolean).map((entry) => `quarantined skill ${entry}`),
+    ),
     containerPolicy("healthcheck", "Every container has a healthcheck.", "advisory", (p) => ((p.healthcheck?.tests ?? []).length > 0 ? [] : ["no healthcheck"])),
     containerPolicy("restart-policy", "Every container has a restart policy.", "advisory", (p) => (p.restart && p.restart !== "no" ? [] : ["no restart policy"])),
     containerPolicy("log-rotation", "Container logs are rotated.", "advisory", (p) =>

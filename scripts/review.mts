@@ -4,7 +4,8 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { ConfigError, PROVIDER_KEY_CONFIG, parseStackConfig } from "../infra/config.ts";
-import { agentNetworkAddresses } from "../infra/topology.ts";
+import * as pulumi from "@pulumi/pulumi";
+import { LABELS, agentNetworkAddresses } from "../infra/topology.ts";
 import { CONTAINER, NETWORK, type Verdict, evaluate } from "../policy/policies.ts";
 import { REPO_ROOT, readStackFile, reveal, runUnderMocks } from "./mockProgram.ts";
 
@@ -39,9 +40,9 @@ for (const key of Object.values(PROVIDER_KEY_CONFIG) as string[]) {
     raw[key] = OFFLINE_SECRET;
 }
 
-function fail(errors: string[]): never {
+function fail(errors: string[], heading = "config errors"): never {
     if (json) console.log(JSON.stringify({ stack, ok: false, errors }, null, 2));
-    else console.error(`Stack ${stack}: config errors\n${errors.map((e) => `  - ${e}`).join("\n")}`);
+    else console.error(`Stack ${stack}: ${heading}\n${errors.map((e) => `  - ${e}`).join("\n")}`);
     process.exit(1);
 }
 
@@ -53,12 +54,24 @@ try {
     throw error;
 }
 
-const resources = await runUnderMocks(raw, stack, () => import("../infra/index.ts"));
+let resources;
+try {
+    resources = await runUnderMocks(raw, stack, () => import("../infra/index.ts"));
+} catch (error) {
+    // The program stops with a RunError naming the keys (a skill the deploy gate refused, for one).
+    if (!(error instanceof pulumi.RunError)) throw error;
+    const [heading, ...lines] = error.message.split("\n");
+    fail(lines.map((line) => line.replace(/^\s*- /, "")), heading.replace(/:$/, ""));
+}
 /** The Docker host a resource lands on, from its provider's name in the provider reference (urn::id). */
 const dockerHosts: Record<string, string | undefined> = { "agents-host": config.dockerHost, "monitoring-host": config.monitoring?.host };
 const hostOf = (provider: string | undefined) => dockerHosts[provider?.split("::")[3] ?? ""] ?? "unknown";
 const byName = (type: string) => resources.filter((r) => r.type === type).map((r) => ({ name: r.name, host: hostOf(r.provider), props: reveal(r.inputs) as Record<string, any> }));
 const containers = byName(CONTAINER);
+const containerLabels = (agent: string): Record<string, string> => {
+    const container = containers.find((c) => (c.props.labels ?? []).some((l: { label: string; value: string }) => l.label === LABELS.role && l.value === "agent") && (c.props.labels ?? []).some((l: { label: string; value: string }) => l.label === LABELS.agent && l.value === agent));
+    return Object.fromEntries((container?.props.labels ?? []).map((l: { label: string; value: string }) => [l.label, l.value]));
+};
 const networks = byName(NETWORK);
 const verdicts: Verdict[] = evaluate([...containers.map((c) => ({ ...c, type: CONTAINER })), ...networks.map((n) => ({ ...n, type: NETWORK }))]);
 const mandatory = verdicts.filter((v) => v.enforcementLevel === "mandatory");
@@ -77,6 +90,8 @@ const plan = {
         budget: a.budget,
         egress: { mode: a.egress.mode, allow: [...a.egress.allow, ...config.egress.allowForAll].map((r) => `${r.host}:${(r.ports ?? config.egress.defaultPorts).join(",")}`) },
         credentialEpoch: a.credentialEpoch,
+        // What the deploy gate let through, as the program labelled the agent's container.
+        skills: (containerLabels(a.name)[LABELS.skills] ?? "").split(", ").filter(Boolean),
     })),
     networks: networks.map((n) => ({ name: n.props.name, host: n.host, internal: n.props.internal === true, subnet: n.props.ipamConfigs?.[0]?.subnet ?? "docker-assigned", options: n.props.options ?? {} })),
     containers: containers.map((c) => ({
@@ -110,6 +125,7 @@ if (json) {
         out.push(`    subnet ${a.subnet}: agent ${a.addresses.agent}, key-proxy ${a.addresses.keyProxy}, egress+dns ${a.addresses.egressGateway}`);
         out.push(`    dashboard ${a.dashboard}  budget ${budget}  memory ${a.resources.memoryMb} MB, cpus ${a.resources.cpus}, pids ${a.resources.pids}`);
         out.push(`    egress (${a.egress.mode}): ${a.egress.allow.join(" ") || "nothing"}`);
+        out.push(`    skills (deploy gate): ${a.skills.join(", ") || "none"}`);
     }
     out.push("", "Networks");
     for (const n of plan.networks) out.push(`  ${n.name}  on ${n.host}  ${n.subnet}  ${n.internal ? "internal" : "uplink"}${n.options["com.docker.network.bridge.inhibit_ipv4"] === "true" ? ", bridge without host address" : ""}`);
