@@ -1,6 +1,7 @@
 // The JavaScript/TypeScript rules: parse one file with @babel/parser, resolve what each expression refers to
 // (constant-folded strings, aliases of globals and modules), and report what reaches a dangerous API. Pure: text in,
 // findings out.
+import { isBuiltin } from "node:module";
 import { parse, type ParserPlugin } from "@babel/parser";
 import { allowedByRules, parseHost, type AllowRule } from "../egress-image/src/policy";
 import { type Finding, type RuleId, excerptOf, finding } from "./rules";
@@ -235,9 +236,23 @@ export function analyzeSource(file: string, code: string, context: ScanContext):
         return ref(`${base.ref}.${key}`, base.built || builtKey);
     }
 
+    // Memoised per node: names refer to names, and without it resolution is exponential in real code. A node met
+    // again while it is being resolved (a cycle) resolves to nothing.
+    const resolved = new Map<Node, Value | undefined | "pending">();
+
     /** The constant value or reference of an expression, or undefined when it depends on run time. */
     function resolve(raw: Node | null | undefined, depth = 0): Value | undefined {
         if (!raw || depth > MAX_RESOLVE_DEPTH) return undefined;
+        const known = resolved.get(raw);
+        if (known === "pending") return undefined;
+        if (resolved.has(raw)) return known;
+        resolved.set(raw, "pending");
+        const value = resolveUncached(raw, depth);
+        resolved.set(raw, value);
+        return value;
+    }
+
+    function resolveUncached(raw: Node, depth: number): Value | undefined {
         const node = unwrap(raw);
         switch (node.type) {
             case "StringLiteral":
@@ -521,7 +536,10 @@ export function analyzeSource(file: string, code: string, context: ScanContext):
             if (key?.kind !== "string") report("credential-env-enumeration", node, "process.env read by a computed name");
             return;
         }
-        const watched = base.ref === "globalThis" || base.ref === "process" || base.ref === "require" || base.ref.startsWith("module:");
+        // A Node built-in module itself (or its promises API), not data tables inside it (http.STATUS_CODES[code])
+        // nor the skill's own modules, which are scanned in their own right.
+        const builtin = /^module:([^.]+)(?:\.promises)?$/.exec(base.ref);
+        const watched = base.ref === "globalThis" || base.ref === "process" || base.ref === "require" || (builtin !== null && isBuiltin(builtin[1]));
         if (!watched) return;
         if (key?.kind !== "string") {
             // Indexing a module's export by a variable is how code reaches members the scanner cannot name.

@@ -74,6 +74,18 @@ describe("aliasing and constant folding", () => {
         expect(rulesOf(code, code.includes(" as any") ? "index.ts" : "index.mjs")).toContain(rule);
     });
 
+    it("indexes data tables of modules freely, but not a built-in module's API", () => {
+        expect(rulesOf('import http from "node:http"; export const text = (code) => http.STATUS_CODES[code];')).toEqual([]);
+        expect(rulesOf('import { table } from "./data.js"; export const get = (k) => table[k];')).toEqual([]);
+        expect(rulesOf('import fs from "node:fs"; export const op = (name) => fs.promises[name]("x");')).toContain("obfuscation-built-name");
+    });
+
+    it("resolves long chains of names without blowing up", () => {
+        // Each name refers to the previous one twice: unmemoised resolution took 2^depth steps (hours on zod).
+        const chain = Array.from({ length: 40 }, (_, i) => (i === 0 ? "let a0 = input;" : `let a${i} = a${i - 1} || a${i - 1};`)).join("\n");
+        expect(rulesOf(`${chain}\nfetch(a39);`)).toEqual(["network-dynamic-destination"]);
+    });
+
     it("names the file, line and excerpt of a finding", () => {
         const [found] = analyzeSource("lib/run.js", "// header\n\nconst e = eval;\nmodule.exports = (c) => e(c);\n", CONTEXT);
         expect(found).toEqual({
