@@ -2,7 +2,8 @@ import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import type { AgentConfig } from "../infra/config";
-import { AGENT_HOME, AGENT_USER, ALIASES, LABELS, PORTS, agentNetworkAddresses, dockerNames } from "../infra/topology";
+import type { ApprovedSkill } from "../infra/skills";
+import { AGENT_HOME, AGENT_USER, ALIASES, EXCEPTION_LABELS, LABELS, PORTS, agentNetworkAddresses, dockerNames } from "../infra/topology";
 import { AGENT_CREDENTIAL } from "../runtime/registry";
 import { hardenedContainer } from "./hardening";
 
@@ -22,6 +23,8 @@ export interface AgentSandboxArgs {
     egressGateway: ServiceEndpoint;
     /** The only resolver the agent's container may use: EgressGateway's DNS sink on this network. */
     dnsServer: pulumi.Input<string>;
+    /** Skills the deploy gate approved (infra/skills.ts), delivered read-only beside the config. */
+    skills: readonly ApprovedSkill[];
 }
 
 /**
@@ -41,6 +44,8 @@ export const AGENT_NETWORK_OPTIONS: Record<string, string> = {
  */
 export const OPENCLAW_CONFIG_DIR = "/etc/openclaw";
 export const OPENCLAW_CONFIG_PATH = `${OPENCLAW_CONFIG_DIR}/openclaw.json`;
+/** Approved third-party skills, one folder each, on the read-only config volume (OpenClaw's `skills.load.extraDirs`). */
+export const OPENCLAW_SKILLS_DIR = `${OPENCLAW_CONFIG_DIR}/skills`;
 /** OpenClaw's mutable state: sessions, memory, media, plugin skills (on the agent's state volume). */
 export const OPENCLAW_STATE_DIR = `${AGENT_HOME}/.openclaw`;
 
@@ -51,6 +56,8 @@ export interface OpenClawConfigInput {
     dashboardToken: string;
     /** The browser origins the Control UI is opened from. */
     dashboardOrigins: string[];
+    /** Whether approved skills are delivered (then OpenClaw loads them from OPENCLAW_SKILLS_DIR). */
+    withSkills?: boolean;
 }
 
 /**
@@ -60,7 +67,7 @@ export interface OpenClawConfigInput {
  * mDNS off; the gateway's OpenAI-compatible HTTP endpoints off unless the stack turns on chat completions; failed sign-ins
  * rate-limited.
  */
-export function openClawConfig({ agent, keyProxyUrl, credential, dashboardToken, dashboardOrigins }: OpenClawConfigInput) {
+export function openClawConfig({ agent, keyProxyUrl, credential, dashboardToken, dashboardOrigins, withSkills = false }: OpenClawConfigInput) {
     // With `replace` there is no discovery: the catalog is what is declared here, the agent's own model.
     const [modelProvider, modelId] = [agent.model.slice(0, agent.model.indexOf("/")), agent.model.slice(agent.model.indexOf("/") + 1)];
     const models = (provider: string) => (provider === modelProvider ? [{ id: modelId, name: modelId }] : []);
@@ -85,6 +92,7 @@ export function openClawConfig({ agent, keyProxyUrl, credential, dashboardToken,
         discovery: { mdns: { mode: "off" } },
         telemetry: { enabled: false },
         update: { checkOnStart: false, auto: { enabled: false } },
+        ...(withSkills && { skills: { load: { extraDirs: [OPENCLAW_SKILLS_DIR] } } }),
     };
 }
 
@@ -126,14 +134,60 @@ export const AGENT_HEALTHCHECK = [
 ];
 
 const CONFIG_WRITER_RESOURCES = { memoryMb: 128, cpus: 0.5, pids: 16 };
-/** Where the upload lands in the writer's view of the config volume, and the writer's script. */
-const CONFIG_UPLOAD_PATH = `${AGENT_HOME}/.incoming.json`;
+/** Where the uploads land in the writer's view of the config volume (its home), relative to that directory. */
+const CONFIG_UPLOAD = ".incoming.json";
+/** The approved skills as one JSON file, `{ <skill>: { <path>: <base64> } }`: Docker uploads cannot create folders. */
+const SKILLS_UPLOAD = ".incoming-skills.json";
 const CONFIG_FILE_NAME = OPENCLAW_CONFIG_PATH.slice(OPENCLAW_CONFIG_DIR.length + 1);
-export const CONFIG_WRITER_SCRIPT = [
-    `const fs=require("fs"),to=${JSON.stringify(`${AGENT_HOME}/${CONFIG_FILE_NAME}`)},next=to+".next";`,
-    `fs.rmSync(next,{force:true});fs.writeFileSync(next,fs.readFileSync(${JSON.stringify(CONFIG_UPLOAD_PATH)}),{mode:0o400});`,
-    `fs.renameSync(next,to);fs.rmSync(${JSON.stringify(CONFIG_UPLOAD_PATH)});`,
-].join("");
+const SKILLS_DIR_NAME = OPENCLAW_SKILLS_DIR.slice(OPENCLAW_CONFIG_DIR.length + 1);
+
+/**
+ * The writer's script, run in `dir` (the config volume). The config becomes a 0400 file of the agent's user. The
+ * skills are unpacked into a fresh folder (files 0400) that then replaces the previous one, so a skill that is no
+ * longer approved is gone; a path that would leave its skill's folder stops the writer.
+ */
+export function configWriterScript(dir: string): string {
+    const at = (name: string) => JSON.stringify(`${dir}/${name}`);
+    return [
+        `const fs=require("fs"),path=require("path"),to=${at(CONFIG_FILE_NAME)},next=to+".next";`,
+        `fs.rmSync(next,{force:true});fs.writeFileSync(next,fs.readFileSync(${at(CONFIG_UPLOAD)}),{mode:0o400});`,
+        `fs.renameSync(next,to);fs.rmSync(${at(CONFIG_UPLOAD)});`,
+        `const skills=${at(SKILLS_DIR_NAME)},staging=skills+".next",bundle=${at(SKILLS_UPLOAD)};`,
+        `fs.rmSync(staging,{recursive:true,force:true});`,
+        `if(fs.existsSync(bundle)){`,
+        `for(const[name,files]of Object.entries(JSON.parse(fs.readFileSync(bundle,"utf8")))){`,
+        `const root=path.join(staging,name);if(path.dirname(root)!==staging)throw new Error("bad skill name "+name);`,
+        `for(const[rel,data]of Object.entries(files)){const file=path.join(root,rel);`,
+        `if(!file.startsWith(root+path.sep))throw new Error("bad path "+rel);`,
+        `fs.mkdirSync(path.dirname(file),{recursive:true,mode:0o700});fs.writeFileSync(file,Buffer.from(data,"base64"),{mode:0o400});}}`,
+        `fs.rmSync(bundle);}`,
+        `fs.rmSync(skills,{recursive:true,force:true});if(fs.existsSync(staging))fs.renameSync(staging,skills);`,
+    ].join("");
+}
+
+/** The skills bundle the writer unpacks. */
+export function skillsBundle(skills: readonly ApprovedSkill[]): string {
+    return JSON.stringify(Object.fromEntries(skills.map((skill) => [skill.name, Object.fromEntries(skill.files.map((f) => [f.path, f.content.toString("base64")]))])));
+}
+
+/**
+ * Labels that tell reviewers and the policy pack what the gate let through: every skill with its hash and standing,
+ * and each override with who accepted which findings (reported as advisory).
+ */
+export function skillLabels(skills: readonly ApprovedSkill[]): Record<string, string> {
+    if (skills.length === 0) return {};
+    const id = (skill: ApprovedSkill) => `${skill.name}@${skill.hash.slice(0, 16)}`;
+    const overrides = skills
+        .filter((skill) => skill.override)
+        .map((skill) => {
+            const rules = skill.findings.map((f) => `${f.rule} ${f.file}:${f.line}`).join(", ");
+            return `${id(skill)}: overridden by ${skill.override!.user} at ${skill.override!.at} ("${skill.override!.acknowledgment}") despite ${rules}`.replaceAll(";", ",");
+        });
+    return {
+        [LABELS.skills]: skills.map((skill) => `${id(skill)} ${skill.status}`).join(", "),
+        ...(overrides.length > 0 && { [EXCEPTION_LABELS.skillOverrides]: overrides.join("; ") }),
+    };
+}
 
 /**
  * One OpenClaw agent: its internal network with its own subnet, its hardened container, its state volume,
@@ -198,7 +252,7 @@ export class AgentSandbox extends pulumi.ComponentResource {
         const config = pulumi
             .all([keyProxyUrl, this.credential, this.dashboardToken])
             .apply(([url, cred, token]) =>
-                JSON.stringify(openClawConfig({ agent, keyProxyUrl: url, credential: cred, dashboardToken: token, dashboardOrigins: origins }), null, 2),
+                JSON.stringify(openClawConfig({ agent, keyProxyUrl: url, credential: cred, dashboardToken: token, dashboardOrigins: origins, withSkills: args.skills.length > 0 }), null, 2),
             );
         const configVolume = this.writeConfig(name, args, pulumi.secret(config));
         const envs = pulumi.all([egressProxyUrl, args.keyProxy.address]).apply(([egress, address]) => agentEnvironment(egress, address));
@@ -217,6 +271,7 @@ export class AgentSandbox extends pulumi.ComponentResource {
                     [LABELS.role]: "agent",
                     [LABELS.agent]: agent.name,
                     [LABELS.dashboardPort]: String(agent.dashboardPort),
+                    ...skillLabels(args.skills),
                 },
                 healthcheck: { tests: AGENT_HEALTHCHECK, startPeriod: "90s" },
                 networks: [{ name: this.network.name, ipv4Address: this.addresses.agent }],
@@ -250,7 +305,8 @@ export class AgentSandbox extends pulumi.ComponentResource {
      * The config volume and the one-shot container that fills it. Docker uploads the config into the volume as
      * root (world-readable, 0444); the writer, running once as the agent's user, turns it into a file the agent's
      * user owns with mode 0400 (OpenClaw's audit rejects a world-readable config) and exits. The agent mounts the
-     * volume read-only. A new config replaces only the writer; the agent's gateway reloads the file.
+     * volume read-only. A new config replaces only the writer; the agent's gateway reloads the file. Approved skills
+     * travel the same way, so the agent can read them but never change them.
      */
     private writeConfig(name: string, args: AgentSandboxArgs, content: pulumi.Output<string>) {
         const { agent, stack } = args;
@@ -271,8 +327,11 @@ export class AgentSandbox extends pulumi.ComponentResource {
                 networks: [],
                 // Mounted where the image has the agent user's home, so a new volume starts owned by that user.
                 volumes: [{ volumeName: volume.name, containerPath: AGENT_HOME }],
-                uploads: [{ file: CONFIG_UPLOAD_PATH, content, permissions: "0444" }],
-                command: ["node", "-e", CONFIG_WRITER_SCRIPT],
+                uploads: [
+                    { file: `${AGENT_HOME}/${CONFIG_UPLOAD}`, content, permissions: "0444" },
+                    ...(args.skills.length > 0 ? [{ file: `${AGENT_HOME}/${SKILLS_UPLOAD}`, content: skillsBundle(args.skills), permissions: "0444" }] : []),
+                ],
+                command: ["node", "-e", configWriterScript(AGENT_HOME)],
                 runOnce: true,
             },
             args.dockerHost,

@@ -1,6 +1,6 @@
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
-import type { EgressConfig, EgressRule } from "../infra/config";
+import { type EgressConfig, type EgressRule, effectiveAllowRules } from "../infra/config";
 import { ALIASES, EGRESS_DATA_DIR, EGRESS_ENTRY, PORTS, dockerNames } from "../infra/topology";
 import type { Listen } from "../runtime/admin";
 import { type RemoteMetrics, connectAgent, sharedServiceContainer } from "./sharedService";
@@ -41,8 +41,7 @@ export function egressRuntimeConfig(config: Pick<EgressConfig, "allowPrivateRang
 
 /** Pure: an agent's registry entry: its own rules plus the stack-wide ones, default ports filled in. */
 export function egressRegistryEntry(agent: Pick<EgressGatewayAgent, "name" | "subnet" | "mode" | "allow">, config: Pick<EgressConfig, "defaultPorts" | "allowForAll">): string {
-    const allow = [...agent.allow, ...config.allowForAll].map((rule) => ({ host: rule.host, ports: rule.ports ?? config.defaultPorts }));
-    return JSON.stringify({ name: agent.name, subnet: agent.subnet, mode: agent.mode, allow });
+    return JSON.stringify({ name: agent.name, subnet: agent.subnet, mode: agent.mode, allow: effectiveAllowRules(agent.allow, config) });
 }
 
 /**

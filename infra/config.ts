@@ -1,3 +1,5 @@
+import { statSync } from "node:fs";
+import path from "node:path";
 import ipaddr from "ipaddr.js";
 import { z } from "zod";
 import { isTimeZone } from "../proxy-image/src/budget";
@@ -5,6 +7,7 @@ import { priceSchema } from "../proxy-image/src/config";
 import { canonicalHost } from "../runtime/hostnames";
 import { AGENT_NAME } from "../runtime/registry";
 import { DOCKER_DEFAULT_POOLS, PRIVATE_RANGES, allocateSubnets, contains, overlaps, parseBlock, slotCount } from "./subnets";
+import { SKILL_NAME } from "../scanner/skill";
 import { OPENCLAW_IMAGE } from "./openclaw";
 import { MAX_AGENT_PREFIX, MIN_AGENT_PREFIX } from "./topology";
 
@@ -25,6 +28,24 @@ export const PROVIDER_KEY_CONFIG: Record<ProviderId, "anthropicApiKey" | "openai
     openai: "openaiApiKey",
 };
 
+
+/** The project root: where Pulumi.yaml is, and what relative skill folders are relative to. */
+export const PROJECT_ROOT = path.resolve(__dirname, "..");
+
+export function resolveSkillDir(dir: string): string {
+    return path.resolve(PROJECT_ROOT, dir);
+}
+
+function skillDirProblem(dir: string): string | undefined {
+    const full = resolveSkillDir(dir);
+    try {
+        if (!statSync(full).isDirectory()) return `${full} is not a directory`;
+    } catch {
+        return `no skill folder at ${full}`;
+    }
+    const name = path.basename(full);
+    return SKILL_NAME.test(name) ? undefined : `folder name '${name}' is not a skill name (lowercase letters, digits, '.', '_', '-')`;
+}
 
 const dnsLabel = z
     .string()
@@ -95,6 +116,11 @@ export function parseEgressRule(rule: string): EgressRule | string {
     return { host, ports: [...new Set(ports)].sort((a, b) => a - b) };
 }
 
+/** An agent's rules plus the stack-wide ones, default ports filled in: what EgressGateway enforces for it. */
+export function effectiveAllowRules(agentRules: readonly EgressRule[], egress: { defaultPorts: number[]; allowForAll: EgressRule[] }): { host: string; ports: number[] }[] {
+    return [...agentRules, ...egress.allowForAll].map((rule) => ({ host: rule.host, ports: rule.ports ?? egress.defaultPorts }));
+}
+
 const egressRule = z.string().transform((value, ctx): EgressRule => {
     const parsed = parseEgressRule(value);
     if (typeof parsed === "string") {
@@ -139,6 +165,11 @@ const agent = z.strictObject({
     subnet: z.string().optional(),
     /** Turn on the gateway's OpenAI-compatible chat endpoint (token-authenticated; off by default). */
     chatCompletionsApi: z.boolean().default(false),
+    /**
+     * Third-party skill folders (relative to the project root, or absolute). Each is scanned while the program is
+     * evaluated and delivered read-only to /etc/openclaw/skills/<folder name> only if clean or overridden.
+     */
+    skills: z.array(z.string().min(1)).default([]),
     /** An OCI runtime registered with the Docker engine, e.g. `runsc` for gVisor. */
     runtime: z.string().regex(/^[a-z][a-z0-9._-]{0,62}$/, "must be the name of a runtime registered with the Docker engine, e.g. runsc").optional(),
 });
@@ -270,6 +301,15 @@ const schema = z
             } else {
                 hostPorts.set(a.dashboardPort, `agents[${i}] (${a.name})`);
             }
+            const skillNames = new Map<string, number>();
+            a.skills.forEach((dir, j) => {
+                const problem = skillDirProblem(dir);
+                if (problem) return ctx.addIssue({ code: "custom", path: ["agents", i, "skills", j], message: problem });
+                const name = path.basename(resolveSkillDir(dir));
+                const earlier = skillNames.get(name);
+                if (earlier !== undefined) ctx.addIssue({ code: "custom", path: ["agents", i, "skills", j], message: `skill name '${name}' is already skills[${earlier}] (skills are delivered by folder name)` });
+                else skillNames.set(name, j);
+            });
             const [providerId] = a.model.split("/") as [ProviderId];
             if (config.keyProxy.providers[providerId] === undefined) {
                 ctx.addIssue({ code: "custom", path: ["agents", i, "model"], message: `provider '${providerId}' is not enabled in keyProxy.providers` });
@@ -359,8 +399,9 @@ export class ConfigError extends Error {
         readonly problems: string[],
         /** The stack file the config comes from, when known. */
         readonly file?: string,
+        readonly heading = "invalid config",
     ) {
-        super(`invalid config${file ? ` in ${file}` : ""}:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+        super(`${heading}${file ? ` in ${file}` : ""}:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
         this.name = "ConfigError";
     }
 }

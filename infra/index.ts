@@ -1,11 +1,14 @@
 import * as pulumi from "@pulumi/pulumi";
 import { ConfigError, parseStackConfig, rawConfigFromPulumi } from "./config";
 import { defineStack } from "./program";
+import { gateSkills } from "./skills";
 
 function loadConfig() {
     try {
         const file = `Pulumi.${pulumi.getStack()}.yaml`;
-        return parseStackConfig(rawConfigFromPulumi(pulumi.runtime.allConfig(), file), file);
+        const config = parseStackConfig(rawConfigFromPulumi(pulumi.runtime.allConfig(), file), file);
+        // The skill gate runs before any resource is declared: a refused skill stops the whole program.
+        return { config, skills: gateSkills(config, pulumi.getStack()) };
     } catch (error) {
         if (error instanceof ConfigError) {
             // A RunError prints the message alone, without a stack trace: the keys are what the operator needs.
@@ -15,7 +18,8 @@ function loadConfig() {
     }
 }
 
-const outputs = defineStack(loadConfig(), pulumi.getStack());
+const { config, skills } = loadConfig();
+const outputs = defineStack(config, pulumi.getStack(), skills);
 
 export const agents = outputs.agents;
 export const keyProxy = outputs.keyProxy;

@@ -7,6 +7,7 @@ import { MonitoringStack } from "../components/monitoringStack";
 import type { WatchedEndpoint } from "../components/monitoringConfig";
 import type { RemoteMetrics } from "../components/sharedService";
 import { PROVIDERS, PROVIDER_KEY_CONFIG, type ProviderId, type StackConfig } from "./config";
+import type { ApprovedSkill } from "./skills";
 import { LABELS, PORTS, agentNetworkAddresses, dockerNames, uplinkAddresses } from "./topology";
 
 export interface StackOutputs {
@@ -26,7 +27,7 @@ export interface StackOutputs {
 }
 
 /** Declares the whole stack from validated config. Config errors were raised before this runs. */
-export function defineStack(config: StackConfig, stack: string): StackOutputs {
+export function defineStack(config: StackConfig, stack: string, skills: ReadonlyMap<string, ApprovedSkill[]> = new Map()): StackOutputs {
     const agentsHost = new docker.Provider("agents-host", { host: config.dockerHost });
     const onAgentsHost = { providers: { docker: agentsHost } };
 
@@ -58,6 +59,7 @@ export function defineStack(config: StackConfig, stack: string): StackOutputs {
                 keyProxy: { address: addresses.keyProxy, port: PORTS.keyProxy },
                 egressGateway: { address: addresses.egressGateway, port: PORTS.egressProxy },
                 dnsServer: addresses.egressGateway,
+                skills: skills.get(agent.name) ?? [],
             },
             onAgentsHost,
         );

@@ -111,6 +111,8 @@ export const EXCEPTION_LABELS = {
     hostPaths: "openclaw.allowed-host-paths",
     /** `policy-name: reason` entries, `;`-separated, for hardening an image cannot take (reported as advisory). */
     hardeningExceptions: "openclaw.hardening-exceptions",
+    /** `skill@hash: who accepted which findings` entries, `;`-separated: quarantined skills an admin let through. */
+    skillOverrides: "openclaw.skill-overrides",
 } as const;
 
 /** Labels set on every container, so tools find agents from labels, never from guessed names. */
@@ -120,4 +122,6 @@ export const LABELS = {
     agent: "openclaw.agent",
     /** The local port `npm run bridge -- dashboard` forwards to an agent's gateway (its allowed browser origin). */
     dashboardPort: "openclaw.dashboard-port",
+    /** The skills the deploy gate approved for an agent: `name@hash status`, comma-separated. */
+    skills: "openclaw.skills",
 } as const;

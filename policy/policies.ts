@@ -143,6 +143,9 @@ export const POLICIES: OpenClawPolicy[] = [
         return ranges.length > 0 ? [`agents may reach private ranges ${ranges.join(", ")} through the gateway`] : [];
     }),
     containerPolicy("image-digest", "Images are pinned by digest.", "advisory", (p) => (/@sha256:[0-9a-f]{64}$/.test(String(p.image ?? "")) ? [] : [`image ${p.image} is pinned by tag, not digest`])),
+    containerPolicy("skill-overrides", "Agents run third-party skills only when clean, or overridden by an admin for that exact content hash; overrides are reported.", "advisory", (p) =>
+        (labels(p)[EXCEPTION_LABELS.skillOverrides] ?? "").split(";").map((entry) => entry.trim()).filter(Boolean).map((entry) => `quarantined skill ${entry}`),
+    ),
     containerPolicy("healthcheck", "Every long-running container has a healthcheck.", "advisory", (p) =>
         p.attach === true || ((p.healthcheck?.tests ?? []).length > 0 && p.healthcheck.tests[0] !== "NONE") ? [] : ["no healthcheck"],
     ),

@@ -4,7 +4,8 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { ConfigError, PROVIDER_KEY_CONFIG, parseStackConfig } from "../infra/config.ts";
-import { agentNetworkAddresses } from "../infra/topology.ts";
+import * as pulumi from "@pulumi/pulumi";
+import { LABELS, agentNetworkAddresses } from "../infra/topology.ts";
 import { CONTAINER, NETWORK, type Verdict, evaluate } from "../policy/policies.ts";
 import { reveal, runUnderMocks } from "./mockProgram.ts";
 import { REPO_ROOT, readStackFile } from "./stackFile.ts";
@@ -29,9 +30,9 @@ for (let i = 0; i < args.length; i++) {
 if (!/^[a-z0-9-]+$/.test(stack)) usage(`'${stack}' is not a stack name`);
 if (!existsSync(path.join(configDir, `Pulumi.${stack}.yaml`))) usage(`no Pulumi.${stack}.yaml in ${configDir}`);
 
-function fail(error: ConfigError): never {
-    if (json) console.log(JSON.stringify({ stack, ok: false, file: error.file, errors: error.problems }, null, 2));
-    else console.error(`Stack ${stack}: ${error.message}`);
+function fail(heading: string, errors: readonly string[], file?: string): never {
+    if (json) console.log(JSON.stringify({ stack, ok: false, ...(file !== undefined && { file }), errors }, null, 2));
+    else console.error(`Stack ${stack}: ${heading}${file !== undefined ? ` in ${file}` : ""}:\n${errors.map((e) => `  - ${e}`).join("\n")}`);
     process.exit(1);
 }
 
@@ -50,16 +51,28 @@ try {
     }
     config = parseStackConfig(raw, file.file);
 } catch (error) {
-    if (error instanceof ConfigError) fail(error);
+    if (error instanceof ConfigError) fail(error.heading, error.problems, error.file);
     throw error;
 }
 
-const resources = await runUnderMocks(raw, stack, () => import("../infra/index.ts"));
+let resources;
+try {
+    resources = await runUnderMocks(raw, stack, () => import("../infra/index.ts"));
+} catch (error) {
+    // The program stops with a RunError naming the keys (a skill the deploy gate refused, for one).
+    if (!(error instanceof pulumi.RunError)) throw error;
+    const [heading, ...lines] = error.message.split("\n");
+    fail(heading.replace(/:$/, ""), lines.map((line) => line.replace(/^\s*- /, "")));
+}
 /** The Docker host a resource lands on, from its provider's name in the provider reference (urn::id). */
 const dockerHosts: Record<string, string | undefined> = { "agents-host": config.dockerHost, "monitoring-host": config.monitoring?.host };
 const hostOf = (provider: string | undefined) => dockerHosts[provider?.split("::")[3] ?? ""] ?? "unknown";
 const byName = (type: string) => resources.filter((r) => r.type === type).map((r) => ({ name: r.name, host: hostOf(r.provider), props: reveal(r.inputs) as Record<string, any> }));
 const containers = byName(CONTAINER);
+const containerLabels = (agent: string): Record<string, string> => {
+    const container = containers.find((c) => (c.props.labels ?? []).some((l: { label: string; value: string }) => l.label === LABELS.role && l.value === "agent") && (c.props.labels ?? []).some((l: { label: string; value: string }) => l.label === LABELS.agent && l.value === agent));
+    return Object.fromEntries((container?.props.labels ?? []).map((l: { label: string; value: string }) => [l.label, l.value]));
+};
 const networks = byName(NETWORK);
 const verdicts: Verdict[] = evaluate([...containers.map((c) => ({ ...c, type: CONTAINER })), ...networks.map((n) => ({ ...n, type: NETWORK }))]);
 const mandatory = verdicts.filter((v) => v.enforcementLevel === "mandatory");
@@ -79,6 +92,8 @@ const plan = {
         budget: a.budget,
         egress: { mode: a.egress.mode, allow: [...a.egress.allow, ...config.egress.allowForAll].map((r) => `${r.host}:${(r.ports ?? config.egress.defaultPorts).join(",")}`) },
         credentialEpoch: a.credentialEpoch,
+        // What the deploy gate let through, as the program labelled the agent's container.
+        skills: (containerLabels(a.name)[LABELS.skills] ?? "").split(", ").filter(Boolean),
     })),
     networks: networks.map((n) => ({ name: n.props.name, host: n.host, internal: n.props.internal === true, subnet: n.props.ipamConfigs?.[0]?.subnet ?? "docker-assigned", options: n.props.options ?? {} })),
     containers: containers.map((c) => ({
@@ -113,6 +128,7 @@ if (json) {
         out.push(`    subnet ${a.subnet}: agent ${a.addresses.agent}, key-proxy ${a.addresses.keyProxy}, egress+dns ${a.addresses.egressGateway}`);
         out.push(`    dashboard ${a.dashboard} (npm run bridge -- dashboard ${a.name})  budget ${budget}  memory ${a.resources.memoryMb} MB, cpus ${a.resources.cpus}, pids ${a.resources.pids}`);
         out.push(`    egress (${a.egress.mode}): ${a.egress.allow.join(" ") || "nothing"}`);
+        out.push(`    skills (deploy gate): ${a.skills.join(", ") || "none"}`);
     }
     out.push("", "Networks");
     for (const n of plan.networks) out.push(`  ${n.name}  on ${n.host}  ${n.subnet}  ${n.internal ? "internal" : "uplink"}${n.options["com.docker.network.bridge.inhibit_ipv4"] === "true" ? ", bridge without host address" : ""}`);

@@ -84,6 +84,11 @@ const FIXTURES: Record<string, [pass: PolicyResource, fail: PolicyResource, mess
     healthcheck: [container(), container((p) => delete p.healthcheck), /no healthcheck/],
     "restart-policy": [container(), container((p) => (p.restart = "no")), /restart/],
     "log-rotation": [container(), container((p) => delete p.logOpts), /not rotated/],
+    "skill-overrides": [
+        container((p) => p.labels.push({ label: "openclaw.skills", value: "notes@0123456789abcdef clean" })),
+        container((p) => p.labels.push({ label: "openclaw.skill-overrides", value: 'runner@0123456789abcdef: overridden by ann at 2026-01-02T03:04:05.000Z ("I accept the risk") despite exec-eval index.js:3' })),
+        /quarantined skill runner@0123456789abcdef: overridden by ann .* despite exec-eval index\.js:3/,
+    ],
 };
 
 describe.each(POLICIES.map((p) => [p.name, p] as const))("policy %s", (name, policy) => {
