@@ -1,5 +1,5 @@
 // The skill scanner's speed and its false positives on real code.
-//   npx tsx bench/scan.mts [package...]    default: yaml zod undici from node_modules; writes bench/scan-results.md
+//   npm run bench:scan -- [package...] default: yaml zod undici from node_modules; writes bench/scan-results.md
 // Every JavaScript/TypeScript file of each package is scanned as one skill would be (no egress allowlist, so every
 // literal destination counts as unlisted). CPU seconds come from process.cpuUsage (user + system) of this process.
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
@@ -57,7 +57,7 @@ const byRule = (findings: Finding[]) => Object.entries(Object.groupBy(findings, 
 const report = [
     "# Skill scanner: speed and findings on real packages",
     "",
-    `\`npx tsx bench/scan.mts ${packages.join(" ")}\` on ${new Date().toISOString().slice(0, 10)}, Node ${process.version}, one process on a 2-core shared machine.`,
+    `\`npm run bench:scan -- ${packages.join(" ")}\` on ${new Date().toISOString().slice(0, 10)}, Node ${process.version}, one process on a 2-core shared machine.`,
     "",
     "| package | files | MB | wall s | CPU s | files per CPU s | MB per CPU s | findings |",
     "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -1,13 +1,16 @@
 // What a newcomer reads: the README and docs/ name only commands that work as written (npm scripts), link only
 // documents inside the repository, define every invariant the code cites, and explain what `npm ci` prints.
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { lstatSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { satisfies } from "semver";
 import { describe, expect, it } from "vitest";
 import { REPO_ROOT } from "./support/mockStack";
 
-const tracked = execFileSync("git", ["ls-files"], { cwd: REPO_ROOT, encoding: "utf8" }).split("\n").filter((f) => f && !f.endsWith("package-lock.json") && !f.endsWith(".svg"));
+/** Tracked text files; symbolic links (the skill scanner's fixtures have a dangling one) are not read. */
+const tracked = execFileSync("git", ["ls-files"], { cwd: REPO_ROOT, encoding: "utf8" })
+    .split("\n")
+    .filter((f) => f && !f.endsWith("package-lock.json") && !f.endsWith(".svg") && !lstatSync(path.join(REPO_ROOT, f)).isSymbolicLink());
 const read = (file: string) => readFileSync(path.join(REPO_ROOT, file), "utf8");
 const docs = tracked.filter((f) => f.endsWith(".md"));
 const pkg = JSON.parse(read("package.json")) as { scripts: Record<string, string> };
