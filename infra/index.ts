@@ -19,4 +19,6 @@ const outputs = defineStack(loadConfig(), pulumi.getStack());
 export const agents = outputs.agents;
 export const keyProxy = outputs.keyProxy;
 export const egressGateway = outputs.egressGateway;
-export const monitoring = outputs.monitoring;
+export const monitoring = "monitoring" in outputs ? outputs.monitoring : undefined;
+export const namespace = "namespace" in outputs ? outputs.namespace : undefined;
+export const metricsToken = "metricsToken" in outputs ? outputs.metricsToken : undefined;

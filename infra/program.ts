@@ -6,7 +6,8 @@ import { KeyProxy } from "../components/keyProxy";
 import { MonitoringStack } from "../components/monitoringStack";
 import type { WatchedEndpoint } from "../components/monitoringConfig";
 import type { RemoteMetrics } from "../components/sharedService";
-import { PROVIDERS, PROVIDER_KEY_CONFIG, type ProviderId, type StackConfig } from "./config";
+import type { StackConfig } from "./config";
+import { type KubernetesStackOutputs, defineKubernetesStack, upstreamKeysOf } from "./kubernetesProgram";
 import { LABELS, PORTS, agentNetworkAddresses, dockerNames, uplinkAddresses } from "./topology";
 
 export interface StackOutputs {
@@ -25,8 +26,12 @@ export interface StackOutputs {
     };
 }
 
-/** Declares the whole stack from validated config. Config errors were raised before this runs. */
-export function defineStack(config: StackConfig, stack: string): StackOutputs {
+/** Declares the whole stack from validated config, on its backend. Config errors were raised before this runs. */
+export function defineStack(config: StackConfig, stack: string): StackOutputs | KubernetesStackOutputs {
+    return config.backend === "kubernetes" ? defineKubernetesStack(config, stack) : defineDockerStack(config, stack);
+}
+
+function defineDockerStack(config: StackConfig, stack: string): StackOutputs {
     const agentsHost = new docker.Provider("agents-host", { host: config.dockerHost });
     const onAgentsHost = { providers: { docker: agentsHost } };
 
@@ -64,11 +69,7 @@ export function defineStack(config: StackConfig, stack: string): StackOutputs {
         );
     });
 
-    const upstreamKeys: Partial<Record<ProviderId, pulumi.Output<string>>> = {};
-    for (const id of PROVIDERS) {
-        const key = config[PROVIDER_KEY_CONFIG[id]];
-        if (config.keyProxy.providers[id] !== undefined && key !== undefined) upstreamKeys[id] = pulumi.secret(key);
-    }
+    const upstreamKeys = upstreamKeysOf(config);
     const keyProxy = new KeyProxy(
         "key-proxy",
         {
