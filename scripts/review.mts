@@ -7,6 +7,7 @@ import { ConfigError, PROVIDER_KEY_CONFIG, parseStackConfig } from "../infra/con
 import { agentNetworkAddresses } from "../infra/topology.ts";
 import { CONTAINER, NETWORK, type Verdict, evaluate } from "../policy/policies.ts";
 import { REPO_ROOT, readStackFile, reveal, runUnderMocks } from "./mockProgram.ts";
+import { isKubernetesPolicy, kubernetesReview } from "./reviewKubernetes.ts";
 
 const OFFLINE_SECRET = "offline-review-placeholder";
 
@@ -54,6 +55,11 @@ try {
 }
 
 const resources = await runUnderMocks(raw, stack, () => import("../infra/index.ts"));
+if (config.backend === "kubernetes") {
+    const { plan, text } = kubernetesReview(stack, config, resources, secretNotes);
+    console.log(json ? JSON.stringify(plan, null, 2) : text);
+    process.exit(plan.ok ? 0 : 1);
+}
 /** The Docker host a resource lands on, from its provider's name in the provider reference (urn::id). */
 const dockerHosts: Record<string, string | undefined> = { "agents-host": config.dockerHost, "monitoring-host": config.monitoring?.host };
 const hostOf = (provider: string | undefined) => dockerHosts[provider?.split("::")[3] ?? ""] ?? "unknown";
@@ -121,7 +127,7 @@ if (json) {
     }
     out.push("", `Upstream key epochs: ${Object.entries(plan.keyEpochs).map(([id, e]) => `${id} ${e}`).join(", ")}`, "", "Policies");
     const failing = new Set(verdicts.map((v) => v.policy));
-    for (const policy of (await import("../policy/policies.ts")).POLICIES) {
+    for (const policy of (await import("../policy/policies.ts")).POLICIES.filter((p) => !isKubernetesPolicy(p.name))) {
         if (!failing.has(policy.name)) out.push(`  pass  ${policy.name} (${policy.enforcementLevel})`);
     }
     for (const v of verdicts) out.push(`  ${v.enforcementLevel === "mandatory" ? "FAIL" : "warn"}  ${v.policy} (${v.enforcementLevel})  ${v.resource}: ${v.message}`);
