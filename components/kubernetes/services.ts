@@ -27,10 +27,26 @@ export interface KeyProxyRegistration extends ServiceAgent {
     credential: pulumi.Input<string>;
 }
 
+/** A shared service with a Service of its own per agent: what the program hands each agent is that Service's address. */
+abstract class AgentFacingService extends pulumi.ComponentResource {
+    protected readonly endpoints = new Map<string, pulumi.Output<string>>();
+    protected abstract readonly service: KubernetesService;
+
+    /** The address an agent is given for this service (its own Service's cluster IP). */
+    endpoint(agent: string): pulumi.Output<string> {
+        const address = this.endpoints.get(agent);
+        if (!address) throw new Error(`${this.service.role} has no endpoint for agent ${agent}`);
+        return address;
+    }
+
+    get deploymentName(): pulumi.Output<string> {
+        return this.service.deployment.metadata.name;
+    }
+}
+
 /** KeyProxy on Kubernetes: the keys in their own Secret, the ledger on a volume with exactly one writer. */
-export class KubernetesKeyProxy extends pulumi.ComponentResource {
-    private readonly service: KubernetesService;
-    private readonly endpoints = new Map<string, pulumi.Output<string>>();
+export class KubernetesKeyProxy extends AgentFacingService {
+    protected readonly service: KubernetesService;
 
     constructor(private readonly resourceName: string, args: KubernetesKeyProxyArgs, opts?: pulumi.ComponentResourceOptions) {
         super("openclaw:kubernetes:KeyProxy", resourceName, {}, opts);
@@ -64,21 +80,10 @@ export class KubernetesKeyProxy extends pulumi.ComponentResource {
         this.registerOutputs({ deployment: this.service.deployment.metadata.name });
     }
 
-    /** The address an agent is given for KeyProxy (its own Service's cluster IP). */
-    endpoint(agent: string): pulumi.Output<string> {
-        const address = this.endpoints.get(agent);
-        if (!address) throw new Error(`KeyProxy has no endpoint for agent ${agent}`);
-        return address;
-    }
-
     /** Registers an agent's credential digest and budget (`${name}-register-${agent}`). */
     register(agent: KeyProxyRegistration): void {
         const entry = pulumi.output(agent.credential).apply((credential) => portIdentityEntry(registryEntry(agent, credential), agent));
         registerAgent(this, this.resourceName, this.service, agent, entry);
-    }
-
-    get deploymentName(): pulumi.Output<string> {
-        return this.service.deployment.metadata.name;
     }
 }
 
@@ -91,11 +96,10 @@ export interface KubernetesEgressGatewayArgs extends Placement {
 }
 
 /** EgressGateway on Kubernetes: the agents' only way out, and their DNS sink behind one Service on port 53. */
-export class KubernetesEgressGateway extends pulumi.ComponentResource {
+export class KubernetesEgressGateway extends AgentFacingService {
     /** The DNS sink's address: every agent pod's only nameserver. */
     public readonly dnsAddress: pulumi.Output<string>;
-    private readonly service: KubernetesService;
-    private readonly endpoints = new Map<string, pulumi.Output<string>>();
+    protected readonly service: KubernetesService;
 
     constructor(name: string, args: KubernetesEgressGatewayArgs, opts?: pulumi.ComponentResourceOptions) {
         super("openclaw:kubernetes:EgressGateway", name, {}, opts);
@@ -133,16 +137,5 @@ export class KubernetesEgressGateway extends pulumi.ComponentResource {
             registerAgent(this, name, this.service, agent, portIdentityEntry(egressRegistryEntry(agent, args.config), agent));
         }
         this.registerOutputs({ deployment: this.service.deployment.metadata.name, dnsAddress: this.dnsAddress });
-    }
-
-    /** The address an agent is given for its HTTP proxy (its own Service's cluster IP). */
-    endpoint(agent: string): pulumi.Output<string> {
-        const address = this.endpoints.get(agent);
-        if (!address) throw new Error(`EgressGateway has no endpoint for agent ${agent}`);
-        return address;
-    }
-
-    get deploymentName(): pulumi.Output<string> {
-        return this.service.deployment.metadata.name;
     }
 }
