@@ -1,5 +1,5 @@
 // Chooses the ledger's storage by measurement: appends of settlement-sized records, each durable (fsynced)
-// before it counts, as KeyProxy needs them. Run: npx tsx bench/ledger.mts [dir] > docs/ledger-storage.md
+// before it counts, as KeyProxy needs them. Run: npm run --silent bench:ledger -- [dir] > docs/ledger.md
 import { closeSync, fdatasyncSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -81,6 +81,6 @@ const results: Result[] = [];
 }
 
 rmSync(dir, { recursive: true, force: true });
-console.log(`# Ledger storage: measured\n\n\`npx tsx bench/ledger.mts\`, ${RECORDS} settlement records, each durable before it counts, on ${process.argv[2] ?? tmpdir()} (${process.platform}, Node ${process.version}).\n`);
+console.log(`# Ledger storage: measured\n\n\`npm run bench:ledger\`, ${RECORDS} settlement records, each durable before it counts, on ${process.argv[2] ?? tmpdir()} (${process.platform}, Node ${process.version}).\n`);
 console.log("| storage | records/s | p50 ms | p99 ms |\n| --- | ---: | ---: | ---: |");
 for (const r of results) console.log(`| ${r.name} | ${r.perSecond.toFixed(0)} | ${r.p50.toFixed(3)} | ${r.p99.toFixed(3)} |`);

@@ -1,10 +1,8 @@
 // The benchmark: KeyProxy and EgressGateway side by side with direct access and nginx, interleaved in one run.
-//   npm run bench                      full run, writes bench/results.md and bench/chart.svg
-//   npm run bench -- --quick --out F   a short run (CI): proves every scenario still runs, asserts nothing about speed
-// Needs wrk and nginx (Debian: wrk, nginx-light). Traffic stays on 127.0.0.1.
+// Needs wrk and nginx (Debian: wrk, nginx-light). Traffic stays on 127.0.0.1. Usage: see USAGE.
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import net from "node:net";
@@ -14,27 +12,65 @@ import { SERVICE_NODE_OPTIONS } from "../infra/topology.ts";
 import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { bundle } from "../scripts/images.mts";
 import { freePort } from "../test/support/processes.ts";
+import { removeTempDirs, tempDir } from "../test/support/tempDirs.ts";
 import { testPki } from "../test/support/tls.ts";
+
+const USAGE = `usage: npm run bench [-- --quick] [-- --out FILE]
+
+  (no flags)   the full run (a few minutes): writes bench/results.md and bench/chart.svg
+  --quick      a short run that proves every scenario still runs; its numbers mean nothing, so it writes its
+               report to standard output (or to --out FILE), never to bench/results.md
+  --out FILE   write the report to FILE instead
+  --help       this text`;
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const args = process.argv.slice(2);
-const quick = args.includes("--quick");
+function usageError(message: string): never {
+    console.error(`error: ${message}\n\n${USAGE}`);
+    process.exit(2);
+}
+if (args.includes("--help") || args.includes("-h")) {
+    console.log(USAGE);
+    process.exit(0);
+}
 const outIndex = args.indexOf("--out");
-const out = outIndex >= 0 ? path.resolve(args[outIndex + 1]) : path.join(ROOT, "bench", "results.md");
+const outFile = outIndex >= 0 ? args[outIndex + 1] : undefined;
+if (outIndex >= 0 && (outFile === undefined || outFile.startsWith("-"))) usageError("--out needs a file");
+const unknown = args.find((arg, i) => arg !== "--quick" && arg !== "--out" && (outIndex < 0 || i !== outIndex + 1));
+if (unknown !== undefined) usageError(`unknown argument ${unknown}`);
+const quick = args.includes("--quick");
+/** Where the report goes: a file, or (quick mode without --out) standard output. */
+const out = outFile !== undefined ? path.resolve(outFile) : quick ? undefined : path.join(ROOT, "bench", "results.md");
 const P = quick
     ? { seconds: 1, rounds: 1, conns: [1, 16, 100], streams: 100, chunks: 40, chunkRounds: 1, mbStreams: 2, mbRounds: 1, tunnels: 30, tunnelMb: 8 }
     : { seconds: 5, rounds: 3, conns: [1, 16, 100], streams: 1000, chunks: 200, chunkRounds: 3, mbStreams: 48, mbRounds: 5, tunnelMb: 256, tunnels: 300 };
 const TOKEN = "ocp_benchbenchbenchbenchbenchbenchbenchbenchbenchbe";
 /** What the mock upstream receives as the provider key (it checks nothing). */
 const KEY = "bench-upstream-key";
-const work = mkdtempSync(path.join(os.tmpdir(), "openclaw-bench-"));
+const work = tempDir("openclaw-bench");
 const children: ChildProcess[] = [];
 const began = performance.now();
 const progress = (message: string) => console.error(`[bench ${((performance.now() - began) / 1000).toFixed(1)}s] ${message}`);
 
+const running = (child: ChildProcess) => child.exitCode === null && child.signalCode === null;
+/** Stops every child and waits for it: SIGTERM lets nginx's master stop its workers (SIGKILL would orphan them). */
+async function stopChildren() {
+    await Promise.all(
+        children.filter(running).map(async (child) => {
+            const exited = once(child, "exit");
+            child.kill("SIGTERM");
+            const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+            await exited;
+            clearTimeout(timer);
+        }),
+    );
+}
+// On any other way out (an error, a signal) the children still get SIGTERM, and the temp dirs go.
 process.on("exit", () => {
-    for (const child of children) child.kill("SIGKILL");
+    for (const child of children.filter(running)) child.kill("SIGTERM");
+    removeTempDirs();
 });
+for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => process.exit(130));
 
 /** Starts a process and resolves with the first stdout line that parses as JSON and satisfies `ready`. */
 function start(command: string, argv: string[], env: NodeJS.ProcessEnv, ready: (line: Record<string, any>) => boolean): Promise<{ child: ChildProcess; line: Record<string, any> }> {
@@ -152,7 +188,7 @@ http {
 }
 `,
 );
-const nginx = spawn("nginx", ["-p", work, "-c", path.join(work, "nginx.conf"), "-g", "daemon off;"], { stdio: "inherit" });
+const nginx = spawn("nginx", ["-p", work, "-c", path.join(work, "nginx.conf"), "-g", "daemon off;"], { stdio: ["ignore", "ignore", "inherit"] });
 children.push(nginx);
 await waitForPort(nginxPort);
 const nginxPids = execFileSync("pgrep", ["-P", String(nginx.pid)], { encoding: "utf8" }).trim().split("\n").map(Number).concat(nginx.pid!);
@@ -482,9 +518,15 @@ const targets = [
 lines.push("", "## Against the targets", "", "| target | measured | goal | met |", "| --- | ---: | --- | --- |");
 for (const [name, value, goal, met] of targets) lines.push(`| ${name} | ${f(value, 3)} | ${goal} | ${met(value) ? "yes" : "**no**"} |`);
 
-writeFileSync(out, `${lines.join("\n")}\n`);
-if (!quick) writeFileSync(path.join(path.dirname(out), "chart.svg"), chart());
-progress(`wrote ${path.relative(process.cwd(), out)}`);
+await stopChildren();
+removeTempDirs();
+if (out === undefined) {
+    process.stdout.write(`${lines.join("\n")}\n`);
+} else {
+    writeFileSync(out, `${lines.join("\n")}\n`);
+    if (!quick) writeFileSync(path.join(path.dirname(out), "chart.svg"), chart());
+    progress(`wrote ${path.relative(process.cwd(), out)}`);
+}
 process.exit(0);
 
 /** Bar chart of added latency (p50/p99) per concurrency for nginx and KeyProxy. */

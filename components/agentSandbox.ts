@@ -3,6 +3,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import type { AgentConfig } from "../infra/config";
 import { AGENT_HOME, AGENT_USER, ALIASES, LABELS, PORTS, agentNetworkAddresses, dockerNames } from "../infra/topology";
+import { AGENT_CREDENTIAL } from "../runtime/registry";
 import { hardenedContainer } from "./hardening";
 
 export interface ServiceEndpoint {
@@ -13,8 +14,6 @@ export interface ServiceEndpoint {
 export interface AgentSandboxArgs {
     stack: string;
     agent: AgentConfig;
-    /** Host address the dashboard is published on (127.0.0.1 unless the stack opts into another). */
-    publishAddress: string;
     /** The Docker host, for the commands that finish what the provider cannot express. */
     dockerHost: string;
     /** KeyProxy on this agent's network. */
@@ -92,11 +91,9 @@ export function openClawConfig({ agent, keyProxyUrl, credential, dashboardToken,
 /** Failed gateway sign-ins: 10 a minute, then a 5-minute lockout (OpenClaw's audit warns without a limit). */
 const DASHBOARD_AUTH_RATE_LIMIT = { maxAttempts: 10, windowMs: 60_000, lockoutMs: 300_000 };
 
-/** The browser origins of the dashboard: the forwarded local port, by address and by name when it is loopback. */
-export function dashboardOrigins(publishAddress: string, port: number): string[] {
-    const origins = [`http://${publishAddress}:${port}`];
-    if (publishAddress === "127.0.0.1") origins.push(`http://localhost:${port}`);
-    return origins;
+/** The browser origins of the dashboard: `npm run bridge -- dashboard` forwards it to this loopback port. */
+export function dashboardOrigins(port: number): string[] {
+    return [`http://127.0.0.1:${port}`, `http://localhost:${port}`];
 }
 
 /** The agent's environment: where its config is, and the egress proxy. No credential, no provider URL. */
@@ -184,10 +181,10 @@ export class AgentSandbox extends pulumi.ComponentResource {
 
         const credential = new random.RandomPassword(
             `${name}-credential`,
-            { length: 48, special: false, keepers: { agent: agent.name, epoch: String(agent.credentialEpoch) } },
+            { length: AGENT_CREDENTIAL.randomChars, special: false, keepers: { agent: agent.name, epoch: String(agent.credentialEpoch) } },
             { parent: this },
         );
-        this.credential = pulumi.secret(pulumi.interpolate`ocp_${credential.result}`);
+        this.credential = pulumi.secret(pulumi.interpolate`${AGENT_CREDENTIAL.prefix}${credential.result}`);
         const dashboardToken = new random.RandomPassword(
             `${name}-dashboard-token`,
             { length: 40, special: false, keepers: { agent: agent.name } },
@@ -197,7 +194,7 @@ export class AgentSandbox extends pulumi.ComponentResource {
 
         const keyProxyUrl = pulumi.interpolate`http://${args.keyProxy.address}:${args.keyProxy.port}`;
         const egressProxyUrl = pulumi.interpolate`http://${args.egressGateway.address}:${args.egressGateway.port}`;
-        const origins = dashboardOrigins(args.publishAddress, agent.dashboardPort);
+        const origins = dashboardOrigins(agent.dashboardPort);
         const config = pulumi
             .all([keyProxyUrl, this.credential, this.dashboardToken])
             .apply(([url, cred, token]) =>

@@ -160,10 +160,14 @@ export function pidsLimitCommand(containerId: pulumi.Input<string>, pids: number
 
 export interface HardenedContainer {
     container: docker.Container;
-    pidsLimit: command.local.Command;
+    /** None for a one-shot job: the provider starts it and waits for its exit before a command could set the limit. */
+    pidsLimit?: command.local.Command;
 }
 
-/** Declares a hardened container `${name}-container` and its pids limit `${name}-pids-limit`. */
+/**
+ * Declares a hardened container `${name}-container` and, for a long-running one, its pids limit `${name}-pids-limit`.
+ * A one-shot job runs with no network under its memory and CPU limits until it exits, within a second.
+ */
 export function hardenedContainer(
     name: string,
     spec: HardenedContainerSpec,
@@ -173,6 +177,7 @@ export function hardenedContainer(
     // Containers have fixed Docker names (tools and commands address them by name): a replacement must delete
     // the old one first, or Docker refuses the new one's name.
     const container = new docker.Container(`${name}-container`, hardenedContainerArgs(spec), { ...opts, deleteBeforeReplace: true });
+    if (spec.runOnce) return { container };
     // The command runs locally against `dockerHost`: it takes the container's parent, not its Docker provider.
     const pidsLimit = new command.local.Command(`${name}-pids-limit`, pidsLimitCommand(container.id, spec.resources.pids, dockerHost), {
         parent: opts.parent,

@@ -11,6 +11,8 @@ import { MAX_AGENT_PREFIX, MIN_AGENT_PREFIX } from "./topology";
 
 /** The config namespace: Pulumi.yaml's project name. */
 export const NAMESPACE = "openclaw";
+/** Other namespaces a stack file may use: Pulumi's own and the providers' the program uses. */
+export const OTHER_NAMESPACES = ["pulumi", "docker", "command", "random", "tls"] as const;
 
 /** Config keys whose values are plain strings, never JSON. */
 export const STRING_KEYS = ["backend", "dockerHost", "anthropicApiKey", "openaiApiKey"] as const;
@@ -48,6 +50,7 @@ const image = z
     .refine(isPinnedImage, "must be pinned: name:tag with a tag other than 'latest', or name@sha256:<digest>");
 
 const port = z.number().int().min(1).max(65535);
+const secretKey = (key: string) => z.string().min(1, `is empty: set the real key with \`pulumi config set --secret ${key}\` (or npm run deploy with it in the environment)`).optional();
 const hostPort = z.number().int().min(1024, "must be 1024 or above (no privileged host ports)").max(65535);
 const usd = z.number().finite().positive();
 const epoch = z.number().int().min(0);
@@ -176,8 +179,6 @@ const kubernetes = z
 
 const schema = z
     .strictObject({
-        backend: z.enum(BACKENDS).default("docker"),
-        kubernetes,
         dockerHost: z
             .string()
             .regex(/^(unix|tcp|ssh):\/\/\S+$/, "must be a unix://, tcp:// or ssh:// Docker host URL")
@@ -275,8 +276,10 @@ const schema = z
                     .default({}),
             })
             .optional(),
-        anthropicApiKey: z.string().min(1).optional(),
-        openaiApiKey: z.string().min(1).optional(),
+        anthropicApiKey: secretKey("anthropicApiKey"),
+        openaiApiKey: secretKey("openaiApiKey"),
+        backend: z.enum(BACKENDS).default("docker"),
+        kubernetes,
     })
     .superRefine((config, ctx) => {
         const pool = checkPrivateBlock(config.network.addressPool, ["network", "addressPool"], ctx);
@@ -402,10 +405,14 @@ export type MonitoringConfig = NonNullable<ParsedConfig["monitoring"]>;
 export type KubernetesConfig = ParsedConfig["kubernetes"];
 export type StackConfig = Omit<ParsedConfig, "agents"> & { agents: AgentConfig[] };
 
-/** Thrown for invalid stack config; every line names the config key path and what is wrong with it. */
+/** Thrown for invalid stack config; every line names the config key path, what is wrong with it and the fix. */
 export class ConfigError extends Error {
-    constructor(readonly problems: string[]) {
-        super(`invalid stack config:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    constructor(
+        readonly problems: string[],
+        /** The stack file the config comes from, when known. */
+        readonly file?: string,
+    ) {
+        super(`invalid config${file ? ` in ${file}` : ""}:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
         this.name = "ConfigError";
     }
 }
@@ -419,31 +426,129 @@ export function configKeyPath(path: readonly PropertyKey[]): string {
 
 /**
  * Validates raw stack config (the `openclaw:` keys without their namespace, values already JSON-decoded)
- * and resolves every agent's subnet. Throws ConfigError naming each bad key; never declares anything.
+ * and resolves every agent's subnet. Throws ConfigError naming each bad key (and `file`, the stack file the
+ * config comes from); never declares anything.
  */
-export function parseStackConfig(raw: Record<string, unknown>): StackConfig {
-    const result = schema.safeParse(raw);
-    if (!result.success) {
-        const problems = result.error.issues.map((issue) => `${configKeyPath(issue.path)}: ${describeIssue(issue)}`);
-        throw new ConfigError([...new Set(problems)]);
-    }
+export function parseStackConfig(raw: Record<string, unknown>, file?: string): StackConfig {
+    const result = schema.safeParse(raw, { reportInput: true });
+    if (!result.success) throw new ConfigError([...new Set(result.error.issues.flatMap(describeIssue))], file);
     const config = result.data;
     const allocation = allocateSubnets(config.network.addressPool, config.network.agentSubnetPrefix, config.agents);
-    if (!allocation.ok) throw new ConfigError(allocation.conflicts.map((c) => `${configKeyPath(["agents", c.index, "subnet"])}: ${c.message}`));
+    if (!allocation.ok) throw new ConfigError(allocation.conflicts.map((c) => `${configKeyPath(["agents", c.index, "subnet"])}: ${c.message}`), file);
     return { ...config, agents: config.agents.map((a) => ({ ...a, subnet: allocation.subnets.get(a.name)! })) };
 }
 
-function describeIssue(issue: z.core.$ZodIssue): string {
-    if (issue.code === "unrecognized_keys") return `unknown key${issue.keys.length > 1 ? "s" : ""} ${issue.keys.map((k) => `'${k}'`).join(", ")}`;
-    if (issue.code === "invalid_type" && issue.input === undefined) return `required (${issue.expected})`;
-    return issue.message;
+/** The unit a numeric key's name ends in. */
+const UNITS: [RegExp, string][] = [[/Mb$/, "MiB"], [/Usd$/, "US dollars"], [/Days$/, "days"]];
+
+/** One line per problem: the key, what is wrong, and how to fix it. zod's own wording is replaced where it is vague. */
+function describeIssue(issue: z.core.$ZodIssue): string[] {
+    const key = configKeyPath(issue.path);
+    const last = String(issue.path[issue.path.length - 1] ?? "");
+    if (issue.code === "unrecognized_keys") {
+        const known = keysAt(issue.path);
+        return issue.keys.map((unknown) => {
+            const suggestion = closest(unknown, known);
+            const fix = suggestion ? `did you mean '${suggestion}'?` : `remove it${known.length > 0 ? ` (known here: ${known.join(", ")})` : ""}`;
+            return `${configKeyPath([...issue.path, unknown])}: unknown key; ${fix}`;
+        });
+    }
+    if (issue.code === "invalid_type") {
+        if (issue.input === undefined) return [`${key}: required: add it (${article(issue.expected)})`];
+        const unit = UNITS.find(([suffix]) => suffix.test(last))?.[1];
+        const hint = issue.expected === "number" && typeof issue.input === "string" ? `: write the number alone, without quotes or a unit${unit ? ` (${last} is in ${unit})` : ""}` : "";
+        return [`${key}: must be ${article(issue.expected)}, not ${shown(issue.input)}${hint}`];
+    }
+    if (issue.code === "invalid_value") return [`${key}: must be one of ${issue.values.map(String).join(", ")}, not ${shown(issue.input)}`];
+    const vague = /^(Too small|Too big|Invalid input)/.test(issue.message);
+    if (vague && (issue.code === "too_small" || issue.code === "too_big")) {
+        const small = issue.code === "too_small";
+        const bound = Number(small ? issue.minimum : issue.maximum);
+        if (issue.origin === "string" && small && bound === 1) return [`${key}: must not be empty`];
+        const relation = small ? (issue.inclusive ? "at least" : "more than") : issue.inclusive ? "at most" : "less than";
+        const count = issue.origin === "array" ? " entries" : issue.origin === "string" ? " characters" : "";
+        return [`${key}: must ${count ? "have" : "be"} ${relation} ${bound}${count}, not ${shown(issue.input)}`];
+    }
+    return [`${key}: ${issue.message}`];
+}
+
+const article = (type: string) => `${/^[aeiou]/.test(type) ? "an" : "a"} ${type}`;
+
+function shown(value: unknown): string {
+    if (typeof value === "string") return `the string '${value}'`;
+    if (Array.isArray(value)) return `a list of ${value.length}`;
+    if (value !== null && typeof value === "object") return "a map";
+    return String(value);
+}
+
+/** The keys the schema knows at `path` (an object's keys, or a record's enum keys), for "did you mean". */
+function keysAt(path: readonly PropertyKey[]): string[] {
+    const unwrap = (node: z.core.$ZodType): z.core.$ZodType => {
+        const def = node._zod.def as { type: string; innerType?: z.core.$ZodType; in?: z.core.$ZodType };
+        if (def.innerType) return unwrap(def.innerType);
+        if (def.type === "pipe" && def.in) return unwrap(def.in);
+        return node;
+    };
+    let node: z.core.$ZodType | undefined = unwrap(schema);
+    for (const part of path) {
+        const def = node._zod.def as { type: string; shape?: Record<string, z.core.$ZodType>; element?: z.core.$ZodType; valueType?: z.core.$ZodType };
+        node = def.type === "object" ? def.shape![String(part)] : def.type === "array" ? def.element : def.type === "record" ? def.valueType : undefined;
+        if (!node) return [];
+        node = unwrap(node);
+    }
+    const def = node._zod.def as { type: string; shape?: Record<string, unknown>; keyType?: z.core.$ZodType };
+    if (def.type === "object") return Object.keys(def.shape!);
+    const entries = def.type === "record" ? (unwrap(def.keyType!)._zod.def as { entries?: Record<string, string> }).entries : undefined;
+    return entries ? Object.values(entries) : [];
+}
+
+/** The candidate a near-miss `word` most likely meant: same letters in another case, or at most a third of them edited. */
+export function closest(word: string, candidates: readonly string[]): string | undefined {
+    let best: { candidate: string; distance: number } | undefined;
+    for (const candidate of candidates) {
+        const distance = candidate.toLowerCase() === word.toLowerCase() ? 0 : editDistance(word.toLowerCase(), candidate.toLowerCase());
+        if (distance <= Math.max(1, Math.floor(candidate.length / 3)) && (!best || distance < best.distance)) best = { candidate, distance };
+    }
+    return best?.candidate;
+}
+
+/** Levenshtein distance, with a swap of two neighbouring letters counted as one edit. */
+function editDistance(a: string, b: string): number {
+    const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+    for (let i = 1; i <= a.length; i++) {
+        for (let j = 1; j <= b.length; j++) {
+            d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+            if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+        }
+    }
+    return d[a.length][b.length];
+}
+
+/**
+ * Problems with a stack file's top-level keys outside the `openclaw:` namespace: a key in a namespace nothing
+ * reads (a misspelt `opencalw:agents` would otherwise be ignored), or without one.
+ */
+export function namespaceProblems(keys: readonly string[]): string[] {
+    const problems: string[] = [];
+    for (const key of keys) {
+        const colon = key.indexOf(":");
+        const namespace = colon < 0 ? "" : key.slice(0, colon);
+        if (namespace === NAMESPACE || (OTHER_NAMESPACES as readonly string[]).includes(namespace)) continue;
+        const name = key.slice(colon + 1);
+        if (colon < 0) problems.push(`${key}: no namespace; write ${NAMESPACE}:${key}`);
+        else if (closest(namespace, [NAMESPACE])) problems.push(`${key}: unknown namespace '${namespace}'; did you mean ${NAMESPACE}:${name}?`);
+        else problems.push(`${key}: unknown namespace '${namespace}'; this program reads ${[NAMESPACE, ...OTHER_NAMESPACES].map((n) => `${n}:`).join(", ")} keys: rename or remove it`);
+    }
+    return problems;
 }
 
 /**
  * Turns Pulumi's flat config map (`openclaw:key` -> string) into the raw object parseStackConfig takes.
- * Structured values arrive as JSON; keys of other namespaces (providers' own) are left alone.
+ * Structured values arrive as JSON. Keys of a namespace nothing reads are errors (see namespaceProblems).
  */
-export function rawConfigFromPulumi(all: Record<string, string>): Record<string, unknown> {
+export function rawConfigFromPulumi(all: Record<string, string>, file?: string): Record<string, unknown> {
+    const problems = namespaceProblems(Object.keys(all));
+    if (problems.length > 0) throw new ConfigError(problems, file);
     const raw: Record<string, unknown> = {};
     for (const [fullKey, value] of Object.entries(all)) {
         if (!fullKey.startsWith(`${NAMESPACE}:`)) continue;

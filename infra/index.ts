@@ -4,7 +4,8 @@ import { defineStack } from "./program";
 
 function loadConfig() {
     try {
-        return parseStackConfig(rawConfigFromPulumi(pulumi.runtime.allConfig()));
+        const file = `Pulumi.${pulumi.getStack()}.yaml`;
+        return parseStackConfig(rawConfigFromPulumi(pulumi.runtime.allConfig(), file), file);
     } catch (error) {
         if (error instanceof ConfigError) {
             // A RunError prints the message alone, without a stack trace: the keys are what the operator needs.

@@ -85,7 +85,6 @@ export function defineKubernetesStack(config: StackConfig, stack: string): Kuber
             {
                 ...placement,
                 agent,
-                publishAddress: config.network.publishAddress,
                 keyProxy: { address: keyProxy.endpoint(agent.name), port: PORTS.keyProxy },
                 egressGateway: { address: egressGateway.endpoint(agent.name), port: PORTS.egressProxy },
                 dnsServer: egressGateway.dnsAddress,

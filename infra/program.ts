@@ -41,7 +41,7 @@ function defineDockerStack(config: StackConfig, stack: string): StackOutputs {
         {
             name: dockerNames.uplinkNetwork(stack),
             driver: "bridge",
-            ipamConfigs: [{ subnet: config.network.uplinkSubnet, gateway: uplinkAt.gateway }],
+            ipamConfigs: [{ subnet: config.network.uplinkSubnet, gateway: uplinkAt.gateway, ipRange: uplinkAt.dynamicRange }],
             labels: [{ label: LABELS.stack, value: stack }],
         },
         { provider: agentsHost },
@@ -59,7 +59,6 @@ function defineDockerStack(config: StackConfig, stack: string): StackOutputs {
             {
                 stack,
                 agent,
-                publishAddress: config.network.publishAddress,
                 dockerHost: config.dockerHost,
                 keyProxy: { address: addresses.keyProxy, port: PORTS.keyProxy },
                 egressGateway: { address: addresses.egressGateway, port: PORTS.egressProxy },

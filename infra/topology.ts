@@ -1,4 +1,4 @@
-import { parseBlock, toDotted } from "./subnets";
+import { formatBlock, parseBlock, size, toDotted } from "./subnets";
 
 /** Every port the program uses, in one place. Container-side unless named otherwise. */
 export const PORTS = {
@@ -51,10 +51,20 @@ export function agentNetworkAddresses(subnet: string): AgentNetworkAddresses {
     };
 }
 
-/** Fixed addresses on the uplink: where the metrics endpoints for the monitoring host listen (never on agent networks). */
+/**
+ * Fixed addresses on the uplink: where the metrics endpoints for the monitoring host listen (never on agent networks).
+ * Docker hands out addresses to anything else attached there from the upper half only: measured on Docker 20.10, a
+ * container given an address dynamically can take .2 while the daemon restarts containers, and KeyProxy then fails
+ * to start with "Address already in use".
+ */
 export function uplinkAddresses(subnet: string) {
     const block = parseBlock(subnet);
-    return { gateway: toDotted(block.base + 1), keyProxy: toDotted(block.base + 2), egressGateway: toDotted(block.base + 3) };
+    return {
+        gateway: toDotted(block.base + 1),
+        keyProxy: toDotted(block.base + 2),
+        egressGateway: toDotted(block.base + 3),
+        dynamicRange: formatBlock({ base: block.base + size(block.prefix) / 2, prefix: block.prefix + 1 }),
+    };
 }
 
 /** Network aliases the services carry on every agent network (for humans and tools; config uses addresses). */

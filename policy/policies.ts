@@ -159,6 +159,9 @@ export const POLICIES: OpenClawPolicy[] = [
         if (user === "") return ["no user set: the image's default may be root"];
         return /^(0|root)(:|$)/.test(user) ? [`runs as root (${user})`] : [];
     }),
+    containerPolicy("container-own-network", "Every container has its own network namespace: never the host's or another container's.", "mandatory", (p) =>
+        p.networkMode === undefined || p.networkMode === "none" ? [] : [`network mode ${p.networkMode}`],
+    ),
     containerPolicy("container-not-privileged", "No container is privileged.", "mandatory", (p) => (p.privileged === true ? ["privileged mode is on"] : [])),
     containerPolicy("container-memory-limit", "Every container has a memory limit.", "mandatory", (p) => (typeof p.memory === "number" && p.memory > 0 ? [] : ["no memory limit"])),
     containerPolicy("no-host-path-mounts", "No host path is mounted, except those the container declares allowed.", "mandatory", (p) => {
@@ -255,8 +258,12 @@ export const POLICIES: OpenClawPolicy[] = [
         return ranges.length > 0 ? [`agents may reach private ranges ${ranges.join(", ")} through the gateway`] : [];
     }),
     containerPolicy("image-digest", "Images are pinned by digest.", "advisory", (p) => (/@sha256:[0-9a-f]{64}$/.test(String(p.image ?? "")) ? [] : [`image ${p.image} is pinned by tag, not digest`])),
-    containerPolicy("healthcheck", "Every container has a healthcheck.", "advisory", (p) => ((p.healthcheck?.tests ?? []).length > 0 ? [] : ["no healthcheck"])),
-    containerPolicy("restart-policy", "Every container has a restart policy.", "advisory", (p) => (p.restart && p.restart !== "no" ? [] : ["no restart policy"])),
+    containerPolicy("healthcheck", "Every long-running container has a healthcheck.", "advisory", (p) =>
+        p.attach === true || ((p.healthcheck?.tests ?? []).length > 0 && p.healthcheck.tests[0] !== "NONE") ? [] : ["no healthcheck"],
+    ),
+    containerPolicy("restart-policy", "Every long-running container has a restart policy.", "advisory", (p) =>
+        p.attach === true || (p.restart && p.restart !== "no") ? [] : ["no restart policy"],
+    ),
     containerPolicy("log-rotation", "Container logs are rotated.", "advisory", (p) =>
         ["json-file", "local"].includes(p.logDriver ?? "json-file") && !p.logOpts?.["max-size"] ? ["logs are not rotated: set logOpts max-size"] : [],
     ),

@@ -8,6 +8,9 @@ import type { Logger } from "./log";
 
 export const AGENT_NAME = /^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$/;
 
+/** An agent's KeyProxy credential: this prefix, then this many random letters and digits. */
+export const AGENT_CREDENTIAL = { prefix: "ocp_", randomChars: 48 } as const;
+
 /** The fields every service's registry entry starts with: who the agent is, and the network it speaks from. */
 export const agentIdentity = {
     name: z.string().regex(AGENT_NAME),

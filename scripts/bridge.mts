@@ -3,6 +3,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
+import { ConfigError } from "../infra/config.ts";
 import { dockerNames } from "../infra/topology.ts";
 import {
     type AgentContainer,
@@ -17,16 +18,17 @@ import {
     agentFailure,
     agentsFromInspect,
     budgetsFromMetrics,
+    noAgentsHint,
     parseAgentOutput,
     parseArgs,
 } from "./bridgeCore.ts";
-import { REPO_ROOT, readStackFile } from "./mockProgram.ts";
+import { REPO_ROOT, dockerHostOf } from "./stackFile.ts";
 
 function dockerEnv(stack: string): NodeJS.ProcessEnv {
     if (process.env.DOCKER_HOST) return process.env;
-    const file = path.join(process.env.OPENCLAW_STACK_DIR ?? REPO_ROOT, `Pulumi.${stack}.yaml`);
-    const host = existsSync(file) ? readStackFile(stack, path.dirname(file)).raw.dockerHost : undefined;
-    return typeof host === "string" ? { ...process.env, DOCKER_HOST: host } : process.env;
+    const dir = process.env.OPENCLAW_STACK_DIR ?? REPO_ROOT;
+    const host = existsSync(path.join(dir, `Pulumi.${stack}.yaml`)) ? dockerHostOf(stack, dir) : undefined;
+    return host ? { ...process.env, DOCKER_HOST: host } : process.env;
 }
 
 function docker(env: NodeJS.ProcessEnv, args: string[], timeoutMs = 30_000) {
@@ -45,7 +47,10 @@ function agents(env: NodeJS.ProcessEnv, stack: string): AgentContainer[] {
 
 function findAgent(env: NodeJS.ProcessEnv, stack: string, agent: string): AgentContainer {
     const found = agents(env, stack).find((a) => a.agent === agent);
-    if (!found) throw new BridgeError(`no agent '${agent}' in stack ${stack} (known: ${agents(env, stack).map((a) => a.agent).join(", ") || "none"})`, EXIT.unknownAgent);
+    if (!found) {
+        const known = agents(env, stack).map((a) => a.agent);
+        throw new BridgeError(known.length > 0 ? `no agent '${agent}' in stack ${stack} (known: ${known.join(", ")})` : noAgentsHint(stack, env.DOCKER_HOST), EXIT.unknownAgent);
+    }
     return found;
 }
 
@@ -77,7 +82,7 @@ async function run({ stack, json, command }: Invocation): Promise<number> {
             const budgets = metrics.status === 0 ? budgetsFromMetrics(metrics.stdout) : {};
             const rows = list.map((a) => ({ ...a, budget: budgets[a.agent] ?? null }));
             const text = rows.length === 0
-                ? `no agents in stack ${stack}`
+                ? noAgentsHint(stack, env.DOCKER_HOST)
                 : rows
                       .map((r) => {
                           const budget = r.budget ? Object.entries(r.budget).map(([w, b]) => `${w} $${b.usedUsd.toFixed(4)} of $${b.limitUsd}`).join(", ") : "budget unknown (KeyProxy not reachable)";
@@ -148,7 +153,8 @@ async function forwardDashboard(env: NodeJS.ProcessEnv, stack: string, command: 
 
 try {
     process.exitCode = await run(parseArgs(process.argv.slice(2)));
-} catch (error) {
+} catch (caught) {
+    const error = caught instanceof ConfigError ? new BridgeError(caught.message, EXIT.config) : caught;
     if (!(error instanceof BridgeError)) throw error;
     const json = process.argv.includes("--json");
     if (json) console.log(JSON.stringify({ error: error.message, exitCode: error.exitCode }));

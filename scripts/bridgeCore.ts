@@ -38,6 +38,7 @@ commands:
                           --port N (another local port), --with-token (print the URL with the gateway token)
   logs <agent> [-f]       the agent's container log; -f follows it
   add <name>              add an agent to Pulumi.<stack>.yaml (--image, --port, --daily-usd), then preview
+                          without --image it runs the OpenClaw release the project pins
 
 Agents are found by the labels the program sets on their containers (openclaw.stack, openclaw.role=agent,
 openclaw.agent), on the Docker host in DOCKER_HOST or the stack's openclaw:dockerHost.
@@ -103,8 +104,12 @@ export function parseArgs(argv: readonly string[]): Invocation {
         }
         case "logs":
             return { ...base, command: { name, agent: agentArg(), follow: flags.has("-f") } };
-        case "dashboard":
-            return { ...base, command: { name, agent: agentArg(), port: flags.has("--port") ? number("--port", 0, 1024) : undefined, withToken: flags.has("--with-token") } };
+        case "dashboard": {
+            if (rest.length > 1) throw new BridgeError("dashboard takes one agent", EXIT.usage);
+            const port = flags.has("--port") ? number("--port", 0, 1024) : undefined;
+            if (port !== undefined && (!Number.isInteger(port) || port > 65535)) throw new BridgeError("--port must be a whole number from 1024 to 65535", EXIT.usage);
+            return { ...base, command: { name, agent: agentArg(), port, withToken: flags.has("--with-token") } };
+        }
         case "list":
             if (rest.length > 0) throw new BridgeError("list takes no arguments", EXIT.usage);
             return { ...base, command: { name } };
@@ -119,6 +124,16 @@ export function parseArgs(argv: readonly string[]): Invocation {
         default:
             throw new BridgeError(`unknown command '${name}'`, EXIT.usage);
     }
+}
+
+/** What to check when a stack has no agent containers on the Docker host the CLI asked. */
+export function noAgentsHint(stack: string, dockerHost: string | undefined): string {
+    return [
+        `no agents of stack ${stack} on ${dockerHost ?? "the local Docker host"}. Check:`,
+        `  - is the stack deployed? (npm run deploy, or npm run pulumi -- up --stack ${stack})`,
+        `  - is this the Docker host it runs on? (DOCKER_HOST, or openclaw:dockerHost in Pulumi.${stack}.yaml)`,
+        `  - is the stack name right? (--stack NAME; the default is dev)`,
+    ].join("\n");
 }
 
 /** The argv to run in the agent's container: the template's words, {task} replaced by the task as one argument. */
@@ -209,12 +224,12 @@ export function addAgentToStackFile(text: string, agent: string, options: { imag
     const doc: Document = parseDocument(text);
     const agents = doc.getIn(["config", `${NAMESPACE}:agents`]);
     if (!isSeq(agents)) throw new BridgeError(`the stack file has no ${NAMESPACE}:agents list`, EXIT.config);
-    const existing = agents.items.map((item) => (isMap(item) ? item.toJSON() : {})) as { name?: string; image?: string; dashboardPort?: number }[];
+    const existing = agents.items.map((item) => (isMap(item) ? item.toJSON() : {})) as { name?: string; dashboardPort?: number }[];
     if (existing.some((a) => a.name === agent)) throw new BridgeError(`agent '${agent}' is already in the stack file`, EXIT.config);
-    const image = options.image ?? existing[0]?.image;
-    if (!image) throw new BridgeError("give --image: the stack has no agent to copy one from", EXIT.usage);
     const port = options.port ?? Math.max(18800, ...existing.map((a) => a.dashboardPort ?? 0)) + 1;
-    agents.add(doc.createNode({ name: agent, image, dashboardPort: port, budget: { dailyUsd: options.dailyUsd }, credentialEpoch: 1 }));
+    // Without --image the agent runs the release the project pins (OPENCLAW_IMAGE), so the file names no image.
+    const image = options.image === undefined ? {} : { image: options.image };
+    agents.add(doc.createNode({ name: agent, ...image, dashboardPort: port, budget: { dailyUsd: options.dailyUsd }, credentialEpoch: 1 }));
     const result = doc.toString();
     const raw: Record<string, unknown> = { anthropicApiKey: "checked-at-deploy", openaiApiKey: "checked-at-deploy" };
     for (const [key, value] of Object.entries((parseDocument(result).toJSON() as { config: Record<string, unknown> }).config)) {

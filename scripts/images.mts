@@ -1,6 +1,6 @@
 // Bundles the services and builds their images, with no network at build time.
-//   node scripts/images.mts bundle                 esbuild bundles only
-//   node scripts/images.mts build [--local-base]   bundles, then docker build; --local-base first assembles a
+//   npm run images -- bundle                 esbuild bundles only
+//   npm run images -- build [--local-base]   bundles, then docker build; --local-base first assembles a
 //                                                  Node 24 base image from this machine's Node (no registry needed)
 import { execFileSync, spawnSync } from "node:child_process";
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from "node:fs";
@@ -89,7 +89,7 @@ if (import.meta.main) {
         const base = flags.includes("--local-base") ? buildLocalNodeBase() : undefined;
         for (const service of Object.keys(SERVICES) as Service[]) console.log(`built ${await buildImage(service, base)}`);
     } else {
-        console.error("usage: images.mts bundle | build [--local-base]");
+        console.error("usage: npm run images -- bundle | build [--local-base]");
         process.exit(2);
     }
 }

@@ -1,10 +1,7 @@
 // Runs the Pulumi program under the SDK's mocks: no CLI, no engine, no Docker. The tests and the offline review
 // command both use it to see every resource the program declares, with its inputs resolved.
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
-import path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
-import { parse as parseYaml } from "yaml";
 import { NAMESPACE, PROVIDER_KEY_CONFIG } from "../infra/config";
 
 export interface RecordedResource {
@@ -14,28 +11,7 @@ export interface RecordedResource {
     provider?: string;
 }
 
-export const REPO_ROOT = path.resolve(__dirname, "..");
 export const SECRET_CONFIG_KEYS = Object.values(PROVIDER_KEY_CONFIG);
-
-export interface StackFile {
-    /** The `openclaw:` keys, namespace removed; encrypted values left out. */
-    raw: Record<string, unknown>;
-    /** Secret keys stored encrypted (`secure:`): present, but not readable without the stack's passphrase. */
-    encrypted: string[];
-}
-
-export function readStackFile(stack: string, dir = REPO_ROOT): StackFile {
-    const file = parseYaml(readFileSync(path.join(dir, `Pulumi.${stack}.yaml`), "utf8")) as { config?: Record<string, unknown> } | null;
-    const raw: Record<string, unknown> = {};
-    const encrypted: string[] = [];
-    for (const [key, value] of Object.entries(file?.config ?? {})) {
-        if (!key.startsWith(`${NAMESPACE}:`)) continue;
-        const name = key.slice(NAMESPACE.length + 1);
-        if (value && typeof value === "object" && "secure" in value) encrypted.push(name);
-        else raw[name] = value;
-    }
-    return { raw, encrypted };
-}
 
 /** Deterministic mock outputs: a random's result follows its keepers, as the real provider's does. */
 function mockState(type: string, name: string, inputs: Record<string, any>): Record<string, any> {

@@ -6,8 +6,9 @@ import path from "node:path";
 import { ConfigError, PROVIDER_KEY_CONFIG, parseStackConfig } from "../infra/config.ts";
 import { agentNetworkAddresses } from "../infra/topology.ts";
 import { CONTAINER, NETWORK, type Verdict, evaluate } from "../policy/policies.ts";
-import { REPO_ROOT, readStackFile, reveal, runUnderMocks } from "./mockProgram.ts";
+import { reveal, runUnderMocks } from "./mockProgram.ts";
 import { isKubernetesPolicy, kubernetesReview } from "./reviewKubernetes.ts";
+import { REPO_ROOT, readStackFile } from "./stackFile.ts";
 
 const OFFLINE_SECRET = "offline-review-placeholder";
 
@@ -29,28 +30,28 @@ for (let i = 0; i < args.length; i++) {
 if (!/^[a-z0-9-]+$/.test(stack)) usage(`'${stack}' is not a stack name`);
 if (!existsSync(path.join(configDir, `Pulumi.${stack}.yaml`))) usage(`no Pulumi.${stack}.yaml in ${configDir}`);
 
-const file = readStackFile(stack, configDir);
-// Secrets are checked for presence only: offline, an encrypted value cannot be read, and a missing one is set at
-// deploy time from the environment (npm run deploy).
-const secretNotes: string[] = [];
-const raw: Record<string, unknown> = { ...file.raw };
-for (const key of Object.values(PROVIDER_KEY_CONFIG) as string[]) {
-    if (raw[key] !== undefined) continue;
-    secretNotes.push(`${key}: ${file.encrypted.includes(key) ? "encrypted in the stack file, not read offline" : "not set in the stack file (npm run deploy stores it from the environment)"}`);
-    raw[key] = OFFLINE_SECRET;
-}
-
-function fail(errors: string[]): never {
-    if (json) console.log(JSON.stringify({ stack, ok: false, errors }, null, 2));
-    else console.error(`Stack ${stack}: config errors\n${errors.map((e) => `  - ${e}`).join("\n")}`);
+function fail(error: ConfigError): never {
+    if (json) console.log(JSON.stringify({ stack, ok: false, file: error.file, errors: error.problems }, null, 2));
+    else console.error(`Stack ${stack}: ${error.message}`);
     process.exit(1);
 }
 
+// Secrets are checked for presence only: offline, an encrypted value cannot be read, and a missing one is set at
+// deploy time from the environment (npm run deploy).
+const secretNotes: string[] = [];
+const raw: Record<string, unknown> = {};
 let config;
 try {
-    config = parseStackConfig(raw);
+    const file = readStackFile(stack, configDir);
+    Object.assign(raw, file.raw);
+    for (const key of Object.values(PROVIDER_KEY_CONFIG) as string[]) {
+        if (raw[key] !== undefined) continue;
+        secretNotes.push(`${key}: ${file.encrypted.includes(key) ? "encrypted in the stack file, not read offline" : "not set in the stack file (npm run deploy stores it from the environment)"}`);
+        raw[key] = OFFLINE_SECRET;
+    }
+    config = parseStackConfig(raw, file.file);
 } catch (error) {
-    if (error instanceof ConfigError) fail(error.problems);
+    if (error instanceof ConfigError) fail(error);
     throw error;
 }
 
@@ -78,7 +79,8 @@ const plan = {
         model: a.model,
         subnet: a.subnet,
         addresses: agentNetworkAddresses(a.subnet),
-        dashboard: `${config.network.publishAddress}:${a.dashboardPort}`,
+        // Agents publish no port: `npm run bridge -- dashboard <agent>` forwards the dashboard to this local port.
+        dashboard: `127.0.0.1:${a.dashboardPort}`,
         resources: a.resources,
         budget: a.budget,
         egress: { mode: a.egress.mode, allow: [...a.egress.allow, ...config.egress.allowForAll].map((r) => `${r.host}:${(r.ports ?? config.egress.defaultPorts).join(",")}`) },
@@ -96,10 +98,11 @@ const plan = {
         privileged: c.props.privileged === true,
         memoryMb: c.props.memory,
         cpus: c.props.cpus,
-        networks: (c.props.networksAdvanced ?? []).map((n: any) => (n.ipv4Address ? `${n.name} (${n.ipv4Address})` : n.name)),
+        networks: c.props.networkMode ? [c.props.networkMode] : (c.props.networksAdvanced ?? []).map((n: any) => (n.ipv4Address ? `${n.name} (${n.ipv4Address})` : n.name)),
+        runsOnce: c.props.attach === true,
         ports: (c.props.ports ?? []).map((p: any) => `${p.ip}:${p.external}->${p.internal}`),
         tmpfs: Object.keys(c.props.tmpfs ?? {}),
-        volumes: (c.props.volumes ?? []).map((v: any) => `${v.volumeName ?? v.hostPath}:${v.containerPath}`),
+        volumes: (c.props.volumes ?? []).map((v: any) => `${v.volumeName ?? v.hostPath}:${v.containerPath}${v.readOnly ? ":ro" : ""}`),
     })),
     keyEpochs: Object.fromEntries(Object.entries(config.keyProxy.providers).filter(([, p]) => p).map(([id, p]) => [id, p!.keyEpoch])),
     verdicts,
@@ -114,7 +117,7 @@ if (json) {
         const budget = Object.entries(a.budget).map(([k, v]) => `${k.replace("Usd", "")} $${v}`).join(", ");
         out.push(`  ${a.name}  ${a.image}  model ${a.model}  credential epoch ${a.credentialEpoch}`);
         out.push(`    subnet ${a.subnet}: agent ${a.addresses.agent}, key-proxy ${a.addresses.keyProxy}, egress+dns ${a.addresses.egressGateway}`);
-        out.push(`    dashboard ${a.dashboard}  budget ${budget}  memory ${a.resources.memoryMb} MB, cpus ${a.resources.cpus}, pids ${a.resources.pids}`);
+        out.push(`    dashboard ${a.dashboard} (npm run bridge -- dashboard ${a.name})  budget ${budget}  memory ${a.resources.memoryMb} MB, cpus ${a.resources.cpus}, pids ${a.resources.pids}`);
         out.push(`    egress (${a.egress.mode}): ${a.egress.allow.join(" ") || "nothing"}`);
     }
     out.push("", "Networks");
@@ -122,7 +125,7 @@ if (json) {
     out.push("", "Containers");
     for (const c of plan.containers) {
         const hardening = [c.readOnly ? "read-only" : "WRITABLE", c.capabilitiesDropped.includes("ALL") ? "caps dropped" : "CAPS KEPT", c.noNewPrivileges ? "no-new-privileges" : "NEW PRIVILEGES", c.privileged ? "PRIVILEGED" : "unprivileged"].join(", ");
-        out.push(`  ${c.name}  on ${c.host}  ${c.image}  user ${c.user}  ${hardening}  ${c.memoryMb} MB, ${c.cpus} cpus`);
+        out.push(`  ${c.name}  on ${c.host}  ${c.image}  user ${c.user}  ${hardening}  ${c.memoryMb} MB, ${c.cpus} cpus${c.runsOnce ? "  runs once" : ""}`);
         out.push(`    networks ${c.networks.join(", ")}  ports ${c.ports.join(", ") || "none"}  tmpfs ${c.tmpfs.join(", ") || "none"}  volumes ${c.volumes.join(", ") || "none"}`);
     }
     out.push("", `Upstream key epochs: ${Object.entries(plan.keyEpochs).map(([id, e]) => `${id} ${e}`).join(", ")}`, "", "Policies");

@@ -1,12 +1,11 @@
 // Metering and budgets through the running proxy, against the mock upstream.
-import { mkdtempSync } from "node:fs";
 import http from "node:http";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { AgentEntry } from "../proxy-image/src/policy";
 import { AGENTS, ANTHROPIC_BODY, OPENAI_BODY, type RunningProxy, TOKENS, anthropicHeaders, openaiHeaders, send, startKeyProxy } from "./support/keyProxyHarness";
 import { EMBEDDING_TOKENS_PER_INPUT, MockUpstream, anthropicStream, sse } from "./support/mockUpstream";
+import { tempDir } from "./support/tempDirs";
 
 const upstream = new MockUpstream();
 const running: RunningProxy[] = [];
@@ -163,7 +162,7 @@ describe("zero overspend under concurrency", () => {
 describe("windows", () => {
     it("resets a daily budget at midnight in the configured time zone", async () => {
         let now = new Date("2026-11-22T22:30:00Z"); // 23:30 in Berlin
-        const p = await proxyWith({ dailyUsd: 0.01 }, { metering: { timeZone: "Europe/Berlin", ledgerFile: path.join(mkdtempSync(path.join(tmpdir(), "ledger-window-")), "ledger.log") } }, () => now);
+        const p = await proxyWith({ dailyUsd: 0.01 }, { metering: { timeZone: "Europe/Berlin", ledgerFile: path.join(tempDir("ledger-window"), "ledger.log") } }, () => now);
         spendEverything(0);
         const ask = async () => (await send(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: anthropicMessage(500) })).status;
         expect(await ask()).toBe(200);

@@ -1,7 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { canonicalHost } from "../runtime/hostnames";
-import { ConfigError, isPinnedImage, parseEgressRule, parseStackConfig, rawConfigFromPulumi } from "../infra/config";
-import { devConfig } from "./support/mockStack";
+import { readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { ConfigError, closest, isPinnedImage, parseEgressRule, parseStackConfig, rawConfigFromPulumi } from "../infra/config";
+import { OPENCLAW_IMAGE, OPENCLAW_VERSION } from "../infra/openclaw";
+import { readStackFile } from "../scripts/stackFile";
+import { fakeKey } from "./support/fakeKeys";
+import { REPO_ROOT, devConfig } from "./support/mockStack";
+import { tempDir } from "./support/tempDirs";
 
 type Raw = Record<string, any>;
 const agent = (name: string, dashboardPort: number, extra: Raw = {}): Raw => ({
@@ -41,6 +47,13 @@ describe("parseStackConfig accepts", () => {
         expect(config.agents[0].resources).toEqual({ memoryMb: 2048, cpus: 1, pids: 512 });
     });
 
+    it("an agent without an image, which runs the pinned OpenClaw release; chat completions off unless asked; a named runtime", () => {
+        const [bart, lisa] = parseStackConfig(withAgents({ name: "bart", dashboardPort: 18801, budget: { dailyUsd: 1 } }, agent("lisa", 18802, { runtime: "runsc", chatCompletionsApi: true }))).agents;
+        expect(bart).toMatchObject({ image: OPENCLAW_IMAGE, chatCompletionsApi: false });
+        expect(bart.runtime).toBeUndefined();
+        expect(lisa).toMatchObject({ image: "ghcr.io/openclaw/openclaw:2026.11.1", runtime: "runsc", chatCompletionsApi: true });
+    });
+
     it("only the secrets of enabled providers", () => {
         const raw = withAgents(agent("bart", 18801));
         delete raw.openaiApiKey;
@@ -63,19 +76,29 @@ describe.each<[string, () => Raw, string, RegExp]>([
     ["a malformed pool", () => ({ ...base(), network: { addressPool: "10.0.0.0" } }), "openclaw:network.addressPool", /not an IPv4 CIDR/],
     ["a missing Anthropic key", () => ({ ...base(), anthropicApiKey: undefined }), "openclaw:anthropicApiKey", /missing secret.*pulumi config set --secret anthropicApiKey/],
     ["a missing OpenAI key", () => ({ ...base(), openaiApiKey: undefined }), "openclaw:openaiApiKey", /missing secret/],
-    ["an unknown top-level key", () => ({ ...base(), agentz: [] }), "openclaw:", /unknown key 'agentz'/],
-    ["an unknown agent key", () => withAgents(agent("bart", 18801, { privileged: true })), "openclaw:agents[0]", /unknown key 'privileged'/],
-    ["an unknown resources key", () => withAgents(agent("bart", 18801, { resources: { memory: 1 } })), "openclaw:agents[0].resources", /unknown key 'memory'/],
+    ["an unknown top-level key", () => ({ ...base(), agentz: [] }), "openclaw:agentz:", /^openclaw:agentz: unknown key; did you mean 'agents'\?$/],
+    ["a top-level key in the wrong case", () => ({ ...base(), DockerHost: "unix:///var/run/docker.sock" }), "openclaw:DockerHost:", /unknown key; did you mean 'dockerHost'\?$/],
+    ["an unknown key nothing is near", () => ({ ...base(), colour: "blue" }), "openclaw:colour:", /unknown key; remove it \(known here: dockerHost, network, agents, /],
+    ["an unknown agent key", () => withAgents(agent("bart", 18801, { privileged: true })), "openclaw:agents[0].privileged:", /unknown key; remove it \(known here: name, image, dashboardPort, /],
+    ["an unknown resources key", () => withAgents(agent("bart", 18801, { resources: { memory: 1 } })), "openclaw:agents[0].resources.memory:", /unknown key; did you mean 'memoryMb'\?/],
+    ["a misspelt keyProxy key", () => ({ ...base(), keyProxy: { budgetTimezone: "UTC" } }), "openclaw:keyProxy.budgetTimezone:", /did you mean 'budgetTimeZone'\?/],
+    ["a memory size with a unit", () => withAgents(agent("bart", 18801, { resources: { memoryMb: "2GB" } })), "openclaw:agents[0].resources.memoryMb:", /must be a number, not the string '2GB': write the number alone, without quotes or a unit \(memoryMb is in MiB\)/],
+    ["a budget in quotes with a dollar sign", () => withAgents(agent("bart", 18801, { budget: { dailyUsd: "$5" } })), "openclaw:agents[0].budget.dailyUsd:", /must be a number, not the string '\$5'.*\(dailyUsd is in US dollars\)/],
+    ["agents given as a map", () => ({ ...base(), agents: { bart: {} } }), "openclaw:agents:", /must be an array, not a map/],
+    ["an empty Anthropic key", () => ({ ...base(), anthropicApiKey: "" }), "openclaw:anthropicApiKey:", /is empty: set the real key with `pulumi config set --secret anthropicApiKey`/],
     ["no agents", () => withAgents(), "openclaw:agents", /at least one agent/],
-    ["a missing image", () => withAgents({ name: "bart", dashboardPort: 18801, budget: { dailyUsd: 1 } }), "openclaw:agents[0].image", /required/],
+    ["an empty image", () => withAgents(agent("bart", 18801, { image: "" })), "openclaw:agents[0].image", /must not be empty/],
+    ["a runtime given as a path", () => withAgents(agent("bart", 18801, { runtime: "/usr/bin/runc" })), "openclaw:agents[0].runtime", /name of a runtime registered with the Docker engine/],
+    ["a runtime with options", () => withAgents(agent("bart", 18801, { runtime: "runsc --network=host" })), "openclaw:agents[0].runtime", /name of a runtime/],
+    ["a chat-completions switch that is not a boolean", () => withAgents(agent("bart", 18801, { chatCompletionsApi: "yes" })), "openclaw:agents[0].chatCompletionsApi", /boolean/i],
     ["an image on latest", () => withAgents(agent("bart", 18801, { image: "openclaw/openclaw:latest" })), "openclaw:agents[0].image", /must be pinned/],
     ["an untagged image", () => withAgents(agent("bart", 18801, { image: "openclaw/openclaw" })), "openclaw:agents[0].image", /must be pinned/],
     ["a budget with no window", () => withAgents(agent("bart", 18801, { budget: {} })), "openclaw:agents[0].budget", /at least one of dailyUsd/],
-    ["a negative budget", () => withAgents(agent("bart", 18801, { budget: { dailyUsd: -1 } })), "openclaw:agents[0].budget.dailyUsd", /Too small|>0/i],
+    ["a negative budget", () => withAgents(agent("bart", 18801, { budget: { dailyUsd: -1 } })), "openclaw:agents[0].budget.dailyUsd", /must be more than 0, not -1$/],
     ["an egress rule with a path", () => withAgents(agent("bart", 18801, { egress: { allow: ["github.com/x"] } })), "openclaw:agents[0].egress.allow[0]", /not a host name/],
     ["an egress rule with a bad port", () => withAgents(agent("bart", 18801, { egress: { allow: ["github.com:70000"] } })), "openclaw:agents[0].egress.allow[0]", /ports must be 1-65535/],
     ["an egress rule that is an IP", () => withAgents(agent("bart", 18801, { egress: { allow: ["10.0.0.1"] } })), "openclaw:agents[0].egress.allow[0]", /not a host name/],
-    ["an egress mode that does not exist", () => withAgents(agent("bart", 18801, { egress: { mode: "allow-all" } })), "openclaw:agents[0].egress.mode", /enforce|report/],
+    ["an egress mode that does not exist", () => withAgents(agent("bart", 18801, { egress: { mode: "allow-all" } })), "openclaw:agents[0].egress.mode", /must be one of enforce, report, not the string 'allow-all'/],
     ["a model of a disabled provider", () => ({ ...withAgents(agent("bart", 18801, { model: "openai/gpt-5" })), keyProxy: { providers: { anthropic: {} } } }), "openclaw:agents[0].model", /provider 'openai' is not enabled/],
     ["a plain-http upstream", () => ({ ...base(), keyProxy: { providers: { anthropic: { baseUrl: "http://api.anthropic.com" } } } }), "openclaw:keyProxy.providers.anthropic.baseUrl", /https:\/\//],
     ["a pinned subnet outside the pool", () => withAgents(agent("bart", 18801, { subnet: "10.200.0.0/28" })), "openclaw:agents[0].subnet", /outside the pool/],
@@ -94,10 +117,10 @@ describe.each<[string, () => Raw, string, RegExp]>([
     ["Grafana and Uptime Kuma on one port", () => ({ ...base(), monitoring: monitoring({ ports: { grafana: 3000, uptimeKuma: 3000 } }) }), "openclaw:monitoring.ports.uptimeKuma", /already Grafana's/],
     ["Grafana on the SSH port", () => ({ ...base(), monitoring: monitoring({ host: "ssh://ops@monitor.example.net:2222", ports: { grafana: 2222 } }) }), "openclaw:monitoring.ports.grafana", /SSH port/],
     ["a scrape port an agent's dashboard uses", () => ({ ...base(), monitoring: monitoring({ scrape: { address: "agents.example.net", publishAddress: "198.51.100.4", ports: { keyProxy: 18801 } } }) }), "openclaw:monitoring.scrape.ports.keyProxy", /already used by agents\[0\] \(bart\)/],
-    ["a retention of zero days", () => ({ ...base(), monitoring: monitoring({ retentionDays: 0 }) }), "openclaw:monitoring.retentionDays", /Too small|>=1/i],
+    ["a retention of zero days", () => ({ ...base(), monitoring: monitoring({ retentionDays: 0 }) }), "openclaw:monitoring.retentionDays", /must be at least 1, not 0$/],
     ["a monitoring image on latest", () => ({ ...base(), monitoring: monitoring({ images: { grafana: "grafana/grafana:latest" } }) }), "openclaw:monitoring.images.grafana", /must be pinned/],
     ["a hardening exception without a reason", () => ({ ...base(), monitoring: monitoring({ hardeningExceptions: { grafana: { "container-read-only": "" } } }) }), "openclaw:monitoring.hardeningExceptions.grafana.container-read-only", /give the reason/],
-    ["a hardening exception for a policy that cannot be relaxed", () => ({ ...base(), monitoring: monitoring({ hardeningExceptions: { grafana: { "container-non-root": "the image wants root" } } }) }), "openclaw:monitoring.hardeningExceptions.grafana", /container-non-root|Invalid key/i],
+    ["a hardening exception for a policy that cannot be relaxed", () => ({ ...base(), monitoring: monitoring({ hardeningExceptions: { grafana: { "container-non-root": "the image wants root" } } }) }), "openclaw:monitoring.hardeningExceptions.grafana.container-non-root:", /unknown key; remove it \(known here: container-read-only\)/],
 ])("parseStackConfig rejects %s", (_case, raw, key, message) => {
     it(`naming ${key}`, () => {
         const problems = problemsOf(raw());
@@ -134,6 +157,97 @@ describe("images", () => {
         [`openclaw@sha256:${"a".repeat(64)}`, true],
         ["openclaw:latest", false],
     ])("%s pinned: %s", (reference, pinned) => expect(isPinnedImage(reference)).toBe(pinned));
+
+    it("the default agent image is the OpenClaw release the project tests, pinned by digest", () => {
+        const match = /^ghcr\.io\/openclaw\/openclaw:([^@]+)@sha256:[0-9a-f]{64}$/.exec(OPENCLAW_IMAGE);
+        expect(match?.[1]).toBe(OPENCLAW_VERSION);
+        expect(isPinnedImage(OPENCLAW_IMAGE)).toBe(true);
+    });
+});
+
+describe("parseStackConfig names the stack file", () => {
+    it("in its error's first line", () => {
+        expect(() => parseStackConfig({ ...base(), agentz: [] }, "Pulumi.dev.yaml")).toThrow(/^invalid config in Pulumi\.dev\.yaml:\n {2}- openclaw:agentz: unknown key/);
+    });
+});
+
+describe("config keys outside the openclaw namespace", () => {
+    it.each<[string, RegExp]>([
+        ["opencalw:agents", /^opencalw:agents: unknown namespace 'opencalw'; did you mean openclaw:agents\?$/],
+        ["opencalw:dockerHost", /^opencalw:dockerHost: unknown namespace 'opencalw'; did you mean openclaw:dockerHost\?$/],
+        ["OpenClaw:agents", /did you mean openclaw:agents\?$/],
+        ["acme:agents", /^acme:agents: unknown namespace 'acme'; this program reads openclaw:, pulumi:, docker:, command:, random:, tls: keys: rename or remove it$/],
+        ["agents", /^agents: no namespace; write openclaw:agents$/],
+    ])("%s is an error", (key, message) => {
+        try {
+            rawConfigFromPulumi({ ...flat(), [key]: "[]" }, "Pulumi.dev.yaml");
+            throw new Error("accepted");
+        } catch (error) {
+            expect(error).toBeInstanceOf(ConfigError);
+            expect((error as ConfigError).file).toBe("Pulumi.dev.yaml");
+            expect((error as ConfigError).problems).toEqual([expect.stringMatching(message)]);
+        }
+    });
+
+    it.each(["docker:host", "pulumi:tags", "command:x", "random:x", "tls:x"])("%s is Pulumi's or a provider's, and left alone", (key) => {
+        expect(rawConfigFromPulumi({ ...flat(), [key]: "x" })).not.toHaveProperty(key);
+    });
+
+    const flat = () => ({ "openclaw:dockerHost": "unix:///var/run/docker.sock" });
+});
+
+describe("closest", () => {
+    it.each<[string, string[], string | undefined]>([
+        ["agentz", ["agents", "network"], "agents"],
+        ["opencalw", ["openclaw"], "openclaw"],
+        ["netwrok", ["network"], "network"],
+        ["memory", ["memoryMb", "cpus", "pids"], "memoryMb"],
+        ["colour", ["agents", "network", "egress"], undefined],
+        ["x", ["cpus"], undefined],
+    ])("%s among %j: %s", (word, candidates, expected) => expect(closest(word, candidates)).toBe(expected));
+});
+
+describe("stack files (readStackFile)", () => {
+    const dev = readFileSync(path.join(REPO_ROOT, "Pulumi.dev.yaml"), "utf8");
+    const anthropicKey = fakeKey("anthropic", "Q".repeat(40));
+    const openaiKey = fakeKey("openai", "Q".repeat(40));
+    const plainKey = ["sk", "Q".repeat(40)].join("-");
+
+    function problemsOfFile(text: string): { file?: string; problems: string[]; message: string } {
+        const dir = tempDir("stack-file");
+        writeFileSync(path.join(dir, "Pulumi.pr.yaml"), text);
+        try {
+            readStackFile("pr", dir);
+        } catch (error) {
+            expect(error).toBeInstanceOf(ConfigError);
+            const { file, problems, message } = error as ConfigError;
+            return { file, problems, message };
+        }
+        throw new Error("stack file accepted");
+    }
+
+    it.each<[string, string, RegExp]>([
+        ["broken YAML", dev.replace("    - name: lisa", "    - name: lisa\n   image: [x"), /^not valid YAML: .* at line \d+, column \d+; fix the syntax there$/],
+        ["a misspelt namespace", `${dev}  opencalw:dockerHost: tcp://127.0.0.1:2375\n`, /^opencalw:dockerHost: unknown namespace 'opencalw'; did you mean openclaw:dockerHost\?$/],
+        ["an Anthropic key in plain text", `${dev}  openclaw:anthropicApiKey: ${anthropicKey}\n`, /^openclaw:anthropicApiKey: a provider API key in plain text: remove it from the file, store it with `pulumi config set --secret anthropicApiKey`, and rotate the key/],
+        ["an OpenAI project key in plain text", `${dev}  openclaw:openaiApiKey: ${openaiKey}\n`, /^openclaw:openaiApiKey: a provider API key in plain text: .*--secret openaiApiKey/],
+        ["a plain sk- key in another setting", dev.replace("model: openai/gpt-5.1", `model: ${plainKey}`), /^openclaw:agents\[1\]\.model: a provider API key in plain text: remove it from the file, keep provider keys only in the secrets anthropicApiKey and openaiApiKey/],
+        ["a key under another namespace", `${dev}  docker:apiKey: ${anthropicKey}\n`, /^docker:apiKey: a provider API key in plain text/],
+    ])("%s: names the file, the key and the fix", (_case, text, message) => {
+        const { file, problems, message: whole } = problemsOfFile(text);
+        expect(file).toMatch(/Pulumi\.pr\.yaml$/);
+        expect(whole).toMatch(/^invalid config in .*Pulumi\.pr\.yaml:\n/);
+        expect(problems).toEqual([expect.stringMatching(message)]);
+        for (const key of [anthropicKey, openaiKey, plainKey]) expect(whole).not.toContain(key);
+    });
+
+    it("accepts keys stored encrypted, and reports them as present", () => {
+        const dir = tempDir("stack-file");
+        writeFileSync(path.join(dir, "Pulumi.pr.yaml"), `${dev}  openclaw:anthropicApiKey:\n    secure: v1:abc:def\n  docker:host: unix:///var/run/docker.sock\n`);
+        const file = readStackFile("pr", dir);
+        expect(file.encrypted).toEqual(["anthropicApiKey"]);
+        expect(file.raw).not.toHaveProperty("anthropicApiKey");
+    });
 });
 
 describe("rawConfigFromPulumi", () => {

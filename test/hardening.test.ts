@@ -48,6 +48,17 @@ describe("hardenedContainerArgs", () => {
         expect(() => hardenedContainerArgs(spec({ ports: [{ internal: 1, external: 2000, ip }] }))).toThrow(/one address, not all/);
     });
 
+    it.each<[string, Partial<HardenedContainerSpec>, Record<string, unknown>]>([
+        ["a long-running service: kept running, restarted unless stopped, on its networks", {}, { mustRun: true, restart: "unless-stopped", networksAdvanced: [{ name: "n" }], networkMode: undefined, attach: undefined }],
+        ["a one-shot job: waited for, never restarted", { runOnce: true }, { attach: true, mustRun: false, restart: "no", networksAdvanced: [{ name: "n" }] }],
+        ["a container with no networks: network mode none, not Docker's default bridge", { networks: [] }, { networkMode: "none", networksAdvanced: undefined }],
+        ["a container on another OCI runtime", { runtime: "runsc" }, { runtime: "runsc" }],
+    ])("declares %s", (_case, overrides, expected) => {
+        const args: Record<string, unknown> = { ...hardenedContainerArgs(spec(overrides)) };
+        for (const [key, value] of Object.entries(expected)) expect(args[key], key).toEqual(value);
+        expect(args).toMatchObject({ readOnly: true, capabilities: { drops: ["ALL"] }, securityOpts: ["no-new-privileges:true"] });
+    });
+
     it("sets the pids cgroup limit with docker update, re-run when the container changes", () => {
         const cmd = pidsLimitCommand("abc123", 64, "unix:///var/run/docker.sock");
         expect(cmd.environment).toEqual({ DOCKER_HOST: "unix:///var/run/docker.sock" });

@@ -3,7 +3,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { keyProxyRuntimeConfig } from "../components/keyProxy";
 import { parseStackConfig } from "../infra/config";
 import { agentNetworkAddresses, uplinkAddresses } from "../infra/topology";
-import { type RecordedResource, TYPES, byType, devConfig, isSecret, reveal, runProgram } from "./support/mockStack";
+import { type RecordedResource, TYPES, agentConfigUpload, byType, devConfig, isSecret, reveal, runProgram } from "./support/mockStack";
 import { fakeKey } from "./support/fakeKeys";
 
 let dev: RecordedResource[];
@@ -46,8 +46,7 @@ describe.each(agents.map((a) => [a.name, a] as const))("agent %s and KeyProxy", 
         expect(attach.delete).toBe(`docker network disconnect --force openclaw-dev-net-agent-${name} openclaw-dev-key-proxy >/dev/null 2>&1 || true`);
         expect(attach.triggers).toEqual(["key-proxy-container-id"]);
         expect(attach.environment).toEqual({ DOCKER_HOST: "unix:///var/run/docker.sock" });
-        const envs: string[] = reveal(find(dev, TYPES.container, `agent-${name}-container`).inputs.envs);
-        expect(envs).toContain(`ANTHROPIC_BASE_URL=http://${keyProxy}:8080/anthropic`);
+        expect(agentConfigUpload(dev, name).models.providers.anthropic.baseUrl).toBe(`http://${keyProxy}:8080/anthropic`);
     });
 
     it("registers the digest of the agent's credential, bound to the agent's subnet, never the credential", () => {
@@ -56,8 +55,7 @@ describe.each(agents.map((a) => [a.name, a] as const))("agent %s and KeyProxy", 
         expect(register.update).toBe(register.create);
         expect(register.delete).toBe(`docker exec openclaw-dev-key-proxy /nodejs/bin/node /app/keyproxy.cjs unregister ${name}`);
         expect(isSecret(register.stdin)).toBe(true);
-        const envs: string[] = reveal(find(dev, TYPES.container, `agent-${name}-container`).inputs.envs);
-        const credential = envs.find((e) => e.startsWith("ANTHROPIC_API_KEY="))!.split("=")[1];
+        const credential: string = agentConfigUpload(dev, name).models.providers.anthropic.apiKey;
         expect(JSON.parse(reveal(register.stdin))).toEqual({
             name,
             credentialSha256: createHash("sha256").update(credential).digest("hex"),

@@ -1,7 +1,5 @@
 // The bundled KeyProxy as its image runs it: one file, started as a process, configured from the environment.
 import { execFileSync } from "node:child_process";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { credentialDigest } from "../proxy-image/src/policy";
@@ -9,13 +7,14 @@ import { bundle } from "../scripts/images.mts";
 import { ANTHROPIC_BODY, REAL_KEYS, TOKENS, anthropicHeaders, send } from "./support/keyProxyHarness";
 import { MockUpstream } from "./support/mockUpstream";
 import { type RunningProcess, startProcess } from "./support/processes";
+import { tempDir } from "./support/tempDirs";
 import { testPki } from "./support/tls";
 
 const upstream = new MockUpstream();
 let bundleFile: string;
 let proxy: RunningProcess;
 let port: number;
-const registryDir = mkdtempSync(path.join(tmpdir(), "keyproxy-bundle-"));
+const registryDir = tempDir("keyproxy-bundle");
 const env = () => ({
     PATH: process.env.PATH,
     KEYPROXY_CONFIG: JSON.stringify({

@@ -115,7 +115,7 @@ describe("upstreamRequestHeaders", () => {
     });
 
     it("strips hop-by-hop and cookies from responses", () => {
-        expect(clientResponseHeaders({ connection: "close, x-a", "x-a": "1", "Transfer-Encoding": "chunked", "set-cookie": ["a=b"], "content-type": "text/event-stream" })).toEqual({
+        expect(clientResponseHeaders({ connection: "close, x-a", "x-a": "1", "Transfer-Encoding": "chunked", "set-cookie": ["a=b"], "content-type": "text/event-stream" }, [])).toEqual({
             "content-type": "text/event-stream",
         });
     });

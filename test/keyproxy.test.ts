@@ -384,6 +384,158 @@ describe("upstream errors", () => {
     });
 });
 
+/** The status line of every response in raw HTTP/1.1 bytes, in order. */
+const statuses = (answer: string) => [...answer.matchAll(/^HTTP\/1\.1 (\d{3})/gm)].map((m) => Number(m[1]));
+
+describe("pipelined requests", () => {
+    const valid = [
+        `GET /anthropic/v1/models HTTP/1.1\r\nHost: key-proxy\r\nx-api-key: ${TOKENS.bart}\r\n\r\n`,
+        `POST /anthropic/v1/messages HTTP/1.1\r\nHost: key-proxy\r\nx-api-key: ${TOKENS.bart}\r\ncontent-type: application/json\r\nContent-Length: ${Buffer.byteLength(ANTHROPIC_BODY)}\r\n\r\n${ANTHROPIC_BODY}`,
+    ].join("");
+    const after = `GET /anthropic/v1/models HTTP/1.1\r\nHost: key-proxy\r\nx-api-key: ${TOKENS.bart}\r\n\r\n`;
+
+    it.each<[string, string, number[]]>([
+        ["a forbidden method", "TRACE /anthropic/v1/messages HTTP/1.1\r\nHost: key-proxy\r\n\r\n", [200, 200]],
+        ["a path traversal", "POST /anthropic/../openai/v1/chat/completions HTTP/1.1\r\nHost: key-proxy\r\nContent-Length: 0\r\n\r\n", [200, 200]],
+        ["an unknown route", "GET /metrics HTTP/1.1\r\nHost: key-proxy\r\n\r\n", [200, 200]],
+        ["a CONNECT", "CONNECT api.anthropic.com:443 HTTP/1.1\r\nHost: api.anthropic.com:443\r\n\r\n", [200, 200]],
+        ["an upgrade", "GET /anthropic/v1/models HTTP/1.1\r\nHost: key-proxy\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", [200, 200]],
+        ["malformed bytes", "\u0001\u0002 not http\r\n\r\n", [200, 200]],
+        ["headers over the limit", `GET /anthropic/v1/models HTTP/1.1\r\nHost: key-proxy\r\nx-big: ${"a".repeat(70 * 1024)}\r\n\r\n`, [200, 200, 431]],
+    ])("answers the valid requests before %s, then closes without answering anything after it", async (_case, hostile, expected) => {
+        const answer = await raw(main.port, valid + hostile + after);
+        observed.push(answer);
+        expect(statuses(answer)).toEqual(expected);
+        expect(answer).toContain('"text":"Hello"');
+    });
+});
+
+describe("Expect: 100-continue", () => {
+    const head = (path: string, headers: string) => `POST ${path} HTTP/1.1\r\nHost: key-proxy\r\nExpect: 100-continue\r\ncontent-type: application/json\r\n${headers}\r\n`;
+
+    it.each<[string, string, number]>([
+        ["a body over the limit", head("/anthropic/v1/messages", `x-api-key: ${TOKENS.bart}\r\nContent-Length: ${65 * 1024 * 1024}\r\n`), 413],
+        ["a free endpoint's body over its limit", head("/anthropic/v1/messages/count_tokens", `x-api-key: ${TOKENS.bart}\r\nContent-Length: ${2 * 1024 * 1024}\r\n`), 413],
+        ["no credential", head("/anthropic/v1/messages", "Content-Length: 10\r\n"), 401],
+        ["an endpoint that is not allowed", head("/openai/v1/images/generations", `Authorization: Bearer ${TOKENS.bart}\r\nContent-Length: 10\r\n`), 403],
+    ])("refuses %s without 100 Continue first", async (_case, request, status) => {
+        upstream.received.length = 0;
+        const answer = await raw(main.port, request);
+        observed.push(answer);
+        expect(statuses(answer)).toEqual([status]);
+        expect(upstream.received).toHaveLength(0);
+    });
+
+    it("sends 100 Continue to a request that passes every check, then forwards its body", async () => {
+        const { status, continued } = await new Promise<{ status: number; continued: boolean }>((resolve, reject) => {
+            let continued = false;
+            const req = http.request({ host: "127.0.0.1", port: main.port, method: "POST", path: "/anthropic/v1/messages", headers: { ...anthropicHeaders(), expect: "100-continue", "content-length": Buffer.byteLength(ANTHROPIC_BODY) }, agent: false }, (res) => {
+                res.resume();
+                res.on("end", () => resolve({ status: res.statusCode!, continued }));
+            });
+            req.on("continue", () => {
+                continued = true;
+                req.end(ANTHROPIC_BODY);
+            });
+            req.on("error", reject);
+            req.flushHeaders();
+        });
+        expect({ status, continued }).toEqual({ status: 200, continued: true });
+    });
+});
+
+describe("free endpoints' bodies", () => {
+    const overLimit = 1024 * 1024 + 1;
+
+    it.each<[string, string, boolean]>([
+        ["declared (Content-Length) over the limit", "/anthropic/v1/messages/count_tokens", false],
+        ["chunked, growing past the limit", "/anthropic/v1/messages/count_tokens", true],
+        ["declared, on a model listing", "/openai/v1/models", false],
+    ])("%s: 413, and not one byte reaches the upstream", async (_case, path, chunked) => {
+        upstream.received.length = 0;
+        const status = await new Promise<number>((resolve, reject) => {
+            const headers: Record<string, string | number> = path.startsWith("/openai") ? openaiHeaders() : anthropicHeaders();
+            if (!chunked) headers["content-length"] = overLimit;
+            const req = http.request({ host: "127.0.0.1", port: main.port, method: path.startsWith("/openai") ? "GET" : "POST", path, headers, agent: false }, (res) => {
+                res.resume();
+                resolve(res.statusCode!);
+            });
+            req.on("error", reject);
+            const piece = "x".repeat(64 * 1024);
+            for (let sent = 0; sent < overLimit; sent += piece.length) req.write(piece);
+            req.end();
+        });
+        expect(status).toBe(413);
+        expect(upstream.received).toHaveLength(0);
+    });
+
+    it("forwards a free endpoint's body within the limit, chunked or not", async () => {
+        upstream.received.length = 0;
+        const body = JSON.stringify({ model: "claude-sonnet-4-5", messages: [{ role: "user", content: "x".repeat(100_000) }] });
+        upstream.handler = (_req, res) => void res.writeHead(200, { "content-type": "application/json" }).end('{"input_tokens":9}');
+        expect((await call(main.port, { path: "/anthropic/v1/messages/count_tokens", headers: anthropicHeaders(), body })).status).toBe(200);
+        expect(upstream.received[0]).toMatchObject({ path: "/v1/messages/count_tokens", body });
+        expect(upstream.received[0].headers["content-length"]).toBe(String(Buffer.byteLength(body)));
+    });
+});
+
+describe("an upstream echoing secrets in a successful answer", () => {
+    const secrets = [
+        ["the real Anthropic key", REAL_KEYS.anthropic],
+        ["the real OpenAI key", REAL_KEYS.openai],
+        ["a registered agent's credential", TOKENS.lisa],
+    ] as const;
+
+    it.each(secrets)("%s in a response header is scrubbed", async (_name, secret) => {
+        upstream.handler = (_req, res) => void res.writeHead(200, { "content-type": "application/json", "x-echo": `key=${secret}`, "x-list": [secret, "ok"] }).end("{}");
+        const res = await call(main.port, { method: "GET", path: "/openai/v1/models", headers: openaiHeaders() });
+        expect(res.status).toBe(200);
+        expect(res.headers["x-echo"]).toBe("key=[redacted]");
+        expect(JSON.stringify(res.headers)).not.toContain(secret);
+    });
+
+    it.each(secrets)("%s in a 2xx JSON body is masked, Content-Length still true", async (_name, secret) => {
+        const body = JSON.stringify({ id: "c1", model: "gpt-5.1", choices: [{ message: { content: `here: ${secret}` } }], usage: { prompt_tokens: 1, completion_tokens: 1 } });
+        upstream.handler = (_req, res) => void res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) }).end(body);
+        const res = await call(main.port, { path: "/openai/v1/chat/completions", headers: openaiHeaders(), body: OPENAI_BODY });
+        expect(res.status).toBe(200);
+        expect(res.body).not.toContain(secret);
+        expect(JSON.parse(res.body).choices[0].message.content).toMatch(/^here: \[redacted\]\**$/);
+        expect(Number(res.headers["content-length"])).toBe(Buffer.byteLength(res.body));
+    });
+
+    it.each(secrets)("%s split across stream chunks is masked, and the bytes before it are not held back", async (_name, secret) => {
+        const half = Math.floor(secret.length / 2);
+        const clientHasFirstPart = Promise.withResolvers<void>();
+        upstream.handler = async (_req, res) => {
+            res.writeHead(200, { "content-type": "text/event-stream" });
+            res.write(anthropicStream()[0]);
+            res.write(`event: content_block_delta\ndata: {"text":"before ${secret.slice(0, half)}`);
+            // The rest is written only once the client has what came before the secret: a buffering proxy never gets here.
+            await Promise.race([clientHasFirstPart.promise, new Promise((_, reject) => setTimeout(() => reject(new Error("the bytes before the secret never reached the client")), 5000))]);
+            res.write(`${secret.slice(half)} after"}\n\n`);
+            res.end(anthropicStream()[6]);
+        };
+        const body = await new Promise<string>((resolve, reject) => {
+            const req = http.request({ host: "127.0.0.1", port: main.port, method: "POST", path: "/anthropic/v1/messages", headers: anthropicHeaders(), agent: false }, (res) => {
+                let text = "";
+                res.on("data", (chunk: Buffer) => {
+                    text += chunk.toString("latin1");
+                    if (text.includes("before ")) clientHasFirstPart.resolve();
+                });
+                res.on("end", () => resolve(text));
+                res.on("error", reject);
+            });
+            req.on("error", reject);
+            req.end(ANTHROPIC_BODY);
+        });
+        observed.push(body);
+        expect(body).not.toContain(secret);
+        expect(body).toContain(`"text":"before ${"[redacted]".padEnd(secret.length, "*")} after"`);
+        expect(body).toContain("message_stop");
+    });
+});
+
 describe("operations", () => {
     it("serves metrics and health on the admin listener only", async () => {
         const metrics = await (await fetch(`http://127.0.0.1:${main.adminPort}/metrics`)).text();

@@ -261,7 +261,7 @@ describe("config for the Kubernetes backend (invariant 9)", () => {
         ["an agent port that is KeyProxy's own", { agents: [{ name: "bart", dashboardPort: 8080, budget: { dailyUsd: 1 } }] }, /openclaw:agents\[0\]\.dashboardPort: port 8080 is one KeyProxy or EgressGateway listens on/],
         ["a runtime that is no RuntimeClass name", { agents: [{ name: "bart", dashboardPort: 18801, budget: { dailyUsd: 1 }, runtime: "run_sc" }] }, /openclaw:agents\[0\]\.runtime: on kubernetes this names a RuntimeClass/],
         ["a namespace that is no DNS label", { kubernetes: { namespace: "Open_Claw" } }, /openclaw:kubernetes\.namespace: must be a DNS label/],
-        ["an unknown kubernetes key", { kubernetes: { replicas: 3 } }, /openclaw:kubernetes: unknown key 'replicas'/],
+        ["an unknown kubernetes key", { kubernetes: { replicas: 3 } }, /openclaw:kubernetes\.replicas: unknown key/],
         ["an unknown backend", { backend: "nomad" }, /openclaw:backend: /],
     ])("refuses %s, naming the key", (_name, extra, message) => {
         expect(() => parseStackConfig(kubernetesConfig(extra))).toThrow(ConfigError);

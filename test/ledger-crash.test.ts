@@ -1,9 +1,8 @@
 // The spend ledger under `kill -9`: the bundled proxy is killed with a stream in flight, restarted on the same
 // ledger, and must have lost no committed spend (and counted the in-flight request in full).
 import { execFileSync } from "node:child_process";
-import { appendFileSync, mkdtempSync, readFileSync } from "node:fs";
+import { appendFileSync, readFileSync } from "node:fs";
 import http from "node:http";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { replayLedger } from "../proxy-image/src/ledgerStore";
@@ -12,10 +11,11 @@ import { bundle } from "../scripts/images.mts";
 import { ANTHROPIC_BODY, REAL_KEYS, TOKENS, anthropicHeaders, send } from "./support/keyProxyHarness";
 import { MockUpstream, anthropicStream } from "./support/mockUpstream";
 import { type RunningProcess, startProcess } from "./support/processes";
+import { tempDir } from "./support/tempDirs";
 import { testPki } from "./support/tls";
 
 const upstream = new MockUpstream();
-const dir = mkdtempSync(path.join(tmpdir(), "keyproxy-crash-"));
+const dir = tempDir("keyproxy-crash");
 const ledgerFile = path.join(dir, "ledger.log");
 let bundleFile: string;
 const env = () => ({

@@ -1,13 +1,13 @@
 // The end-to-end tier's translation from resource inputs to Docker Engine API calls: every field mapped,
 // every unknown field refused.
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { OPENCLAW_IMAGE } from "../infra/openclaw";
 import { UntranslatableInput, containerCreateBody, durationNs, materialize, networkCreateBody, tarOf } from "./e2e/materialize";
 import { type RecordedResource, TYPES, devConfig, runProgram } from "./support/mockStack";
+import { tempDir } from "./support/tempDirs";
 
 let dev: RecordedResource[];
 beforeAll(async () => {
@@ -65,6 +65,18 @@ describe("containerCreateBody", () => {
         expect(body.Cmd?.slice(0, 2)).toEqual(["node", "-e"]);
     });
 
+    it.each(["none", "host"])("translates networkMode %s exactly, with no network endpoint", (mode) => {
+        const resource = find("agent-bart-container");
+        const { body } = containerCreateBody({ ...resource, inputs: { ...resource.inputs, networksAdvanced: undefined, networkMode: mode } }, {});
+        expect(body.HostConfig.NetworkMode).toBe(mode);
+        expect(body.NetworkingConfig).toBeUndefined();
+    });
+
+    it("maps the agent's OCI runtime", () => {
+        const resource = find("agent-bart-container");
+        expect(containerCreateBody({ ...resource, inputs: { ...resource.inputs, runtime: "runsc" } }, {}).body.HostConfig.Runtime).toBe("runsc");
+    });
+
     it("maps sysctls (the gateway's DNS port) and stop timeouts (KeyProxy's drain)", () => {
         expect(containerCreateBody(find("egress-gateway-container"), {}).body.HostConfig.Sysctls).toEqual({ "net.ipv4.ip_unprivileged_port_start": "53" });
         expect(containerCreateBody(find("key-proxy-container"), {}).body.StopTimeout).toBe(35);
@@ -74,7 +86,8 @@ describe("containerCreateBody", () => {
         ["devices", [{ hostPath: "/dev/kvm" }]],
         ["gpus", "all"],
         ["pidMode", "host"],
-        ["networkMode", "host"],
+        ["usernsMode", "host"],
+        ["cgroupnsMode", "host"],
         ["mounts", [{ type: "bind", source: "/", target: "/host" }]],
         ["ulimits", [{ name: "nproc", soft: 1, hard: 1 }]],
     ])("refuses the untranslated input %s rather than drop it", (key, value) => {
@@ -96,9 +109,16 @@ describe("networkCreateBody", () => {
         expect(body.IPAM?.Config[0].Subnet).toMatch(/\/28$/);
     });
 
-    it("refuses an untranslated network input", () => {
+    it("maps the uplink: its subnet, gateway, and the upper half as the only range Docker hands out", () => {
+        expect(networkCreateBody(find("uplink")).IPAM?.Config).toEqual([{ Subnet: "10.63.255.0/24", Gateway: "10.63.255.1", IPRange: "10.63.255.128/25" }]);
+    });
+
+    it.each<[string, Record<string, unknown>]>([
+        ["a network input", { attachable: true }],
+        ["an IPAM input", { ipamConfigs: [{ subnet: "10.63.255.0/24", auxAddress: { x: "10.63.255.9" } }] }],
+    ])("refuses an untranslated %s", (_what, extra) => {
         const resource = find("agent-bart-network");
-        expect(() => networkCreateBody({ ...resource, inputs: { ...resource.inputs, attachable: true } })).toThrow(UntranslatableInput);
+        expect(() => networkCreateBody({ ...resource, inputs: { ...resource.inputs, ...extra } })).toThrow(UntranslatableInput);
     });
 });
 
@@ -123,7 +143,7 @@ describe("helpers", () => {
     it("refuses durations it cannot read", () => expect(() => durationNs("10")).toThrow(UntranslatableInput));
 
     it("writes a tar archive that tar itself reads back", () => {
-        const dir = mkdtempSync(path.join(tmpdir(), "tar-"));
+        const dir = tempDir("tar");
         writeFileSync(path.join(dir, "a.tar"), tarOf("config.json", '{"a":1}', 0o644));
         expect(execFileSync("tar", ["-tvf", path.join(dir, "a.tar")], { encoding: "utf8" })).toMatch(/^-rw-r--r-- .* 7 .* config\.json$/m);
         expect(execFileSync("tar", ["-xOf", path.join(dir, "a.tar")], { encoding: "utf8" })).toBe('{"a":1}');

@@ -57,6 +57,7 @@ const FIXTURES: Record<string, [pass: PolicyResource, fail: PolicyResource, mess
     "container-no-new-privileges": [container(), container((p) => (p.securityOpts = [])), /no-new-privileges/],
     "container-non-root": [container(), container((p) => (p.user = "0:0")), /root/],
     "container-not-privileged": [container(), container((p) => (p.privileged = true)), /privileged/],
+    "container-own-network": [container((p) => (p.networkMode = "none")), container((p) => (p.networkMode = "host")), /network mode host/],
     "container-memory-limit": [container(), container((p) => delete p.memory), /memory/],
     "no-host-path-mounts": [
         container((p) => {
@@ -210,7 +211,8 @@ describe("the project's own stacks", () => {
 
     it("the dev stack passes every mandatory policy", () => {
         const resources = asPolicyResources(dev);
-        expect(resources.length).toBe(7);
+        // Four services, two one-shot config writers, three networks.
+        expect(resources.length).toBe(9);
         expect(evaluate(resources).filter((v) => v.enforcementLevel === "mandatory")).toEqual([]);
     });
 
@@ -221,10 +223,19 @@ describe("the project's own stacks", () => {
         expect(evaluate(resources.filter((r) => r.name !== "default-deny")).filter((v) => v.enforcementLevel === "mandatory").map((v) => v.policy)).toEqual(["k8s-namespace-default-deny"]);
     });
 
-    it("a stack that opts into another publish address declares it, and passes", async () => {
+    it.each<[string, boolean, string[]]>([
+        ["a one-shot job the provider waits for", true, []],
+        ["a long-running container", false, ["healthcheck", "restart-policy"]],
+    ])("without a restart policy or healthcheck, %s is reported for: %j", (_what, attach, policies) => {
+        const job = container((p) => Object.assign(p, { attach, restart: "no", healthcheck: { tests: ["NONE"] } }));
+        expect(evaluate([job]).map((v) => v.policy).filter((name) => ["healthcheck", "restart-policy"].includes(name))).toEqual(policies);
+    });
+
+    it("a stack that opts into another publish address publishes no agent port on it, and passes", async () => {
         const opted = asPolicyResources(await runProgram({ ...devConfig(), network: { publishAddress: "10.20.30.40" } }));
         expect(evaluate(opted).filter((v) => v.enforcementLevel === "mandatory")).toEqual([]);
-        const agent = opted.find((r) => r.name === "agent-bart-container")!;
-        expect(agent.props.labels).toContainEqual({ label: "openclaw.publish-address", value: "10.20.30.40" });
+        const containers = opted.filter((r) => r.type === TYPES.container);
+        expect(containers.flatMap((r) => r.props.ports ?? [])).toEqual([]);
+        for (const c of containers) expect(c.props.labels.map((l: { label: string }) => l.label)).not.toContain("openclaw.publish-address");
     });
 });

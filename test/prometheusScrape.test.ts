@@ -2,9 +2,7 @@
 // pinned CA and the bearer token, from the config the program generates; the same target without the token, with
 // a wrong one, or without the CA fails. It also loads the generated alert rules.
 import { spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
+import { once } from "node:events";
 import { parse, stringify } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SCRAPE_JOBS, alertRules, alertRulesFile, prometheusConfig } from "../components/monitoringConfig";
@@ -12,6 +10,7 @@ import { ANTHROPIC_BODY, type RunningProxy, TOKENS, send, startKeyProxy } from "
 import { MockUpstream } from "./support/mockUpstream";
 import { freePort, waitUntil } from "./support/processes";
 import { writeFiles } from "./support/promtool";
+import { tempDir } from "./support/tempDirs";
 import { testPki } from "./support/tls";
 
 const THRESHOLDS = { errorRatio: 0.05, egressDenialsPerMinute: 30 };
@@ -72,7 +71,7 @@ beforeAll(async () => {
     const config = writeFiles({ "prometheus.yml": stringify(generated) })["prometheus.yml"];
     prometheus = spawn(
         "prometheus",
-        [`--config.file=${config}`, `--storage.tsdb.path=${mkdtempSync(path.join(tmpdir(), "openclaw-prometheus-"))}`, `--web.listen-address=127.0.0.1:${prometheusPort}`],
+        [`--config.file=${config}`, `--storage.tsdb.path=${tempDir("openclaw-prometheus")}`, `--web.listen-address=127.0.0.1:${prometheusPort}`],
         { stdio: ["ignore", "pipe", "pipe"] },
     );
     prometheus.on("error", (error) => (prometheusLog += `could not start prometheus (${error.message}): install Debian's prometheus package\n`));
@@ -94,7 +93,10 @@ beforeAll(async () => {
 }, 60_000);
 
 afterAll(async () => {
-    prometheus?.kill();
+    if (prometheus && prometheus.exitCode === null && prometheus.signalCode === null) {
+        prometheus.kill();
+        await once(prometheus, "exit");
+    }
     await proxy?.server.close();
     await upstream.stop();
 });

@@ -1,10 +1,11 @@
 // `npm run review`: the offline plan and policy verdicts reviewers read on a pull request.
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { fakeKey } from "./support/fakeKeys";
 import { REPO_ROOT } from "./support/mockStack";
+import { tempDir } from "./support/tempDirs";
 
 function review(...args: string[]) {
     const result = spawnSync(path.join(REPO_ROOT, "node_modules", ".bin", "tsx"), [path.join(REPO_ROOT, "scripts", "review.mts"), ...args], { encoding: "utf8", timeout: 60_000 });
@@ -12,7 +13,7 @@ function review(...args: string[]) {
 }
 
 function stackDir(yaml: string): string {
-    const dir = mkdtempSync(path.join(tmpdir(), "review-"));
+    const dir = tempDir("review");
     writeFileSync(path.join(dir, "Pulumi.pr.yaml"), yaml);
     return dir;
 }
@@ -24,7 +25,9 @@ describe("npm run review", () => {
         for (const section of ["Agents", "Networks", "Containers", "Policies", "Secrets (presence only)"]) expect(stdout).toContain(`\n${section}\n`);
         expect(stdout).toMatch(/bart .* model anthropic\/claude-sonnet-4-5/);
         expect(stdout).toMatch(/openclaw-dev-net-agent-bart\s+on unix:\/\/\/var\/run\/docker\.sock\s+10\.\d+\.\d+\.\d+\/28\s+internal, bridge without host address/);
-        expect(stdout).toContain("ports 127.0.0.1:18801->18789");
+        expect(stdout).toContain("dashboard 127.0.0.1:18801 (npm run bridge -- dashboard bart)");
+        expect(stdout).toMatch(/openclaw-dev-agent-bart .*\n {4}networks openclaw-dev-net-agent-bart \(10[.\d]+\) {2}ports none .*openclaw-dev-agent-bart-config:\/etc\/openclaw:ro\n/);
+        expect(stdout).toMatch(/openclaw-dev-agent-bart-config-writer .* runs once\n {4}networks none {2}ports none /);
         expect(stdout).toContain("egress (enforce): github.com:443 *.githubusercontent.com:443 registry.npmjs.org:443");
         expect(stdout).toContain("pass  no-provider-keys (mandatory)");
         expect(stdout).toMatch(/OK: no mandatory violation \(\d+ advisory\)/);
@@ -45,6 +48,8 @@ describe("npm run review", () => {
         expect(hosts).toEqual({
             "openclaw-pr-agent-bart": "unix:///var/run/docker.sock",
             "openclaw-pr-agent-lisa": "unix:///var/run/docker.sock",
+            "openclaw-pr-agent-bart-config-writer": "unix:///var/run/docker.sock",
+            "openclaw-pr-agent-lisa-config-writer": "unix:///var/run/docker.sock",
             "openclaw-pr-key-proxy": "unix:///var/run/docker.sock",
             "openclaw-pr-egress-gateway": "unix:///var/run/docker.sock",
             "openclaw-pr-prometheus": "ssh://ops@monitor.example.net",
@@ -62,7 +67,6 @@ describe("npm run review", () => {
     it("renders the same stack on Kubernetes: namespace, agents with their ports, hardened workloads, Services, NetworkPolicies, verdicts", () => {
         const dev = readFileSync(path.join(REPO_ROOT, "Pulumi.dev.yaml"), "utf8");
         const dir = stackDir(`${dev}  openclaw:backend: kubernetes\n  openclaw:kubernetes:\n    runtimeClassName: gvisor\n`);
-        try {
         const text = review("--stack", "pr", "--config-dir", dir);
         expect(text.code).toBe(0);
         for (const section of ["Agents", "Workloads", "Services", "NetworkPolicies", "Policies"]) expect(text.stdout).toContain(`\n${section}\n`);
@@ -79,9 +83,6 @@ describe("npm run review", () => {
         expect(plan).toMatchObject({ backend: "kubernetes", ok: true, namespace: "openclaw-pr" });
         expect(plan.workloads.map((w: { name: string }) => w.name).sort()).toEqual(["agent-bart", "agent-lisa", "egress-gateway", "key-proxy"]);
         expect(plan.workloads.every((w: { readOnlyRoot: boolean; allowPrivilegeEscalation: boolean }) => w.readOnlyRoot && !w.allowPrivilegeEscalation)).toBe(true);
-        } finally {
-            rmSync(dir, { recursive: true, force: true });
-        }
     });
 
     it("gives the same for machines with --json", () => {
@@ -90,7 +91,8 @@ describe("npm run review", () => {
         const plan = JSON.parse(stdout);
         expect(plan).toMatchObject({ stack: "dev", ok: true });
         expect(plan.agents.map((a: { name: string }) => a.name)).toEqual(["bart", "lisa"]);
-        expect(plan.containers).toHaveLength(4);
+        expect(plan.containers).toHaveLength(6);
+        expect(plan.containers.filter((c: { runsOnce: boolean }) => c.runsOnce).map((c: { name: string }) => c.name).sort()).toEqual(["openclaw-dev-agent-bart-config-writer", "openclaw-dev-agent-lisa-config-writer"]);
         expect(plan.verdicts.every((v: { enforcementLevel: string }) => v.enforcementLevel === "advisory")).toBe(true);
         expect(plan.secretsNotChecked).toHaveLength(2);
     });
@@ -100,10 +102,23 @@ describe("npm run review", () => {
         const dir = stackDir(dev.replace("name: lisa", "name: Lisa"));
         const { code, stderr } = review("--stack", "pr", "--config-dir", dir);
         expect(code).toBe(1);
+        expect(stderr).toMatch(/^Stack pr: invalid config in \/.*\/Pulumi\.pr\.yaml:\n/);
         expect(stderr).toContain("openclaw:agents[1].name: must be a DNS label");
         const json = review("--stack", "pr", "--config-dir", dir, "--json");
         expect(json.code).toBe(1);
         expect(JSON.parse(json.stdout)).toMatchObject({ ok: false, errors: [expect.stringContaining("openclaw:agents[1].name")] });
+    });
+
+    it.each([
+        ["anthropicApiKey", fakeKey("anthropic", "R".repeat(40))],
+        ["openaiApiKey", fakeKey("openai", "R".repeat(40))],
+    ])("fails on a provider key in plain text in %s, naming the key and never showing it", (key, value) => {
+        const dev = readFileSync(path.join(REPO_ROOT, "Pulumi.dev.yaml"), "utf8");
+        const { code, stdout, stderr } = review("--stack", "pr", "--config-dir", stackDir(`${dev}  openclaw:${key}: ${value}\n`));
+        expect(code).toBe(1);
+        expect(stdout).not.toContain("OK");
+        expect(stderr).toContain(`openclaw:${key}: a provider API key in plain text`);
+        expect(`${stdout}${stderr}`).not.toContain(value);
     });
 
     it("reads an encrypted secret as present", () => {

@@ -1,7 +1,7 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseStackConfig } from "../infra/config";
 import { agentNetworkAddresses } from "../infra/topology";
-import { FAKE_SECRETS, type RecordedResource, TYPES, byType, devConfig, isSecret, reveal, runProgram } from "./support/mockStack";
+import { FAKE_SECRETS, type RecordedResource, TYPES, agentConfigUpload, byType, devConfig, isSecret, reveal, runProgram } from "./support/mockStack";
 
 const KEY_SHAPE = /sk-(ant-|proj-)?[A-Za-z0-9_-]{16,}/;
 
@@ -14,7 +14,10 @@ const allContainers = () => byType(dev, TYPES.container);
 const labelOf = (r: RecordedResource, label: string) => r.inputs.labels.find((l: { label: string }) => l.label === label)?.value;
 const containers = () => allContainers().filter((c) => labelOf(c, "openclaw.role") === "agent");
 const allocated = parseStackConfig(devConfig()).agents;
-const CONTAINER_NAMES = ["openclaw-dev-agent-bart", "openclaw-dev-agent-lisa", "openclaw-dev-egress-gateway", "openclaw-dev-key-proxy"];
+const SERVICE_CONTAINERS = ["openclaw-dev-agent-bart", "openclaw-dev-agent-lisa", "openclaw-dev-egress-gateway", "openclaw-dev-key-proxy"];
+const CONFIG_WRITERS = ["openclaw-dev-agent-bart-config-writer", "openclaw-dev-agent-lisa-config-writer"];
+const CONTAINER_NAMES = [...SERVICE_CONTAINERS, ...CONFIG_WRITERS].sort();
+const containerNamed = (name: string) => reveal(allContainers().find((r) => r.inputs.name === name)!.inputs);
 
 describe("every container (invariant 4)", () => {
     it("is one of the stack's known containers", () => {
@@ -22,7 +25,7 @@ describe("every container (invariant 4)", () => {
     });
 
     it.each(CONTAINER_NAMES)("%s is read-only, capability-free, unprivileged, non-root and limited", (name) => {
-        const c = reveal(allContainers().find((r) => r.inputs.name === name)!.inputs);
+        const c = containerNamed(name);
         expect(c.readOnly).toBe(true);
         expect(c.privileged).toBe(false);
         expect(c.capabilities).toEqual({ drops: ["ALL"] });
@@ -31,7 +34,6 @@ describe("every container (invariant 4)", () => {
         expect(c.memory).toBeGreaterThan(0);
         expect(c.memorySwap).toBe(c.memory);
         expect(Number(c.cpus)).toBeGreaterThan(0);
-        expect(c.networkMode).toBeUndefined();
         expect(c.pidMode).toBeUndefined();
         expect(c.devices).toBeUndefined();
         for (const v of c.volumes ?? []) {
@@ -41,20 +43,45 @@ describe("every container (invariant 4)", () => {
         expect(JSON.stringify(c)).not.toContain("docker.sock");
         for (const options of Object.values<string>(c.tmpfs ?? {})) expect(options).toMatch(/noexec.*nosuid.*nodev/);
         expect(c.healthcheck.tests.length).toBeGreaterThan(0);
-        expect(c.restart).toBe("unless-stopped");
         expect(c.logOpts).toMatchObject({ "max-size": expect.any(String), "max-file": expect.any(String) });
+        expect(c.ports).toBeUndefined();
     });
 
-    it("has a pids limit applied by a command that targets it", () => {
+    it.each(SERVICE_CONTAINERS)("%s runs on its networks only (no host or shared network mode), restarting unless stopped", (name) => {
+        const c = containerNamed(name);
+        expect(c.networkMode).toBeUndefined();
+        expect(c.networksAdvanced.length).toBeGreaterThan(0);
+        expect(c.restart).toBe("unless-stopped");
+        expect(c.mustRun).toBe(true);
+    });
+
+    it.each(CONFIG_WRITERS)("%s runs once with no network at all, never restarted", (name) => {
+        const c = containerNamed(name);
+        expect(c.networkMode).toBe("none");
+        expect(c.networksAdvanced).toBeUndefined();
+        expect(c.dns).toBeUndefined();
+        expect(c).toMatchObject({ attach: true, mustRun: false, restart: "no" });
+        expect(c.labels).toContainEqual({ label: "openclaw.role", value: "agent-config" });
+    });
+
+    it("has a pids limit applied by a command that targets it, when it is long-running", () => {
         const commands = byType(dev, TYPES.command).filter((cmd) => cmd.inputs.create.startsWith("docker update --pids-limit"));
         const config = parseStackConfig(devConfig());
         const expectedPids: Record<string, number> = { "openclaw-dev-key-proxy": config.keyProxy.resources.pids, "openclaw-dev-egress-gateway": config.egress.resources.pids };
         for (const agent of allocated) expectedPids[`openclaw-dev-agent-${agent.name}`] = agent.resources.pids;
-        for (const c of allContainers()) {
+        for (const c of allContainers().filter((r) => !CONFIG_WRITERS.includes(r.inputs.name))) {
             const command = commands.find((cmd) => cmd.inputs.create.endsWith(` ${c.name}-id`));
             expect(command?.inputs.create).toBe(`docker update --pids-limit ${expectedPids[c.inputs.name]} ${c.name}-id`);
         }
-        expect(commands).toHaveLength(allContainers().length);
+        // A one-shot writer has exited before any command could reach it: it gets none.
+        expect(commands).toHaveLength(SERVICE_CONTAINERS.length);
+    });
+});
+
+describe("the uplink", () => {
+    it("keeps KeyProxy's and EgressGateway's fixed addresses out of the range Docker hands out", () => {
+        const uplink = byType(dev, TYPES.network).find((n) => n.name === "uplink")!;
+        expect(uplink.inputs.ipamConfigs).toEqual([{ subnet: "10.63.255.0/24", gateway: "10.63.255.1", ipRange: "10.63.255.128/25" }]);
     });
 });
 
@@ -83,39 +110,34 @@ describe("agent networks", () => {
 });
 
 describe("published ports (invariant 5)", () => {
-    it("bind 127.0.0.1 by default", () => {
-        const ports = containers().flatMap((c) => c.inputs.ports ?? []);
-        expect(ports.map((p: any) => [p.ip, p.external]).sort()).toEqual([
-            ["127.0.0.1", 18801],
-            ["127.0.0.1", 18802],
+    // The agent network has no host address, so no published port could reach an agent: its dashboard is forwarded
+    // to 127.0.0.1 by `npm run bridge -- dashboard <agent>`, on the port its label names.
+    it("none by default: each agent names its dashboard's local port in a label instead", () => {
+        expect(allContainers().flatMap((c) => c.inputs.ports ?? [])).toEqual([]);
+        expect(containers().map((c) => [c.inputs.name, labelOf(c, "openclaw.dashboard-port")]).sort()).toEqual([
+            ["openclaw-dev-agent-bart", "18801"],
+            ["openclaw-dev-agent-lisa", "18802"],
         ]);
     });
 
-    it("bind another address only when the stack opts in", async () => {
+    it("none either when the stack opts into another address: the dashboard is still forwarded to loopback only", async () => {
         const resources = await runProgram({ ...devConfig(), network: { publishAddress: "10.9.8.7" } });
-        const ips = byType(resources, TYPES.container).flatMap((c) => (c.inputs.ports ?? []).map((p: any) => p.ip));
-        expect(new Set(ips)).toEqual(new Set(["10.9.8.7"]));
+        expect(byType(resources, TYPES.container).flatMap((c) => c.inputs.ports ?? [])).toEqual([]);
+        for (const stack of [resources, dev]) {
+            expect(agentConfigUpload(stack, "bart").gateway.controlUi.allowedOrigins).toEqual(["http://127.0.0.1:18801", "http://localhost:18801"]);
+        }
     });
 });
 
 describe("agent wiring", () => {
+    const credentialOf = (agent: string): string => agentConfigUpload(dev, agent).models.providers.anthropic.apiKey;
+
     it("points both providers at KeyProxy on the agent's own network, with the agent's credential as key", () => {
         for (const agent of allocated) {
-            const c = containers().find((r) => r.inputs.name === `openclaw-dev-agent-${agent.name}`)!.inputs;
-            const { keyProxy, egressGateway } = agentNetworkAddresses(agent.subnet);
-            const envs: string[] = reveal(c.envs);
-            const credential = envs.find((e) => e.startsWith("ANTHROPIC_API_KEY="))!.split("=")[1];
+            const { keyProxy } = agentNetworkAddresses(agent.subnet);
+            const config = agentConfigUpload(dev, agent.name);
+            const credential = credentialOf(agent.name);
             expect(credential).toMatch(/^ocp_[A-Za-z0-9]{48}$/);
-            expect(envs).toEqual(
-                expect.arrayContaining([
-                    `ANTHROPIC_BASE_URL=http://${keyProxy}:8080/anthropic`,
-                    `OPENAI_BASE_URL=http://${keyProxy}:8080/openai/v1`,
-                    `OPENAI_API_KEY=${credential}`,
-                    `HTTPS_PROXY=http://${egressGateway}:3128`,
-                ]),
-            );
-            const upload = reveal(c.uploads)[0];
-            const config = JSON.parse(upload.content);
             expect(config.models.providers.anthropic).toMatchObject({ baseUrl: `http://${keyProxy}:8080/anthropic`, apiKey: credential });
             expect(config.models.providers.openai).toMatchObject({ baseUrl: `http://${keyProxy}:8080/openai/v1`, apiKey: credential });
             expect(config.gateway).toMatchObject({ bind: "lan", port: 18789, auth: { mode: "token" } });
@@ -123,17 +145,49 @@ describe("agent wiring", () => {
         }
     });
 
+    it("gives the agent its config read-only from the volume its writer fills, and its egress proxy in the environment", () => {
+        for (const agent of allocated) {
+            const c = containerNamed(`openclaw-dev-agent-${agent.name}`);
+            const writer = containerNamed(`openclaw-dev-agent-${agent.name}-config-writer`);
+            const volume = `openclaw-dev-agent-${agent.name}-config`;
+            expect(c.volumes).toContainEqual({ volumeName: volume, containerPath: "/etc/openclaw", readOnly: true });
+            expect(c.uploads).toBeUndefined();
+            expect(writer.volumes).toEqual([{ volumeName: volume, containerPath: "/home/node", readOnly: false }]);
+            expect(writer.uploads.map((u: { file: string; permissions: string }) => [u.file, u.permissions])).toEqual([["/home/node/.incoming.json", "0444"]]);
+            expect(c.envs).toEqual(
+                expect.arrayContaining([
+                    "OPENCLAW_CONFIG_PATH=/etc/openclaw/openclaw.json",
+                    "OPENCLAW_NO_AUTO_UPDATE=1",
+                    "DO_NOT_TRACK=1",
+                    `HTTPS_PROXY=http://${agentNetworkAddresses(agent.subnet).egressGateway}:3128`,
+                ]),
+            );
+        }
+    });
+
+    it("keeps the credential out of every agent's environment: no key variable, no credential, nothing key-shaped", () => {
+        for (const agent of allocated) {
+            const envs: string[] = containerNamed(`openclaw-dev-agent-${agent.name}`).envs;
+            const text = envs.join("\n");
+            for (const other of allocated) expect(text).not.toContain(credentialOf(other.name));
+            expect(text).not.toMatch(/ocp_/);
+            expect(text).not.toMatch(KEY_SHAPE);
+            expect(envs.filter((e) => /^[A-Z_]*(API_KEY|TOKEN|BASE_URL)=/i.test(e))).toEqual([]);
+        }
+    });
+
     it("keeps credentials and keys secret in the containers' inputs", () => {
-        for (const c of allContainers().filter((c) => labelOf(c, "openclaw.role") !== "egress-gateway")) {
-            expect(isSecret(c.inputs.envs)).toBe(true);
-            if (!c.inputs.uploads) continue;
+        expect(isSecret(allContainers().find((c) => c.inputs.name === "openclaw-dev-key-proxy")!.inputs.envs)).toBe(true);
+        const withUploads = allContainers().filter((c) => c.inputs.uploads);
+        expect(withUploads.map((c) => c.inputs.name).sort()).toEqual(expect.arrayContaining(CONFIG_WRITERS));
+        for (const c of withUploads) {
             const uploads = c.inputs.uploads;
             expect(isSecret(uploads) || isSecret(uploads[0]) || isSecret(uploads[0].content)).toBe(true);
         }
     });
 
     it("gives each agent a different credential", () => {
-        const credentials = containers().map((c) => reveal(c.inputs.envs).find((e: string) => e.startsWith("ANTHROPIC_API_KEY=")));
+        const credentials = allocated.map((a) => credentialOf(a.name));
         expect(new Set(credentials).size).toBe(2);
     });
 });
@@ -161,7 +215,7 @@ describe("bad config (invariant 9)", () => {
         const raw = devConfig();
         (raw.agents as any[])[1].name = "Lisa";
         const resources: RecordedResource[] = [];
-        await expect(runProgram(raw).then((r) => resources.push(...r))).rejects.toThrow(/openclaw:agents\[1\]\.name: must be a DNS label/);
+        await expect(runProgram(raw).then((r) => resources.push(...r))).rejects.toThrow(/^invalid config in Pulumi\.dev\.yaml:\n[\s\S]*openclaw:agents\[1\]\.name: must be a DNS label/);
         expect(resources).toEqual([]);
     });
 
@@ -190,10 +244,12 @@ describe("changing one agent changes no other (invariant 8)", () => {
                 `${TYPES.sandbox}::agent-homer`,
                 `${TYPES.network}::agent-homer-network`,
                 `${TYPES.volume}::agent-homer-state`,
+                `${TYPES.volume}::agent-homer-config`,
                 `${TYPES.password}::agent-homer-credential`,
                 `${TYPES.password}::agent-homer-dashboard-token`,
                 `${TYPES.container}::agent-homer-container`,
                 `${TYPES.command}::agent-homer-pids-limit`,
+                `${TYPES.container}::agent-homer-config-writer-container`,
                 `${TYPES.command}::key-proxy-attach-homer`,
                 `${TYPES.command}::key-proxy-register-homer`,
                 `${TYPES.command}::egress-gateway-attach-homer`,
@@ -209,10 +265,11 @@ describe("changing one agent changes no other (invariant 8)", () => {
         const before = inputsByName(dev);
         for (const [key, inputs] of shrunk) expect(before.get(key), key).toEqual(inputs);
         const removed = [...before.keys()].filter((key) => !shrunk.has(key));
-        expect(removed.length).toBe(11);
+        expect(removed.length).toBe(13);
         for (const key of removed) expect(key).toMatch(/::(agent-bart(-|$)|(key-proxy|egress-gateway)-(attach|register)-bart$)/);
     });
 
+    // The agent container itself is untouched: only the writer of its config is replaced, and the gateway reloads the file.
     it("bumping one agent's credential epoch changes only that agent's credential and its dependents", async () => {
         const raw = devConfig();
         (raw.agents as any[])[0].credentialEpoch = 2;
@@ -221,7 +278,7 @@ describe("changing one agent changes no other (invariant 8)", () => {
         const changed = [...before.keys()].filter((key) => JSON.stringify(before.get(key)) !== JSON.stringify(rotated.get(key)));
         expect(changed.sort()).toEqual([
             `${TYPES.command}::key-proxy-register-bart`,
-            `${TYPES.container}::agent-bart-container`,
+            `${TYPES.container}::agent-bart-config-writer-container`,
             `${TYPES.password}::agent-bart-credential`,
         ]);
     });

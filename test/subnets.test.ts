@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { allocateSubnets, formatBlock, homeSlot, overlaps, parseBlock, slotCount } from "../infra/subnets";
-import { agentNetworkAddresses } from "../infra/topology";
+import { agentNetworkAddresses, uplinkAddresses } from "../infra/topology";
 
 const POOL = "10.64.0.0/10";
 const names = (n: number, prefix = "agent") => Array.from({ length: n }, (_, i) => `${prefix}-${i}`);
@@ -98,5 +98,15 @@ describe("helpers", () => {
             agent: "10.64.1.36",
         });
         expect(() => agentNetworkAddresses("10.64.1.32/30")).toThrow(/between \/24 and \/29/);
+    });
+});
+
+describe("uplinkAddresses", () => {
+    it.each([
+        ["10.63.255.0/24", "10.63.255.2", "10.63.255.3", "10.63.255.128/25"],
+        ["10.63.255.248/29", "10.63.255.250", "10.63.255.251", "10.63.255.252/30"],
+        ["10.60.0.0/16", "10.60.0.2", "10.60.0.3", "10.60.128.0/17"],
+    ])("%s: KeyProxy %s and EgressGateway %s lie below the range Docker hands out, %s", (subnet, keyProxy, egressGateway, dynamicRange) => {
+        expect(uplinkAddresses(subnet)).toMatchObject({ keyProxy, egressGateway, dynamicRange });
     });
 });

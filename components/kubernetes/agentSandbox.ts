@@ -11,8 +11,6 @@ import { type Placement, metadata } from "./sharedService";
 
 export interface KubernetesAgentSandboxArgs extends Placement {
     agent: AgentConfig;
-    /** The address the dashboard's browser origin names (the operator's end of `kubectl port-forward`). */
-    publishAddress: string;
     /** KeyProxy through the agent's own Service. */
     keyProxy: ServiceEndpoint;
     /** EgressGateway's HTTP proxy through the agent's own Service. */
@@ -59,7 +57,7 @@ export class KubernetesAgentSandbox extends pulumi.ComponentResource {
 
         const keyProxyUrl = pulumi.interpolate`http://${args.keyProxy.address}:${args.keyProxy.port}`;
         const egressProxyUrl = pulumi.interpolate`http://${args.egressGateway.address}:${args.egressGateway.port}`;
-        const origins = dashboardOrigins(args.publishAddress, agent.dashboardPort);
+        const origins = dashboardOrigins(agent.dashboardPort);
         const config = pulumi
             .all([keyProxyUrl, this.credential, this.dashboardToken])
             .apply(([url, cred, token]) => JSON.stringify(openClawConfig({ agent, keyProxyUrl: url, credential: cred, dashboardToken: token, dashboardOrigins: origins }), null, 2));

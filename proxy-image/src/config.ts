@@ -34,6 +34,8 @@ export const runtimeConfigSchema = z.strictObject({
     limits: z
         .strictObject({
             maxBodyBytes: z.number().int().positive().default(64 * 1024 * 1024),
+            /** Body limit of the free (unmetered) endpoints: token counting, model listings. */
+            maxFreeBodyBytes: z.number().int().positive().default(1024 * 1024),
             maxHeaderBytes: z.number().int().positive().default(64 * 1024),
             maxConcurrentPerAgent: z.number().int().positive().default(32),
             connectTimeoutMs: z.number().int().positive().default(10_000),

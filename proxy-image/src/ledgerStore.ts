@@ -1,13 +1,20 @@
 // The ledger on disk: an append-only file of CRC-checked JSON lines, fsynced in groups. A reservation is on
 // disk before its request goes upstream; a settlement is on disk before it counts as committed.
-import { closeSync, existsSync, fdatasync, fsyncSync, openSync, readFileSync, renameSync, write, writeFileSync } from "node:fs";
+import { closeSync, existsSync, fdatasync, fstatSync, fsyncSync, ftruncate, openSync, readFileSync, renameSync, write, writeFileSync } from "node:fs";
 import { promisify } from "node:util";
 import path from "node:path";
 import { crc32 } from "node:zlib";
 import type { LedgerRecord } from "./budget";
 
-const writeAsync = promisify(write) as (fd: number, text: string) => Promise<unknown>;
-const fdatasyncAsync = promisify(fdatasync);
+/** The file system calls of the append path, in one object so tests can make them fail (a full or read-only volume). */
+export const ledgerIo = {
+    write: promisify(write) as (fd: number, buffer: Buffer, offset: number, length: number) => Promise<{ bytesWritten: number }>,
+    fdatasync: promisify(fdatasync),
+    ftruncate: promisify(ftruncate),
+};
+
+/** How long failed settlements wait before they are written again. */
+export const RETRY_MS = 1000;
 
 export function encodeRecord(record: LedgerRecord): string {
     const json = JSON.stringify(record);
@@ -50,12 +57,16 @@ export const LAZY_SYNC_MS = 50;
 
 export class LedgerStore {
     private fd: number;
-    private queue: { line: string; done: (error?: Error) => void }[] = [];
+    private queue: { line: string; retry: boolean; done: (error?: Error) => void }[] = [];
     private flushing = false;
     private lazyTimer: NodeJS.Timeout | undefined;
+    private closing = false;
+    /** The file's length after the last write that was synced: what a failed write is cut back to. */
+    private committedBytes: number;
 
     private constructor(readonly file: string) {
         this.fd = openSync(file, "a", 0o600);
+        this.committedBytes = fstatSync(this.fd).size;
     }
 
     /**
@@ -84,11 +95,12 @@ export class LedgerStore {
 
     /**
      * Appends a record; the promise resolves once it is written and fdatasync'd. "now" syncs at once (sharing
-     * the sync with whatever else is queued); "soon" waits up to LAZY_SYNC_MS for a sync to ride on.
+     * the sync with whatever else is queued) and rejects when the write fails; "soon" waits up to LAZY_SYNC_MS
+     * for a sync to ride on, and is retried every RETRY_MS until it is written (a settlement must land).
      */
     append(record: LedgerRecord, urgency: "now" | "soon" = "now"): Promise<void> {
         return new Promise((resolve, reject) => {
-            this.queue.push({ line: encodeRecord(record), done: (error) => (error ? reject(error) : resolve()) });
+            this.queue.push({ line: encodeRecord(record), retry: urgency === "soon", done: (error) => (error ? reject(error) : resolve()) });
             if (urgency === "now") this.schedule();
             else this.lazyTimer ??= setTimeout(() => this.schedule(), LAZY_SYNC_MS);
         });
@@ -106,21 +118,34 @@ export class LedgerStore {
     private async flush() {
         const batch = this.queue;
         this.queue = [];
-        let error: Error | undefined;
+        const bytes = Buffer.from(batch.map((b) => b.line).join(""));
         try {
-            await writeAsync(this.fd, batch.map((b) => b.line).join(""));
-            await fdatasyncAsync(this.fd);
+            // A write may take only part of the bytes (a volume filling up): write the rest, or fail trying.
+            for (let written = 0; written < bytes.length; ) written += (await ledgerIo.write(this.fd, bytes, written, bytes.length - written)).bytesWritten;
+            await ledgerIo.fdatasync(this.fd);
+            this.committedBytes += bytes.length;
+            for (const item of batch) item.done();
         } catch (caught) {
-            error = caught as Error;
+            // A full volume may take part of the batch: cut it back, so the file never holds a torn line before
+            // later records (which replay would take for corruption). If even that fails, the next write's
+            // failure says so again.
+            await ledgerIo.ftruncate(this.fd, this.committedBytes).catch(() => undefined);
+            const retried = this.closing ? [] : batch.filter((item) => item.retry);
+            for (const item of batch) if (!retried.includes(item)) item.done(caught as Error);
+            if (retried.length > 0) {
+                this.queue.unshift(...retried);
+                this.lazyTimer ??= setTimeout(() => this.schedule(), RETRY_MS);
+            }
         }
-        for (const item of batch) item.done(error);
-        if (this.queue.length > 0) void this.flush();
+        if (this.queue.length > 0 && this.lazyTimer === undefined) void this.flush();
         else this.flushing = false;
     }
 
     /** Writes and syncs whatever is still queued, then closes the file. */
     async close(): Promise<void> {
+        this.closing = true;
         clearTimeout(this.lazyTimer);
+        this.lazyTimer = undefined;
         while (this.flushing) await new Promise((resolve) => setTimeout(resolve, 5));
         if (this.queue.length > 0) {
             this.flushing = true;

@@ -92,15 +92,15 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, provider: 
     return out;
 }
 
-/** Response headers passed back to the agent: hop-by-hop and cookies removed. */
-export function clientResponseHeaders(upstream: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+/** Response headers passed back to the agent: hop-by-hop and cookies removed, every value scrubbed of secrets. */
+export function clientResponseHeaders(upstream: Record<string, string | string[] | undefined>, secrets: readonly string[]): Record<string, string | string[]> {
     const connectionNamed = namedInConnection(upstream as IncomingHttpHeaders);
     const out: Record<string, string | string[]> = {};
     for (const [name, value] of Object.entries(upstream)) {
         if (value === undefined) continue;
         const lower = name.toLowerCase();
         if (HOP_BY_HOP.has(lower) || connectionNamed.has(lower) || lower === "set-cookie") continue;
-        out[lower] = value;
+        out[lower] = Array.isArray(value) ? value.map((v) => scrubSecrets(v, secrets)) : scrubSecrets(value, secrets);
     }
     return out;
 }
@@ -168,13 +168,14 @@ export function ipv4InSubnet(address: string, subnet: string): boolean {
     return Math.floor(value / size) === Math.floor(network / size);
 }
 
-export type ErrorKind = "authentication" | "forbidden" | "bad_request" | "too_large" | "rate_limited" | "budget" | "upstream" | "timeout";
+export type ErrorKind = "authentication" | "forbidden" | "bad_request" | "too_large" | "rate_limited" | "budget" | "ledger" | "upstream" | "timeout";
 
 const ERROR_SHAPES: Record<ErrorKind, { status: number; anthropic: string; openai: [type: string, code: string | null]; message: string }> = {
     authentication: { status: 401, anthropic: "authentication_error", openai: ["invalid_request_error", "invalid_api_key"], message: "invalid credential" },
     forbidden: { status: 403, anthropic: "permission_error", openai: ["invalid_request_error", "endpoint_not_allowed"], message: "this endpoint is not available through the key proxy" },
     bad_request: { status: 400, anthropic: "invalid_request_error", openai: ["invalid_request_error", "invalid_request"], message: "the proxy could not meter this request" },
     budget: { status: 429, anthropic: "budget_exceeded", openai: ["budget_exceeded", "budget_exceeded"], message: "this agent's spend budget does not cover this request" },
+    ledger: { status: 503, anthropic: "api_error", openai: ["server_error", "spend_ledger_unavailable"], message: "the key proxy cannot record spend right now (its ledger cannot be written); metered requests are refused until it can" },
     too_large: { status: 413, anthropic: "request_too_large", openai: ["invalid_request_error", "request_too_large"], message: "request too large" },
     rate_limited: { status: 429, anthropic: "rate_limit_error", openai: ["rate_limit_error", "rate_limit_exceeded"], message: "too many concurrent requests for this agent" },
     upstream: { status: 502, anthropic: "api_error", openai: ["server_error", null], message: "upstream unavailable" },
@@ -195,9 +196,12 @@ export function providerError(provider: Provider, kind: ErrorKind, message = ERR
 // prefix, then stars, then its last four characters).
 const KEY_SHAPED = /\b(?:sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_*-]{4,}|ocp_[A-Za-z0-9*]{4,})/g;
 
-/** Removes every key-shaped string, and each given secret verbatim, from an upstream error body. */
+/** Secrets shorter than this are not scrubbed verbatim: they would match ordinary text. */
+export const MIN_SECRET_LENGTH = 8;
+
+/** Removes every key-shaped string, and each given secret verbatim, from an upstream error body or header value. */
 export function scrubSecrets(text: string, secrets: readonly string[]): string {
     let out = text;
-    for (const secret of secrets) if (secret.length >= 8) out = out.split(secret).join("[redacted]");
+    for (const secret of secrets) if (secret.length >= MIN_SECRET_LENGTH) out = out.split(secret).join("[redacted]");
     return out.replace(KEY_SHAPED, "[redacted]");
 }

@@ -1,7 +1,7 @@
 // The transport around the policy core: an HTTP server that streams each request to its fixed upstream.
 import { once } from "node:events";
 import http from "node:http";
-import { Transform } from "node:stream";
+import type { Duplex } from "node:stream";
 import { createSecureContext, rootCertificates } from "node:tls";
 import { Pool, errors as undiciErrors } from "undici";
 import { closeServer, portOf, startAdminServers } from "../../runtime/admin";
@@ -19,10 +19,12 @@ import {
     decideRoute,
     presentedCredential,
     providerError,
+    MIN_SECRET_LENGTH,
     scrubSecrets,
     upstreamRequestHeaders,
 } from "./policy";
 import { microsToUsd } from "./budget";
+import { type ResponseSecrets, StreamScrubber } from "./scrub";
 import { SpendTracker, type Ticket } from "./spend";
 
 /** Upstream error bodies are small; past this much the rest is cut before scrubbing. */
@@ -36,6 +38,12 @@ interface Upstream {
 
 class BodyTooLarge extends Error {}
 
+/** What a client connection is owed: responses not yet sent, and whether it closes once they are. */
+interface Connection {
+    owed: Set<http.ServerResponse>;
+    closing?: { last?: string };
+}
+
 export class KeyProxyServer {
     readonly metrics: KeyProxyMetrics = keyProxyMetrics();
     private readonly server: http.Server;
@@ -44,7 +52,9 @@ export class KeyProxyServer {
     private agentsByDigest = new Map<string, AgentEntry>();
     private readonly activeByAgent = new Map<string, number>();
     private readonly metricChildren = new Map<string, StreamMetrics>();
+    private readonly connections = new WeakMap<Duplex, Connection>();
     private readonly secrets: string[];
+    private readonly responseSecrets: ResponseSecrets;
     private inFlight = 0;
     private draining = false;
     private closed = false;
@@ -77,20 +87,22 @@ export class KeyProxyServer {
             };
         }
         this.secrets = Object.values(keys);
+        this.responseSecrets = {
+            literals: this.secrets.filter((key) => key.length >= MIN_SECRET_LENGTH).map((key) => Buffer.from(key)),
+            isCredential: (sha256) => this.agentsByDigest.has(sha256),
+        };
         this.server = http.createServer(
             { maxHeaderSize: config.limits.maxHeaderBytes, noDelay: true, keepAliveTimeout: 65_000, headersTimeout: 30_000, requestTimeout: 0 },
-            (req, res) => void this.handle(req, res),
+            (req, res) => this.accept(req, res, false),
         );
+        // With this listener Node leaves `100 Continue` to us: it goes out only once the request's head passed every check.
+        this.server.on("checkContinue", (req, res) => this.accept(req, res, true));
         // CONNECT and upgrades are not proxy business: close the connection, say nothing (nginx's 444).
-        this.server.on("connect", (req, socket) => this.drop(req, socket, "method"));
-        this.server.on("upgrade", (req, socket) => this.drop(req, socket, "upgrade"));
+        this.server.on("connect", (req) => this.drop(req, "method"));
+        this.server.on("upgrade", (req) => this.drop(req, "upgrade"));
         this.server.on("clientError", (error, socket) => {
             const code = (error as NodeJS.ErrnoException).code;
-            if (code === "HPE_HEADER_OVERFLOW" && socket.writable) {
-                socket.end("HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
-            } else {
-                socket.destroy();
-            }
+            this.closeAfterAnswers(socket, code === "HPE_HEADER_OVERFLOW" ? "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n" : undefined);
             this.metrics.refusals.inc({ agent: "unknown", provider: "none", reason: code === "HPE_HEADER_OVERFLOW" ? "header_size" : "malformed" });
             this.log("refused", { reason: code === "HPE_HEADER_OVERFLOW" ? "header_size" : "malformed" });
         });
@@ -139,10 +151,48 @@ export class KeyProxyServer {
         await this.spend.close();
     }
 
-    private drop(req: http.IncomingMessage, socket: { destroy(): void }, reason: string) {
+    private connection(socket: Duplex): Connection {
+        let connection = this.connections.get(socket);
+        if (!connection) {
+            connection = { owed: new Set() };
+            this.connections.set(socket, connection);
+        }
+        return connection;
+    }
+
+    private accept(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean) {
+        const connection = this.connection(req.socket);
+        // Pipelined after a request that closes the connection: never answered.
+        if (connection.closing) return;
+        connection.owed.add(res);
+        res.on("close", () => {
+            connection.owed.delete(res);
+            this.closeIfDue(req.socket, connection);
+        });
+        void this.handle(req, res, expectsContinue);
+    }
+
+    /**
+     * Closes a connection (sending `last` first, when given) once the answers it owes to requests pipelined before
+     * this point are sent: a hostile request never costs the valid ones before it their answers.
+     */
+    private closeAfterAnswers(socket: Duplex, last?: string) {
+        const connection = this.connection(socket);
+        connection.closing ??= { last };
+        this.closeIfDue(socket, connection);
+    }
+
+    private closeIfDue(socket: Duplex, connection: Connection) {
+        if (!connection.closing || connection.owed.size > 0) return;
+        if (connection.closing.last !== undefined && socket.writable) socket.end(connection.closing.last);
+        else socket.destroy();
+    }
+
+    private drop(req: http.IncomingMessage, reason: string, res?: http.ServerResponse) {
         this.metrics.refusals.inc({ agent: "unknown", provider: "none", reason });
         this.log("dropped", { reason, method: req.method?.slice(0, 16) ?? null, remote: req.socket.remoteAddress ?? null });
-        socket.destroy();
+        if (res) this.connection(req.socket).owed.delete(res);
+        this.closeAfterAnswers(req.socket);
     }
 
     private respondError(res: http.ServerResponse, provider: Provider, kind: ErrorKind, close = false) {
@@ -156,13 +206,13 @@ export class KeyProxyServer {
         return status;
     }
 
-    private async handle(req: http.IncomingMessage, res: http.ServerResponse) {
+    private async handle(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean) {
         const started = performance.now();
         const decision = decideRoute(req.method ?? "", req.url ?? "");
-        if (decision.action === "drop") return this.drop(req, req.socket, decision.reason);
+        if (decision.action === "drop") return this.drop(req, decision.reason, res);
         const { provider } = decision;
         const upstream = this.upstreams[provider];
-        if (!upstream) return this.drop(req, req.socket, "provider_disabled");
+        if (!upstream) return this.drop(req, "provider_disabled", res);
 
         const auth = authenticate(presentedCredential(req.headers, provider), req.socket.remoteAddress, this.agentsByDigest);
         const access = { agent: auth.ok ? auth.agent.name : "unknown", provider, method: req.method!, route: decision.route };
@@ -190,10 +240,13 @@ export class KeyProxyServer {
         if (endpoint === undefined) return refuse("forbidden", "endpoint_not_allowed");
         const declaredLength = Number(req.headers["content-length"] ?? 0);
         const { limits } = this.loaded.config;
-        if (declaredLength > limits.maxBodyBytes) return refuse("too_large", "body_size");
+        // Free endpoints need small bodies: what nobody pays for gets no 64 MiB pipe to the upstream.
+        const bodyLimit = endpoint === "free" ? limits.maxFreeBodyBytes : limits.maxBodyBytes;
+        if (declaredLength > bodyLimit) return refuse("too_large", "body_size");
         const active = this.activeByAgent.get(auth.agent.name) ?? 0;
         if (active >= limits.maxConcurrentPerAgent) return refuse("rate_limited", "concurrency");
 
+        if (expectsContinue) res.writeContinue();
         this.activeByAgent.set(auth.agent.name, active + 1);
         this.inFlight++;
         m.active.inc();
@@ -218,14 +271,15 @@ export class KeyProxyServer {
         };
         try {
             const headers = upstreamRequestHeaders(req.headers, provider, upstream.key);
-            let body: Buffer | NodeJS.ReadableStream | null = null;
+            // The whole body is read before anything goes upstream, so a body over the limit never reaches it.
+            const raw = await readBody(req, bodyLimit);
+            bytesIn = raw.length;
+            let body: Buffer | null = raw;
             let hideUsageChunk = false;
             if (endpoint === "free") {
-                const hasBody = req.method === "POST" || declaredLength > 0 || req.headers["transfer-encoding"] !== undefined;
-                body = hasBody ? req.pipe(limitBytes(limits.maxBodyBytes, (n) => (bytesIn += n))) : null;
+                if (raw.length === 0 && req.method !== "POST") body = null;
+                else headers["content-length"] = String(raw.length);
             } else {
-                const raw = await readBody(req, limits.maxBodyBytes);
-                bytesIn = raw.length;
                 const plan = planRequest(endpoint, raw, this.loaded.config.metering.defaultMaxOutputTokens);
                 if (plan.kind === "refused") {
                     status = this.respondError(res, provider, "bad_request");
@@ -234,9 +288,10 @@ export class KeyProxyServer {
                 }
                 const admission = await this.spend.reserve(auth.agent, provider, plan);
                 if (!admission.ok) {
-                    this.metrics.refusals.inc({ ...labels, reason: "budget_exceeded" });
-                    status = this.respondError(res, provider, "budget");
-                    outcome = `budget_exceeded:${admission.window}`;
+                    const reason = admission.refusal === "budget" ? "budget_exceeded" : "ledger_unavailable";
+                    this.metrics.refusals.inc({ ...labels, reason });
+                    status = this.respondError(res, provider, admission.refusal);
+                    outcome = admission.refusal === "budget" ? `${reason}:${admission.window}` : reason;
                     return;
                 }
                 ticket = admission.ticket;
@@ -248,12 +303,12 @@ export class KeyProxyServer {
                 method: req.method as "GET" | "POST" | "DELETE",
                 path: upstream.basePath + decision.upstreamPath,
                 headers,
-                body: body as Buffer | null,
+                body,
                 signal: abort.signal,
             });
             m.ttfb.observe((performance.now() - started) / 1000);
             status = response.statusCode;
-            const responseHeaders = clientResponseHeaders(response.headers);
+            const responseHeaders = clientResponseHeaders(response.headers, this.secrets);
             if (status >= 400) {
                 const text = scrubSecrets(await readLimited(response.body, MAX_ERROR_BODY_BYTES), this.secrets);
                 delete responseHeaders["content-length"];
@@ -268,16 +323,17 @@ export class KeyProxyServer {
                 if (hideUsageChunk && sse) delete responseHeaders["content-length"];
                 res.writeHead(status, responseHeaders);
                 res.flushHeaders();
+                const scrubber = new StreamScrubber(this.responseSecrets);
+                const forward = async (bytes: Buffer) => {
+                    if (bytes.length === 0) return;
+                    bytesOut += bytes.length;
+                    if (!res.write(bytes)) await waitForDrain(res, abort.signal);
+                };
                 for await (const chunk of response.body) {
-                    for (const piece of meter ? meter.push(chunk) : [chunk]) {
-                        bytesOut += piece.length;
-                        if (!res.write(piece)) await waitForDrain(res, abort.signal);
-                    }
+                    for (const piece of meter ? meter.push(chunk) : [chunk]) await forward(scrubber.push(piece));
                 }
-                for (const piece of endMeter()) {
-                    bytesOut += piece.length;
-                    res.write(piece);
-                }
+                for (const piece of endMeter()) await forward(scrubber.push(piece));
+                await forward(scrubber.end());
                 res.end();
             }
         } catch (error) {
@@ -309,17 +365,6 @@ export class KeyProxyServer {
             await committed?.catch((error: Error) => this.log("ledger_write_failed", { agent: ticket?.agent.name, error: error.message.slice(0, 200) }));
         }
     }
-}
-
-function limitBytes(limit: number, count: (n: number) => void): Transform {
-    let total = 0;
-    return new Transform({
-        transform(chunk: Buffer, _encoding, done) {
-            total += chunk.length;
-            count(chunk.length);
-            done(total > limit ? new BodyTooLarge() : null, chunk);
-        },
-    });
 }
 
 async function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {

@@ -73,7 +73,11 @@ export class SpendTracker {
     }
 
     /** Reserves the request's maximum cost, durably, or says which window it does not fit. */
-    async reserve(agent: AgentEntry, provider: Provider, plan: Extract<RequestPlan, { kind: "metered" }>): Promise<{ ok: true; ticket: Ticket } | { ok: false; window: Window }> {
+    async reserve(
+        agent: AgentEntry,
+        provider: Provider,
+        plan: Extract<RequestPlan, { kind: "metered" }>,
+    ): Promise<{ ok: true; ticket: Ticket } | { ok: false; refusal: "budget"; window: Window } | { ok: false; refusal: "ledger" }> {
         const { price, known } = this.price(plan.model);
         if (!known) {
             this.metrics.unknownModels.inc({ agent: agent.name, provider });
@@ -83,7 +87,7 @@ export class SpendTracker {
         const admission = this.ledger.admit(agent.name, agent.budget ?? {}, reservedMicros, windowKeys(this.now(), this.config.metering.timeZone));
         if (!admission.ok) {
             this.log("budget_refused", { agent: agent.name, window: admission.window, limit_usd: microsToUsd(admission.limitMicros), used_usd: microsToUsd(admission.usedMicros), request_max_usd: microsToUsd(reservedMicros) });
-            return { ok: false, window: admission.window };
+            return { ok: false, refusal: "budget", window: admission.window };
         }
         const ticket: Ticket = { id: randomUUID(), agent, provider, model: plan.model, reservedMicros };
         const record = { t: "reserve" as const, id: ticket.id, agent: agent.name, micros: reservedMicros, keys: admission.keys, at: Date.now() };
@@ -91,9 +95,10 @@ export class SpendTracker {
         try {
             await this.store.append(record, "now");
         } catch (error) {
-            // Not on disk: do not forward. Release it in memory (nothing was committed).
+            // Not on disk (a full or read-only volume): fail closed, do not forward. Release it in memory (nothing was committed).
             this.ledger.apply({ t: "settle", id: ticket.id, micros: 0, at: Date.now() });
-            throw error;
+            this.log("ledger_unavailable", { agent: agent.name, code: (error as NodeJS.ErrnoException).code ?? null, error: (error as Error).message.slice(0, 200) });
+            return { ok: false, refusal: "ledger" };
         }
         return { ok: true, ticket };
     }

@@ -4,7 +4,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { OPENCLAW_VERSION } from "../../infra/openclaw";
-import { REPO_ROOT } from "../../scripts/mockProgram";
+import { REPO_ROOT } from "../../scripts/stackFile";
 
 /** Another release can be tested with OPENCLAW_TEST_VERSION=<npm version>. */
 export const OPENCLAW_TEST_VERSION = process.env.OPENCLAW_TEST_VERSION ?? OPENCLAW_VERSION;

@@ -40,6 +40,13 @@ export function durationNs(text: string): number {
 
 const labelMap = (labels: { label: string; value: string }[] | undefined) => Object.fromEntries((labels ?? []).map((l) => [l.label, l.value]));
 
+const IPAM_INPUTS = new Set(["subnet", "gateway", "ipRange"]);
+
+function ipamConfig(resource: RecordedResource, config: Record<string, unknown>) {
+    for (const key of Object.keys(config)) if (!IPAM_INPUTS.has(key)) throw new UntranslatableInput(`${resource.name}: ipamConfigs.${key} is not translated to Docker`);
+    return { Subnet: config.subnet, Gateway: config.gateway, IPRange: config.ipRange };
+}
+
 /** Pure: the Engine API body creating this network. */
 export function networkCreateBody(resource: RecordedResource) {
     refuseUnknown(resource, NETWORK_INPUTS);
@@ -49,7 +56,7 @@ export function networkCreateBody(resource: RecordedResource) {
         Driver: p.driver ?? "bridge",
         Internal: p.internal === true,
         CheckDuplicate: true,
-        IPAM: p.ipamConfigs ? { Driver: "default", Config: p.ipamConfigs.map((c: any) => ({ Subnet: c.subnet, Gateway: c.gateway })) } : undefined,
+        IPAM: p.ipamConfigs ? { Driver: "default", Config: p.ipamConfigs.map((c: any) => ipamConfig(resource, c)) } : undefined,
         Options: p.options ?? {},
         Labels: labelMap(p.labels),
     };

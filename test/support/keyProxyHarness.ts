@@ -1,12 +1,11 @@
-import { mkdtempSync } from "node:fs";
 import http from "node:http";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { type RuntimeConfig, runtimeConfigSchema } from "../../proxy-image/src/config";
 import { jsonLogger } from "../../runtime/log";
 import { type AgentEntry, credentialDigest } from "../../proxy-image/src/policy";
 import { KeyProxyServer } from "../../proxy-image/src/server";
 import type { MockUpstream } from "./mockUpstream";
+import { tempDir } from "./tempDirs";
 import { testPki } from "./tls";
 import { fakeKey } from "./fakeKeys";
 
@@ -43,8 +42,8 @@ export async function startKeyProxy(
         listen: { host: "127.0.0.1", port: 0 },
         admin: [{ host: "127.0.0.1", port: 0 }],
         upstreams: { anthropic: { baseUrl: upstream.baseUrl }, openai: { baseUrl: upstream.baseUrl } },
-        registryDir: mkdtempSync(path.join(tmpdir(), "keyproxy-registry-")),
-        metering: { ledgerFile: path.join(mkdtempSync(path.join(tmpdir(), "keyproxy-ledger-")), "ledger.log") },
+        registryDir: tempDir("keyproxy-registry"),
+        metering: { ledgerFile: path.join(tempDir("keyproxy-ledger"), "ledger.log") },
         ...overrides,
     });
     const server = new KeyProxyServer({ config, keys: { ...REAL_KEYS }, extraCa: trustTestCa ? testPki().ca : undefined }, jsonLogger("key-proxy", (l) => logs.push(l)), now);

@@ -1,8 +1,10 @@
 import { vi } from "vitest";
-import { type RecordedResource, readStackFile, runUnderMocks } from "../../scripts/mockProgram";
+import { type RecordedResource, reveal, runUnderMocks } from "../../scripts/mockProgram";
+import { readStackFile } from "../../scripts/stackFile";
 import { fakeKey } from "./fakeKeys";
 
-export { type RecordedResource, REPO_ROOT, isSecret, reveal } from "../../scripts/mockProgram";
+export { type RecordedResource, isSecret, reveal } from "../../scripts/mockProgram";
+export { REPO_ROOT } from "../../scripts/stackFile";
 
 /** Stand-in provider keys: shaped like real ones, so a leak of them is detectable by shape and by value. */
 export const FAKE_SECRETS = {
@@ -36,3 +38,11 @@ export const TYPES = {
     password: "random:index/randomPassword:RandomPassword",
     sandbox: "openclaw:index:AgentSandbox",
 } as const;
+
+/** The OpenClaw config an agent's one-shot writer uploads (the only input that carries the agent's credential), parsed. */
+export function agentConfigUpload(resources: RecordedResource[], agent: string) {
+    const writer = resources.find((r) => r.type === TYPES.container && r.name === `agent-${agent}-config-writer-container`);
+    if (!writer) throw new Error(`no config writer for agent '${agent}'`);
+    const [upload] = reveal(writer.inputs.uploads);
+    return JSON.parse(upload.content);
+}

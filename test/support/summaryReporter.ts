@@ -6,7 +6,8 @@ export default class SummaryReporter implements Reporter {
         const counts = { passed: 0, failed: 0, skipped: 0, pending: 0 };
         for (const module of modules) {
             for (const test of module.children.allTests()) counts[test.result().state]++;
-            if (module.state() === "failed" && [...module.children.allTests()].length === 0) counts.failed++;
+            // A module that failed outside its tests (an import, a beforeAll or afterAll hook) counts once more.
+            if (module.state() === "failed" && [...module.children.allTests("failed")].length === 0) counts.failed++;
         }
         counts.failed += errors.length;
         console.log(`\nvitest: ${counts.passed} passed, ${counts.failed} failed, ${counts.skipped + counts.pending} skipped`);

@@ -1,7 +1,7 @@
 import { execFileSync } from "node:child_process";
-import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { chmodSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { tempDir } from "./tempDirs";
 
 export interface TestPki {
     dir: string;
@@ -13,10 +13,10 @@ export interface TestPki {
 
 let cached: TestPki | undefined;
 
-/** A throwaway CA and a server certificate for localhost / 127.0.0.1, made with openssl once per process. */
+/** A throwaway CA and a server certificate for localhost / 127.0.0.1, made with openssl once per process (in a tempDir). */
 export function testPki(): TestPki {
     if (cached) return cached;
-    const dir = mkdtempSync(path.join(tmpdir(), "openclaw-pki-"));
+    const dir = tempDir("openclaw-pki");
     const run = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
     run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=openclaw test CA", "-keyout", "ca.key", "-out", "ca.pem", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign");
     run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr");

@@ -1,0 +1,90 @@
+// A ledger volume that fills up or turns read-only: KeyProxy refuses metered requests with a clear error (fails
+// closed), keeps every committed settlement, and recovers when the volume does. The failing file system calls are
+// injected into the ledger store's append path.
+import { readFileSync } from "node:fs";
+import { type MockInstance, afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { ledgerIo, replayLedger } from "../proxy-image/src/ledgerStore";
+import { AGENTS, ANTHROPIC_BODY, OPENAI_BODY, type RunningProxy, anthropicHeaders, openaiHeaders, send, startKeyProxy } from "./support/keyProxyHarness";
+import { MockUpstream } from "./support/mockUpstream";
+
+const upstream = new MockUpstream();
+const running: RunningProxy[] = [];
+beforeAll(async () => {
+    await upstream.start();
+});
+afterEach(() => {
+    vi.restoreAllMocks();
+    upstream.handler = undefined;
+});
+afterAll(async () => {
+    for (const p of running) await p.server.close();
+    await upstream.stop();
+});
+
+async function proxy(ledgerFile?: string) {
+    const p = await startKeyProxy(upstream, ledgerFile ? { metering: { ledgerFile } } : {});
+    p.server.setAgents([{ ...AGENTS[0], budget: { totalUsd: 1 } }, AGENTS[1]]);
+    running.push(p);
+    return p;
+}
+
+const failure = (code: string) => Object.assign(new Error(`${code}: simulated`), { code });
+const realWrite = ledgerIo.write;
+/** What the ledger file holds, as replay reads it (throws on corruption). */
+const settlements = (file: string) => replayLedger(readFileSync(file, "utf8"), file).records.filter((r) => r.t === "settle");
+/** $ of one default Anthropic request: 12 x $3/M + 5 x $15/M. */
+const COST = 0.000111;
+
+describe.each<[string, () => MockInstance]>([
+    ["a full volume that takes half a write, then refuses (ENOSPC)", () => vi.spyOn(ledgerIo, "write").mockImplementation((fd, buffer, offset, length) => (offset === 0 ? realWrite(fd, buffer, 0, Math.ceil(length / 2)) : Promise.reject(failure("ENOSPC"))))],
+    ["a read-only volume (EROFS)", () => vi.spyOn(ledgerIo, "write").mockRejectedValue(failure("EROFS"))],
+    ["a failing sync (EIO)", () => vi.spyOn(ledgerIo, "fdatasync").mockRejectedValue(failure("EIO"))],
+])("%s", (_case, breakVolume) => {
+    it("refuses metered requests with a clear error before the upstream, loses no committed settlement, recovers", async () => {
+        const p = await proxy();
+        const file = p.config.metering.ledgerFile;
+        for (let i = 0; i < 2; i++) expect((await send(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: ANTHROPIC_BODY })).status).toBe(200);
+        await expect.poll(() => settlements(file).length, { timeout: 3000 }).toBe(2);
+
+        breakVolume();
+        upstream.received.length = 0;
+        const refused = await send(p.port, { path: "/openai/v1/chat/completions", headers: openaiHeaders(), body: OPENAI_BODY });
+        expect(refused.status).toBe(503);
+        expect(JSON.parse(refused.body).error).toMatchObject({ type: "server_error", code: "spend_ledger_unavailable" });
+        const anthropicRefused = await send(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: ANTHROPIC_BODY });
+        expect(JSON.parse(anthropicRefused.body).error.message).toMatch(/ledger cannot be written/);
+        expect(upstream.received).toHaveLength(0);
+        expect(p.logs.some((l) => l.includes('"event":"ledger_unavailable"'))).toBe(true);
+        // Free endpoints need no ledger.
+        expect((await send(p.port, { method: "GET", path: "/anthropic/v1/models", headers: anthropicHeaders() })).status).toBe(200);
+
+        vi.restoreAllMocks();
+        expect((await send(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: ANTHROPIC_BODY })).status).toBe(200);
+        await expect.poll(() => settlements(file).length, { timeout: 3000 }).toBe(3);
+        expect(p.server.spend.settled("bart", "total")).toBeCloseTo(3 * COST, 12);
+        await p.server.close();
+        expect((await proxy(file)).server.spend.settled("bart", "total")).toBeCloseTo(3 * COST, 12);
+    });
+
+    it("keeps retrying a settlement the volume refused, and writes it once the volume recovers", async () => {
+        const p = await proxy();
+        const file = p.config.metering.ledgerFile;
+        const answer = Promise.withResolvers<void>();
+        upstream.handler = async (_req, res) => {
+            await answer.promise;
+            res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ model: "claude-sonnet-4-5", content: [], usage: { input_tokens: 12, output_tokens: 5 } }));
+        };
+        upstream.received.length = 0;
+        const inFlight = send(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: ANTHROPIC_BODY });
+        await expect.poll(() => upstream.received.length).toBeGreaterThan(0);
+        const failing = breakVolume();
+        answer.resolve();
+        expect((await inFlight).status).toBe(200);
+        // The settlement's write has been tried, and failed.
+        await expect.poll(() => failing.mock.settledResults.some((r) => r.type === "rejected"), { timeout: 3000 }).toBe(true);
+        expect(settlements(file)).toHaveLength(0);
+        vi.restoreAllMocks();
+        await expect.poll(() => settlements(file).length, { timeout: 5000 }).toBe(1);
+        expect(settlements(file)[0]).toMatchObject({ micros: COST * 1e6 });
+    });
+});
