@@ -9,6 +9,7 @@ import { AGENT_NAME } from "../runtime/registry";
 import { DOCKER_DEFAULT_POOLS, PRIVATE_RANGES, allocateSubnets, contains, overlaps, parseBlock, slotCount } from "./subnets";
 import { SKILL_NAME } from "../scanner/skill";
 import { OPENCLAW_IMAGE } from "./openclaw";
+import { KUBERNETES_RESERVED_PORTS } from "./kubernetesTopology";
 import { MAX_AGENT_PREFIX, MIN_AGENT_PREFIX } from "./topology";
 
 /** The config namespace: Pulumi.yaml's project name. */
@@ -17,7 +18,10 @@ export const NAMESPACE = "openclaw";
 export const OTHER_NAMESPACES = ["pulumi", "docker", "command", "random", "tls"] as const;
 
 /** Config keys whose values are plain strings, never JSON. */
-export const STRING_KEYS = ["dockerHost", "anthropicApiKey", "openaiApiKey"] as const;
+export const STRING_KEYS = ["backend", "dockerHost", "anthropicApiKey", "openaiApiKey"] as const;
+
+/** Where the stack runs: one Docker host, or a Kubernetes cluster (docs/kubernetes.md). */
+export const BACKENDS = ["docker", "kubernetes"] as const;
 
 export const PROVIDERS = ["anthropic", "openai"] as const;
 export type ProviderId = (typeof PROVIDERS)[number];
@@ -177,6 +181,33 @@ const agent = z.strictObject({
 const provider = (defaultBaseUrl: string) =>
     z.strictObject({ baseUrl: httpsUrl.default(defaultBaseUrl), keyEpoch: epoch.default(1) });
 
+/** A Kubernetes object name that must also be a DNS label (namespaces). */
+const k8sLabelName = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "must be a DNS label: lowercase letters, digits and '-', at most 63 characters");
+/** A DNS subdomain, as RuntimeClass and StorageClass names are. */
+const DNS_SUBDOMAIN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
+const k8sSubdomainName = z.string().max(253).regex(DNS_SUBDOMAIN, "must be a DNS subdomain: lowercase letters, digits, '-' and '.'");
+
+const kubernetes = z
+    .strictObject({
+        /** The kubeconfig context to deploy to (default: the current context). */
+        context: z.string().min(1).optional(),
+        /** The stack's namespace (default openclaw-<stack>); the program creates it and owns everything in it. */
+        namespace: k8sLabelName.optional(),
+        /** RuntimeClass of every agent pod (gVisor, Kata), unless the agent names its own in agents[].runtime. */
+        runtimeClassName: k8sSubdomainName.optional(),
+        /** StorageClass of the agents' and KeyProxy's volumes (default: the cluster's default class). */
+        storageClassName: k8sSubdomainName.optional(),
+        agentStorageGi: z.number().int().min(1).max(10240).default(10),
+        keyProxyStorageGi: z.number().int().min(1).max(1024).default(1),
+        /** The namespace whose pods may scrape KeyProxy's and EgressGateway's metrics (absent: nobody). */
+        monitoringNamespace: k8sLabelName.optional(),
+        /** The cluster DNS the services (never the agents) resolve upstream names with. */
+        clusterDns: z
+            .strictObject({ namespace: k8sLabelName.default("kube-system"), podLabels: z.record(z.string().min(1), z.string()).default({ "k8s-app": "kube-dns" }) })
+            .prefault({}),
+    })
+    .prefault({});
+
 const schema = z
     .strictObject({
         dockerHost: z
@@ -278,6 +309,8 @@ const schema = z
             .optional(),
         anthropicApiKey: secretKey("anthropicApiKey"),
         openaiApiKey: secretKey("openaiApiKey"),
+        backend: z.enum(BACKENDS).default("docker"),
+        kubernetes,
     })
     .superRefine((config, ctx) => {
         const pool = checkPrivateBlock(config.network.addressPool, ["network", "addressPool"], ctx);
@@ -315,6 +348,8 @@ const schema = z
                 ctx.addIssue({ code: "custom", path: ["agents", i, "model"], message: `provider '${providerId}' is not enabled in keyProxy.providers` });
             }
         });
+
+        if (config.backend === "kubernetes") checkKubernetes(config, ctx);
 
         for (const id of PROVIDERS) {
             const key = PROVIDER_KEY_CONFIG[id];
@@ -368,6 +403,25 @@ const schema = z
         }
     });
 
+/** What only the Kubernetes backend asks of the config; the rest is shared with the Docker backend. */
+function checkKubernetes(config: ParsedConfig, ctx: z.RefinementCtx) {
+    if (config.monitoring !== undefined) {
+        ctx.addIssue({ code: "custom", path: ["monitoring"], message: "the monitoring VPS scrapes ports published on a Docker host; on kubernetes set kubernetes.monitoringNamespace instead" });
+    }
+    config.agents.forEach((a, i) => {
+        // The agent's port on KeyProxy and EgressGateway is its dashboardPort (docs/kubernetes.md): it must not be one of theirs.
+        if ((KUBERNETES_RESERVED_PORTS as readonly number[]).includes(a.dashboardPort)) {
+            ctx.addIssue({ code: "custom", path: ["agents", i, "dashboardPort"], message: `port ${a.dashboardPort} is one KeyProxy or EgressGateway listens on itself; on kubernetes it is also the agent's port on them` });
+        }
+        if (a.runtime !== undefined && !DNS_SUBDOMAIN.test(a.runtime)) {
+            ctx.addIssue({ code: "custom", path: ["agents", i, "runtime"], message: "on kubernetes this names a RuntimeClass: a DNS subdomain (lowercase letters, digits, '-' and '.')" });
+        }
+        if (a.skills.length > 0) {
+            ctx.addIssue({ code: "custom", path: ["agents", i, "skills"], message: "approved skills are delivered on the docker backend only so far: remove them, or deploy this agent on docker" });
+        }
+    });
+}
+
 /**
  * A block for Docker networks of ours: a valid IPv4 CIDR (with a prefix in `prefixes` when given), clear of Docker's
  * default pools and inside the private ranges. Otherwise one issue at `path`, and undefined.
@@ -391,6 +445,7 @@ export type AgentConfig = ParsedConfig["agents"][number] & { subnet: string };
 export type KeyProxyConfig = ParsedConfig["keyProxy"];
 export type EgressConfig = ParsedConfig["egress"];
 export type MonitoringConfig = NonNullable<ParsedConfig["monitoring"]>;
+export type KubernetesConfig = ParsedConfig["kubernetes"];
 export type StackConfig = Omit<ParsedConfig, "agents"> & { agents: AgentConfig[] };
 
 /** Thrown for invalid stack config; every line names the config key path, what is wrong with it and the fix. */

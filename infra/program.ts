@@ -6,7 +6,8 @@ import { KeyProxy } from "../components/keyProxy";
 import { MonitoringStack } from "../components/monitoringStack";
 import type { WatchedEndpoint } from "../components/monitoringConfig";
 import type { RemoteMetrics } from "../components/sharedService";
-import { PROVIDERS, PROVIDER_KEY_CONFIG, type ProviderId, type StackConfig } from "./config";
+import type { StackConfig } from "./config";
+import { type KubernetesStackOutputs, defineKubernetesStack, upstreamKeysOf } from "./kubernetesProgram";
 import type { ApprovedSkill } from "./skills";
 import { LABELS, PORTS, agentNetworkAddresses, dockerNames, uplinkAddresses } from "./topology";
 
@@ -26,8 +27,15 @@ export interface StackOutputs {
     };
 }
 
-/** Declares the whole stack from validated config. Config errors were raised before this runs. */
-export function defineStack(config: StackConfig, stack: string, skills: ReadonlyMap<string, ApprovedSkill[]> = new Map()): StackOutputs {
+/**
+ * Declares the whole stack from validated config, on its backend. Config errors were raised before this runs
+ * (skills on kubernetes among them: there they are not delivered yet).
+ */
+export function defineStack(config: StackConfig, stack: string, skills: ReadonlyMap<string, ApprovedSkill[]> = new Map()): StackOutputs | KubernetesStackOutputs {
+    return config.backend === "kubernetes" ? defineKubernetesStack(config, stack) : defineDockerStack(config, stack, skills);
+}
+
+function defineDockerStack(config: StackConfig, stack: string, skills: ReadonlyMap<string, ApprovedSkill[]>): StackOutputs {
     const agentsHost = new docker.Provider("agents-host", { host: config.dockerHost });
     const onAgentsHost = { providers: { docker: agentsHost } };
 
@@ -65,11 +73,7 @@ export function defineStack(config: StackConfig, stack: string, skills: Readonly
         );
     });
 
-    const upstreamKeys: Partial<Record<ProviderId, pulumi.Output<string>>> = {};
-    for (const id of PROVIDERS) {
-        const key = config[PROVIDER_KEY_CONFIG[id]];
-        if (config.keyProxy.providers[id] !== undefined && key !== undefined) upstreamKeys[id] = pulumi.secret(key);
-    }
+    const upstreamKeys = upstreamKeysOf(config);
     const keyProxy = new KeyProxy(
         "key-proxy",
         {

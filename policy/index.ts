@@ -1,8 +1,8 @@
 // The CrossGuard pack: `pulumi preview --policy-pack policy`. The policies themselves live in policies.ts.
 import { PolicyPack } from "@pulumi/policy";
-import { CONTAINER, POLICIES, type PolicyResource, declaredExceptions } from "./policies";
+import { POLICIES, type PolicyResource, STACK_POLICIES, declaredExceptions, mayDeclareExceptions } from "./policies";
 
-const excuse = (resource: PolicyResource, policy: string) => (resource.type === CONTAINER ? declaredExceptions(resource.props).get(policy) : undefined);
+const excuse = (resource: PolicyResource, policy: string) => (mayDeclareExceptions(resource) ? declaredExceptions(resource.props).get(policy) : undefined);
 
 new PolicyPack("openclaw", {
     policies: [
@@ -14,6 +14,14 @@ new PolicyPack("openclaw", {
                 const resource = { type: args.type, name: args.name, props: args.props };
                 if (policy.enforcementLevel === "mandatory" && excuse(resource, policy.name) !== undefined) return;
                 for (const message of policy.validate(resource)) reportViolation(message);
+            },
+        })),
+        ...STACK_POLICIES.map((policy) => ({
+            name: policy.name,
+            description: policy.description,
+            enforcementLevel: policy.enforcementLevel,
+            validateStack: (args: { resources: { type: string; name: string; props: Record<string, any> }[] }, reportViolation: (message: string) => void) => {
+                for (const message of policy.validateStack(args.resources.map((r) => ({ type: r.type, name: r.name, props: r.props })))) reportViolation(message);
             },
         })),
         {

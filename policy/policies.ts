@@ -22,6 +22,19 @@ export interface OpenClawPolicy {
 
 export const CONTAINER = "docker:index/container:Container";
 export const NETWORK = "docker:index/network:Network";
+export const NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy";
+/** Kubernetes kinds that run pods, and where their pod spec is. */
+const POD_SPEC_PATHS: Record<string, string[]> = {
+    "kubernetes:core/v1:Pod": ["spec"],
+    "kubernetes:apps/v1:Deployment": ["spec", "template", "spec"],
+    "kubernetes:apps/v1:StatefulSet": ["spec", "template", "spec"],
+    "kubernetes:apps/v1:DaemonSet": ["spec", "template", "spec"],
+    "kubernetes:apps/v1:ReplicaSet": ["spec", "template", "spec"],
+    "kubernetes:batch/v1:Job": ["spec", "template", "spec"],
+    "kubernetes:batch/v1:CronJob": ["spec", "jobTemplate", "spec", "template", "spec"],
+};
+/** Kubernetes kinds whose data could carry a key. */
+const K8S_DATA_KINDS = ["kubernetes:core/v1:Secret", "kubernetes:core/v1:SecretPatch", "kubernetes:core/v1:ConfigMap", "kubernetes:core/v1:ConfigMapPatch"];
 
 
 const DOCKER_SOCKETS = ["/var/run/docker.sock", "/run/docker.sock"];
@@ -30,13 +43,68 @@ const SOCKET_PROXY_ROLE = "socket-proxy";
 export const PROVIDER_KEY_SHAPE = /sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}/;
 
 function labels(props: Record<string, any>): Record<string, string> {
-    const list: { label: string; value: string }[] = props.labels ?? [];
+    if (!Array.isArray(props.labels)) return props.metadata?.labels ?? {};
+    const list: { label: string; value: string }[] = props.labels;
     return Object.fromEntries(list.map((l) => [l.label, l.value]));
 }
 
-/** Policies a container declared it cannot meet, with the reason; those are reported as advisory instead. */
+/** The pod spec of a Kubernetes workload, or undefined for any other resource. */
+export function podSpecOf(resource: { type: string; props: Record<string, any> }): Record<string, any> | undefined {
+    const path = POD_SPEC_PATHS[resource.type];
+    return path?.reduce<any>((node, key) => node?.[key], resource.props);
+}
+
+/** Every container of a pod spec (init and ephemeral too), with the pod's security context as their default. */
+function podContainers(pod: Record<string, any>): { name: string; container: Record<string, any>; security: Record<string, any> }[] {
+    const all = [...(pod.initContainers ?? []), ...(pod.containers ?? []), ...(pod.ephemeralContainers ?? [])];
+    return all.map((container) => ({ name: container.name ?? "?", container, security: { ...(pod.securityContext ?? {}), ...(container.securityContext ?? {}) } }));
+}
+
+/** A policy over each container of a Kubernetes workload; messages name the container. */
+const podPolicy = (name: string, description: string, enforcementLevel: EnforcementLevel, check: (container: Record<string, any>, security: Record<string, any>, pod: Record<string, any>) => string[]): OpenClawPolicy => ({
+    name,
+    description,
+    enforcementLevel,
+    validate: (resource) => {
+        const pod = podSpecOf(resource);
+        if (!pod) return [];
+        return podContainers(pod).flatMap(({ name: container, container: spec, security }) => check(spec, security, pod).map((message) => `container ${container}: ${message}`));
+    },
+});
+
+/** A rule about the pod as a whole: reported once per workload. */
+const wholePodPolicy = (name: string, description: string, check: (pod: Record<string, any>) => string[]): OpenClawPolicy => ({
+    name,
+    description,
+    enforcementLevel: "mandatory",
+    validate: (resource) => {
+        const pod = podSpecOf(resource);
+        return pod ? check(pod) : [];
+    },
+});
+
+/** Env values and data entries of Kubernetes objects, with where they are. */
+function k8sValues(resource: PolicyResource): { where: string; value: string }[] {
+    const pod = podSpecOf(resource);
+    if (pod) {
+        return podContainers(pod).flatMap(({ name, container }) =>
+            (container.env ?? []).filter((e: any) => typeof e.value === "string").map((e: any) => ({ where: `container ${name} env ${e.name}`, value: e.value })),
+        );
+    }
+    if (!K8S_DATA_KINDS.includes(resource.type)) return [];
+    // A Secret's data is base64; a ConfigMap's is plain text.
+    const base64 = resource.type.includes("/v1:Secret");
+    const decoded = Object.entries<string>(resource.props.data ?? {}).map(([key, value]) => ({ where: `data ${key}`, value: base64 ? Buffer.from(String(value), "base64").toString("utf8") : String(value) }));
+    const plain = Object.entries<string>(resource.props.stringData ?? {}).map(([key, value]) => ({ where: `stringData ${key}`, value: String(value) }));
+    return [...decoded, ...plain];
+}
+
+/**
+ * Policies a container or a Kubernetes workload declared it cannot meet, with the reason (a Docker label, a
+ * Kubernetes annotation); those are reported as advisory instead.
+ */
 export function declaredExceptions(props: Record<string, any>): Map<string, string> {
-    const raw = labels(props)[EXCEPTION_LABELS.hardeningExceptions] ?? "";
+    const raw = labels(props)[EXCEPTION_LABELS.hardeningExceptions] ?? props.metadata?.annotations?.[EXCEPTION_LABELS.hardeningExceptions] ?? "";
     const out = new Map<string, string>();
     for (const entry of raw.split(";").map((e) => e.trim()).filter(Boolean)) {
         const colon = entry.indexOf(":");
@@ -137,6 +205,53 @@ export const POLICIES: OpenClawPolicy[] = [
             ];
         },
     },
+    podPolicy("k8s-read-only-root", "Every Kubernetes container has a read-only root filesystem.", "mandatory", (_c, s) =>
+        s.readOnlyRootFilesystem === true ? [] : ["root filesystem is writable: set readOnlyRootFilesystem"],
+    ),
+    podPolicy("k8s-drop-all-capabilities", "Every Kubernetes container drops all capabilities and adds none.", "mandatory", (_c, s) => {
+        const drop: string[] = s.capabilities?.drop ?? [];
+        const add: string[] = s.capabilities?.add ?? [];
+        return [...(drop.includes("ALL") ? [] : ["capabilities are not dropped: drop ALL"]), ...(add.length > 0 ? [`capabilities added: ${add.join(", ")}`] : [])];
+    }),
+    podPolicy("k8s-no-privilege-escalation", "Every Kubernetes container sets allowPrivilegeEscalation: false.", "mandatory", (_c, s) =>
+        s.allowPrivilegeEscalation === false ? [] : ["allowPrivilegeEscalation is not false"],
+    ),
+    podPolicy("k8s-non-root", "Every Kubernetes container runs as a numeric non-root user.", "mandatory", (_c, s) => [
+        ...(s.runAsNonRoot === true ? [] : ["runAsNonRoot is not set"]),
+        ...(Number.isInteger(s.runAsUser) && s.runAsUser > 0 ? [] : [`runAsUser must be a numeric non-root uid, got ${s.runAsUser ?? "none (the image's default)"}`]),
+    ]),
+    podPolicy("k8s-not-privileged", "No Kubernetes container is privileged.", "mandatory", (_c, s) => (s.privileged === true ? ["privileged mode is on"] : [])),
+    podPolicy("k8s-seccomp", "Every Kubernetes container runs under the runtime's default seccomp profile (or a local one).", "mandatory", (_c, s) =>
+        ["RuntimeDefault", "Localhost"].includes(s.seccompProfile?.type) ? [] : [`seccomp profile is ${s.seccompProfile?.type ?? "unset (Unconfined on many runtimes)"}`],
+    ),
+    podPolicy("k8s-limits", "Every Kubernetes container has memory and CPU limits.", "mandatory", (c) => [
+        ...(c.resources?.limits?.memory ? [] : ["no memory limit"]),
+        ...(c.resources?.limits?.cpu ? [] : ["no cpu limit"]),
+    ]),
+    podPolicy("k8s-images-pinned", "Kubernetes images are pinned: no latest, no missing tag.", "mandatory", (c) => (imageIsPinned(String(c.image ?? "")) ? [] : [`image ${c.image} is not pinned to a tag or digest`])),
+    podPolicy("k8s-no-host-ports", "No Kubernetes container takes a host port.", "mandatory", (c) =>
+        (c.ports ?? []).filter((p: any) => p.hostPort !== undefined).map((p: any) => `host port ${p.hostPort} is taken`),
+    ),
+    wholePodPolicy("k8s-no-host-access", "No pod shares the node's network, PID or IPC namespace, or mounts a host path.", (pod) => [
+        ...(["hostNetwork", "hostPID", "hostIPC"] as const).filter((key) => pod[key] === true).map((key) => `${key} is on`),
+        ...(pod.volumes ?? []).filter((v: any) => v.hostPath).map((v: any) => `host path ${v.hostPath.path} is mounted (volume ${v.name})`),
+    ]),
+    wholePodPolicy("k8s-no-api-token", "No pod gets a Kubernetes API token (automountServiceAccountToken: false).", (pod) =>
+        pod.automountServiceAccountToken === false ? [] : ["the service account token is mounted: set automountServiceAccountToken: false"],
+    ),
+    {
+        name: "k8s-no-provider-keys",
+        description: "No value shaped like a provider key in any Kubernetes env, Secret or ConfigMap, except KeyProxy's keys Secret.",
+        enforcementLevel: "mandatory",
+        validate: (resource) => {
+            const keyProxyKeys = resource.type === "kubernetes:core/v1:Secret" && labels(resource.props)[LABELS.role] === "key-proxy";
+            return k8sValues(resource)
+                .filter(({ where }) => !(keyProxyKeys && /^(data|stringData) KEYPROXY_KEY_[A-Z]+$/.test(where)))
+                .filter(({ value }) => PROVIDER_KEY_SHAPE.test(value))
+                .map(({ where }) => `${where} holds a value shaped like a provider API key`);
+        },
+    },
+    podPolicy("k8s-probes", "Every Kubernetes container has a liveness probe.", "advisory", (c) => (c.livenessProbe ? [] : ["no liveness probe"])),
     containerPolicy("egress-private-ranges", "EgressGateway lets agents reach no private range (the override exists for test stand-ins).", "advisory", (p) => {
         const env = (p.envs ?? []).find((e: string) => e.startsWith("EGRESS_CONFIG="));
         const ranges: string[] = env ? (JSON.parse(env.slice("EGRESS_CONFIG=".length)).allowRanges ?? []) : [];
@@ -157,6 +272,40 @@ export const POLICIES: OpenClawPolicy[] = [
     ),
 ];
 
+/** A rule about the stack as a whole: CrossGuard's validateStack, and the offline review. */
+export interface OpenClawStackPolicy {
+    name: string;
+    description: string;
+    enforcementLevel: EnforcementLevel;
+    validateStack(resources: readonly PolicyResource[]): string[];
+}
+
+/** A NetworkPolicy that selects every pod of its namespace and admits nothing, either way. */
+export function isDefaultDeny(props: Record<string, any>): boolean {
+    const spec = props.spec ?? {};
+    const selectsAll = Object.keys(spec.podSelector?.matchLabels ?? {}).length === 0 && (spec.podSelector?.matchExpressions ?? []).length === 0;
+    const types: string[] = spec.policyTypes ?? [];
+    return selectsAll && types.includes("Ingress") && types.includes("Egress") && (spec.ingress ?? []).length === 0 && (spec.egress ?? []).length === 0;
+}
+
+export const STACK_POLICIES: OpenClawStackPolicy[] = [
+    {
+        name: "k8s-namespace-default-deny",
+        description: "Every namespace that runs a workload of the stack denies all traffic by default (a NetworkPolicy with an empty pod selector and no rules).",
+        enforcementLevel: "mandatory",
+        validateStack: (resources) => {
+            const guarded = new Set(resources.filter((r) => r.type === NETWORK_POLICY && isDefaultDeny(r.props)).map((r) => r.props.metadata?.namespace));
+            const running = new Set(resources.filter((r) => podSpecOf(r) !== undefined).map((r) => r.props.metadata?.namespace));
+            return [...running].filter((namespace) => !guarded.has(namespace)).map((namespace) => `namespace ${namespace ?? "(default)"} has no default-deny NetworkPolicy`);
+        },
+    },
+];
+
+/** Containers and Kubernetes workloads may declare hardening exceptions; nothing else may. */
+export function mayDeclareExceptions(resource: { type: string; props: Record<string, any> }): boolean {
+    return resource.type === CONTAINER || podSpecOf(resource) !== undefined;
+}
+
 export interface Verdict {
     policy: string;
     enforcementLevel: EnforcementLevel;
@@ -168,10 +317,10 @@ export interface Verdict {
  * Every violation of every policy by these resources. A mandatory violation the container declared as a
  * hardening exception (with its reason) is reported as advisory, with the reason.
  */
-export function evaluate(resources: readonly PolicyResource[], policies: readonly OpenClawPolicy[] = POLICIES): Verdict[] {
+export function evaluate(resources: readonly PolicyResource[], policies: readonly OpenClawPolicy[] = POLICIES, stackPolicies: readonly OpenClawStackPolicy[] = STACK_POLICIES): Verdict[] {
     const verdicts: Verdict[] = [];
     for (const resource of resources) {
-        const exceptions = resource.type === CONTAINER ? declaredExceptions(resource.props) : new Map<string, string>();
+        const exceptions = mayDeclareExceptions(resource) ? declaredExceptions(resource.props) : new Map<string, string>();
         for (const policy of policies) {
             for (const message of policy.validate(resource)) {
                 const reason = exceptions.get(policy.name);
@@ -182,6 +331,9 @@ export function evaluate(resources: readonly PolicyResource[], policies: readonl
                 );
             }
         }
+    }
+    for (const policy of stackPolicies) {
+        for (const message of policy.validateStack(resources)) verdicts.push({ policy: policy.name, enforcementLevel: policy.enforcementLevel, resource: "(stack)", message });
     }
     return verdicts;
 }

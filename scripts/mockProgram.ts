@@ -23,6 +23,11 @@ function mockState(type: string, name: string, inputs: Record<string, any>): Rec
     if (type === "tls:index/privateKey:PrivateKey") return { ...inputs, privateKeyPem: `mock-private-key-pem:${name}`, publicKeyPem: `mock-public-key-pem:${name}` };
     if (type === "tls:index/selfSignedCert:SelfSignedCert" || type === "tls:index/locallySignedCert:LocallySignedCert") return { ...inputs, certPem: `mock-cert-pem:${name}` };
     if (type === "tls:index/certRequest:CertRequest") return { ...inputs, certRequestPem: `mock-csr-pem:${name}` };
+    // The API server gives a Service its cluster IP: a stand-in inside 10.96.0.0/16, deterministic per resource.
+    if (type === "kubernetes:core/v1:Service") {
+        const digest = createHash("sha256").update(name).digest();
+        return { ...inputs, spec: { ...inputs.spec, clusterIP: `10.96.${digest[0]}.${(digest[1] % 254) + 1}` } };
+    }
     return { ...inputs, name: inputs.name ?? name };
 }
 

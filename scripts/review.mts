@@ -8,6 +8,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { LABELS, agentNetworkAddresses } from "../infra/topology.ts";
 import { CONTAINER, NETWORK, type Verdict, evaluate } from "../policy/policies.ts";
 import { reveal, runUnderMocks } from "./mockProgram.ts";
+import { isKubernetesPolicy, kubernetesReview } from "./reviewKubernetes.ts";
 import { REPO_ROOT, readStackFile } from "./stackFile.ts";
 
 const OFFLINE_SECRET = "offline-review-placeholder";
@@ -63,6 +64,11 @@ try {
     if (!(error instanceof pulumi.RunError)) throw error;
     const [heading, ...lines] = error.message.split("\n");
     fail(heading.replace(/:$/, ""), lines.map((line) => line.replace(/^\s*- /, "")));
+}
+if (config.backend === "kubernetes") {
+    const { plan, text } = kubernetesReview(stack, config, resources, secretNotes);
+    console.log(json ? JSON.stringify(plan, null, 2) : text);
+    process.exit(plan.ok ? 0 : 1);
 }
 /** The Docker host a resource lands on, from its provider's name in the provider reference (urn::id). */
 const dockerHosts: Record<string, string | undefined> = { "agents-host": config.dockerHost, "monitoring-host": config.monitoring?.host };
@@ -140,7 +146,7 @@ if (json) {
     }
     out.push("", `Upstream key epochs: ${Object.entries(plan.keyEpochs).map(([id, e]) => `${id} ${e}`).join(", ")}`, "", "Policies");
     const failing = new Set(verdicts.map((v) => v.policy));
-    for (const policy of (await import("../policy/policies.ts")).POLICIES) {
+    for (const policy of (await import("../policy/policies.ts")).POLICIES.filter((p) => !isKubernetesPolicy(p.name))) {
         if (!failing.has(policy.name)) out.push(`  pass  ${policy.name} (${policy.enforcementLevel})`);
     }
     for (const v of verdicts) out.push(`  ${v.enforcementLevel === "mandatory" ? "FAIL" : "warn"}  ${v.policy} (${v.enforcementLevel})  ${v.resource}: ${v.message}`);

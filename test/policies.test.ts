@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from "vitest";
-import { CONTAINER, NETWORK, POLICIES, type PolicyResource, evaluate } from "../policy/policies";
+import { CONTAINER, NETWORK, NETWORK_POLICY, POLICIES, type PolicyResource, STACK_POLICIES, evaluate } from "../policy/policies";
 import { type RecordedResource, TYPES, devConfig, reveal, runProgram } from "./support/mockStack";
 import { fakeKey } from "./support/fakeKeys";
 
@@ -32,6 +32,24 @@ const agentNetwork = (change: (p: Record<string, any>) => void = () => undefined
     return { type: NETWORK, name: "n", props };
 };
 const KEY = fakeKey("anthropic", "abcdefghijklmnopqrstuvwxyz0123456789");
+
+/** A Kubernetes Deployment whose pod meets every policy; each failing fixture breaks exactly one thing. */
+const DEPLOYMENT = "kubernetes:apps/v1:Deployment";
+const workload = (change: (pod: Record<string, any>, container: Record<string, any>, props: Record<string, any>) => void = () => undefined, type = DEPLOYMENT): PolicyResource => {
+    const container: Record<string, any> = {
+        name: "main",
+        image: "openclaw-key-proxy:0.1.0",
+        env: [{ name: "KEYPROXY_CONFIG", valueFrom: { secretKeyRef: { name: "key-proxy-config", key: "config" } } }],
+        resources: { limits: { memory: "512Mi", cpu: "1000m" } },
+        securityContext: { readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, privileged: false, capabilities: { drop: ["ALL"] }, runAsNonRoot: true, runAsUser: 1000, seccompProfile: { type: "RuntimeDefault" } },
+        livenessProbe: { exec: { command: ["true"] } },
+    };
+    const pod: Record<string, any> = { automountServiceAccountToken: false, containers: [container], volumes: [{ name: "tmp", emptyDir: { medium: "Memory" } }] };
+    const props: Record<string, any> = { metadata: { name: "w", namespace: "openclaw-dev", labels: { "openclaw.role": "key-proxy" } }, spec: { template: { spec: pod } } };
+    change(pod, container, props);
+    return { type, name: "w", props };
+};
+const secret = (labels: Record<string, string>, stringData: Record<string, string>): PolicyResource => ({ type: "kubernetes:core/v1:Secret", name: "s", props: { metadata: { name: "s", labels }, stringData } });
 
 const FIXTURES: Record<string, [pass: PolicyResource, fail: PolicyResource, message: RegExp]> = {
     "container-read-only": [container(), container((p) => (p.readOnly = false)), /writable/],
@@ -80,6 +98,31 @@ const FIXTURES: Record<string, [pass: PolicyResource, fail: PolicyResource, mess
         container((p) => (p.envs = ['EGRESS_CONFIG={"allowRanges":["172.16.0.0/12"]}'])),
         /private ranges 172\.16\.0\.0\/12/,
     ],
+    "k8s-read-only-root": [workload(), workload((_p, c) => (c.securityContext.readOnlyRootFilesystem = false)), /container main: root filesystem is writable/],
+    "k8s-drop-all-capabilities": [workload(), workload((_p, c) => (c.securityContext.capabilities = { drop: ["ALL"], add: ["NET_RAW"] })), /added: NET_RAW/],
+    "k8s-no-privilege-escalation": [workload(), workload((_p, c) => delete c.securityContext.allowPrivilegeEscalation), /allowPrivilegeEscalation/],
+    "k8s-non-root": [
+        // The pod's security context is every container's default.
+        workload((p, c) => {
+            delete c.securityContext.runAsUser;
+            p.securityContext = { runAsUser: 1000 };
+        }),
+        workload((_p, c) => (c.securityContext.runAsUser = 0)),
+        /numeric non-root uid, got 0/,
+    ],
+    "k8s-not-privileged": [workload(), workload((_p, c) => (c.securityContext.privileged = true)), /privileged/],
+    "k8s-seccomp": [workload(), workload((_p, c) => (c.securityContext.seccompProfile = { type: "Unconfined" })), /seccomp profile is Unconfined/],
+    "k8s-limits": [workload(), workload((_p, c) => delete c.resources.limits.memory), /no memory limit/],
+    "k8s-images-pinned": [workload(), workload((_p, c) => (c.image = "openclaw/openclaw:latest")), /not pinned/],
+    "k8s-no-host-ports": [workload(), workload((_p, c) => (c.ports = [{ containerPort: 8080, hostPort: 8080 }])), /host port 8080/],
+    "k8s-no-host-access": [workload(), workload((p) => p.volumes.push({ name: "root", hostPath: { path: "/" } })), /host path \/ is mounted/],
+    "k8s-no-api-token": [workload(), workload((p) => delete p.automountServiceAccountToken), /automountServiceAccountToken/],
+    "k8s-no-provider-keys": [
+        secret({ "openclaw.role": "key-proxy" }, { KEYPROXY_KEY_ANTHROPIC: KEY }),
+        workload((_p, c) => c.env.push({ name: "ANTHROPIC_API_KEY", value: KEY })),
+        /container main env ANTHROPIC_API_KEY holds a value shaped like a provider API key/,
+    ],
+    "k8s-probes": [workload(), workload((_p, c) => delete c.livenessProbe), /no liveness probe/],
     "image-digest": [container((p) => (p.image = `openclaw@sha256:${"a".repeat(64)}`)), container(), /not digest/],
     healthcheck: [container(), container((p) => delete p.healthcheck), /no healthcheck/],
     "restart-policy": [container(), container((p) => (p.restart = "no")), /restart/],
@@ -117,7 +160,33 @@ describe("more failing cases", () => {
         ["a key in KeyProxy's env under another name", container((p) => { p.envs = [`DEBUG=${KEY}`]; p.labels = [{ label: "openclaw.role", value: "key-proxy" }]; }), "no-provider-keys"],
         ["an OpenAI project key", container((p) => (p.envs = [`X=${fakeKey("openai", "abcdefghijklmnopqrstuvwxyz0123")}`])), "no-provider-keys"],
         ["an agent network that is not internal", agentNetwork((p) => (p.internal = false)), "agent-networks-internal"],
+        ["a writable root in an init container", workload((p) => (p.initContainers = [{ name: "init", securityContext: {} }])), "k8s-read-only-root"],
+        ["a StatefulSet's container that escalates", workload((_p, c) => (c.securityContext.allowPrivilegeEscalation = true), "kubernetes:apps/v1:StatefulSet"), "k8s-no-privilege-escalation"],
+        ["a CronJob's pod on the node's network", { type: "kubernetes:batch/v1:CronJob", name: "j", props: { spec: { jobTemplate: { spec: { template: { spec: { hostNetwork: true, containers: [] } } } } } } }, "k8s-no-host-access"],
+        ["no user anywhere", workload((_p, c) => delete c.securityContext.runAsUser), "k8s-non-root"],
+        ["a key in a ConfigMap", { type: "kubernetes:core/v1:ConfigMap", name: "m", props: { data: { "openclaw.json": `{"apiKey":"${KEY}"}` } } }, "k8s-no-provider-keys"],
+        ["a base64 key in an agent's config Secret", { type: "kubernetes:core/v1:Secret", name: "s", props: { metadata: { labels: { "openclaw.role": "agent" } }, data: { "openclaw.json": Buffer.from(KEY).toString("base64") } } }, "k8s-no-provider-keys"],
+        ["a key in KeyProxy's config Secret", secret({ "openclaw.role": "key-proxy" }, { config: `{"key":"${KEY}"}` }), "k8s-no-provider-keys"],
+        ["a key in a registry patch", { type: "kubernetes:core/v1:SecretPatch", name: "p", props: { data: { "bart.json": Buffer.from(KEY).toString("base64") } } }, "k8s-no-provider-keys"],
     ])("%s", (_case, resource, policy) => expect(violations(policy, resource).length).toBeGreaterThan(0));
+});
+
+describe("stack policy k8s-namespace-default-deny", () => {
+    const policy = STACK_POLICIES.find((p) => p.name === "k8s-namespace-default-deny")!;
+    const networkPolicy = (spec: Record<string, any>, namespace = "openclaw-dev"): PolicyResource => ({ type: NETWORK_POLICY, name: "np", props: { metadata: { name: "np", namespace }, spec } });
+    const DENY = { podSelector: {}, policyTypes: ["Ingress", "Egress"], ingress: [], egress: [] };
+
+    it("passes a namespace whose workloads sit behind a default deny", () => expect(policy.validateStack([workload(), networkPolicy(DENY)])).toEqual([]));
+
+    it.each([
+        ["no NetworkPolicy at all", []],
+        ["a deny in another namespace", [networkPolicy(DENY, "elsewhere")]],
+        ["a deny of ingress only", [networkPolicy({ ...DENY, policyTypes: ["Ingress"] })]],
+        ["a 'deny' that selects only some pods", [networkPolicy({ ...DENY, podSelector: { matchLabels: { "openclaw.role": "agent" } } })]],
+        ["a 'deny' with an allow rule", [networkPolicy({ ...DENY, egress: [{}] })]],
+    ])("fails with %s", (_case, policies) => {
+        expect(policy.validateStack([workload(), ...policies])).toEqual(["namespace openclaw-dev has no default-deny NetworkPolicy"]);
+    });
 });
 
 describe("evaluate", () => {
@@ -150,6 +219,13 @@ describe("the project's own stacks", () => {
         // Four services, two one-shot config writers, three networks.
         expect(resources.length).toBe(9);
         expect(evaluate(resources).filter((v) => v.enforcementLevel === "mandatory")).toEqual([]);
+    });
+
+    it("the Kubernetes dev stack passes every mandatory policy, the stack-wide ones too", async () => {
+        const resources = (await runProgram({ ...devConfig(), backend: "kubernetes" })).filter((r) => r.type.startsWith("kubernetes:")).map((r) => ({ type: r.type, name: r.name, props: reveal(r.inputs) }));
+        expect(resources.length).toBeGreaterThan(20);
+        expect(evaluate(resources).filter((v) => v.enforcementLevel === "mandatory")).toEqual([]);
+        expect(evaluate(resources.filter((r) => r.name !== "default-deny")).filter((v) => v.enforcementLevel === "mandatory").map((v) => v.policy)).toEqual(["k8s-namespace-default-deny"]);
     });
 
     it.each<[string, boolean, string[]]>([

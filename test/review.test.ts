@@ -64,6 +64,27 @@ describe("npm run review", () => {
         });
     });
 
+    it("renders the same stack on Kubernetes: namespace, agents with their ports, hardened workloads, Services, NetworkPolicies, verdicts", () => {
+        const dev = readFileSync(path.join(REPO_ROOT, "Pulumi.dev.yaml"), "utf8");
+        const dir = stackDir(`${dev}  openclaw:backend: kubernetes\n  openclaw:kubernetes:\n    runtimeClassName: gvisor\n`);
+        const text = review("--stack", "pr", "--config-dir", dir);
+        expect(text.code).toBe(0);
+        for (const section of ["Agents", "Workloads", "Services", "NetworkPolicies", "Policies"]) expect(text.stdout).toContain(`\n${section}\n`);
+        expect(text.stdout).toContain("Namespace openclaw-pr in (current kubeconfig context)");
+        expect(text.stdout).toContain("port 18801 on key-proxy and egress-gateway  runtime class gvisor");
+        expect(text.stdout).toMatch(/StatefulSet agent-bart .* read-only root, caps dropped, no escalation, seccomp RuntimeDefault/);
+        expect(text.stdout).toMatch(/Deployment key-proxy {2}1 replica\(s\), Recreate/);
+        expect(text.stdout).toContain("key-proxy-bart  8080/TCP->18801");
+        expect(text.stdout).toContain("default-deny  Ingress+Egress  selects every pod");
+        expect(text.stdout).toContain("pass  k8s-namespace-default-deny (mandatory)");
+        expect(text.stdout).not.toContain("container-read-only");
+        expect(text.stdout).toMatch(/OK: no mandatory violation/);
+        const plan = JSON.parse(review("--stack", "pr", "--config-dir", dir, "--json").stdout);
+        expect(plan).toMatchObject({ backend: "kubernetes", ok: true, namespace: "openclaw-pr" });
+        expect(plan.workloads.map((w: { name: string }) => w.name).sort()).toEqual(["agent-bart", "agent-lisa", "egress-gateway", "key-proxy"]);
+        expect(plan.workloads.every((w: { readOnlyRoot: boolean; allowPrivilegeEscalation: boolean }) => w.readOnlyRoot && !w.allowPrivilegeEscalation)).toBe(true);
+    });
+
     it("gives the same for machines with --json", () => {
         const { code, stdout } = review("--stack", "dev", "--json");
         expect(code).toBe(0);
