@@ -190,6 +190,31 @@ export function skillLabels(skills: readonly ApprovedSkill[]): Record<string, st
 }
 
 /**
+ * What makes an agent's identity and its OpenClaw config, on either backend: its KeyProxy credential (rotated by
+ * `credentialEpoch`), its dashboard token, and the config text (secret) pointing both providers at KeyProxy.
+ */
+export function agentSecrets(name: string, agent: AgentConfig, keyProxy: ServiceEndpoint, parent: pulumi.Resource, withSkills = false) {
+    const credential = new random.RandomPassword(
+        `${name}-credential`,
+        { length: AGENT_CREDENTIAL.randomChars, special: false, keepers: { agent: agent.name, epoch: String(agent.credentialEpoch) } },
+        { parent },
+    );
+    const dashboardToken = new random.RandomPassword(`${name}-dashboard-token`, { length: 40, special: false, keepers: { agent: agent.name } }, { parent });
+    const secrets = {
+        credential: pulumi.secret(pulumi.interpolate`${AGENT_CREDENTIAL.prefix}${credential.result}`),
+        dashboardToken: pulumi.secret(dashboardToken.result),
+        origins: dashboardOrigins(agent.dashboardPort),
+    };
+    const keyProxyUrl = pulumi.interpolate`http://${keyProxy.address}:${keyProxy.port}`;
+    const config = pulumi
+        .all([keyProxyUrl, secrets.credential, secrets.dashboardToken])
+        .apply(([url, cred, token]) =>
+            JSON.stringify(openClawConfig({ agent, keyProxyUrl: url, credential: cred, dashboardToken: token, dashboardOrigins: secrets.origins, withSkills }), null, 2),
+        );
+    return { ...secrets, config: pulumi.secret(config) };
+}
+
+/**
  * One OpenClaw agent: its internal network with its own subnet, its hardened container, its state volume,
  * its loopback-only dashboard, and its credential for KeyProxy (never a real provider key).
  */
@@ -233,28 +258,12 @@ export class AgentSandbox extends pulumi.ComponentResource {
             { parent: this },
         );
 
-        const credential = new random.RandomPassword(
-            `${name}-credential`,
-            { length: AGENT_CREDENTIAL.randomChars, special: false, keepers: { agent: agent.name, epoch: String(agent.credentialEpoch) } },
-            { parent: this },
-        );
-        this.credential = pulumi.secret(pulumi.interpolate`${AGENT_CREDENTIAL.prefix}${credential.result}`);
-        const dashboardToken = new random.RandomPassword(
-            `${name}-dashboard-token`,
-            { length: 40, special: false, keepers: { agent: agent.name } },
-            { parent: this },
-        );
-        this.dashboardToken = pulumi.secret(dashboardToken.result);
-
-        const keyProxyUrl = pulumi.interpolate`http://${args.keyProxy.address}:${args.keyProxy.port}`;
+        const secrets = agentSecrets(name, agent, args.keyProxy, this, args.skills.length > 0);
+        this.credential = secrets.credential;
+        this.dashboardToken = secrets.dashboardToken;
+        const { config, origins } = secrets;
         const egressProxyUrl = pulumi.interpolate`http://${args.egressGateway.address}:${args.egressGateway.port}`;
-        const origins = dashboardOrigins(agent.dashboardPort);
-        const config = pulumi
-            .all([keyProxyUrl, this.credential, this.dashboardToken])
-            .apply(([url, cred, token]) =>
-                JSON.stringify(openClawConfig({ agent, keyProxyUrl: url, credential: cred, dashboardToken: token, dashboardOrigins: origins, withSkills: args.skills.length > 0 }), null, 2),
-            );
-        const configVolume = this.writeConfig(name, args, pulumi.secret(config));
+        const configVolume = this.writeConfig(name, args, config);
         const envs = pulumi.all([egressProxyUrl, args.keyProxy.address]).apply(([egress, address]) => agentEnvironment(egress, address));
 
         // No published port: the agent network has no host address, so the host cannot reach the container. The

@@ -1,10 +1,9 @@
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import * as random from "@pulumi/random";
 import type { AgentConfig } from "../../infra/config";
 import { AGENT_STATE_CLAIM, agentPort, k8sNames, podLabels } from "../../infra/kubernetesTopology";
 import { AGENT_HOME, AGENT_USER, PORTS } from "../../infra/topology";
-import { AGENT_HEALTHCHECK, OPENCLAW_CONFIG_DIR, OPENCLAW_CONFIG_PATH, type ServiceEndpoint, agentEnvironment, dashboardOrigins, openClawConfig } from "../agentSandbox";
+import { AGENT_HEALTHCHECK, OPENCLAW_CONFIG_DIR, OPENCLAW_CONFIG_PATH, type ServiceEndpoint, agentEnvironment, agentSecrets } from "../agentSandbox";
 import { agentPolicy } from "./networkPolicies";
 import { envVars, hardenedPodSpec } from "./podSecurity";
 import { type Placement, metadata } from "./sharedService";
@@ -46,25 +45,15 @@ export class KubernetesAgentSandbox extends pulumi.ComponentResource {
         this.agent = agent;
         const labels = podLabels(stack, "agent", agent.name);
 
-        const credential = new random.RandomPassword(
-            `${name}-credential`,
-            { length: 48, special: false, keepers: { agent: agent.name, epoch: String(agent.credentialEpoch) } },
-            { parent: this },
-        );
-        this.credential = pulumi.secret(pulumi.interpolate`ocp_${credential.result}`);
-        const dashboardToken = new random.RandomPassword(`${name}-dashboard-token`, { length: 40, special: false, keepers: { agent: agent.name } }, { parent: this });
-        this.dashboardToken = pulumi.secret(dashboardToken.result);
-
-        const keyProxyUrl = pulumi.interpolate`http://${args.keyProxy.address}:${args.keyProxy.port}`;
+        const secrets = agentSecrets(name, agent, args.keyProxy, this);
+        this.credential = secrets.credential;
+        this.dashboardToken = secrets.dashboardToken;
+        const { config, origins } = secrets;
         const egressProxyUrl = pulumi.interpolate`http://${args.egressGateway.address}:${args.egressGateway.port}`;
-        const origins = dashboardOrigins(agent.dashboardPort);
-        const config = pulumi
-            .all([keyProxyUrl, this.credential, this.dashboardToken])
-            .apply(([url, cred, token]) => JSON.stringify(openClawConfig({ agent, keyProxyUrl: url, credential: cred, dashboardToken: token, dashboardOrigins: origins }), null, 2));
         // A rotated credential reaches the running pod through the mounted Secret (OpenClaw reloads the file): no restart.
         const configSecret = new k8s.core.v1.Secret(
             `${name}-config`,
-            { metadata: metadata(args, k8sNames.agentConfig(agent.name), labels), type: "Opaque", stringData: { [CONFIG_KEY]: pulumi.secret(config) } },
+            { metadata: metadata(args, k8sNames.agentConfig(agent.name), labels), type: "Opaque", stringData: { [CONFIG_KEY]: config } },
             { parent: this },
         );
 
