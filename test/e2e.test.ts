@@ -19,6 +19,7 @@ import { docker, dockerWithInput, requireDocker } from "./support/docker";
 import { type MaterialState, materialize, removeStack } from "./e2e/materialize";
 import { FAKE_SECRETS, REPO_ROOT, type RecordedResource, devConfig, runProgram } from "./support/mockStack";
 import { waitUntil } from "./support/processes";
+import { tempDir } from "./support/tempDirs";
 import { testPki } from "./support/tls";
 
 const hasDocker = requireDocker();
@@ -34,6 +35,8 @@ const CHROMIUM = "/usr/bin/chromium";
 const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 /** Where the test leaves what a person would look at (gitignored). */
 const ARTIFACTS = path.join(REPO_ROOT, "test-results");
+/** A clean skill from the scanner's corpus. */
+const SKILL = "test/fixtures/skills/benign/string-utils";
 /** What the stand-in upstream answers every chat or messages request with. */
 const ANSWER = "Hello from the stand-in upstream";
 const CONTROL = "openclaw-e2e-control";
@@ -41,7 +44,8 @@ const container = (agent: string) => `openclaw-${STACK}-agent-${agent}`;
 
 function e2eConfig(extraAgents: Record<string, unknown>[] = []) {
     const dev = devConfig();
-    const agents = (dev.agents as Record<string, unknown>[]).map((a, i) => ({ ...a, dashboardPort: 28801 + i, egress: { allow: ["allowed.example"] } }));
+    // bart runs one third-party skill, which the deploy gate scans and the config writer delivers read-only.
+    const agents = (dev.agents as Record<string, unknown>[]).map((a, i) => ({ ...a, dashboardPort: 28801 + i, egress: { allow: ["allowed.example"] }, ...(i === 0 && { skills: [SKILL] }) }));
     return {
         ...dev,
         agents: [...agents, ...extraAgents],
@@ -92,6 +96,8 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", { timeout: 
 
     beforeAll(async () => {
         removeStack(STACK, [STANDIN, CONTROL]);
+        // The deploy gate records its verdicts in a quarantine database: this run's own.
+        process.env.OPENCLAW_QUARANTINE_DIR = tempDir("quarantine");
         const base = buildLocalNodeBase();
         IMAGES[OPENCLAW_IMAGE] = buildAgentImage(base);
         await buildImage("keyProxy", base, "openclaw-key-proxy:e2e");
@@ -166,6 +172,13 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", { timeout: 
         expect(probe(agent, "config").providers).toEqual(before);
         // OpenClaw keeps its mutable state on the state volume, never beside the read-only config.
         expect(docker("logs", container(agent))).not.toMatch(/\/etc\/openclaw\/(media|plugin-skills)|EROFS/);
+    });
+
+    it("runs the skill the deploy gate approved, which the agent can read but not change", () => {
+        const { skills } = JSON.parse(docker("exec", container("bart"), "node", "openclaw.mjs", "skills", "list", "--json"));
+        expect(skills.find((s: { name: string }) => s.name === "string-utils")).toMatchObject({ source: "openclaw-extra", eligible: true });
+        expect(JSON.parse(docker("exec", container("lisa"), "node", "openclaw.mjs", "skills", "list", "--json")).skills.map((s: { name: string }) => s.name)).not.toContain("string-utils");
+        expect(probe("bart", "write", "/etc/openclaw/skills/string-utils/index.js")).toEqual({ write: "EROFS", rename: "EROFS", remove: "EROFS", chmod: "EROFS" });
     });
 
     it.each([["--json"], ["--deep", "--json"]])("passes OpenClaw's own security audit (%s) with no critical finding, and only the warnings docs/openclaw.md explains", (...flags) => {

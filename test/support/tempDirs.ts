@@ -17,8 +17,11 @@ export function removeTempDirs(): void {
     made.clear();
 }
 
-/** What tools make for themselves in the temp dir and may keep: tsx's cache and IPC directory (`tsx-<uid>`). */
-const TOOL_ENTRY = /^tsx-\d+$/;
+/**
+ * What tools make for themselves in the temp dir and may keep: tsx's cache and IPC directory (`tsx-<uid>`), and
+ * Node's module compile cache (`node-compile-cache`, made by a tool that enables it, seen from the e2e file).
+ */
+const TOOL_ENTRY = /^(tsx-\d+|node-compile-cache)$/;
 
 /**
  * Removes `dir` (a temp dir of one test run or test file) and throws naming what was left in it, other than
