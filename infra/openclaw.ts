@@ -10,8 +10,5 @@ export const OPENCLAW_VERSION = "2026.9.6";
  */
 export const OPENCLAW_IMAGE = `ghcr.io/openclaw/openclaw:${OPENCLAW_VERSION}@sha256:0a5ff5e682e62afa19149df126aa50063bf65ef885b5c94713ce32dc0eb12e15`;
 
-/** How the official image starts the gateway (its WORKDIR holds openclaw.mjs; `node` is on PATH). */
-export const OPENCLAW_GATEWAY_COMMAND = ["node", "openclaw.mjs", "gateway", "--allow-unconfigured"];
-
 /** One agent turn through the running gateway (`--local` refuses to run beside it). Prints JSON on stdout, errors too. */
 export const OPENCLAW_AGENT_COMMAND = "node openclaw.mjs agent --agent main -m {task} --json";

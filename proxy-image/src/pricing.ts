@@ -1,6 +1,5 @@
 // Prices and costs: pure arithmetic over token counts. Money is held in micro-dollars (integers) so sums
 // never drift.
-import type { Provider } from "./policy";
 
 /** USD per million tokens. */
 export interface Price {
@@ -86,10 +85,4 @@ export function costMicros(usage: Usage, price: Price): number {
 export function maxCostMicros(requestBytes: number, maxOutputTokens: number, price: Price): number {
     const dearestInput = Math.max(price.input, price.cacheWrite, price.cacheWrite1h, price.cacheRead);
     return Math.ceil(requestBytes * dearestInput + maxOutputTokens * price.output);
-}
-
-export function providerOfModel(model: string): Provider | undefined {
-    if (model.startsWith("claude")) return "anthropic";
-    if (/^(gpt|o\d|chatgpt)/.test(model)) return "openai";
-    return undefined;
 }
