@@ -8,14 +8,14 @@
 // no new tunnel opens, and whatever is still open 15 s later is destroyed.
 import { execFileSync } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { bundle } from "../scripts/images.mts";
 import { startDnsServer } from "../test/support/dnsServer.ts";
 import { startProcess } from "../test/support/processes.ts";
-import { cpuSeconds, loopbackEgressEnv, rssMb } from "./processes.mts";
+import { cpuSeconds, loopbackEgressEnv, openDescriptors, rssMb } from "./processes.mts";
 
 const args = process.argv.slice(2);
 const option = (name: string, fallback: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : fallback);
@@ -60,7 +60,7 @@ const pid = gateway.child.pid!;
 const { port } = await gateway.waitFor("listening");
 await gateway.waitFor("registry_loaded");
 
-const descriptors = () => readdirSync(`/proc/${pid}/fd`).length;
+const descriptors = () => openDescriptors(pid);
 
 const errors = new Map<string, number>();
 const countError = (kind: string) => errors.set(kind, (errors.get(kind) ?? 0) + 1);
