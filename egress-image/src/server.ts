@@ -179,6 +179,8 @@ export class EgressGateway {
                 vetted = vetAnswers(await this.resolveWithin(target.host), policy);
             } catch (error) {
                 if (error instanceof LookupAbandoned) return refuse(error.reason, error.reason === "resolver_timeout" ? 504 : 503);
+                // c-ares gives up at about 0.8 of the bound; under load that can come before the gateway's own timer.
+                if ((error as NodeJS.ErrnoException).code === "ETIMEOUT") return refuse("resolver_timeout", 504);
                 return refuse("resolver_failure");
             }
         }
