@@ -11,11 +11,40 @@ export const AGENT_NAME = /^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$/;
 /** An agent's KeyProxy credential: this prefix, then this many random letters and digits. */
 export const AGENT_CREDENTIAL = { prefix: "ocp_", randomChars: 48 } as const;
 
-/** The fields every service's registry entry starts with: who the agent is, and the network it speaks from. */
-export const agentIdentity = {
-    name: z.string().regex(AGENT_NAME),
-    subnet: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/),
-};
+/** The ports an agent may be registered on: unprivileged ones. */
+export const AGENT_PORTS = { min: 1024, max: 65535 } as const;
+
+/**
+ * Where an agent's connections come from: its own network (Docker: the connection's source address is in `subnet`)
+ * or its own port on the service (Kubernetes: the connection arrived on `port`, which only its pod may reach).
+ */
+export type AgentIdentity = { name: string } & ({ subnet: string; port?: undefined } | { port: number; subnet?: undefined });
+
+/** How a connection reached a service: on its main listener from `remoteAddress`, or on the listener of an agent's `port`. */
+export type Arrival = { via: "network"; remoteAddress: string | undefined } | { via: "port"; port: number };
+
+/**
+ * A registry entry's schema: the agent's name, exactly one of `subnet` and `port`, and the service's own `fields`,
+ * strict. `ownPorts` are the service's own listeners: an agent's port may not be one of them.
+ */
+export function agentEntrySchema<F extends z.ZodRawShape>(ownPorts: readonly number[], fields: F) {
+    const common = { name: z.string().regex(AGENT_NAME), ...fields };
+    const port = z
+        .number()
+        .int()
+        .min(AGENT_PORTS.min)
+        .max(AGENT_PORTS.max)
+        .refine((p) => !ownPorts.includes(p), "is one of the service's own ports");
+    return z.union([
+        z.strictObject({ ...common, subnet: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/) }),
+        z.strictObject({ ...common, port }),
+    ]);
+}
+
+/** What a service logs of an agent's identity. */
+export function describeIdentity(entry: AgentIdentity): { subnet: string | null; port: number | null } {
+    return { subnet: entry.subnet ?? null, port: entry.port ?? null };
+}
 
 export function writeEntry(dir: string, name: string, entry: unknown): string {
     if (!AGENT_NAME.test(name)) throw new Error(`'${name}' is not an agent name`);

@@ -1,6 +1,7 @@
 // The pure core of KeyProxy: every decision from inputs alone, no I/O. The server is a shell around it.
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
+import type { AgentIdentity, Arrival } from "../../runtime/registry";
 
 export const PROVIDERS = ["anthropic", "openai"] as const;
 export type Provider = (typeof PROVIDERS)[number];
@@ -119,33 +120,28 @@ export function credentialDigest(credential: string): string {
     return createHash("sha256").update(credential, "utf8").digest("hex");
 }
 
-export interface AgentEntry {
-    name: string;
+export type AgentEntry = AgentIdentity & {
     /** sha256 (hex) of the agent's credential: the proxy never holds the credential itself. */
     credentialSha256: string;
-    /** The agent network's IPv4 subnet: the credential is accepted only from inside it. */
-    subnet: string;
     budget?: { dailyUsd?: number; monthlyUsd?: number; totalUsd?: number };
-}
+};
 
-export type AuthDecision = { ok: true; agent: AgentEntry } | { ok: false; reason: "missing" | "unknown" | "wrong_network" };
+export type AuthDecision = { ok: true; agent: AgentEntry } | { ok: false; reason: "missing" | "unknown" | "wrong_network" | "wrong_port" };
 
 /**
- * Finds the agent a credential belongs to and checks it arrives from that agent's network. The lookup
- * is by digest, and the digest comparison is constant-time, so timing says nothing about the credential.
+ * Finds the agent a credential belongs to and checks the connection came the agent's way: from inside its subnet
+ * to the main listener, or to its own port's listener. The lookup is by digest, and the digest comparison is
+ * constant-time, so timing says nothing about the credential.
  */
-export function authenticate(
-    credential: string | undefined,
-    remoteAddress: string | undefined,
-    agentsByDigest: ReadonlyMap<string, AgentEntry>,
-): AuthDecision {
+export function authenticate(credential: string | undefined, arrival: Arrival, agentsByDigest: ReadonlyMap<string, AgentEntry>): AuthDecision {
     if (credential === undefined) return { ok: false, reason: "missing" };
     const digest = credentialDigest(credential);
     const agent = agentsByDigest.get(digest);
     if (!agent || !timingSafeEqual(Buffer.from(agent.credentialSha256, "hex"), Buffer.from(digest, "hex"))) {
         return { ok: false, reason: "unknown" };
     }
-    if (!remoteAddress || !ipv4InSubnet(remoteAddress, agent.subnet)) return { ok: false, reason: "wrong_network" };
+    if (agent.port !== undefined) return arrival.via === "port" && arrival.port === agent.port ? { ok: true, agent } : { ok: false, reason: "wrong_port" };
+    if (arrival.via !== "network" || !arrival.remoteAddress || !ipv4InSubnet(arrival.remoteAddress, agent.subnet)) return { ok: false, reason: "wrong_network" };
     return { ok: true, agent };
 }
 
