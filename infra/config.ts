@@ -6,7 +6,7 @@ import { isTimeZone } from "../proxy-image/src/budget";
 import { priceSchema } from "../proxy-image/src/config";
 import { canonicalHost } from "../runtime/hostnames";
 import { AGENT_NAME } from "../runtime/registry";
-import { DOCKER_DEFAULT_POOLS, PRIVATE_RANGES, allocateSubnets, contains, overlaps, parseBlock, slotCount } from "./subnets";
+import { type Block, DOCKER_DEFAULT_POOLS, PRIVATE_RANGES, allocateSubnets, contains, overlaps, parseBlock, slotCount } from "./subnets";
 import { SKILL_NAME } from "../scanner/skill";
 import { OPENCLAW_IMAGE } from "./openclaw";
 import { KUBERNETES_RESERVED_PORTS } from "./kubernetesTopology";
@@ -208,7 +208,8 @@ const kubernetes = z
     })
     .prefault({});
 
-const schema = z
+/** Every key's own schema; `schema` adds the checks across fields. */
+export const configFields = z
     .strictObject({
         dockerHost: z
             .string()
@@ -311,136 +312,185 @@ const schema = z
         openaiApiKey: secretKey("openaiApiKey"),
         backend: z.enum(BACKENDS).default("docker"),
         kubernetes,
-    })
-    .superRefine((config, ctx) => {
-        const pool = checkPrivateBlock(config.network.addressPool, ["network", "addressPool"], ctx);
-
-        const names = new Map<string, number>();
-        const hostPorts = new Map<number, string>();
-        config.agents.forEach((a, i) => {
-            const first = names.get(a.name);
-            if (first !== undefined) {
-                ctx.addIssue({ code: "custom", path: ["agents", i, "name"], message: `duplicate agent name '${a.name}' (also agents[${first}])` });
-            } else {
-                names.set(a.name, i);
-            }
-            const holder = hostPorts.get(a.dashboardPort);
-            if (holder !== undefined) {
-                ctx.addIssue({
-                    code: "custom",
-                    path: ["agents", i, "dashboardPort"],
-                    message: `host port ${a.dashboardPort} is already used by ${holder}`,
-                });
-            } else {
-                hostPorts.set(a.dashboardPort, `agents[${i}] (${a.name})`);
-            }
-            const skillNames = new Map<string, number>();
-            a.skills.forEach((dir, j) => {
-                const problem = skillDirProblem(dir);
-                if (problem) return ctx.addIssue({ code: "custom", path: ["agents", i, "skills", j], message: problem });
-                const name = path.basename(resolveSkillDir(dir));
-                const earlier = skillNames.get(name);
-                if (earlier !== undefined) ctx.addIssue({ code: "custom", path: ["agents", i, "skills", j], message: `skill name '${name}' is already skills[${earlier}] (skills are delivered by folder name)` });
-                else skillNames.set(name, j);
-            });
-            const [providerId] = a.model.split("/") as [ProviderId];
-            if (config.keyProxy.providers[providerId] === undefined) {
-                ctx.addIssue({ code: "custom", path: ["agents", i, "model"], message: `provider '${providerId}' is not enabled in keyProxy.providers` });
-            }
-        });
-
-        if (config.backend === "kubernetes") checkKubernetes(config, ctx);
-
-        for (const id of PROVIDERS) {
-            const key = PROVIDER_KEY_CONFIG[id];
-            if (config.keyProxy.providers[id] !== undefined && config[key] === undefined) {
-                ctx.addIssue({
-                    code: "custom",
-                    path: [key],
-                    message: `missing secret: the real ${id} API key; set it with \`pulumi config set --secret ${key}\` or disable keyProxy.providers.${id}`,
-                });
-            }
-        }
-
-        const uplink = checkPrivateBlock(config.network.uplinkSubnet, ["network", "uplinkSubnet"], ctx, [16, 29]);
-        if (pool && uplink && overlaps(pool, uplink)) {
-            ctx.addIssue({ code: "custom", path: ["network", "uplinkSubnet"], message: `${config.network.uplinkSubnet} overlaps the agents' pool ${config.network.addressPool}` });
-        }
-
-        if (config.monitoring) {
-            const { ports, scrape, host } = config.monitoring;
-            const ssh = sshTarget(host).port;
-            if (ports.grafana === ports.uptimeKuma) ctx.addIssue({ code: "custom", path: ["monitoring", "ports", "uptimeKuma"], message: `host port ${ports.uptimeKuma} is already Grafana's` });
-            for (const [service, value] of Object.entries(ports)) {
-                if (value === ssh) ctx.addIssue({ code: "custom", path: ["monitoring", "ports", service], message: `host port ${value} is the monitoring host's SSH port` });
-            }
-            if (scrape.ports.keyProxy === scrape.ports.egressGateway) {
-                ctx.addIssue({ code: "custom", path: ["monitoring", "scrape", "ports", "egressGateway"], message: `host port ${scrape.ports.egressGateway} is already KeyProxy's` });
-            }
-            for (const [service, value] of Object.entries(scrape.ports)) {
-                const holder = hostPorts.get(value);
-                if (holder !== undefined) ctx.addIssue({ code: "custom", path: ["monitoring", "scrape", "ports", service], message: `host port ${value} is already used by ${holder}` });
-            }
-        }
-
-        if (!pool) return;
-        const prefix = config.network.agentSubnetPrefix;
-        const slots = slotCount(pool, prefix);
-        if (slots < config.agents.length) {
-            ctx.addIssue({
-                code: "custom",
-                path: ["network", "addressPool"],
-                message: `pool ${config.network.addressPool} holds ${slots} /${prefix} subnets, too few for ${config.agents.length} agents`,
-            });
-            return;
-        }
-        if (names.size !== config.agents.length) return;
-        const allocation = allocateSubnets(config.network.addressPool, prefix, config.agents);
-        if (!allocation.ok) {
-            for (const conflict of allocation.conflicts) {
-                ctx.addIssue({ code: "custom", path: ["agents", conflict.index, "subnet"], message: conflict.message });
-            }
-        }
     });
 
-/** What only the Kubernetes backend asks of the config; the rest is shared with the Docker backend. */
-function checkKubernetes(config: ParsedConfig, ctx: z.RefinementCtx) {
-    if (config.monitoring !== undefined) {
-        ctx.addIssue({ code: "custom", path: ["monitoring"], message: "the monitoring VPS scrapes ports published on a Docker host; on kubernetes set kubernetes.monitoringNamespace instead" });
-    }
+/** One problem a cross-field check finds: the config key path, and what is wrong there. */
+export interface ConfigIssue {
+    path: (string | number)[];
+    message: string;
+}
+
+/** `agents[i] (name)`, how a message names an agent. */
+const agentLabel = (a: { name: string }, i: number) => `agents[${i}] (${a.name})`;
+
+/** The agent holding each dashboard port, first come (a later agent on a held port is `uniqueDashboardPorts`' issue). */
+function dashboardPortHolders(config: ParsedConfig): Map<number, string> {
+    const holders = new Map<number, string>();
     config.agents.forEach((a, i) => {
-        // The agent's port on KeyProxy and EgressGateway is its dashboardPort (docs/kubernetes.md): it must not be one of theirs.
-        if ((KUBERNETES_RESERVED_PORTS as readonly number[]).includes(a.dashboardPort)) {
-            ctx.addIssue({ code: "custom", path: ["agents", i, "dashboardPort"], message: `port ${a.dashboardPort} is one KeyProxy or EgressGateway listens on itself; on kubernetes it is also the agent's port on them` });
-        }
-        if (a.runtime !== undefined && !DNS_SUBDOMAIN.test(a.runtime)) {
-            ctx.addIssue({ code: "custom", path: ["agents", i, "runtime"], message: "on kubernetes this names a RuntimeClass: a DNS subdomain (lowercase letters, digits, '-' and '.')" });
-        }
-        if (a.skills.length > 0) {
-            ctx.addIssue({ code: "custom", path: ["agents", i, "skills"], message: "approved skills are delivered on the docker backend only so far: remove them, or deploy this agent on docker" });
-        }
+        if (!holders.has(a.dashboardPort)) holders.set(a.dashboardPort, agentLabel(a, i));
     });
+    return holders;
 }
 
 /**
  * A block for Docker networks of ours: a valid IPv4 CIDR (with a prefix in `prefixes` when given), clear of Docker's
- * default pools and inside the private ranges. Otherwise one issue at `path`, and undefined.
+ * default pools and inside the private ranges; otherwise the problem.
  */
-function checkPrivateBlock(cidr: string, path: string[], ctx: z.RefinementCtx, prefixes?: [number, number]) {
+function privateBlock(cidr: string, prefixes?: [number, number]): { block: Block } | { problem: string } {
     try {
         const block = parseBlock(cidr);
-        if (prefixes && (block.prefix < prefixes[0] || block.prefix > prefixes[1])) throw new Error(`${cidr} must be between /${prefixes[0]} and /${prefixes[1]}`);
+        if (prefixes && (block.prefix < prefixes[0] || block.prefix > prefixes[1])) return { problem: `${cidr} must be between /${prefixes[0]} and /${prefixes[1]}` };
         const defaultPool = DOCKER_DEFAULT_POOLS.find((p) => overlaps(block, parseBlock(p)));
-        if (defaultPool) throw new Error(`${cidr} overlaps Docker's default address pool ${defaultPool}`);
-        if (!PRIVATE_RANGES.some((range) => contains(parseBlock(range), block))) throw new Error(`${cidr} must lie inside ${PRIVATE_RANGES.join(", ")}`);
-        return block;
+        if (defaultPool) return { problem: `${cidr} overlaps Docker's default address pool ${defaultPool}` };
+        if (!PRIVATE_RANGES.some((range) => contains(parseBlock(range), block))) return { problem: `${cidr} must lie inside ${PRIVATE_RANGES.join(", ")}` };
+        return { block };
     } catch (error) {
-        ctx.addIssue({ code: "custom", path, message: (error as Error).message });
-        return undefined;
+        return { problem: (error as Error).message };
     }
 }
 
-type ParsedConfig = z.output<typeof schema>;
+const UPLINK_PREFIXES: [number, number] = [16, 29];
+
+/** The agents' pool and the uplink subnet: each a private block clear of Docker's pools, and apart from each other. */
+function networkBlocks(config: ParsedConfig): ConfigIssue[] {
+    const { addressPool, uplinkSubnet } = config.network;
+    const pool = privateBlock(addressPool);
+    const uplink = privateBlock(uplinkSubnet, UPLINK_PREFIXES);
+    const issues: ConfigIssue[] = [];
+    if ("problem" in pool) issues.push({ path: ["network", "addressPool"], message: pool.problem });
+    if ("problem" in uplink) issues.push({ path: ["network", "uplinkSubnet"], message: uplink.problem });
+    if ("block" in pool && "block" in uplink && overlaps(pool.block, uplink.block)) {
+        issues.push({ path: ["network", "uplinkSubnet"], message: `${uplinkSubnet} overlaps the agents' pool ${addressPool}` });
+    }
+    return issues;
+}
+
+function uniqueAgentNames(config: ParsedConfig): ConfigIssue[] {
+    const first = new Map<string, number>();
+    return config.agents.flatMap((a, i) => {
+        const earlier = first.get(a.name);
+        if (earlier === undefined) first.set(a.name, i);
+        return earlier === undefined ? [] : [{ path: ["agents", i, "name"], message: `duplicate agent name '${a.name}' (also agents[${earlier}])` }];
+    });
+}
+
+function uniqueDashboardPorts(config: ParsedConfig): ConfigIssue[] {
+    const holders = dashboardPortHolders(config);
+    return config.agents.flatMap((a, i) => {
+        const holder = holders.get(a.dashboardPort)!;
+        return holder === agentLabel(a, i) ? [] : [{ path: ["agents", i, "dashboardPort"], message: `host port ${a.dashboardPort} is already used by ${holder}` }];
+    });
+}
+
+/** Each skill folder exists, is named like a skill, and no two of an agent's skills share a folder name. */
+function agentSkills(config: ParsedConfig): ConfigIssue[] {
+    return config.agents.flatMap((a, i) => {
+        const first = new Map<string, number>();
+        return a.skills.flatMap((dir, j): ConfigIssue[] => {
+            const at = ["agents", i, "skills", j];
+            const problem = skillDirProblem(dir);
+            if (problem) return [{ path: at, message: problem }];
+            const name = path.basename(resolveSkillDir(dir));
+            const earlier = first.get(name);
+            if (earlier === undefined) first.set(name, j);
+            return earlier === undefined ? [] : [{ path: at, message: `skill name '${name}' is already skills[${earlier}] (skills are delivered by folder name)` }];
+        });
+    });
+}
+
+/** Each agent's model is of a provider KeyProxy has enabled. */
+function agentProvidersEnabled(config: ParsedConfig): ConfigIssue[] {
+    return config.agents.flatMap((a, i) => {
+        const [providerId] = a.model.split("/") as [ProviderId];
+        return config.keyProxy.providers[providerId] === undefined ? [{ path: ["agents", i, "model"], message: `provider '${providerId}' is not enabled in keyProxy.providers` }] : [];
+    });
+}
+
+/** Each enabled provider's real key is set. */
+function providerSecrets(config: ParsedConfig): ConfigIssue[] {
+    return PROVIDERS.filter((id) => config.keyProxy.providers[id] !== undefined && config[PROVIDER_KEY_CONFIG[id]] === undefined).map((id) => {
+        const key = PROVIDER_KEY_CONFIG[id];
+        return { path: [key], message: `missing secret: the real ${id} API key; set it with \`pulumi config set --secret ${key}\` or disable keyProxy.providers.${id}` };
+    });
+}
+
+/** The monitoring host's published ports apart from each other and from SSH; the scrape ports apart from each other and the dashboards'. */
+function monitoringPorts(config: ParsedConfig): ConfigIssue[] {
+    if (!config.monitoring) return [];
+    const { ports, scrape, host } = config.monitoring;
+    const ssh = sshTarget(host).port;
+    const holders = dashboardPortHolders(config);
+    const issues: ConfigIssue[] = [];
+    if (ports.grafana === ports.uptimeKuma) issues.push({ path: ["monitoring", "ports", "uptimeKuma"], message: `host port ${ports.uptimeKuma} is already Grafana's` });
+    for (const [service, value] of Object.entries(ports)) {
+        if (value === ssh) issues.push({ path: ["monitoring", "ports", service], message: `host port ${value} is the monitoring host's SSH port` });
+    }
+    if (scrape.ports.keyProxy === scrape.ports.egressGateway) {
+        issues.push({ path: ["monitoring", "scrape", "ports", "egressGateway"], message: `host port ${scrape.ports.egressGateway} is already KeyProxy's` });
+    }
+    for (const [service, value] of Object.entries(scrape.ports)) {
+        const holder = holders.get(value);
+        if (holder !== undefined) issues.push({ path: ["monitoring", "scrape", "ports", service], message: `host port ${value} is already used by ${holder}` });
+    }
+    return issues;
+}
+
+/** The pool holds a subnet for every agent, and the agents' subnets (hashed or pinned) do not collide. */
+function subnetAllocation(config: ParsedConfig): ConfigIssue[] {
+    const { addressPool, agentSubnetPrefix: prefix } = config.network;
+    const pool = privateBlock(addressPool);
+    // A bad pool is `networkBlocks`' issue, duplicate names `uniqueAgentNames`': allocating then says nothing more.
+    if (!("block" in pool)) return [];
+    const slots = slotCount(pool.block, prefix);
+    if (slots < config.agents.length) {
+        return [{ path: ["network", "addressPool"], message: `pool ${addressPool} holds ${slots} /${prefix} subnets, too few for ${config.agents.length} agents` }];
+    }
+    if (new Set(config.agents.map((a) => a.name)).size !== config.agents.length) return [];
+    const allocation = allocateSubnets(addressPool, prefix, config.agents);
+    return allocation.ok ? [] : allocation.conflicts.map((conflict) => ({ path: ["agents", conflict.index, "subnet"], message: conflict.message }));
+}
+
+/** What only the Kubernetes backend asks of the config; the rest is shared with the Docker backend. */
+function kubernetesBackend(config: ParsedConfig): ConfigIssue[] {
+    if (config.backend !== "kubernetes") return [];
+    const issues: ConfigIssue[] = [];
+    if (config.monitoring !== undefined) {
+        issues.push({ path: ["monitoring"], message: "the monitoring VPS scrapes ports published on a Docker host; on kubernetes set kubernetes.monitoringNamespace instead" });
+    }
+    config.agents.forEach((a, i) => {
+        // The agent's port on KeyProxy and EgressGateway is its dashboardPort (docs/kubernetes.md): it must not be one of theirs.
+        if ((KUBERNETES_RESERVED_PORTS as readonly number[]).includes(a.dashboardPort)) {
+            issues.push({ path: ["agents", i, "dashboardPort"], message: `port ${a.dashboardPort} is one KeyProxy or EgressGateway listens on itself; on kubernetes it is also the agent's port on them` });
+        }
+        if (a.runtime !== undefined && !DNS_SUBDOMAIN.test(a.runtime)) {
+            issues.push({ path: ["agents", i, "runtime"], message: "on kubernetes this names a RuntimeClass: a DNS subdomain (lowercase letters, digits, '-' and '.')" });
+        }
+        if (a.skills.length > 0) {
+            issues.push({ path: ["agents", i, "skills"], message: "approved skills are delivered on the docker backend only so far: remove them, or deploy this agent on docker" });
+        }
+    });
+    return issues;
+}
+
+/** The checks across fields, each pure on the config the field schemas parsed; they run only once every field is valid. */
+export const CROSS_FIELD_CHECKS = {
+    networkBlocks,
+    uniqueAgentNames,
+    uniqueDashboardPorts,
+    agentSkills,
+    agentProvidersEnabled,
+    kubernetesBackend,
+    providerSecrets,
+    monitoringPorts,
+    subnetAllocation,
+} satisfies Record<string, (config: ParsedConfig) => ConfigIssue[]>;
+
+const schema = configFields.superRefine((config, ctx) => {
+    for (const check of Object.values(CROSS_FIELD_CHECKS)) for (const issue of check(config)) ctx.addIssue({ code: "custom", ...issue });
+});
+
+/** The config as the field schemas parse it, before the cross-field checks. */
+export type ParsedConfig = z.output<typeof configFields>;
 export type AgentConfig = ParsedConfig["agents"][number] & { subnet: string };
 export type KeyProxyConfig = ParsedConfig["keyProxy"];
 export type EgressConfig = ParsedConfig["egress"];
