@@ -23,6 +23,35 @@ export type AgentIdentity = { name: string } & ({ subnet: string; port?: undefin
 /** How a connection reached a service: on its main listener from `remoteAddress`, or on the listener of an agent's `port`. */
 export type Arrival = { via: "network"; remoteAddress: string | undefined } | { via: "port"; port: number };
 
+/** Whether a connection arrived the way an agent's identity says: on its own port, or from inside its subnet to the main listener. */
+export function arrivedAs(identity: AgentIdentity, arrival: Arrival): boolean {
+    if (identity.port !== undefined) return arrival.via === "port" && arrival.port === identity.port;
+    return arrival.via === "network" && arrival.remoteAddress !== undefined && ipv4InSubnet(arrival.remoteAddress, identity.subnet);
+}
+
+function ipv4ToInt(address: string): number | undefined {
+    const match = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(address);
+    if (!match) return undefined;
+    const octets = match.slice(1).map(Number);
+    if (octets.some((o) => o > 255)) return undefined;
+    return octets.reduce((acc, o) => acc * 256 + o, 0);
+}
+
+/**
+ * Whether an IPv4 address (or an IPv4-mapped IPv6 one, as Node reports a v4 peer on a dual-stack socket) lies in an
+ * IPv4 subnet. Integer arithmetic: it runs on every request (ipaddr.js costs about ten times as much here).
+ */
+export function ipv4InSubnet(address: string, subnet: string): boolean {
+    const plain = address.startsWith("::ffff:") ? address.slice(7) : address;
+    const [base, bits] = subnet.split("/");
+    const value = ipv4ToInt(plain);
+    const network = ipv4ToInt(base);
+    const prefix = Number(bits);
+    if (value === undefined || network === undefined || !Number.isInteger(prefix) || prefix < 0 || prefix > 32) return false;
+    const size = 2 ** (32 - prefix);
+    return Math.floor(value / size) === Math.floor(network / size);
+}
+
 /**
  * A registry entry's schema: the agent's name, exactly one of `subnet` and `port`, and the service's own `fields`,
  * strict. `ownPorts` are the service's own listeners: an agent's port may not be one of them.

@@ -2,7 +2,7 @@ import ipaddr from "ipaddr.js";
 import { describe, expect, it } from "vitest";
 import { parseQuery, refusal } from "../egress-image/src/dns";
 import type { Arrival } from "../runtime/registry";
-import { type EgressAgent, addressDenial, agentForArrival, agentForSource, decideTarget, parseAbsoluteHttp, parseConnect, vetAnswers } from "../egress-image/src/policy";
+import { type EgressAgent, addressDenial, agentForArrival, decideTarget, parseAbsoluteHttp, parseConnect, vetAnswers } from "../egress-image/src/policy";
 import { hostMatches } from "../runtime/hostnames";
 
 const OWN = "198.51.100.77";
@@ -298,10 +298,11 @@ describe("allowlist", () => {
     });
 
     it("identifies agents by source subnet only", () => {
-        expect(agentForSource("10.64.0.4", [agent])?.name).toBe("bart");
-        expect(agentForSource("::ffff:10.64.0.4", [agent])?.name).toBe("bart");
-        expect(agentForSource("10.64.0.16", [agent])).toBeUndefined();
-        expect(agentForSource(undefined, [agent])).toBeUndefined();
+        const from = (remoteAddress: string | undefined) => agentForArrival({ via: "network", remoteAddress }, [agent]);
+        expect(from("10.64.0.4")?.name).toBe("bart");
+        expect(from("::ffff:10.64.0.4")?.name).toBe("bart");
+        expect(from("10.64.0.16")).toBeUndefined();
+        expect(from(undefined)).toBeUndefined();
         expect(hostMatches("x.a.com", "*.a.com")).toBe(true);
         expect(hostMatches("a.com", "*.a.com")).toBe(false);
     });
@@ -321,7 +322,7 @@ describe("allowlist", () => {
         ])("%s: %s", (_case, arrival, expected) => expect(agentForArrival(arrival, agents)?.name).toBe(expected));
 
         it("never takes a port agent for a source address (port entries have no network)", () => {
-            for (const remoteAddress of ["10.64.0.20", "127.0.0.1", "0.0.0.0", "::"]) expect(agentForSource(remoteAddress, [homer, marge])).toBeUndefined();
+            for (const remoteAddress of ["10.64.0.20", "127.0.0.1", "0.0.0.0", "::"]) expect(agentForArrival({ via: "network", remoteAddress }, [homer, marge])).toBeUndefined();
         });
     });
 });

@@ -5,7 +5,7 @@ import { z } from "zod";
 import { egressAgentSchema, egressConfigSchema, ownPorts as egressOwnPorts } from "../egress-image/src/config";
 import { agentEntrySchema, ownPorts as keyProxyOwnPorts, runtimeConfigSchema } from "../proxy-image/src/config";
 import { jsonLogger } from "../runtime/log";
-import { agentEntrySchema as registryEntrySchema, loadEntries, writeEntry } from "../runtime/registry";
+import { agentEntrySchema as registryEntrySchema, ipv4InSubnet, loadEntries, writeEntry } from "../runtime/registry";
 import { tempDir } from "./support/tempDirs";
 
 const OWN = [8080, 9464];
@@ -61,4 +61,24 @@ describe("loading the registry", () => {
         expect(entries).toEqual([{ ...bart, port: 18801 }]);
         expect(logs.map((l) => JSON.parse(l))).toEqual([expect.objectContaining({ event: "registry_entry_invalid", file: "lisa.json" })]);
     });
+});
+
+describe("an address in a subnet (both services' network identity)", () => {
+    it.each<[string, string, boolean]>([
+        ["10.0.0.15", "10.0.0.0/28", true],
+        ["10.0.0.0", "10.0.0.0/28", true],
+        ["10.0.0.16", "10.0.0.0/28", false],
+        ["9.255.255.255", "10.0.0.0/28", false],
+        ["::ffff:10.0.0.4", "10.0.0.0/28", true],
+        ["::ffff:10.0.0.16", "10.0.0.0/28", false],
+        ["::1", "0.0.0.0/0", false],
+        ["fe80::1", "10.0.0.0/8", false],
+        ["256.0.0.1", "0.0.0.0/0", false],
+        ["10.0.0.1", "10.0.0.0/33", false],
+        ["10.0.0.1", "10.0.0.0", false],
+        ["127.0.0.1", "127.0.0.0/8", true],
+        ["127.1", "127.0.0.0/8", false],
+        ["0x7f.0.0.1", "127.0.0.0/8", false],
+        ["", "0.0.0.0/0", false],
+    ])("%s in %s: %s", (address, subnet, expected) => expect(ipv4InSubnet(address, subnet)).toBe(expected));
 });

@@ -2,7 +2,7 @@
 import net from "node:net";
 import ipaddr from "ipaddr.js";
 import { canonicalHost, hostMatches } from "../../runtime/hostnames";
-import type { AgentIdentity, Arrival } from "../../runtime/registry";
+import { type AgentIdentity, type Arrival, arrivedAs } from "../../runtime/registry";
 
 export interface AllowRule {
     /** Canonical host or `*.suffix` glob. */
@@ -293,20 +293,12 @@ export function addressDenial(text: string, policy: AddressPolicy): string | und
     return vetted.ok ? undefined : vetted.reason;
 }
 
-/** The agent whose subnet holds the source address: identity comes from the network, never from the request. */
-export function agentForSource(remoteAddress: string | undefined, agents: readonly EgressAgent[]): EgressAgent | undefined {
-    if (!remoteAddress || !ipaddr.isValid(remoteAddress)) return undefined;
-    const source = ipaddr.process(remoteAddress);
-    return agents.find((agent) => agent.subnet !== undefined && inRange(source, ipaddr.parseCIDR(agent.subnet)));
-}
-
 /**
  * The agent a connection belongs to: on an agent's port, the agent registered for that port (whatever the source);
- * on the main listener, the subnet agent whose network holds the source.
+ * on the main listener, the subnet agent whose network holds the source. Never anything the request says.
  */
 export function agentForArrival(arrival: Arrival, agents: readonly EgressAgent[]): EgressAgent | undefined {
-    if (arrival.via === "port") return agents.find((agent) => agent.port === arrival.port);
-    return agentForSource(arrival.remoteAddress, agents);
+    return agents.find((agent) => arrivedAs(agent, arrival));
 }
 
 export function allowedByRules(target: Target, rules: readonly AllowRule[]): boolean {

@@ -12,7 +12,7 @@ import type { EgressConfig } from "./config";
 import { type DnsSink, startDnsSink } from "./dns";
 import { dnsResolver } from "./resolver";
 import { type EgressMetrics, egressMetrics } from "./metrics";
-import { type AddressPolicy, type AddressVerdict, type EgressAgent, type Target, agentForArrival, agentForSource, decideTarget, parseAbsoluteHttp, parseConnect, vetAnswers, vetLiteral } from "./policy";
+import { type AddressPolicy, type AddressVerdict, type EgressAgent, type Target, agentForArrival, decideTarget, parseAbsoluteHttp, parseConnect, vetAnswers, vetLiteral } from "./policy";
 
 export interface EgressDeps {
     /** Every address a name resolves to. Called once per request; `signal` aborts when the lookup is abandoned. */
@@ -139,7 +139,7 @@ export class EgressGateway {
         this.server.listen(this.config.listen.port, this.config.listen.host);
         await once(this.server, "listening");
         this.dnsSink = await startDnsSink(this.config.dns.host, this.config.dns.port, (source, question) => {
-            const agent = agentForSource(source, this.agents)?.name ?? "unknown";
+            const agent = agentForArrival({ via: "network", remoteAddress: source }, this.agents)?.name ?? "unknown";
             this.metrics.dnsQueries.inc({ agent });
             this.log("dns_refused", { agent, source, name: question?.name ?? null, qtype: question?.type ?? null, malformed: question === undefined });
         });

@@ -1,7 +1,7 @@
 // The pure core of KeyProxy: every decision from inputs alone, no I/O. The server is a shell around it.
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
-import type { AgentIdentity, Arrival } from "../../runtime/registry";
+import { type AgentIdentity, type Arrival, arrivedAs } from "../../runtime/registry";
 
 export const PROVIDERS = ["anthropic", "openai"] as const;
 export type Provider = (typeof PROVIDERS)[number];
@@ -140,28 +140,8 @@ export function authenticate(credential: string | undefined, arrival: Arrival, a
     if (!agent || !timingSafeEqual(Buffer.from(agent.credentialSha256, "hex"), Buffer.from(digest, "hex"))) {
         return { ok: false, reason: "unknown" };
     }
-    if (agent.port !== undefined) return arrival.via === "port" && arrival.port === agent.port ? { ok: true, agent } : { ok: false, reason: "wrong_port" };
-    if (arrival.via !== "network" || !arrival.remoteAddress || !ipv4InSubnet(arrival.remoteAddress, agent.subnet)) return { ok: false, reason: "wrong_network" };
+    if (!arrivedAs(agent, arrival)) return { ok: false, reason: agent.port === undefined ? "wrong_network" : "wrong_port" };
     return { ok: true, agent };
-}
-
-function ipv4ToInt(address: string): number | undefined {
-    const match = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(address);
-    if (!match) return undefined;
-    const octets = match.slice(1).map(Number);
-    if (octets.some((o) => o > 255)) return undefined;
-    return octets.reduce((acc, o) => acc * 256 + o, 0);
-}
-
-export function ipv4InSubnet(address: string, subnet: string): boolean {
-    const plain = address.startsWith("::ffff:") ? address.slice(7) : address;
-    const [base, bits] = subnet.split("/");
-    const value = ipv4ToInt(plain);
-    const network = ipv4ToInt(base);
-    const prefix = Number(bits);
-    if (value === undefined || network === undefined || !Number.isInteger(prefix) || prefix < 0 || prefix > 32) return false;
-    const size = 2 ** (32 - prefix);
-    return Math.floor(value / size) === Math.floor(network / size);
 }
 
 export type ErrorKind = "authentication" | "forbidden" | "bad_request" | "too_large" | "rate_limited" | "budget" | "ledger" | "upstream" | "timeout";
