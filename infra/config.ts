@@ -11,6 +11,7 @@ import { SKILL_NAME } from "../scanner/skill";
 import { OPENCLAW_IMAGE } from "./openclaw";
 import { KUBERNETES_RESERVED_PORTS } from "./kubernetesTopology";
 import { MAX_AGENT_PREFIX, MIN_AGENT_PREFIX } from "./topology";
+import { isPinnedImage } from "./securityRules";
 
 /** The config namespace: Pulumi.yaml's project name. */
 export const NAMESPACE = "openclaw";
@@ -54,16 +55,6 @@ function skillDirProblem(dir: string): string | undefined {
 const dnsLabel = z
     .string()
     .regex(AGENT_NAME, "must be a DNS label: lowercase letters, digits and '-', starting with a letter, at most 32 characters");
-
-/** An image reference pinned to a tag other than `latest`, or to a digest. */
-export function isPinnedImage(reference: string): boolean {
-    if (/@sha256:[0-9a-f]{64}$/.test(reference)) return true;
-    const lastSegment = reference.slice(reference.lastIndexOf("/") + 1);
-    const colon = lastSegment.indexOf(":");
-    if (colon < 0) return false;
-    const tag = lastSegment.slice(colon + 1);
-    return /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/.test(tag) && tag !== "latest";
-}
 
 const image = z
     .string()

@@ -40,7 +40,7 @@ describe("hardenedContainerArgs", () => {
         expect(CONTAINER_HARDENING.capabilities.drops).toEqual(["ALL"]);
     });
 
-    it.each(["0:0", "root", "0", "root:1000", "node", "1000"])("refuses user '%s'", (user) => {
+    it.each(["0:0", "root", "0", "root:1000", "node", "1000", "00:1000", "000:0", "-1:1000", " 1000:1000"])("refuses user '%s'", (user) => {
         expect(() => hardenedContainerArgs(spec({ user }))).toThrow(/numeric non-root uid:gid/);
     });
 
