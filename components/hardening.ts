@@ -2,7 +2,7 @@ import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import type { RelaxablePolicy } from "../infra/config";
-import { numericNonRootUser } from "../infra/securityRules";
+import { isNamespacedSysctl, numericNonRootUser, publishesOnEveryAddress } from "../infra/securityRules";
 import { EXCEPTION_LABELS } from "../infra/topology";
 
 /**
@@ -93,10 +93,10 @@ export function hardenedContainerArgs(spec: HardenedContainerSpec): docker.Conta
         throw new Error(`container ${spec.containerName}: user must be a numeric non-root uid:gid, got '${spec.user}'`);
     }
     for (const name of Object.keys(spec.sysctls ?? {})) {
-        if (!name.startsWith("net.")) throw new Error(`container ${spec.containerName}: sysctl ${name} is not namespaced (net.* only)`);
+        if (!isNamespacedSysctl(name)) throw new Error(`container ${spec.containerName}: sysctl ${name} is not namespaced (net.* only)`);
     }
     for (const port of spec.ports ?? []) {
-        if (port.ip === "0.0.0.0" || port.ip === "::" || port.ip === "") {
+        if (publishesOnEveryAddress(port.ip)) {
             throw new Error(`container ${spec.containerName}: port ${port.external} must be published on one address, not all`);
         }
     }

@@ -11,7 +11,7 @@ import { SKILL_NAME } from "../scanner/skill";
 import { OPENCLAW_IMAGE } from "./openclaw";
 import { KUBERNETES_RESERVED_PORTS } from "./kubernetesTopology";
 import { MAX_AGENT_PREFIX, MIN_AGENT_PREFIX } from "./topology";
-import { isPinnedImage } from "./securityRules";
+import { isPinnedImage, publishesOnEveryAddress } from "./securityRules";
 
 /** The config namespace: Pulumi.yaml's project name. */
 export const NAMESPACE = "openclaw";
@@ -68,7 +68,7 @@ const usd = z.number().finite().positive();
 const epoch = z.number().int().min(0);
 
 const ipv4 = z.string().refine((value) => ipaddr.IPv4.isValidFourPartDecimal(value), "must be an IPv4 address");
-const singleAddress = ipv4.refine((address) => address !== "0.0.0.0", "must be one address: 0.0.0.0 would publish on every interface");
+const singleAddress = ipv4.refine((address) => !publishesOnEveryAddress(address), "must be one address: 0.0.0.0 would publish on every interface");
 const SSH_HOST = /^ssh:\/\/([^@\s/]+)@([^\s/:]+)(?::(\d+))?$/;
 
 /** The monitoring stack's services. */

@@ -1,5 +1,6 @@
 // Security facts that several layers check (the config schema, the components that build containers and pods, the
 // policy pack): one definition each, so no layer can be looser than another.
+import ipaddr from "ipaddr.js";
 
 const DIGEST = /@sha256:[0-9a-f]{64}$/;
 /** Docker's tag grammar. */
@@ -34,4 +35,15 @@ export function numericNonRootUser(user: string): { uid: number; gid: number } |
     const match = /^(\d+):(\d+)$/.exec(user);
     if (!match || isRootUser(user)) return undefined;
     return { uid: Number(match[1]), gid: Number(match[2]) };
+}
+
+/** Whether a port published on `ip` would listen on every address: no address given, or an unspecified one in any spelling. */
+export function publishesOnEveryAddress(ip: string | undefined): boolean {
+    if (ip === undefined || ip === "") return true;
+    return ipaddr.isValid(ip) && ipaddr.process(ip).range() === "unspecified";
+}
+
+/** A sysctl a container may set: one of its own network namespace (`net.*`), never one of the host kernel's. */
+export function isNamespacedSysctl(name: string): boolean {
+    return name.startsWith("net.");
 }

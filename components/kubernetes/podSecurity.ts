@@ -1,6 +1,6 @@
 import type * as k8s from "@pulumi/kubernetes";
 import type * as pulumi from "@pulumi/pulumi";
-import { numericNonRootUser } from "../../infra/securityRules";
+import { isNamespacedSysctl, numericNonRootUser } from "../../infra/securityRules";
 import type { ContainerResources } from "../hardening";
 
 type PodSpec = k8s.types.input.core.v1.PodSpec;
@@ -60,7 +60,7 @@ export function hardenedPodSpec(spec: HardenedPodSpec): PodSpec {
     const user = numericNonRootUser(spec.user);
     if (!user) throw new Error(`pod ${spec.name}: user must be a numeric non-root uid:gid, got '${spec.user}'`);
     for (const name of Object.keys(spec.sysctls ?? {})) {
-        if (!name.startsWith("net.")) throw new Error(`pod ${spec.name}: sysctl ${name} is not namespaced (net.* only)`);
+        if (!isNamespacedSysctl(name)) throw new Error(`pod ${spec.name}: sysctl ${name} is not namespaced (net.* only)`);
     }
     const { uid, gid } = user;
     const scratch = Object.entries(spec.tmpfs ?? {}).map(([path, size], i) => ({
