@@ -4,6 +4,7 @@ import ipaddr from "ipaddr.js";
 import { z } from "zod";
 import { isTimeZone } from "../proxy-image/src/budget";
 import { priceSchema } from "../proxy-image/src/config";
+import { BUILT_IN, secretConfigKey } from "../providers/index";
 import { canonicalHost } from "../runtime/hostnames";
 import { AGENT_NAME } from "../runtime/registry";
 import { DOCKER_DEFAULT_POOLS, PRIVATE_RANGES, allocateSubnets, contains, overlaps, parseBlock, slotCount } from "./subnets";
@@ -17,20 +18,14 @@ export const NAMESPACE = "openclaw";
 /** Other namespaces a stack file may use: Pulumi's own and the providers' the program uses. */
 export const OTHER_NAMESPACES = ["pulumi", "docker", "command", "random", "tls"] as const;
 
-/** Config keys whose values are plain strings, never JSON. */
-export const STRING_KEYS = ["backend", "dockerHost", "anthropicApiKey", "openaiApiKey"] as const;
+/** Config keys whose values are plain strings, never JSON (and every secret key, see SECRET_KEY). */
+export const STRING_KEYS = ["backend", "dockerHost"] as const;
+
+/** The secret config keys that hold real provider keys: `<provider>ApiKey` (providers/index.ts secretConfigKey). */
+export const SECRET_KEY = /^[a-z][A-Za-z0-9]*ApiKey$/;
 
 /** Where the stack runs: one Docker host, or a Kubernetes cluster (docs/kubernetes.md). */
 export const BACKENDS = ["docker", "kubernetes"] as const;
-
-export const PROVIDERS = ["anthropic", "openai"] as const;
-export type ProviderId = (typeof PROVIDERS)[number];
-
-/** The secret config key that holds each provider's real API key. */
-export const PROVIDER_KEY_CONFIG: Record<ProviderId, "anthropicApiKey" | "openaiApiKey"> = {
-    anthropic: "anthropicApiKey",
-    openai: "openaiApiKey",
-};
 
 
 /** The project root: where Pulumi.yaml is, and what relative skill folders are relative to. */
@@ -71,7 +66,6 @@ const image = z
     .refine(isPinnedImage, "must be pinned: name:tag with a tag other than 'latest', or name@sha256:<digest>");
 
 const port = z.number().int().min(1).max(65535);
-const secretKey = (key: string) => z.string().min(1, `is empty: set the real key with \`pulumi config set --secret ${key}\` (or npm run deploy with it in the environment)`).optional();
 const hostPort = z.number().int().min(1024, "must be 1024 or above (no privileged host ports)").max(65535);
 const usd = z.number().finite().positive();
 const epoch = z.number().int().min(0);
@@ -155,7 +149,7 @@ const agent = z.strictObject({
     dashboardPort: hostPort,
     model: z
         .string()
-        .regex(/^(anthropic|openai)\/[A-Za-z0-9._:-]+$/, "must be <provider>/<model> with provider anthropic or openai")
+        .regex(/^[a-z][a-z0-9-]*\/[A-Za-z0-9._:/-]+$/, "must be <provider>/<model>, the provider one of keyProxy.providers")
         .default("anthropic/claude-sonnet-4-5"),
     resources: resources({ memoryMb: 2048, cpus: 1, pids: 512 }),
     egress: z
@@ -180,6 +174,28 @@ const agent = z.strictObject({
 
 const provider = (defaultBaseUrl: string) =>
     z.strictObject({ baseUrl: httpsUrl.default(defaultBaseUrl), keyEpoch: epoch.default(1) });
+
+const keyProxySchema = z
+    .strictObject({
+        image: image.default("openclaw-key-proxy:0.1.0"),
+        /** The built-in providers (providers/<id>.ts), each enabled by its entry; by default those marked so. */
+        providers: z
+            .strictObject(Object.fromEntries(BUILT_IN.map((p) => [p.id, provider(p.defaultBaseUrl!).optional()])))
+            .prefault(Object.fromEntries(BUILT_IN.filter((p) => p.enabledByDefault).map((p) => [p.id, {}])))
+            .refine((p) => Object.values(p).some((entry) => entry !== undefined), "enable at least one provider"),
+        resources: resources({ memoryMb: 512, cpus: 1, pids: 256 }),
+        /** Budgets' days and months start at midnight in this IANA time zone. */
+        budgetTimeZone: z.string().refine(isTimeZone, "must be an IANA time zone such as UTC or Europe/Berlin").default("UTC"),
+        /** USD per million tokens by model id prefix, merged over the built-in list prices. */
+        prices: z.record(z.string().min(1), priceSchema).default({}),
+        /** Price for models the table does not name (default: the dearest list price). */
+        fallbackPrice: priceSchema.optional(),
+        /** Output cap written into requests that set none, so every reservation is bounded. */
+        defaultMaxOutputTokens: z.number().int().min(1).max(1_000_000).default(32_000),
+        /** A CA to trust for upstreams besides the system roots (private mirrors, test stand-ins). */
+        extraCaPem: z.string().regex(/-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----/, "must be a PEM certificate").optional(),
+    })
+    .prefault({});
 
 /** A Kubernetes object name that must also be a DNS label (namespaces). */
 const k8sLabelName = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "must be a DNS label: lowercase letters, digits and '-', at most 63 characters");
@@ -224,29 +240,7 @@ const schema = z
             })
             .prefault({}),
         agents: z.array(agent).min(1, "declare at least one agent"),
-        keyProxy: z
-            .strictObject({
-                image: image.default("openclaw-key-proxy:0.1.0"),
-                providers: z
-                    .strictObject({
-                        anthropic: provider("https://api.anthropic.com").optional(),
-                        openai: provider("https://api.openai.com").optional(),
-                    })
-                    .prefault({ anthropic: {}, openai: {} })
-                    .refine((p) => p.anthropic !== undefined || p.openai !== undefined, "enable at least one provider"),
-                resources: resources({ memoryMb: 512, cpus: 1, pids: 256 }),
-                /** Budgets' days and months start at midnight in this IANA time zone. */
-                budgetTimeZone: z.string().refine(isTimeZone, "must be an IANA time zone such as UTC or Europe/Berlin").default("UTC"),
-                /** USD per million tokens by model id prefix, merged over the built-in list prices. */
-                prices: z.record(z.string().min(1), priceSchema).default({}),
-                /** Price for models the table does not name (default: the dearest list price). */
-                fallbackPrice: priceSchema.optional(),
-                /** Output cap written into requests that set none, so every reservation is bounded. */
-                defaultMaxOutputTokens: z.number().int().min(1).max(1_000_000).default(32_000),
-                /** A CA to trust for upstreams besides the system roots (private mirrors, test stand-ins). */
-                extraCaPem: z.string().regex(/-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----/, "must be a PEM certificate").optional(),
-            })
-            .prefault({}),
+        keyProxy: keyProxySchema,
         egress: z
             .strictObject({
                 image: image.default("openclaw-egress-gateway:0.1.0"),
@@ -307,8 +301,6 @@ const schema = z
                     .default({}),
             })
             .optional(),
-        anthropicApiKey: secretKey("anthropicApiKey"),
-        openaiApiKey: secretKey("openaiApiKey"),
         backend: z.enum(BACKENDS).default("docker"),
         kubernetes,
     })
@@ -343,24 +335,13 @@ const schema = z
                 if (earlier !== undefined) ctx.addIssue({ code: "custom", path: ["agents", i, "skills", j], message: `skill name '${name}' is already skills[${earlier}] (skills are delivered by folder name)` });
                 else skillNames.set(name, j);
             });
-            const [providerId] = a.model.split("/") as [ProviderId];
-            if (config.keyProxy.providers[providerId] === undefined) {
+            const [providerId] = a.model.split("/");
+            if (!enabledProviders(config.keyProxy).some((p) => p.id === providerId)) {
                 ctx.addIssue({ code: "custom", path: ["agents", i, "model"], message: `provider '${providerId}' is not enabled in keyProxy.providers` });
             }
         });
 
         if (config.backend === "kubernetes") checkKubernetes(config, ctx);
-
-        for (const id of PROVIDERS) {
-            const key = PROVIDER_KEY_CONFIG[id];
-            if (config.keyProxy.providers[id] !== undefined && config[key] === undefined) {
-                ctx.addIssue({
-                    code: "custom",
-                    path: [key],
-                    message: `missing secret: the real ${id} API key; set it with \`pulumi config set --secret ${key}\` or disable keyProxy.providers.${id}`,
-                });
-            }
-        }
 
         const uplink = checkPrivateBlock(config.network.uplinkSubnet, ["network", "uplinkSubnet"], ctx, [16, 29]);
         if (pool && uplink && overlaps(pool, uplink)) {
@@ -441,12 +422,73 @@ function checkPrivateBlock(cidr: string, path: string[], ctx: z.RefinementCtx, p
 }
 
 type ParsedConfig = z.output<typeof schema>;
+
+/** One provider a stack enables: its entry in the registry, where it is reached and its key's epoch. */
+export interface EnabledProvider {
+    id: string;
+    /** The registry entry's id (providers/<kind>.ts). */
+    kind: string;
+    baseUrl: string;
+    keyEpoch: number;
+    /** The secret config key holding its real key. */
+    secretKey: string;
+}
+
+/** The providers a stack enables, in registry order. */
+export function enabledProviders(keyProxy: Pick<ParsedConfig["keyProxy"], "providers">): EnabledProvider[] {
+    return BUILT_IN.flatMap((spec) => {
+        const entry = keyProxy.providers[spec.id];
+        return entry === undefined ? [] : [{ id: spec.id, kind: spec.id, baseUrl: entry.baseUrl, keyEpoch: entry.keyEpoch, secretKey: secretConfigKey(spec.id) }];
+    });
+}
+
+/** The secret config keys a stack's raw config needs: those of the providers it enables (all, when that is unreadable). */
+export function requiredSecretKeys(raw: Record<string, unknown>): string[] {
+    const keyProxy = keyProxySchema.safeParse(raw.keyProxy);
+    return keyProxy.success ? enabledProviders(keyProxy.data).map((p) => p.secretKey) : providerSecretKeys();
+}
+
+/** The secret config keys a stack file may hold: one per provider it could enable. */
+export function providerSecretKeys(): string[] {
+    return BUILT_IN.map((p) => secretConfigKey(p.id));
+}
+
+/**
+ * Problems with the provider secrets (`<provider>ApiKey`, kept out of the schema so each provider brings its own):
+ * empty ones, ones no provider reads, and missing ones of enabled providers.
+ */
+function secretProblems(secrets: Record<string, unknown>, raw: Record<string, unknown>): string[] {
+    const problems: string[] = [];
+    const known = providerSecretKeys();
+    for (const [key, value] of Object.entries(secrets)) {
+        if (value === undefined) continue;
+        if (!known.includes(key)) {
+            const suggestion = closest(key, known);
+            problems.push(`${configKeyPath([key])}: unknown key; ${suggestion ? `did you mean '${suggestion}'?` : `no provider reads it (known: ${known.join(", ")})`}`);
+        } else if (typeof value !== "string" || value.length === 0) {
+            problems.push(`${configKeyPath([key])}: is empty: set the real key with \`pulumi config set --secret ${key}\` (or npm run deploy with it in the environment)`);
+        }
+    }
+    // Judged on the keyProxy section alone, so a missing key is reported with every other problem of the file.
+    const keyProxy = keyProxySchema.safeParse(raw.keyProxy);
+    for (const provider of keyProxy.success ? enabledProviders(keyProxy.data) : []) {
+        if (secrets[provider.secretKey] !== undefined) continue;
+        problems.push(
+            `${configKeyPath([provider.secretKey])}: missing secret: the real ${provider.id} API key; set it with \`pulumi config set --secret ${provider.secretKey}\` or disable keyProxy.providers.${provider.id}`,
+        );
+    }
+    return problems;
+}
 export type AgentConfig = ParsedConfig["agents"][number] & { subnet: string };
 export type KeyProxyConfig = ParsedConfig["keyProxy"];
 export type EgressConfig = ParsedConfig["egress"];
 export type MonitoringConfig = NonNullable<ParsedConfig["monitoring"]>;
 export type KubernetesConfig = ParsedConfig["kubernetes"];
-export type StackConfig = Omit<ParsedConfig, "agents"> & { agents: AgentConfig[] };
+export type StackConfig = Omit<ParsedConfig, "agents"> & {
+    agents: AgentConfig[];
+    /** The real key of each enabled provider, by provider id. */
+    providerKeys: Record<string, string>;
+};
 
 /** Thrown for invalid stack config; every line names the config key path, what is wrong with it and the fix. */
 export class ConfigError extends Error {
@@ -474,12 +516,15 @@ export function configKeyPath(path: readonly PropertyKey[]): string {
  * config comes from); never declares anything.
  */
 export function parseStackConfig(raw: Record<string, unknown>, file?: string): StackConfig {
-    const result = schema.safeParse(raw, { reportInput: true });
-    if (!result.success) throw new ConfigError([...new Set(result.error.issues.flatMap(describeIssue))], file);
-    const config = result.data;
+    const secrets = Object.fromEntries(Object.entries(raw).filter(([key]) => SECRET_KEY.test(key)));
+    const result = schema.safeParse(Object.fromEntries(Object.entries(raw).filter(([key]) => !SECRET_KEY.test(key))), { reportInput: true });
+    const problems = [...(result.success ? [] : result.error.issues.flatMap(describeIssue)), ...secretProblems(secrets, raw)];
+    if (problems.length > 0) throw new ConfigError([...new Set(problems)], file);
+    const config = result.data!;
     const allocation = allocateSubnets(config.network.addressPool, config.network.agentSubnetPrefix, config.agents);
     if (!allocation.ok) throw new ConfigError(allocation.conflicts.map((c) => `${configKeyPath(["agents", c.index, "subnet"])}: ${c.message}`), file);
-    return { ...config, agents: config.agents.map((a) => ({ ...a, subnet: allocation.subnets.get(a.name)! })) };
+    const providerKeys = Object.fromEntries(enabledProviders(config.keyProxy).map((p) => [p.id, secrets[p.secretKey] as string]));
+    return { ...config, providerKeys, agents: config.agents.map((a) => ({ ...a, subnet: allocation.subnets.get(a.name)! })) };
 }
 
 /** The unit a numeric key's name ends in. */
@@ -597,7 +642,7 @@ export function rawConfigFromPulumi(all: Record<string, string>, file?: string):
     for (const [fullKey, value] of Object.entries(all)) {
         if (!fullKey.startsWith(`${NAMESPACE}:`)) continue;
         const key = fullKey.slice(NAMESPACE.length + 1);
-        raw[key] = (STRING_KEYS as readonly string[]).includes(key) ? value : decode(value);
+        raw[key] = (STRING_KEYS as readonly string[]).includes(key) || SECRET_KEY.test(key) ? value : decode(value);
     }
     return raw;
 }

@@ -6,7 +6,7 @@ import { KeyProxy } from "../components/keyProxy";
 import { MonitoringStack } from "../components/monitoringStack";
 import type { WatchedEndpoint } from "../components/monitoringConfig";
 import type { RemoteMetrics } from "../components/sharedService";
-import type { StackConfig } from "./config";
+import { type StackConfig, enabledProviders } from "./config";
 import { type KubernetesStackOutputs, defineKubernetesStack, upstreamKeysOf } from "./kubernetesProgram";
 import type { ApprovedSkill } from "./skills";
 import { LABELS, PORTS, agentNetworkAddresses, dockerNames, uplinkAddresses } from "./topology";
@@ -63,6 +63,7 @@ function defineDockerStack(config: StackConfig, stack: string, skills: ReadonlyM
             {
                 stack,
                 agent,
+                providers: enabledProviders(config.keyProxy),
                 dockerHost: config.dockerHost,
                 keyProxy: { address: addresses.keyProxy, port: PORTS.keyProxy },
                 egressGateway: { address: addresses.egressGateway, port: PORTS.egressProxy },

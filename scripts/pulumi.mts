@@ -8,11 +8,13 @@ import { randomBytes } from "node:crypto";
 import { accessSync, constants, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { ConfigError } from "../infra/config.ts";
+import { BUILT_IN, secretConfigKey, secretEnv } from "../providers/index.ts";
 import { dockerHostOf } from "./stackFile.ts";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const STATE_DIR = path.join(ROOT, ".pulumi-state");
-const SECRET_ENV: Record<string, string> = { anthropicApiKey: "ANTHROPIC_API_KEY", openaiApiKey: "OPENAI_API_KEY" };
+/** Each provider's secret config key and the environment variable it is stored from (ANTHROPIC_API_KEY, ...). */
+const SECRET_ENV: Record<string, string> = Object.fromEntries(BUILT_IN.map((p) => [secretConfigKey(p.id), secretEnv(p.id)]));
 
 function fail(message: string, code = 1): never {
     console.error(`error: ${message}`);

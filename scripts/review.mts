@@ -3,7 +3,7 @@
 // violation.   npm run review -- --stack dev [--json]
 import { existsSync } from "node:fs";
 import path from "node:path";
-import { ConfigError, PROVIDER_KEY_CONFIG, parseStackConfig } from "../infra/config.ts";
+import { ConfigError, parseStackConfig, requiredSecretKeys } from "../infra/config.ts";
 import * as pulumi from "@pulumi/pulumi";
 import { LABELS, agentNetworkAddresses } from "../infra/topology.ts";
 import { CONTAINER, NETWORK, type Verdict, evaluate } from "../policy/policies.ts";
@@ -45,7 +45,7 @@ let config;
 try {
     const file = readStackFile(stack, configDir);
     Object.assign(raw, file.raw);
-    for (const key of Object.values(PROVIDER_KEY_CONFIG) as string[]) {
+    for (const key of requiredSecretKeys(raw)) {
         if (raw[key] !== undefined) continue;
         secretNotes.push(`${key}: ${file.encrypted.includes(key) ? "encrypted in the stack file, not read offline" : "not set in the stack file (npm run deploy stores it from the environment)"}`);
         raw[key] = OFFLINE_SECRET;

@@ -11,7 +11,10 @@ import {
     scrubSecrets,
     upstreamRequestHeaders,
 } from "../proxy-image/src/policy";
+import { builtInProvider } from "../providers/index";
 import { fakeKey } from "./support/fakeKeys";
+
+const spec = (id: string) => builtInProvider(id)!;
 
 describe("decideRoute forwards", () => {
     it.each([
@@ -96,7 +99,7 @@ describe("upstreamRequestHeaders", () => {
     };
 
     it("for Anthropic: strips credentials, hop-by-hop, Connection-named and address headers, injects x-api-key", () => {
-        expect(upstreamRequestHeaders(incoming, "anthropic", "REAL")).toEqual({
+        expect(upstreamRequestHeaders(incoming, spec("anthropic"), "REAL")).toEqual({
             "anthropic-version": "2023-06-01",
             "anthropic-beta": "prompt-caching-2024-07-31",
             "content-type": "application/json",
@@ -107,7 +110,7 @@ describe("upstreamRequestHeaders", () => {
     });
 
     it("for OpenAI: injects the bearer key and nothing of the agent's", () => {
-        const out = upstreamRequestHeaders(incoming, "openai", "REAL");
+        const out = upstreamRequestHeaders(incoming, spec("openai"), "REAL");
         expect(out.authorization).toBe("Bearer REAL");
         expect(out["x-api-key"]).toBeUndefined();
         expect(JSON.stringify(out)).not.toContain("ocp_agent_token");
@@ -144,7 +147,7 @@ describe("credentials", () => {
         [{ authorization: "bearer t" }, "openai", undefined],
         [{ authorization: "Bearer t u" }, "openai", undefined],
         [{ "x-api-key": "t" }, "openai", undefined],
-    ])("reads %j for %s", (headers, provider, expected) => expect(presentedCredential(headers, provider)).toBe(expected));
+    ])("reads %j for %s", (headers, provider, expected) => expect(presentedCredential(headers, spec(provider))).toBe(expected));
 
     it("checks subnets exactly", () => {
         expect(ipv4InSubnet("10.0.0.15", "10.0.0.0/28")).toBe(true);
@@ -156,12 +159,12 @@ describe("credentials", () => {
 
 describe("errors and scrubbing", () => {
     it("speaks each provider's error shape", () => {
-        expect(JSON.parse(providerError("anthropic", "authentication").body)).toEqual({ type: "error", error: { type: "authentication_error", message: "invalid credential" } });
-        expect(JSON.parse(providerError("openai", "authentication").body)).toEqual({
+        expect(JSON.parse(providerError(spec("anthropic"), "authentication").body)).toEqual({ type: "error", error: { type: "authentication_error", message: "invalid credential" } });
+        expect(JSON.parse(providerError(spec("openai"), "authentication").body)).toEqual({
             error: { message: "invalid credential", type: "invalid_request_error", param: null, code: "invalid_api_key" },
         });
-        expect(providerError("openai", "rate_limited").status).toBe(429);
-        expect(providerError("anthropic", "too_large").status).toBe(413);
+        expect(providerError(spec("openai"), "rate_limited").status).toBe(429);
+        expect(providerError(spec("anthropic"), "too_large").status).toBe(413);
     });
 
     it.each([

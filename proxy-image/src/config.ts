@@ -2,8 +2,9 @@ import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { adminListenSchema, listenSchema } from "../../runtime/admin";
 import { isTimeZone } from "./budget";
-import { type AgentEntry, PROVIDERS, type Provider } from "./policy";
-import { DEFAULT_FALLBACK_PRICE, DEFAULT_PRICES } from "./pricing";
+import { KEY_ENV_PREFIX, type ProviderSpec, PROVIDER_ID, keyEnv, providerOfKind } from "../../providers/index";
+import type { AgentEntry } from "./policy";
+import { DEFAULT_FALLBACK_PRICE, DEFAULT_PRICES, type PriceBook } from "./pricing";
 import { agentIdentity } from "../../runtime/registry";
 
 /** One agent's registry entry, as the deployment writes it. */
@@ -23,9 +24,19 @@ export const runtimeConfigSchema = z.strictObject({
     listen: listenSchema.default({ host: "0.0.0.0", port: 8080 }),
     /** Metrics and /healthz: addresses agents cannot reach (loopback, the uplink address). */
     admin: z.array(adminListenSchema).min(1).default([{ host: "127.0.0.1", port: 9464 }]),
-    upstreams: z.strictObject({
-        anthropic: z.strictObject({ baseUrl: z.string().url() }).optional(),
-        openai: z.strictObject({ baseUrl: z.string().url() }).optional(),
+    /** The providers this proxy fronts, by route prefix: each of a kind in providers/ (its id unless said). */
+    upstreams: z.record(
+        z.string().regex(PROVIDER_ID),
+        z.strictObject({
+            kind: z.string().optional(),
+            baseUrl: z.string().url(),
+            /** Prices of this provider's models, looked up before the shared table. */
+            prices: z.record(z.string(), priceSchema).default({}),
+        }),
+    ).superRefine((upstreams, ctx) => {
+        for (const [id, upstream] of Object.entries(upstreams)) {
+            if (providerOfKind(upstream.kind ?? id, id) === undefined) ctx.addIssue({ code: "custom", path: [id, "kind"], message: `no provider kind '${upstream.kind ?? id}'` });
+        }
     }),
     /** An extra CA to trust besides the system roots (tests, private mirrors): a file, or the PEM itself. */
     extraCaFile: z.string().optional(),
@@ -72,17 +83,22 @@ export const runtimeConfigSchema = z.strictObject({
 
 export type RuntimeConfig = z.output<typeof runtimeConfigSchema>;
 
-export function priceBook(config: RuntimeConfig) {
-    return { prices: { ...DEFAULT_PRICES, ...config.metering.prices }, fallback: config.metering.fallbackPrice };
+/** The prices one provider's requests are billed at: its own table, then the shared one, then the fallback. */
+export function priceBook(config: RuntimeConfig, provider?: string): PriceBook {
+    const own = provider === undefined ? {} : (config.upstreams[provider]?.prices ?? {});
+    return { prices: { ...DEFAULT_PRICES, ...config.metering.prices, ...own }, fallback: config.metering.fallbackPrice };
+}
+
+/** The provider entry of every configured upstream, by route prefix. */
+export function configuredProviders(config: RuntimeConfig): Map<string, ProviderSpec> {
+    return new Map(Object.entries(config.upstreams).map(([id, upstream]) => [id, providerOfKind(upstream.kind ?? id, id)!]));
 }
 
 export interface LoadedConfig {
     config: RuntimeConfig;
-    keys: Partial<Record<Provider, string>>;
+    keys: Record<string, string>;
     extraCa?: string;
 }
-
-export const KEY_ENV: Record<Provider, string> = { anthropic: "KEYPROXY_KEY_ANTHROPIC", openai: "KEYPROXY_KEY_OPENAI" };
 
 /**
  * Reads KEYPROXY_CONFIG (JSON) and the real keys from the environment, then removes the keys from
@@ -90,13 +106,15 @@ export const KEY_ENV: Record<Provider, string> = { anthropic: "KEYPROXY_KEY_ANTH
  */
 export function loadConfigFromEnv(env: NodeJS.ProcessEnv = process.env): LoadedConfig {
     const config = runtimeConfigSchema.parse(JSON.parse(env.KEYPROXY_CONFIG ?? "{}"));
-    const keys: Partial<Record<Provider, string>> = {};
-    for (const provider of PROVIDERS) {
-        const value = env[KEY_ENV[provider]];
-        delete env[KEY_ENV[provider]];
-        if (config.upstreams[provider] === undefined) continue;
-        if (!value) throw new Error(`${KEY_ENV[provider]} is not set but upstreams.${provider} is configured`);
-        keys[provider] = value;
+    const keys: Record<string, string> = {};
+    for (const name of Object.keys(env).filter((n) => n.startsWith(KEY_ENV_PREFIX))) {
+        const value = env[name];
+        delete env[name];
+        const provider = Object.keys(config.upstreams).find((id) => keyEnv(id) === name);
+        if (provider !== undefined && value) keys[provider] = value;
+    }
+    for (const provider of Object.keys(config.upstreams)) {
+        if (keys[provider] === undefined) throw new Error(`${keyEnv(provider)} is not set but upstreams.${provider} is configured`);
     }
     if (Object.keys(keys).length === 0) throw new Error("no upstream configured");
     return { config, keys, extraCa: config.extraCaPem ?? (config.extraCaFile ? readFileSync(config.extraCaFile, "utf8") : undefined) };
