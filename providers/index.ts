@@ -1,6 +1,7 @@
 // The provider registry: every provider KeyProxy can front, and the facts derived from the entries. Adding a
 // provider is one module beside this one plus a line in BUILT_IN.
 import { anthropic } from "./anthropic";
+import { gemini } from "./gemini";
 import { openai } from "./openai";
 import type { Price, ProviderSpec, WireFormat } from "./types";
 
@@ -8,7 +9,7 @@ export type { ErrorKind, Price, ProviderSpec, Usage, WireFormat } from "./types"
 export { ERROR_KINDS, NO_USAGE } from "./types";
 
 /** The built-in providers, each enabled in a stack under its id (keyProxy.providers.<id>). */
-export const BUILT_IN: readonly ProviderSpec[] = [anthropic, openai];
+export const BUILT_IN: readonly ProviderSpec[] = [anthropic, openai, gemini];
 
 export const BUILT_IN_IDS: readonly string[] = BUILT_IN.map((p) => p.id);
 

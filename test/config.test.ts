@@ -231,7 +231,7 @@ describe("stack files (readStackFile)", () => {
         ["a misspelt namespace", `${dev}  opencalw:dockerHost: tcp://127.0.0.1:2375\n`, /^opencalw:dockerHost: unknown namespace 'opencalw'; did you mean openclaw:dockerHost\?$/],
         ["an Anthropic key in plain text", `${dev}  openclaw:anthropicApiKey: ${anthropicKey}\n`, /^openclaw:anthropicApiKey: a provider API key in plain text: remove it from the file, store it with `pulumi config set --secret anthropicApiKey`, and rotate the key/],
         ["an OpenAI project key in plain text", `${dev}  openclaw:openaiApiKey: ${openaiKey}\n`, /^openclaw:openaiApiKey: a provider API key in plain text: .*--secret openaiApiKey/],
-        ["a plain sk- key in another setting", dev.replace("model: openai/gpt-5.1", `model: ${plainKey}`), /^openclaw:agents\[1\]\.model: a provider API key in plain text: remove it from the file, keep provider keys only in the secrets anthropicApiKey and openaiApiKey/],
+        ["a plain sk- key in another setting", dev.replace("model: openai/gpt-5.1", `model: ${plainKey}`), /^openclaw:agents\[1\]\.model: a provider API key in plain text: remove it from the file, keep provider keys only in the secrets anthropicApiKey, openaiApiKey and geminiApiKey/],
         ["a key under another namespace", `${dev}  docker:apiKey: ${anthropicKey}\n`, /^docker:apiKey: a provider API key in plain text/],
     ])("%s: names the file, the key and the fix", (_case, text, message) => {
         const { file, problems, message: whole } = problemsOfFile(text);

@@ -123,7 +123,7 @@ describe("refusals", () => {
         "POST /anthropic/../openai/v1/chat/completions HTTP/1.1",
         "POST /anthropic/%2e%2e/openai/v1 HTTP/1.1",
         "POST /anthropic/v1%2fmessages HTTP/1.1",
-        "POST /gemini/v1/models HTTP/1.1",
+        "POST /mistral/v1/models HTTP/1.1",
         "GET /metrics HTTP/1.1",
         "GET /healthz HTTP/1.1",
     ])("%s: connection closed with no response", async (line) => {

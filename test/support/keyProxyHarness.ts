@@ -12,6 +12,7 @@ import { fakeKey } from "./fakeKeys";
 export const REAL_KEYS = {
     anthropic: fakeKey("anthropic", `${"REAL".repeat(10)}-AAAA`),
     openai: fakeKey("openai", `${"REAL".repeat(10)}-BBBB`),
+    gemini: fakeKey("gemini", `${"REAL".repeat(8)}-CC`),
 };
 export const TOKENS = { bart: "ocp_bartbartbartbartbartbartbartbartbartbartbartbart", lisa: "ocp_lisalisalisalisalisalisalisalisalisalisalisalisa" };
 
@@ -41,7 +42,7 @@ export async function startKeyProxy(
     const config = runtimeConfigSchema.parse({
         listen: { host: "127.0.0.1", port: 0 },
         admin: [{ host: "127.0.0.1", port: 0 }],
-        upstreams: { anthropic: { baseUrl: upstream.baseUrl }, openai: { baseUrl: upstream.baseUrl } },
+        upstreams: { anthropic: { baseUrl: upstream.baseUrl }, openai: { baseUrl: upstream.baseUrl }, gemini: { baseUrl: upstream.baseUrl } },
         registryDir: tempDir("keyproxy-registry"),
         metering: { ledgerFile: path.join(tempDir("keyproxy-ledger"), "ledger.log") },
         ...overrides,
@@ -85,3 +86,5 @@ export const OPENAI_BODY = JSON.stringify({ model: "gpt-5.1", max_completion_tok
 
 export const anthropicHeaders = (token = TOKENS.bart) => ({ "x-api-key": token, "content-type": "application/json", "anthropic-version": "2023-06-01" });
 export const openaiHeaders = (token = TOKENS.bart) => ({ authorization: `Bearer ${token}`, "content-type": "application/json" });
+export const geminiHeaders = (token = TOKENS.bart) => ({ "x-goog-api-key": token, "content-type": "application/json" });
+export const GEMINI_BODY = JSON.stringify({ contents: [{ role: "user", parts: [{ text: "hi" }] }], generationConfig: { maxOutputTokens: 64 } });
