@@ -2,7 +2,7 @@ import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import type { AgentConfig, EnabledProvider } from "../infra/config";
-import { builtInProvider } from "../providers/index";
+import { providerKind } from "../providers/index";
 import type { ApprovedSkill } from "../infra/skills";
 import { AGENT_HOME, AGENT_USER, ALIASES, EXCEPTION_LABELS, LABELS, PORTS, agentNetworkAddresses, dockerNames } from "../infra/topology";
 import { AGENT_CREDENTIAL } from "../runtime/registry";
@@ -90,7 +90,7 @@ export function openClawConfig({ agent, providers, keyProxyUrl, credential, dash
             catalogRefresh: { enabled: false },
             providers: Object.fromEntries(
                 providers.map(({ id, kind }) => {
-                    const { api, basePath } = builtInProvider(kind)!.openClaw;
+                    const { api, basePath } = providerKind(kind)!.openClaw;
                     return [id, { baseUrl: `${keyProxyUrl}/${id}${basePath}`, apiKey: credential, api, models: models(id) }];
                 }),
             ),

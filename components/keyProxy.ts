@@ -40,7 +40,9 @@ export const DRAIN_SECONDS = 30;
 
 /** Pure: the KEYPROXY_CONFIG the service reads. No secrets in it: keys travel in their own variables. */
 export function keyProxyRuntimeConfig(config: KeyProxyConfig, remoteAdmin?: Listen) {
-    const upstreams = Object.fromEntries(enabledProviders(config).map((p) => [p.id, { kind: p.kind, baseUrl: p.baseUrl }]));
+    const upstreams = Object.fromEntries(
+        enabledProviders(config).map((p) => [p.id, { kind: p.kind, baseUrl: p.baseUrl, ...(Object.keys(p.prices).length > 0 && { prices: p.prices }) }]),
+    );
     return {
         listen: { host: "0.0.0.0", port: PORTS.keyProxy },
         admin: [{ host: "127.0.0.1", port: PORTS.keyProxyMetrics }, ...(remoteAdmin ? [remoteAdmin] : [])],

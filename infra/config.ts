@@ -4,7 +4,7 @@ import ipaddr from "ipaddr.js";
 import { z } from "zod";
 import { isTimeZone } from "../proxy-image/src/budget";
 import { priceSchema } from "../proxy-image/src/config";
-import { BUILT_IN, secretConfigKey } from "../providers/index";
+import { BUILT_IN, OPENAI_COMPATIBLE_KIND, PROVIDER_ID, type Price, secretConfigKey, secretEnv } from "../providers/index";
 import { canonicalHost } from "../runtime/hostnames";
 import { AGENT_NAME } from "../runtime/registry";
 import { DOCKER_DEFAULT_POOLS, PRIVATE_RANGES, allocateSubnets, contains, overlaps, parseBlock, slotCount } from "./subnets";
@@ -175,14 +175,36 @@ const agent = z.strictObject({
 const provider = (defaultBaseUrl: string) =>
     z.strictObject({ baseUrl: httpsUrl.default(defaultBaseUrl), keyEpoch: epoch.default(1) });
 
+/** One OpenAI-compatible endpoint, routed under /<id>/ with its own key (`<id>ApiKey`) and prices. */
+const openaiCompatibleInstance = z.strictObject({
+    id: z.string().regex(PROVIDER_ID, "must be a short lowercase name (letters, digits, '-'), e.g. openrouter"),
+    /** The URL the API's `/v1/...` paths follow, e.g. https://openrouter.ai/api. */
+    baseUrl: httpsUrl,
+    keyEpoch: epoch.default(1),
+    /** USD per million tokens by model id prefix; models not named are billed at the fallback price. */
+    prices: z.record(z.string().min(1), priceSchema).default({}),
+});
+
+const builtInProviders = Object.fromEntries(BUILT_IN.map((p) => [p.id, provider(p.defaultBaseUrl!).optional()])) as Record<string, z.ZodOptional<ReturnType<typeof provider>>>;
+
 const keyProxySchema = z
     .strictObject({
         image: image.default("openclaw-key-proxy:0.1.0"),
-        /** The built-in providers (providers/<id>.ts), each enabled by its entry; by default those marked so. */
+        /**
+         * The built-in providers (providers/<id>.ts), each enabled by its entry (by default those marked so), and any
+         * number of OpenAI-compatible endpoints.
+         */
         providers: z
-            .strictObject(Object.fromEntries(BUILT_IN.map((p) => [p.id, provider(p.defaultBaseUrl!).optional()])))
+            .strictObject({ ...builtInProviders, openaiCompatible: z.array(openaiCompatibleInstance).default([]) })
             .prefault(Object.fromEntries(BUILT_IN.filter((p) => p.enabledByDefault).map((p) => [p.id, {}])))
-            .refine((p) => Object.values(p).some((entry) => entry !== undefined), "enable at least one provider"),
+            .superRefine((providers, ctx) => {
+                if (enabledProviders({ providers }).length === 0) ctx.addIssue({ code: "custom", message: "enable at least one provider" });
+                const seen = new Set<string>(BUILT_IN.map((p) => p.id));
+                providers.openaiCompatible.forEach((instance, i) => {
+                    if (seen.has(instance.id)) ctx.addIssue({ code: "custom", path: ["openaiCompatible", i, "id"], message: `'${instance.id}' is already a provider's route: choose another id` });
+                    seen.add(instance.id);
+                });
+            }),
         resources: resources({ memoryMb: 512, cpus: 1, pids: 256 }),
         /** Budgets' days and months start at midnight in this IANA time zone. */
         budgetTimeZone: z.string().refine(isTimeZone, "must be an IANA time zone such as UTC or Europe/Berlin").default("UTC"),
@@ -432,15 +454,21 @@ export interface EnabledProvider {
     keyEpoch: number;
     /** The secret config key holding its real key. */
     secretKey: string;
+    /** Its own prices (instances), looked up before the shared table. */
+    prices: Record<string, Price>;
 }
 
 /** The providers a stack enables, in registry order. */
-export function enabledProviders(keyProxy: Pick<ParsedConfig["keyProxy"], "providers">): EnabledProvider[] {
-    return BUILT_IN.flatMap((spec) => {
-        const entry = keyProxy.providers[spec.id];
-        return entry === undefined ? [] : [{ id: spec.id, kind: spec.id, baseUrl: entry.baseUrl, keyEpoch: entry.keyEpoch, secretKey: secretConfigKey(spec.id) }];
+export function enabledProviders(keyProxy: { providers: ProvidersConfig }): EnabledProvider[] {
+    const builtIn = BUILT_IN.flatMap((spec) => {
+        const entry = keyProxy.providers[spec.id] as z.output<ReturnType<typeof provider>> | undefined;
+        return entry === undefined ? [] : [{ id: spec.id, kind: spec.id, baseUrl: entry.baseUrl, keyEpoch: entry.keyEpoch, secretKey: secretConfigKey(spec.id), prices: {} }];
     });
+    const instances = keyProxy.providers.openaiCompatible.map((instance) => ({ ...instance, kind: OPENAI_COMPATIBLE_KIND, secretKey: secretConfigKey(instance.id) }));
+    return [...builtIn, ...instances];
 }
+
+type ProvidersConfig = Record<string, unknown> & { openaiCompatible: z.output<typeof openaiCompatibleInstance>[] };
 
 /** The secret config keys a stack's raw config needs: those of the providers it enables (all, when that is unreadable). */
 export function requiredSecretKeys(raw: Record<string, unknown>): string[] {
@@ -448,9 +476,18 @@ export function requiredSecretKeys(raw: Record<string, unknown>): string[] {
     return keyProxy.success ? enabledProviders(keyProxy.data).map((p) => p.secretKey) : providerSecretKeys();
 }
 
-/** The secret config keys a stack file may hold: one per provider it could enable. */
-export function providerSecretKeys(): string[] {
-    return BUILT_IN.map((p) => secretConfigKey(p.id));
+/**
+ * The provider secrets a stack file may hold, one per built-in provider and per OpenAI-compatible endpoint it
+ * declares: the config key, and the environment variable the deploy wrapper stores it from.
+ */
+export function providerSecrets(raw: Record<string, unknown> = {}): { secretKey: string; env: string }[] {
+    const keyProxy = keyProxySchema.safeParse(raw.keyProxy);
+    const instances = keyProxy.success ? keyProxy.data.providers.openaiCompatible.map((i) => i.id) : [];
+    return [...BUILT_IN.map((p) => p.id), ...instances].map((id) => ({ secretKey: secretConfigKey(id), env: secretEnv(id) }));
+}
+
+export function providerSecretKeys(raw: Record<string, unknown> = {}): string[] {
+    return providerSecrets(raw).map((s) => s.secretKey);
 }
 
 /**
@@ -459,7 +496,7 @@ export function providerSecretKeys(): string[] {
  */
 function secretProblems(secrets: Record<string, unknown>, raw: Record<string, unknown>): string[] {
     const problems: string[] = [];
-    const known = providerSecretKeys();
+    const known = providerSecretKeys(raw);
     for (const [key, value] of Object.entries(secrets)) {
         if (value === undefined) continue;
         if (!known.includes(key)) {

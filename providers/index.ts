@@ -3,6 +3,7 @@
 import { anthropic } from "./anthropic";
 import { gemini } from "./gemini";
 import { openai } from "./openai";
+import { OPENAI_COMPATIBLE_KIND, openaiCompatible } from "./openaiCompatible";
 import type { Price, ProviderSpec, WireFormat } from "./types";
 
 export type { ErrorKind, Price, ProviderSpec, Usage, WireFormat } from "./types";
@@ -13,6 +14,10 @@ export const BUILT_IN: readonly ProviderSpec[] = [anthropic, openai, gemini];
 
 export const BUILT_IN_IDS: readonly string[] = BUILT_IN.map((p) => p.id);
 
+export { OPENAI_COMPATIBLE_KIND };
+/** Kinds a stack instantiates under ids of its own, any number of times. */
+const INSTANCE_KINDS: readonly ProviderSpec[] = [openaiCompatible];
+
 /** A provider's route prefix, config key and name stem: a DNS-label-like word. */
 export const PROVIDER_ID = /^[a-z][a-z0-9-]{0,30}[a-z0-9]$/;
 
@@ -20,9 +25,9 @@ export function builtInProvider(id: string): ProviderSpec | undefined {
     return BUILT_IN.find((p) => p.id === id);
 }
 
-/** Every wire format a built-in route meters, by id. */
+/** Every wire format a route of any kind meters, by id. */
 export const WIRE_FORMATS: ReadonlyMap<string, WireFormat> = new Map(
-    BUILT_IN.flatMap((p) => p.routes.flatMap((r) => (r.meter === "free" ? [] : [[r.meter.id, r.meter] as const]))),
+    [...BUILT_IN, ...INSTANCE_KINDS].flatMap((p) => p.routes.flatMap((r) => (r.meter === "free" ? [] : [[r.meter.id, r.meter] as const]))),
 );
 
 const stem = (id: string) => id.split("-");
@@ -51,9 +56,14 @@ export function classifyRoute(provider: ProviderSpec, method: string, route: str
     return provider.routes.find((r) => r.method === method && r.path.test(route))?.meter;
 }
 
-/** The provider entry of a kind (a built-in id) for the route prefix `id`, or undefined for an unknown kind. */
+/** The entry of a kind: a built-in provider's id, or an instance kind (openai-compatible). */
+export function providerKind(kind: string): ProviderSpec | undefined {
+    return builtInProvider(kind) ?? INSTANCE_KINDS.find((p) => p.id === kind);
+}
+
+/** The provider entry of a kind for the route prefix `id`, or undefined for an unknown kind. */
 export function providerOfKind(kind: string, id: string): ProviderSpec | undefined {
-    const spec = builtInProvider(kind);
+    const spec = providerKind(kind);
     if (spec === undefined) return undefined;
     return spec.id === id ? spec : { ...spec, id };
 }

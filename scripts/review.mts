@@ -3,7 +3,7 @@
 // violation.   npm run review -- --stack dev [--json]
 import { existsSync } from "node:fs";
 import path from "node:path";
-import { ConfigError, parseStackConfig, requiredSecretKeys } from "../infra/config.ts";
+import { ConfigError, enabledProviders, parseStackConfig, requiredSecretKeys } from "../infra/config.ts";
 import * as pulumi from "@pulumi/pulumi";
 import { LABELS, agentNetworkAddresses } from "../infra/topology.ts";
 import { CONTAINER, NETWORK, type Verdict, evaluate } from "../policy/policies.ts";
@@ -119,7 +119,7 @@ const plan = {
         tmpfs: Object.keys(c.props.tmpfs ?? {}),
         volumes: (c.props.volumes ?? []).map((v: any) => `${v.volumeName ?? v.hostPath}:${v.containerPath}${v.readOnly ? ":ro" : ""}`),
     })),
-    keyEpochs: Object.fromEntries(Object.entries(config.keyProxy.providers).filter(([, p]) => p).map(([id, p]) => [id, p!.keyEpoch])),
+    keyEpochs: Object.fromEntries(enabledProviders(config.keyProxy).map((p) => [p.id, p.keyEpoch])),
     verdicts,
     secretsNotChecked: secretNotes,
 };

@@ -3,7 +3,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { parseDocument } from "yaml";
-import { ConfigError, NAMESPACE, configKeyPath, namespaceProblems, providerSecretKeys } from "../infra/config";
+import { ConfigError, NAMESPACE, SECRET_KEY, configKeyPath, namespaceProblems, providerSecretKeys } from "../infra/config";
 import { PROVIDER_KEY_SHAPE } from "../policy/policies";
 
 export const REPO_ROOT = path.resolve(__dirname, "..");
@@ -56,7 +56,7 @@ function plainTextKeys(config: Record<string, unknown>): string[] {
     const problems: string[] = [];
     const visit = (value: unknown, at: string, key: string) => {
         if (typeof value === "string" && PROVIDER_KEY_SHAPE.test(value)) {
-            const store = secretKeys.includes(key) ? `store it with \`pulumi config set --secret ${key}\`` : `keep provider keys only in the secrets ${secretKeys.slice(0, -1).join(", ")} and ${secretKeys.at(-1)} (\`pulumi config set --secret ...\`)`;
+            const store = SECRET_KEY.test(key) ? `store it with \`pulumi config set --secret ${key}\`` : `keep provider keys only in the secrets ${secretKeys.slice(0, -1).join(", ")} and ${secretKeys.at(-1)} (\`pulumi config set --secret ...\`)`;
             problems.push(`${at}: a provider API key in plain text: remove it from the file, ${store}, and rotate the key (it has been readable here)`);
         } else if (Array.isArray(value)) value.forEach((item, i) => visit(item, `${at}[${i}]`, key));
         else if (value !== null && typeof value === "object" && !isEncrypted(value)) for (const [k, v] of Object.entries(value)) visit(v, `${at}.${k}`, key);

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { canonicalHost } from "../runtime/hostnames";
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { ConfigError, closest, isPinnedImage, parseEgressRule, parseStackConfig, rawConfigFromPulumi } from "../infra/config";
+import { ConfigError, closest, enabledProviders, isPinnedImage, parseEgressRule, parseStackConfig, rawConfigFromPulumi } from "../infra/config";
 import { OPENCLAW_IMAGE, OPENCLAW_VERSION } from "../infra/openclaw";
 import { readStackFile } from "../scripts/stackFile";
 import { fakeKey } from "./support/fakeKeys";
@@ -58,7 +58,7 @@ describe("parseStackConfig accepts", () => {
         const raw = withAgents(agent("bart", 18801));
         delete raw.openaiApiKey;
         raw.keyProxy = { providers: { anthropic: {} } };
-        expect(parseStackConfig(raw).keyProxy.providers.openai).toBeUndefined();
+        expect(enabledProviders(parseStackConfig(raw).keyProxy).map((p) => p.id)).toEqual(["anthropic"]);
     });
 });
 

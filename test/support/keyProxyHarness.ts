@@ -37,6 +37,7 @@ export async function startKeyProxy(
     overrides: Record<string, unknown> = {},
     trustTestCa = true,
     now?: () => Date,
+    keys: Record<string, string> = REAL_KEYS,
 ): Promise<RunningProxy> {
     const logs: string[] = [];
     const config = runtimeConfigSchema.parse({
@@ -47,7 +48,7 @@ export async function startKeyProxy(
         metering: { ledgerFile: path.join(tempDir("keyproxy-ledger"), "ledger.log") },
         ...overrides,
     });
-    const server = new KeyProxyServer({ config, keys: { ...REAL_KEYS }, extraCa: trustTestCa ? testPki().ca : undefined }, jsonLogger("key-proxy", (l) => logs.push(l)), now);
+    const server = new KeyProxyServer({ config, keys: { ...keys }, extraCa: trustTestCa ? testPki().ca : undefined }, jsonLogger("key-proxy", (l) => logs.push(l)), now);
     server.setAgents(AGENTS);
     const { port, adminPorts } = await server.listen();
     return { server, port, adminPort: adminPorts[0], adminPorts, logs, config };
