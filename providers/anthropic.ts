@@ -77,7 +77,8 @@ export const anthropic: ProviderSpec = {
     displayName: "Anthropic",
     defaultBaseUrl: "https://api.anthropic.com",
     enabledByDefault: true,
-    presented: { header: "x-api-key" },
+    // Older SDKs send the key as x-api-key; @anthropic-ai/sdk 1.x sends it as a bearer token.
+    presented: { headers: [{ header: "x-api-key" }, { header: "authorization", bearer: true }] },
     attach: { header: "x-api-key" },
     keyPrefixes: ["sk-ant-"],
     errorBody: (kind, _status, message) => ({ type: "error", error: { type: ERROR_TYPES[kind], message } }),

@@ -93,7 +93,7 @@ export const gemini: ProviderSpec = {
     defaultBaseUrl: "https://generativelanguage.googleapis.com",
     enabledByDefault: false,
     // Google's SDKs send the key as x-goog-api-key; REST examples put it in ?key=. The real key only ever goes in the header.
-    presented: { header: "x-goog-api-key", queryParam: "key" },
+    presented: { headers: [{ header: "x-goog-api-key" }], queryParam: "key" },
     attach: { header: "x-goog-api-key" },
     keyPrefixes: ["AIza"],
     errorBody: (kind, status, message) => ({ error: { code: status, message, status: STATUS[kind] } }),

@@ -117,7 +117,7 @@ export const openai: ProviderSpec = {
     displayName: "OpenAI",
     defaultBaseUrl: "https://api.openai.com",
     enabledByDefault: true,
-    presented: { header: "authorization", bearer: true },
+    presented: { headers: [{ header: "authorization", bearer: true }] },
     attach: { header: "authorization", bearer: true },
     keyPrefixes: ["sk-"],
     errorBody: openaiErrorBody,

@@ -11,7 +11,7 @@ export const openaiCompatible: ProviderSpec = {
     id: OPENAI_COMPATIBLE_KIND,
     displayName: "OpenAI-compatible endpoint",
     enabledByDefault: false,
-    presented: { header: "authorization", bearer: true },
+    presented: { headers: [{ header: "authorization", bearer: true }] },
     attach: { header: "authorization", bearer: true },
     // Keys of these services have no common shape (OpenRouter's sk-or- is covered by OpenAI's sk-).
     keyPrefixes: [],

@@ -109,14 +109,12 @@ export interface RouteRule {
     meter: WireFormat | "free";
 }
 
-/** Where an agent's SDK puts its key (the agent's credential arrives there), and where the real key goes. */
+/** A header that carries a key. */
 export interface CredentialPlacement {
     /** Lower-case header name. */
     header: string;
     /** The header's value is `Bearer <key>`. */
     bearer?: boolean;
-    /** A query parameter the SDK may use instead of the header (never forwarded upstream). */
-    queryParam?: string;
 }
 
 /** The provider entry: everything the program, KeyProxy, the policy pack and the tools know about one provider. */
@@ -128,10 +126,13 @@ export interface ProviderSpec {
     defaultBaseUrl?: string;
     /** Enabled in a stack that does not list its providers. */
     enabledByDefault: boolean;
-    /** How the agent presents its credential (as its SDK presents a key). */
-    presented: CredentialPlacement;
+    /**
+     * Where the agent's credential may arrive: wherever this provider's SDKs put a key (any of these headers, or a
+     * query parameter, which is never forwarded upstream). Two different values present no credential.
+     */
+    presented: { headers: CredentialPlacement[]; queryParam?: string };
     /** How the real key is attached to the upstream request. */
-    attach: Omit<CredentialPlacement, "queryParam">;
+    attach: CredentialPlacement;
     /** Prefixes real keys of this provider start with: the policy pack and the scrubbers recognise keys by them. */
     keyPrefixes: string[];
     /** Error bodies in the shape this provider's SDKs parse. */

@@ -142,7 +142,10 @@ describe("credentials", () => {
 
     it.each<[Record<string, string>, "anthropic" | "openai", string | undefined]>([
         [{ "x-api-key": "t" }, "anthropic", "t"],
-        [{ authorization: "Bearer t" }, "anthropic", undefined],
+        [{ authorization: "Bearer t" }, "anthropic", "t"],
+        [{ "x-api-key": "t", authorization: "Bearer t" }, "anthropic", "t"],
+        [{ "x-api-key": "t", authorization: "Bearer u" }, "anthropic", undefined],
+        [{ authorization: "Basic t" }, "anthropic", undefined],
         [{ authorization: "Bearer t" }, "openai", "t"],
         [{ authorization: "bearer t" }, "openai", undefined],
         [{ authorization: "Bearer t u" }, "openai", undefined],

@@ -151,19 +151,16 @@ export function clientResponseHeaders(upstream: Record<string, string | string[]
  * query parameter instead. Two different values (header and query, or a repeated parameter) present none.
  */
 export function presentedCredential(headers: IncomingHttpHeaders, provider: ProviderSpec, query = ""): string | undefined {
-    const { header, bearer, queryParam } = provider.presented;
     const found: string[] = [];
-    const value = headers[header];
-    if (typeof value === "string" && value.length > 0) {
-        if (!bearer) found.push(value);
-        else {
-            const match = /^Bearer ([^\s]+)$/.exec(value);
-            if (match) found.push(match[1]);
-        }
+    for (const { header, bearer } of provider.presented.headers) {
+        const value = headers[header];
+        if (typeof value !== "string" || value.length === 0) continue;
+        const credential = bearer ? /^Bearer ([^\s]+)$/.exec(value)?.[1] : value;
+        if (credential !== undefined) found.push(credential);
     }
+    const { queryParam } = provider.presented;
     if (queryParam !== undefined) found.push(...queryValues(query, queryParam).filter((v) => v.length > 0));
-    const distinct = new Set(found);
-    return distinct.size === 1 ? found[0] : undefined;
+    return new Set(found).size === 1 ? found[0] : undefined;
 }
 
 export function credentialDigest(credential: string): string {

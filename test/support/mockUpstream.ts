@@ -65,7 +65,7 @@ export const geminiResponse = (model = "gemini-2.5-flash", usage: Record<string,
     responseId: "g1",
 });
 
-const GEMINI_GENERATE = /^\/v1beta\/models\/([^/:?]+):(generateContent|streamGenerateContent)(\?.*)?$/;
+const GEMINI_GENERATE = /^\/v1(?:beta)?\/models\/([^/:?]+):(generateContent|streamGenerateContent)(\?.*)?$/;
 
 /** Tokens the mock upstream counts per embeddings input. */
 export const EMBEDDING_TOKENS_PER_INPUT = 8;

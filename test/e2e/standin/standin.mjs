@@ -76,7 +76,7 @@ const server = https.createServer({ cert: process.env.STANDIN_CERT, key: process
         if (req.method === "POST" && req.url === "/v1/messages") return messages(res, request);
         if (req.method === "POST" && req.url === "/v1/chat/completions") return chatCompletions(res, request);
         if (req.method === "POST" && req.url === "/v1/embeddings") return embeddings(res, request);
-        const gemini = /^\/v1beta\/models\/([^/:?]+):(generateContent|streamGenerateContent)(\?alt=sse)?$/.exec(req.url);
+        const gemini = /^\/v1(?:beta)?\/models\/([^/:?]+):(generateContent|streamGenerateContent)(\?alt=sse)?$/.exec(req.url);
         if (req.method === "POST" && gemini) return geminiGenerate(res, gemini[1], gemini[2] === "streamGenerateContent");
         json(res, { hello: req.headers.host });
     });
