@@ -1,7 +1,7 @@
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { createHash } from "node:crypto";
-import type { Budget } from "../proxy-image/src/budget";
+import type { AgentEntry, Budget, RuntimeConfigInput } from "../contracts/keyProxy";
 import { type KeyProxyConfig, enabledProviders } from "../infra/config";
 import { keyEnv } from "../providers/index";
 import { ALIASES, KEY_PROXY_DATA_DIR, KEY_PROXY_ENTRY, PORTS, dockerNames } from "../infra/topology";
@@ -58,12 +58,13 @@ export function keyProxyRuntimeConfig(config: KeyProxyConfig, remoteAdmin?: List
             prices: config.prices,
             ...(config.fallbackPrice ? { fallbackPrice: config.fallbackPrice } : {}),
         },
-    };
+    } satisfies RuntimeConfigInput;
 }
 
 /** Pure: the registry entry for one agent, as `keyproxy register` reads it on stdin. */
 export function registryEntry(agent: { name: string; subnet: string; budget: Budget }, credential: string): string {
-    return JSON.stringify({ name: agent.name, credentialSha256: createHash("sha256").update(credential, "utf8").digest("hex"), subnet: agent.subnet, budget: agent.budget });
+    const entry: AgentEntry = { name: agent.name, credentialSha256: createHash("sha256").update(credential, "utf8").digest("hex"), subnet: agent.subnet, budget: agent.budget };
+    return JSON.stringify(entry);
 }
 
 /**

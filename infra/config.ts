@@ -2,8 +2,7 @@ import { statSync } from "node:fs";
 import path from "node:path";
 import ipaddr from "ipaddr.js";
 import { z } from "zod";
-import { isTimeZone } from "../proxy-image/src/budget";
-import { priceSchema } from "../proxy-image/src/config";
+import { budgetSchema, isTimeZone, priceSchema } from "../contracts/keyProxy";
 import { BUILT_IN, OPENAI_COMPATIBLE_KIND, PROVIDER_ID, type Price, secretConfigKey, secretEnv } from "../providers/index";
 import { canonicalHost } from "../runtime/hostnames";
 import { AGENT_NAME } from "../runtime/registry";
@@ -67,7 +66,6 @@ const image = z
 
 const port = z.number().int().min(1).max(65535);
 const hostPort = z.number().int().min(1024, "must be 1024 or above (no privileged host ports)").max(65535);
-const usd = z.number().finite().positive();
 const epoch = z.number().int().min(0);
 
 const ipv4 = z.string().refine((value) => ipaddr.IPv4.isValidFourPartDecimal(value), "must be an IPv4 address");
@@ -137,9 +135,7 @@ const resources = (defaults: { memoryMb: number; cpus: number; pids: number }) =
         })
         .prefault({});
 
-const budget = z
-    .strictObject({ dailyUsd: usd.optional(), monthlyUsd: usd.optional(), totalUsd: usd.optional() })
-    .refine((b) => b.dailyUsd !== undefined || b.monthlyUsd !== undefined || b.totalUsd !== undefined, {
+const budget = budgetSchema.refine((b) => b.dailyUsd !== undefined || b.monthlyUsd !== undefined || b.totalUsd !== undefined, {
         message: "set at least one of dailyUsd, monthlyUsd, totalUsd",
     });
 

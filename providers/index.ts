@@ -51,6 +51,13 @@ export const KEY_PREFIX_PATTERN = [...new Set(BUILT_IN.flatMap((p) => p.keyPrefi
 /** The built-in list prices of every provider, by model id prefix. */
 export const BUILT_IN_PRICES: Record<string, Price> = Object.assign({}, ...BUILT_IN.map((p) => p.prices));
 
+/** What a model no table prices is billed at: field by field, the dearest built-in list price. */
+export const FALLBACK_PRICE: Price = (() => {
+    const prices = Object.values(BUILT_IN_PRICES);
+    const most = (field: keyof Price) => Math.max(...prices.map((p) => p[field]));
+    return { input: most("input"), output: most("output"), cacheWrite: most("cacheWrite"), cacheWrite1h: most("cacheWrite1h"), cacheRead: most("cacheRead") };
+})();
+
 /** The endpoint's meter (a wire format or "free"), or undefined when the provider does not let it through. */
 export function classifyRoute(provider: ProviderSpec, method: string, route: string): WireFormat | "free" | undefined {
     return provider.routes.find((r) => r.method === method && r.path.test(route))?.meter;

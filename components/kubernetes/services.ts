@@ -1,6 +1,6 @@
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import type { Budget } from "../../proxy-image/src/budget";
+import type { Budget } from "../../contracts/keyProxy";
 import { type EgressConfig, type EgressRule, type KeyProxyConfig, enabledProviders } from "../../infra/config";
 import { keyEnv } from "../../providers/index";
 import { k8sNames, podLabels } from "../../infra/kubernetesTopology";

@@ -2,7 +2,7 @@
 // to the agent's gateway port at its fixed address. Restarts show as the agent going away and coming back.
 import net from "node:net";
 import type { Counter, Gauge } from "prom-client";
-import { agentNetworkAddresses } from "../../infra/topology";
+import { agentNetworkAddresses } from "../../contracts/agentNetwork";
 
 export interface Liveness {
     /** Seen answering at least once since KeyProxy started. */

@@ -1,6 +1,7 @@
 // The pure core of KeyProxy: every decision from inputs alone, no I/O. The server is a shell around it.
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
+import type { AgentEntry } from "../../contracts/keyProxy";
 import { BUILT_IN_IDS, ERROR_KINDS, type ErrorKind, KEY_PREFIX_PATTERN, type ProviderSpec } from "../../providers/index";
 
 export type { ErrorKind };
@@ -167,14 +168,7 @@ export function credentialDigest(credential: string): string {
     return createHash("sha256").update(credential, "utf8").digest("hex");
 }
 
-export interface AgentEntry {
-    name: string;
-    /** sha256 (hex) of the agent's credential: the proxy never holds the credential itself. */
-    credentialSha256: string;
-    /** The agent network's IPv4 subnet: the credential is accepted only from inside it. */
-    subnet: string;
-    budget?: { dailyUsd?: number; monthlyUsd?: number; totalUsd?: number };
-}
+export type { AgentEntry };
 
 export type AuthDecision = { ok: true; agent: AgentEntry } | { ok: false; reason: "missing" | "unknown" | "wrong_network" };
 

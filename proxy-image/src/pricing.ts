@@ -1,7 +1,7 @@
 // Prices and costs: pure arithmetic over token counts. Money is held in micro-dollars (integers) so sums
 // never drift.
 
-import { BUILT_IN_PRICES, NO_USAGE, type Price, type Usage } from "../../providers/index";
+import { BUILT_IN_PRICES, FALLBACK_PRICE, NO_USAGE, type Price, type Usage } from "../../providers/index";
 
 export { NO_USAGE, type Price, type Usage };
 
@@ -9,12 +9,7 @@ export { NO_USAGE, type Price, type Usage };
 export const DEFAULT_PRICES: Record<string, Price> = BUILT_IN_PRICES;
 
 /** Unknown models are billed at this (field by field, the dearest list price) until the table names them. */
-export const DEFAULT_FALLBACK_PRICE: Price = dearest(Object.values(DEFAULT_PRICES));
-
-function dearest(prices: Price[]): Price {
-    const most = (field: keyof Price) => Math.max(...prices.map((p) => p[field]));
-    return { input: most("input"), output: most("output"), cacheWrite: most("cacheWrite"), cacheWrite1h: most("cacheWrite1h"), cacheRead: most("cacheRead") };
-}
+export const DEFAULT_FALLBACK_PRICE: Price = FALLBACK_PRICE;
 
 export interface PriceBook {
     prices: Record<string, Price>;
