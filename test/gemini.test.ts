@@ -11,7 +11,7 @@ import { ResponseMeter, classifyEndpoint, planRequest } from "../proxy-image/src
 import { decideRoute, presentedCredential, providerError, scrubSecrets, upstreamRequestHeaders, upstreamTarget } from "../proxy-image/src/policy";
 import { DEFAULT_FALLBACK_PRICE, DEFAULT_PRICES, priceFor } from "../proxy-image/src/pricing";
 import { fakeKey } from "./support/fakeKeys";
-import { AGENTS, GEMINI_BODY, REAL_KEYS, type RunningProxy, TOKENS, geminiHeaders, send, startKeyProxy } from "./support/keyProxyHarness";
+import { AGENTS, GEMINI_BODY, REAL_KEYS, type RunningProxy, TOKENS, closeAndCheckNoSecretLeaked, geminiHeaders, send, startKeyProxy } from "./support/keyProxyHarness";
 import { GEMINI_USAGE, MockUpstream, geminiResponse, geminiStream } from "./support/mockUpstream";
 import { devConfig } from "./support/mockStack";
 
@@ -171,14 +171,7 @@ describe("over sockets", () => {
         upstream.handler = undefined;
         upstream.received.length = 0;
     });
-    afterAll(async () => {
-        observed.push(...main.logs, await main.server.metrics.registry.metrics());
-        await main.server.close();
-        await upstream.stop();
-        // No real key and no agent token in any answer, log line or metric.
-        const everything = observed.join("\n");
-        for (const secret of [...Object.values(REAL_KEYS), ...Object.values(TOKENS)]) expect(everything).not.toContain(secret);
-    });
+    afterAll(() => closeAndCheckNoSecretLeaked([main], upstream, observed, [...Object.values(REAL_KEYS), ...Object.values(TOKENS)]));
     const call = async (request: Parameters<typeof send>[1]) => {
         const response = await send(main.port, request);
         observed.push(JSON.stringify(response.headers), response.body);

@@ -4,7 +4,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { keyProxyRuntimeConfig } from "../components/keyProxy";
 import { enabledProviders, parseStackConfig, providerSecrets } from "../infra/config";
 import { ResponseMeter } from "../proxy-image/src/metering";
-import { AGENTS, type RunningProxy, TOKENS, openaiHeaders, send, startKeyProxy } from "./support/keyProxyHarness";
+import { AGENTS, type RunningProxy, TOKENS, closeAndCheckNoSecretLeaked, openaiHeaders, send, startKeyProxy } from "./support/keyProxyHarness";
 import { MockUpstream, openaiStream } from "./support/mockUpstream";
 import { FAKE_SECRETS, TYPES, agentConfigUpload, byType, devConfig, reveal, runProgram } from "./support/mockStack";
 
@@ -127,15 +127,7 @@ describe("over sockets", () => {
         upstream.handler = undefined;
         upstream.received.length = 0;
     });
-    afterAll(async () => {
-        for (const p of proxies) {
-            observed.push(...p.logs, await p.server.metrics.registry.metrics());
-            await p.server.close();
-        }
-        await upstream.stop();
-        const everything = observed.join("\n");
-        for (const secret of [...Object.values(KEYS), ...Object.values(TOKENS)]) expect(everything).not.toContain(secret);
-    });
+    afterAll(() => closeAndCheckNoSecretLeaked(proxies, upstream, observed, [...Object.values(KEYS), ...Object.values(TOKENS)]));
     const chat = (id: string, body: Record<string, unknown>, port = main.port) =>
         send(port, { path: `/${id}/v1/chat/completions`, headers: openaiHeaders(), body: JSON.stringify({ messages: [{ role: "user", content: "hi" }], max_completion_tokens: 50, ...body }) });
 

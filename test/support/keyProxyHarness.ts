@@ -1,4 +1,5 @@
 import http from "node:http";
+import { expect } from "vitest";
 import path from "node:path";
 import { type RuntimeConfig, runtimeConfigSchema } from "../../proxy-image/src/config";
 import { jsonLogger } from "../../runtime/log";
@@ -52,6 +53,21 @@ export async function startKeyProxy(
     server.setAgents(AGENTS);
     const { port, adminPorts } = await server.listen();
     return { server, port, adminPort: adminPorts[0], adminPorts, logs, config };
+}
+
+/**
+ * Closes the proxies and the upstream, then checks that no secret reached anything observed (answers, and each
+ * proxy's log lines and metrics): invariant 6. Returns all of it for further checks.
+ */
+export async function closeAndCheckNoSecretLeaked(proxies: RunningProxy[], upstream: MockUpstream, observed: string[], secrets: string[]): Promise<string> {
+    for (const p of proxies) {
+        observed.push(...p.logs, await p.server.metrics.registry.metrics());
+        await p.server.close();
+    }
+    await upstream.stop();
+    const everything = observed.join("\n");
+    for (const secret of secrets) expect(everything).not.toContain(secret);
+    return everything;
 }
 
 export interface ClientResponse {
