@@ -48,7 +48,7 @@ export function reveal(value: any): any {
 }
 
 /**
- * Sets up mocks and config, loads the program with `load` (which must import infra/index afresh) and returns
+ * Sets up mocks and config, loads the program with `load` (which must import program/index afresh) and returns
  * every resource registered once the program's outputs have settled.
  */
 export async function runUnderMocks(rawConfig: Record<string, unknown>, stack: string, load: () => Promise<{ agents: unknown }>): Promise<RecordedResource[]> {

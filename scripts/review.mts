@@ -58,7 +58,7 @@ try {
 
 let resources;
 try {
-    resources = await runUnderMocks(raw, stack, () => import("../infra/index.ts"));
+    resources = await runUnderMocks(raw, stack, () => import("../program/index.ts"));
 } catch (error) {
     // The program stops with a RunError naming the keys (a skill the deploy gate refused, for one).
     if (!(error instanceof pulumi.RunError)) throw error;

@@ -4,9 +4,9 @@ import * as random from "@pulumi/random";
 import { KubernetesAgentSandbox } from "../components/kubernetes/agentSandbox";
 import { defaultDeny, dnsSinkFromAgents, monitoringScrape, servicesEgress } from "../components/kubernetes/networkPolicies";
 import { KubernetesEgressGateway, KubernetesKeyProxy } from "../components/kubernetes/services";
-import { type StackConfig, enabledProviders } from "./config";
-import { POD_SECURITY_LABELS, k8sNames } from "./kubernetesTopology";
-import { LABELS, PORTS } from "./topology";
+import { type StackConfig, enabledProviders } from "../infra/config";
+import { POD_SECURITY_LABELS, k8sNames } from "../infra/kubernetesTopology";
+import { LABELS, PORTS } from "../infra/topology";
 
 export interface KubernetesStackOutputs {
     namespace: pulumi.Output<string>;
