@@ -25,6 +25,9 @@ export function builtInProvider(id: string): ProviderSpec | undefined {
     return BUILT_IN.find((p) => p.id === id);
 }
 
+/** Every header any provider's SDK carries a key in: never forwarded from an agent (the real key is attached instead). */
+export const KEY_HEADERS: readonly string[] = [...new Set([...BUILT_IN, ...INSTANCE_KINDS].flatMap((p) => [...p.presented.headers.map((h) => h.header), p.attach.header]))];
+
 /** Every wire format a route of any kind meters, by id. */
 export const WIRE_FORMATS: ReadonlyMap<string, WireFormat> = new Map(
     [...BUILT_IN, ...INSTANCE_KINDS].flatMap((p) => p.routes.flatMap((r) => (r.meter === "free" ? [] : [[r.meter.id, r.meter] as const]))),

@@ -11,7 +11,7 @@ import {
     scrubSecrets,
     upstreamRequestHeaders,
 } from "../proxy-image/src/policy";
-import { builtInProvider } from "../providers/index";
+import { BUILT_IN, KEY_HEADERS, builtInProvider } from "../providers/index";
 import { fakeKey } from "./support/fakeKeys";
 
 const spec = (id: string) => builtInProvider(id)!;
@@ -73,6 +73,14 @@ describe("decideRoute drops", () => {
 });
 
 describe("upstreamRequestHeaders", () => {
+    it.each(BUILT_IN.map((p) => [p.id]))("%s: no header any provider carries a key in reaches upstream but the real key", (id) => {
+        const provider = spec(id);
+        const incoming = Object.fromEntries([...KEY_HEADERS, "api-key"].map((h) => [h, "Bearer ocp_agent"]));
+        const out = upstreamRequestHeaders(incoming, provider, "REAL");
+        expect(JSON.stringify(out)).not.toContain("ocp_agent");
+        expect(out[provider.attach.header]).toBe(provider.attach.bearer ? "Bearer REAL" : "REAL");
+    });
+
     const incoming = {
         host: "key-proxy:8080",
         "x-api-key": "ocp_agent_token",

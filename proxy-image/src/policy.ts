@@ -2,7 +2,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
 import type { AgentEntry } from "../../contracts/keyProxy";
-import { BUILT_IN_IDS, ERROR_KINDS, type ErrorKind, KEY_PREFIX_PATTERN, type ProviderSpec } from "../../providers/index";
+import { BUILT_IN_IDS, ERROR_KINDS, type ErrorKind, KEY_HEADERS, KEY_PREFIX_PATTERN, type ProviderSpec } from "../../providers/index";
 
 export type { ErrorKind };
 
@@ -102,8 +102,8 @@ const HOP_BY_HOP = new Set([
     "expect",
 ]);
 
-/** Headers that carry a credential (the agent's, or one an agent might try to pass along). */
-const CREDENTIAL_HEADERS = new Set(["authorization", "x-api-key", "api-key", "x-goog-api-key", "cookie"]);
+/** Headers that carry a credential (the agent's, or one an agent might try to pass along): every provider's, Azure's, cookies. */
+const CREDENTIAL_HEADERS = new Set([...KEY_HEADERS, "api-key", "cookie"]);
 
 /** Headers that would tell the upstream about our internal addresses. */
 const ADDRESS_HEADERS = new Set(["forwarded", "via", "x-real-ip", "client-ip", "true-client-ip", "x-client-ip", "cf-connecting-ip"]);
