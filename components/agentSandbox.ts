@@ -1,7 +1,8 @@
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import type { AgentConfig } from "../infra/config";
+import type { AgentConfig, EnabledProvider } from "../infra/config";
+import { providerKind } from "../providers/index";
 import type { ApprovedSkill } from "../infra/skills";
 import { AGENT_HOME, AGENT_USER, ALIASES, EXCEPTION_LABELS, LABELS, PORTS, agentNetworkAddresses, dockerNames } from "../infra/topology";
 import { AGENT_CREDENTIAL } from "../runtime/registry";
@@ -15,6 +16,8 @@ export interface ServiceEndpoint {
 export interface AgentSandboxArgs {
     stack: string;
     agent: AgentConfig;
+    /** The providers the stack enables (the agent's OpenClaw config names each). */
+    providers: readonly EnabledProvider[];
     /** The Docker host, for the commands that finish what the provider cannot express. */
     dockerHost: string;
     /** KeyProxy on this agent's network. */
@@ -51,6 +54,8 @@ export const OPENCLAW_STATE_DIR = `${AGENT_HOME}/.openclaw`;
 
 export interface OpenClawConfigInput {
     agent: AgentConfig;
+    /** The providers the stack enables: each gets an OpenClaw provider entry pointing at KeyProxy. */
+    providers: readonly EnabledProvider[];
     keyProxyUrl: string;
     credential: string;
     dashboardToken: string;
@@ -67,7 +72,7 @@ export interface OpenClawConfigInput {
  * mDNS off; the gateway's OpenAI-compatible HTTP endpoints off unless the stack turns on chat completions; failed sign-ins
  * rate-limited.
  */
-export function openClawConfig({ agent, keyProxyUrl, credential, dashboardToken, dashboardOrigins, withSkills = false }: OpenClawConfigInput) {
+export function openClawConfig({ agent, providers, keyProxyUrl, credential, dashboardToken, dashboardOrigins, withSkills = false }: OpenClawConfigInput) {
     // With `replace` there is no discovery: the catalog is what is declared here, the agent's own model.
     const [modelProvider, modelId] = [agent.model.slice(0, agent.model.indexOf("/")), agent.model.slice(agent.model.indexOf("/") + 1)];
     const models = (provider: string) => (provider === modelProvider ? [{ id: modelId, name: modelId }] : []);
@@ -83,10 +88,12 @@ export function openClawConfig({ agent, keyProxyUrl, credential, dashboardToken,
         models: {
             mode: "replace",
             catalogRefresh: { enabled: false },
-            providers: {
-                anthropic: { baseUrl: `${keyProxyUrl}/anthropic`, apiKey: credential, api: "anthropic-messages", models: models("anthropic") },
-                openai: { baseUrl: `${keyProxyUrl}/openai/v1`, apiKey: credential, api: "openai-completions", models: models("openai") },
-            },
+            providers: Object.fromEntries(
+                providers.map(({ id, kind }) => {
+                    const { api, basePath } = providerKind(kind)!.openClaw;
+                    return [id, { baseUrl: `${keyProxyUrl}/${id}${basePath}`, apiKey: credential, api, models: models(id) }];
+                }),
+            ),
         },
         agents: { defaults: { model: { primary: agent.model } } },
         discovery: { mdns: { mode: "off" } },
@@ -193,7 +200,7 @@ export function skillLabels(skills: readonly ApprovedSkill[]): Record<string, st
  * What makes an agent's identity and its OpenClaw config, on either backend: its KeyProxy credential (rotated by
  * `credentialEpoch`), its dashboard token, and the config text (secret) pointing both providers at KeyProxy.
  */
-export function agentSecrets(name: string, agent: AgentConfig, keyProxy: ServiceEndpoint, parent: pulumi.Resource, withSkills = false) {
+export function agentSecrets(name: string, agent: AgentConfig, providers: readonly EnabledProvider[], keyProxy: ServiceEndpoint, parent: pulumi.Resource, withSkills = false) {
     const credential = new random.RandomPassword(
         `${name}-credential`,
         { length: AGENT_CREDENTIAL.randomChars, special: false, keepers: { agent: agent.name, epoch: String(agent.credentialEpoch) } },
@@ -209,7 +216,7 @@ export function agentSecrets(name: string, agent: AgentConfig, keyProxy: Service
     const config = pulumi
         .all([keyProxyUrl, secrets.credential, secrets.dashboardToken])
         .apply(([url, cred, token]) =>
-            JSON.stringify(openClawConfig({ agent, keyProxyUrl: url, credential: cred, dashboardToken: token, dashboardOrigins: secrets.origins, withSkills }), null, 2),
+            JSON.stringify(openClawConfig({ agent, providers, keyProxyUrl: url, credential: cred, dashboardToken: token, dashboardOrigins: secrets.origins, withSkills }), null, 2),
         );
     return { ...secrets, config: pulumi.secret(config) };
 }
@@ -258,7 +265,7 @@ export class AgentSandbox extends pulumi.ComponentResource {
             { parent: this },
         );
 
-        const secrets = agentSecrets(name, agent, args.keyProxy, this, args.skills.length > 0);
+        const secrets = agentSecrets(name, agent, args.providers, args.keyProxy, this, args.skills.length > 0);
         this.credential = secrets.credential;
         this.dashboardToken = secrets.dashboardToken;
         const { config, origins } = secrets;

@@ -1,8 +1,9 @@
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { createHash } from "node:crypto";
-import type { Budget } from "../proxy-image/src/budget";
-import { type KeyProxyConfig, PROVIDERS, type ProviderId } from "../infra/config";
+import type { AgentEntry, Budget, RuntimeConfigInput } from "../contracts/keyProxy";
+import { type KeyProxyConfig, enabledProviders } from "../infra/config";
+import { keyEnv } from "../providers/index";
 import { ALIASES, KEY_PROXY_DATA_DIR, KEY_PROXY_ENTRY, PORTS, dockerNames } from "../infra/topology";
 import type { Listen } from "../runtime/admin";
 import { type RemoteMetrics, connectAgent, sharedServiceContainer } from "./sharedService";
@@ -24,7 +25,7 @@ export interface KeyProxyArgs {
     stack: string;
     config: KeyProxyConfig;
     /** The real provider keys (Pulumi secrets); only this container receives them. */
-    upstreamKeys: Partial<Record<ProviderId, pulumi.Input<string>>>;
+    upstreamKeys: Record<string, pulumi.Input<string>>;
     /** The network with a route out, shared with EgressGateway. */
     uplinkNetwork: pulumi.Input<string>;
     /** KeyProxy's fixed address on the uplink. */
@@ -39,11 +40,9 @@ export const DRAIN_SECONDS = 30;
 
 /** Pure: the KEYPROXY_CONFIG the service reads. No secrets in it: keys travel in their own variables. */
 export function keyProxyRuntimeConfig(config: KeyProxyConfig, remoteAdmin?: Listen) {
-    const upstreams: Partial<Record<ProviderId, { baseUrl: string }>> = {};
-    for (const id of PROVIDERS) {
-        const provider = config.providers[id];
-        if (provider) upstreams[id] = { baseUrl: provider.baseUrl };
-    }
+    const upstreams = Object.fromEntries(
+        enabledProviders(config).map((p) => [p.id, { kind: p.kind, baseUrl: p.baseUrl, ...(Object.keys(p.prices).length > 0 && { prices: p.prices }) }]),
+    );
     return {
         listen: { host: "0.0.0.0", port: PORTS.keyProxy },
         admin: [{ host: "127.0.0.1", port: PORTS.keyProxyMetrics }, ...(remoteAdmin ? [remoteAdmin] : [])],
@@ -59,12 +58,13 @@ export function keyProxyRuntimeConfig(config: KeyProxyConfig, remoteAdmin?: List
             prices: config.prices,
             ...(config.fallbackPrice ? { fallbackPrice: config.fallbackPrice } : {}),
         },
-    };
+    } satisfies RuntimeConfigInput;
 }
 
 /** Pure: the registry entry for one agent, as `keyproxy register` reads it on stdin. */
 export function registryEntry(agent: { name: string; subnet: string; budget: Budget }, credential: string): string {
-    return JSON.stringify({ name: agent.name, credentialSha256: createHash("sha256").update(credential, "utf8").digest("hex"), subnet: agent.subnet, budget: agent.budget });
+    const entry: AgentEntry = { name: agent.name, credentialSha256: createHash("sha256").update(credential, "utf8").digest("hex"), subnet: agent.subnet, budget: agent.budget };
+    return JSON.stringify(entry);
 }
 
 /**
@@ -81,15 +81,14 @@ export class KeyProxy extends pulumi.ComponentResource {
         const { stack, config } = args;
         this.containerName = dockerNames.keyProxyContainer(stack);
 
-        const keyEnvs = PROVIDERS.filter((id) => config.providers[id] !== undefined).map((id) => {
+        const enabled = enabledProviders(config);
+        const keyEnvs = enabled.map(({ id }) => {
             const key = args.upstreamKeys[id];
             if (key === undefined) throw new Error(`KeyProxy: provider ${id} is enabled but has no key`);
-            return pulumi.interpolate`KEYPROXY_KEY_${id.toUpperCase()}=${key}`;
+            return pulumi.interpolate`${keyEnv(id)}=${key}`;
         });
 
-        const epochLabels = Object.fromEntries(
-            PROVIDERS.filter((id) => config.providers[id] !== undefined).map((id) => [`openclaw.key-epoch.${id}`, String(config.providers[id]!.keyEpoch)]),
-        );
+        const epochLabels = Object.fromEntries(enabled.map((p) => [`openclaw.key-epoch.${p.id}`, String(p.keyEpoch)]));
         const service = sharedServiceContainer(this, name, {
             stack,
             role: "key-proxy",

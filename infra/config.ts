@@ -2,8 +2,8 @@ import { statSync } from "node:fs";
 import path from "node:path";
 import ipaddr from "ipaddr.js";
 import { z } from "zod";
-import { isTimeZone } from "../proxy-image/src/budget";
-import { priceSchema } from "../proxy-image/src/config";
+import { budgetSchema, isTimeZone, priceSchema } from "../contracts/keyProxy";
+import { BUILT_IN, OPENAI_COMPATIBLE_KIND, PROVIDER_ID, type Price, secretConfigKey, secretEnv } from "../providers/index";
 import { canonicalHost } from "../runtime/hostnames";
 import { AGENT_NAME } from "../runtime/registry";
 import { type Block, DOCKER_DEFAULT_POOLS, PRIVATE_RANGES, allocateSubnets, contains, overlaps, parseBlock, slotCount } from "./subnets";
@@ -18,20 +18,14 @@ export const NAMESPACE = "openclaw";
 /** Other namespaces a stack file may use: Pulumi's own and the providers' the program uses. */
 export const OTHER_NAMESPACES = ["pulumi", "docker", "command", "random", "tls"] as const;
 
-/** Config keys whose values are plain strings, never JSON. */
-export const STRING_KEYS = ["backend", "dockerHost", "anthropicApiKey", "openaiApiKey"] as const;
+/** Config keys whose values are plain strings, never JSON (and every secret key, see SECRET_KEY). */
+export const STRING_KEYS = ["backend", "dockerHost"] as const;
+
+/** The secret config keys that hold real provider keys: `<provider>ApiKey` (providers/index.ts secretConfigKey). */
+export const SECRET_KEY = /^[a-z][A-Za-z0-9]*ApiKey$/;
 
 /** Where the stack runs: one Docker host, or a Kubernetes cluster (docs/kubernetes.md). */
 export const BACKENDS = ["docker", "kubernetes"] as const;
-
-export const PROVIDERS = ["anthropic", "openai"] as const;
-export type ProviderId = (typeof PROVIDERS)[number];
-
-/** The secret config key that holds each provider's real API key. */
-export const PROVIDER_KEY_CONFIG: Record<ProviderId, "anthropicApiKey" | "openaiApiKey"> = {
-    anthropic: "anthropicApiKey",
-    openai: "openaiApiKey",
-};
 
 
 /** The project root: where Pulumi.yaml is, and what relative skill folders are relative to. */
@@ -62,9 +56,7 @@ const image = z
     .refine(isPinnedImage, "must be pinned: name:tag with a tag other than 'latest', or name@sha256:<digest>");
 
 const port = z.number().int().min(1).max(65535);
-const secretKey = (key: string) => z.string().min(1, `is empty: set the real key with \`pulumi config set --secret ${key}\` (or npm run deploy with it in the environment)`).optional();
 const hostPort = z.number().int().min(1024, "must be 1024 or above (no privileged host ports)").max(65535);
-const usd = z.number().finite().positive();
 const epoch = z.number().int().min(0);
 
 const ipv4 = z.string().refine((value) => ipaddr.IPv4.isValidFourPartDecimal(value), "must be an IPv4 address");
@@ -134,9 +126,7 @@ const resources = (defaults: { memoryMb: number; cpus: number; pids: number }) =
         })
         .prefault({});
 
-const budget = z
-    .strictObject({ dailyUsd: usd.optional(), monthlyUsd: usd.optional(), totalUsd: usd.optional() })
-    .refine((b) => b.dailyUsd !== undefined || b.monthlyUsd !== undefined || b.totalUsd !== undefined, {
+const budget = budgetSchema.refine((b) => b.dailyUsd !== undefined || b.monthlyUsd !== undefined || b.totalUsd !== undefined, {
         message: "set at least one of dailyUsd, monthlyUsd, totalUsd",
     });
 
@@ -146,7 +136,7 @@ const agent = z.strictObject({
     dashboardPort: hostPort,
     model: z
         .string()
-        .regex(/^(anthropic|openai)\/[A-Za-z0-9._:-]+$/, "must be <provider>/<model> with provider anthropic or openai")
+        .regex(/^[a-z][a-z0-9-]*\/[A-Za-z0-9._:/-]+$/, "must be <provider>/<model>, the provider one of keyProxy.providers")
         .default("anthropic/claude-sonnet-4-5"),
     resources: resources({ memoryMb: 2048, cpus: 1, pids: 512 }),
     egress: z
@@ -171,6 +161,50 @@ const agent = z.strictObject({
 
 const provider = (defaultBaseUrl: string) =>
     z.strictObject({ baseUrl: httpsUrl.default(defaultBaseUrl), keyEpoch: epoch.default(1) });
+
+/** One OpenAI-compatible endpoint, routed under /<id>/ with its own key (`<id>ApiKey`) and prices. */
+const openaiCompatibleInstance = z.strictObject({
+    id: z.string().regex(PROVIDER_ID, "must be a short lowercase name (letters, digits, '-'), e.g. openrouter"),
+    /** The URL the API's `/v1/...` paths follow, e.g. https://openrouter.ai/api. */
+    baseUrl: httpsUrl,
+    keyEpoch: epoch.default(1),
+    /** USD per million tokens by model id prefix; models not named are billed at the fallback price. */
+    prices: z.record(z.string().min(1), priceSchema).default({}),
+});
+
+const builtInProviders = Object.fromEntries(BUILT_IN.map((p) => [p.id, provider(p.defaultBaseUrl!).optional()])) as Record<string, z.ZodOptional<ReturnType<typeof provider>>>;
+
+const keyProxySchema = z
+    .strictObject({
+        image: image.default("openclaw-key-proxy:0.1.0"),
+        /**
+         * The built-in providers (providers/<id>.ts), each enabled by its entry (by default those marked so), and any
+         * number of OpenAI-compatible endpoints.
+         */
+        providers: z
+            .strictObject({ ...builtInProviders, openaiCompatible: z.array(openaiCompatibleInstance).default([]) })
+            .prefault(Object.fromEntries(BUILT_IN.filter((p) => p.enabledByDefault).map((p) => [p.id, {}])))
+            .superRefine((providers, ctx) => {
+                if (enabledProviders({ providers }).length === 0) ctx.addIssue({ code: "custom", message: "enable at least one provider" });
+                const seen = new Set<string>(BUILT_IN.map((p) => p.id));
+                providers.openaiCompatible.forEach((instance, i) => {
+                    if (seen.has(instance.id)) ctx.addIssue({ code: "custom", path: ["openaiCompatible", i, "id"], message: `'${instance.id}' is already a provider's route: choose another id` });
+                    seen.add(instance.id);
+                });
+            }),
+        resources: resources({ memoryMb: 512, cpus: 1, pids: 256 }),
+        /** Budgets' days and months start at midnight in this IANA time zone. */
+        budgetTimeZone: z.string().refine(isTimeZone, "must be an IANA time zone such as UTC or Europe/Berlin").default("UTC"),
+        /** USD per million tokens by model id prefix, merged over the built-in list prices. */
+        prices: z.record(z.string().min(1), priceSchema).default({}),
+        /** Price for models the table does not name (default: the dearest list price). */
+        fallbackPrice: priceSchema.optional(),
+        /** Output cap written into requests that set none, so every reservation is bounded. */
+        defaultMaxOutputTokens: z.number().int().min(1).max(1_000_000).default(32_000),
+        /** A CA to trust for upstreams besides the system roots (private mirrors, test stand-ins). */
+        extraCaPem: z.string().regex(/-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----/, "must be a PEM certificate").optional(),
+    })
+    .prefault({});
 
 /** A Kubernetes object name that must also be a DNS label (namespaces). */
 const k8sLabelName = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "must be a DNS label: lowercase letters, digits and '-', at most 63 characters");
@@ -216,29 +250,7 @@ export const configFields = z
             })
             .prefault({}),
         agents: z.array(agent).min(1, "declare at least one agent"),
-        keyProxy: z
-            .strictObject({
-                image: image.default("openclaw-key-proxy:0.1.0"),
-                providers: z
-                    .strictObject({
-                        anthropic: provider("https://api.anthropic.com").optional(),
-                        openai: provider("https://api.openai.com").optional(),
-                    })
-                    .prefault({ anthropic: {}, openai: {} })
-                    .refine((p) => p.anthropic !== undefined || p.openai !== undefined, "enable at least one provider"),
-                resources: resources({ memoryMb: 512, cpus: 1, pids: 256 }),
-                /** Budgets' days and months start at midnight in this IANA time zone. */
-                budgetTimeZone: z.string().refine(isTimeZone, "must be an IANA time zone such as UTC or Europe/Berlin").default("UTC"),
-                /** USD per million tokens by model id prefix, merged over the built-in list prices. */
-                prices: z.record(z.string().min(1), priceSchema).default({}),
-                /** Price for models the table does not name (default: the dearest list price). */
-                fallbackPrice: priceSchema.optional(),
-                /** Output cap written into requests that set none, so every reservation is bounded. */
-                defaultMaxOutputTokens: z.number().int().min(1).max(1_000_000).default(32_000),
-                /** A CA to trust for upstreams besides the system roots (private mirrors, test stand-ins). */
-                extraCaPem: z.string().regex(/-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----/, "must be a PEM certificate").optional(),
-            })
-            .prefault({}),
+        keyProxy: keyProxySchema,
         egress: z
             .strictObject({
                 image: image.default("openclaw-egress-gateway:0.1.0"),
@@ -299,8 +311,6 @@ export const configFields = z
                     .default({}),
             })
             .optional(),
-        anthropicApiKey: secretKey("anthropicApiKey"),
-        openaiApiKey: secretKey("openaiApiKey"),
         backend: z.enum(BACKENDS).default("docker"),
         kubernetes,
     });
@@ -392,16 +402,8 @@ function agentSkills(config: ParsedConfig): ConfigIssue[] {
 /** Each agent's model is of a provider KeyProxy has enabled. */
 function agentProvidersEnabled(config: ParsedConfig): ConfigIssue[] {
     return config.agents.flatMap((a, i) => {
-        const [providerId] = a.model.split("/") as [ProviderId];
-        return config.keyProxy.providers[providerId] === undefined ? [{ path: ["agents", i, "model"], message: `provider '${providerId}' is not enabled in keyProxy.providers` }] : [];
-    });
-}
-
-/** Each enabled provider's real key is set. */
-function providerSecrets(config: ParsedConfig): ConfigIssue[] {
-    return PROVIDERS.filter((id) => config.keyProxy.providers[id] !== undefined && config[PROVIDER_KEY_CONFIG[id]] === undefined).map((id) => {
-        const key = PROVIDER_KEY_CONFIG[id];
-        return { path: [key], message: `missing secret: the real ${id} API key; set it with \`pulumi config set --secret ${key}\` or disable keyProxy.providers.${id}` };
+        const [providerId] = a.model.split("/");
+        return !enabledProviders(config.keyProxy).some((p) => p.id === providerId) ? [{ path: ["agents", i, "model"], message: `provider '${providerId}' is not enabled in keyProxy.providers` }] : [];
     });
 }
 
@@ -471,7 +473,6 @@ export const CROSS_FIELD_CHECKS = {
     agentSkills,
     agentProvidersEnabled,
     kubernetesBackend,
-    providerSecrets,
     monitoringPorts,
     subnetAllocation,
 } satisfies Record<string, (config: ParsedConfig) => ConfigIssue[]>;
@@ -482,12 +483,87 @@ const schema = configFields.superRefine((config, ctx) => {
 
 /** The config as the field schemas parse it, before the cross-field checks. */
 export type ParsedConfig = z.output<typeof configFields>;
+/** One provider a stack enables: its entry in the registry, where it is reached and its key's epoch. */
+export interface EnabledProvider {
+    id: string;
+    /** The registry entry's id (providers/<kind>.ts). */
+    kind: string;
+    baseUrl: string;
+    keyEpoch: number;
+    /** The secret config key holding its real key. */
+    secretKey: string;
+    /** Its own prices (instances), looked up before the shared table. */
+    prices: Record<string, Price>;
+}
+
+/** The providers a stack enables, in registry order. */
+export function enabledProviders(keyProxy: { providers: ProvidersConfig }): EnabledProvider[] {
+    const builtIn = BUILT_IN.flatMap((spec) => {
+        const entry = keyProxy.providers[spec.id] as z.output<ReturnType<typeof provider>> | undefined;
+        return entry === undefined ? [] : [{ id: spec.id, kind: spec.id, baseUrl: entry.baseUrl, keyEpoch: entry.keyEpoch, secretKey: secretConfigKey(spec.id), prices: {} }];
+    });
+    const instances = keyProxy.providers.openaiCompatible.map((instance) => ({ ...instance, kind: OPENAI_COMPATIBLE_KIND, secretKey: secretConfigKey(instance.id) }));
+    return [...builtIn, ...instances];
+}
+
+type ProvidersConfig = Record<string, unknown> & { openaiCompatible: z.output<typeof openaiCompatibleInstance>[] };
+
+/** The secret config keys a stack's raw config needs: those of the providers it enables (all, when that is unreadable). */
+export function requiredSecretKeys(raw: Record<string, unknown>): string[] {
+    const keyProxy = keyProxySchema.safeParse(raw.keyProxy);
+    return keyProxy.success ? enabledProviders(keyProxy.data).map((p) => p.secretKey) : providerSecretKeys();
+}
+
+/**
+ * The provider secrets a stack file may hold, one per built-in provider and per OpenAI-compatible endpoint it
+ * declares: the config key, and the environment variable the deploy wrapper stores it from.
+ */
+export function providerSecrets(raw: Record<string, unknown> = {}): { secretKey: string; env: string }[] {
+    const keyProxy = keyProxySchema.safeParse(raw.keyProxy);
+    const instances = keyProxy.success ? keyProxy.data.providers.openaiCompatible.map((i) => i.id) : [];
+    return [...BUILT_IN.map((p) => p.id), ...instances].map((id) => ({ secretKey: secretConfigKey(id), env: secretEnv(id) }));
+}
+
+export function providerSecretKeys(raw: Record<string, unknown> = {}): string[] {
+    return providerSecrets(raw).map((s) => s.secretKey);
+}
+
+/**
+ * Problems with the provider secrets (`<provider>ApiKey`, kept out of the schema so each provider brings its own):
+ * empty ones, ones no provider reads, and missing ones of enabled providers.
+ */
+function secretProblems(secrets: Record<string, unknown>, raw: Record<string, unknown>): string[] {
+    const problems: string[] = [];
+    const known = providerSecretKeys(raw);
+    for (const [key, value] of Object.entries(secrets)) {
+        if (value === undefined) continue;
+        if (!known.includes(key)) {
+            const suggestion = closest(key, known);
+            problems.push(`${configKeyPath([key])}: unknown key; ${suggestion ? `did you mean '${suggestion}'?` : `no provider reads it (known: ${known.join(", ")})`}`);
+        } else if (typeof value !== "string" || value.length === 0) {
+            problems.push(`${configKeyPath([key])}: is empty: set the real key with \`pulumi config set --secret ${key}\` (or npm run deploy with it in the environment)`);
+        }
+    }
+    // Judged on the keyProxy section alone, so a missing key is reported with every other problem of the file.
+    const keyProxy = keyProxySchema.safeParse(raw.keyProxy);
+    for (const provider of keyProxy.success ? enabledProviders(keyProxy.data) : []) {
+        if (secrets[provider.secretKey] !== undefined) continue;
+        problems.push(
+            `${configKeyPath([provider.secretKey])}: missing secret: the real ${provider.id} API key; set it with \`pulumi config set --secret ${provider.secretKey}\` or disable keyProxy.providers.${provider.id}`,
+        );
+    }
+    return problems;
+}
 export type AgentConfig = ParsedConfig["agents"][number] & { subnet: string };
 export type KeyProxyConfig = ParsedConfig["keyProxy"];
 export type EgressConfig = ParsedConfig["egress"];
 export type MonitoringConfig = NonNullable<ParsedConfig["monitoring"]>;
 export type KubernetesConfig = ParsedConfig["kubernetes"];
-export type StackConfig = Omit<ParsedConfig, "agents"> & { agents: AgentConfig[] };
+export type StackConfig = Omit<ParsedConfig, "agents"> & {
+    agents: AgentConfig[];
+    /** The real key of each enabled provider, by provider id. */
+    providerKeys: Record<string, string>;
+};
 
 /** Thrown for invalid stack config; every line names the config key path, what is wrong with it and the fix. */
 export class ConfigError extends Error {
@@ -515,12 +591,15 @@ export function configKeyPath(path: readonly PropertyKey[]): string {
  * config comes from); never declares anything.
  */
 export function parseStackConfig(raw: Record<string, unknown>, file?: string): StackConfig {
-    const result = schema.safeParse(raw, { reportInput: true });
-    if (!result.success) throw new ConfigError([...new Set(result.error.issues.flatMap(describeIssue))], file);
-    const config = result.data;
+    const secrets = Object.fromEntries(Object.entries(raw).filter(([key]) => SECRET_KEY.test(key)));
+    const result = schema.safeParse(Object.fromEntries(Object.entries(raw).filter(([key]) => !SECRET_KEY.test(key))), { reportInput: true });
+    const problems = [...(result.success ? [] : result.error.issues.flatMap(describeIssue)), ...secretProblems(secrets, raw)];
+    if (problems.length > 0) throw new ConfigError([...new Set(problems)], file);
+    const config = result.data!;
     const allocation = allocateSubnets(config.network.addressPool, config.network.agentSubnetPrefix, config.agents);
     if (!allocation.ok) throw new ConfigError(allocation.conflicts.map((c) => `${configKeyPath(["agents", c.index, "subnet"])}: ${c.message}`), file);
-    return { ...config, agents: config.agents.map((a) => ({ ...a, subnet: allocation.subnets.get(a.name)! })) };
+    const providerKeys = Object.fromEntries(enabledProviders(config.keyProxy).map((p) => [p.id, secrets[p.secretKey] as string]));
+    return { ...config, providerKeys, agents: config.agents.map((a) => ({ ...a, subnet: allocation.subnets.get(a.name)! })) };
 }
 
 /** The unit a numeric key's name ends in. */
@@ -638,7 +717,7 @@ export function rawConfigFromPulumi(all: Record<string, string>, file?: string):
     for (const [fullKey, value] of Object.entries(all)) {
         if (!fullKey.startsWith(`${NAMESPACE}:`)) continue;
         const key = fullKey.slice(NAMESPACE.length + 1);
-        raw[key] = (STRING_KEYS as readonly string[]).includes(key) ? value : decode(value);
+        raw[key] = (STRING_KEYS as readonly string[]).includes(key) || SECRET_KEY.test(key) ? value : decode(value);
     }
     return raw;
 }

@@ -22,34 +22,7 @@ export const SERVICE_USER = "1000:1000";
 export const AGENT_USER = "1000:1000";
 export const AGENT_HOME = "/home/node";
 
-/**
- * Fixed addresses on one agent's network. Docker's IPAM keeps the first host address as the gateway even
- * when the bridge carries no address (inhibit_ipv4), so ours start after it.
- */
-export interface AgentNetworkAddresses {
-    subnet: string;
-    gateway: string;
-    keyProxy: string;
-    egressGateway: string;
-    agent: string;
-}
-
-export const MIN_AGENT_PREFIX = 24;
-export const MAX_AGENT_PREFIX = 29;
-
-export function agentNetworkAddresses(subnet: string): AgentNetworkAddresses {
-    const block = parseBlock(subnet);
-    if (block.prefix < MIN_AGENT_PREFIX || block.prefix > MAX_AGENT_PREFIX) {
-        throw new Error(`agent subnet ${subnet} must be between /${MIN_AGENT_PREFIX} and /${MAX_AGENT_PREFIX}`);
-    }
-    return {
-        subnet,
-        gateway: toDotted(block.base + 1),
-        keyProxy: toDotted(block.base + 2),
-        egressGateway: toDotted(block.base + 3),
-        agent: toDotted(block.base + 4),
-    };
-}
+export { type AgentNetworkAddresses, MAX_AGENT_PREFIX, MIN_AGENT_PREFIX, agentNetworkAddresses } from "../contracts/agentNetwork";
 
 /**
  * Fixed addresses on the uplink: where the metrics endpoints for the monitoring host listen (never on agent networks).

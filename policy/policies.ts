@@ -4,6 +4,7 @@
 
 import { isPinnedByDigest, isPinnedImage, isRootUser } from "../infra/securityRules";
 import { EXCEPTION_LABELS, LABELS } from "../infra/topology";
+import { KEY_ENV_NAME, KEY_PREFIX_PATTERN } from "../providers/index";
 
 export interface PolicyResource {
     type: string;
@@ -40,8 +41,8 @@ const K8S_DATA_KINDS = ["kubernetes:core/v1:Secret", "kubernetes:core/v1:SecretP
 
 const DOCKER_SOCKETS = ["/var/run/docker.sock", "/run/docker.sock"];
 const SOCKET_PROXY_ROLE = "socket-proxy";
-/** Shaped like an Anthropic or OpenAI key. */
-export const PROVIDER_KEY_SHAPE = /sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}/;
+/** Shaped like a real key of a provider in the registry (providers/<id>.ts keyPrefixes). */
+export const PROVIDER_KEY_SHAPE = new RegExp(`(?:${KEY_PREFIX_PATTERN})[A-Za-z0-9_-]{20,}`);
 
 function labels(props: Record<string, any>): Record<string, string> {
     if (!Array.isArray(props.labels)) return props.metadata?.labels ?? {};
@@ -183,7 +184,7 @@ export const POLICIES: OpenClawPolicy[] = [
     containerPolicy("no-provider-keys", "No value shaped like a provider key in any container's env or uploads, except KeyProxy's own key variables.", "mandatory", (p) => {
         const isKeyProxy = labels(p)[LABELS.role] === "key-proxy";
         return envAndUploads(p)
-            .filter(({ where }) => !(isKeyProxy && /^env KEYPROXY_KEY_[A-Z]+$/.test(where)))
+            .filter(({ where }) => !(isKeyProxy && where.startsWith("env ") && KEY_ENV_NAME.test(where.slice(4))))
             .filter(({ value }) => PROVIDER_KEY_SHAPE.test(value))
             .map(({ where }) => `${where} holds a value shaped like a provider API key`);
     }),
@@ -240,7 +241,7 @@ export const POLICIES: OpenClawPolicy[] = [
         validate: (resource) => {
             const keyProxyKeys = resource.type === "kubernetes:core/v1:Secret" && labels(resource.props)[LABELS.role] === "key-proxy";
             return k8sValues(resource)
-                .filter(({ where }) => !(keyProxyKeys && /^(data|stringData) KEYPROXY_KEY_[A-Z]+$/.test(where)))
+                .filter(({ where }) => !(keyProxyKeys && KEY_ENV_NAME.test(where.slice(where.indexOf(" ") + 1)) && /^(data|stringData) /.test(where)))
                 .filter(({ value }) => PROVIDER_KEY_SHAPE.test(value))
                 .map(({ where }) => `${where} holds a value shaped like a provider API key`);
         },

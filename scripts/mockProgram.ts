@@ -2,7 +2,7 @@
 // command both use it to see every resource the program declares, with its inputs resolved.
 import { createHash } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
-import { NAMESPACE, PROVIDER_KEY_CONFIG } from "../infra/config";
+import { NAMESPACE, providerSecretKeys } from "../infra/config";
 
 export interface RecordedResource {
     type: string;
@@ -11,7 +11,7 @@ export interface RecordedResource {
     provider?: string;
 }
 
-export const SECRET_CONFIG_KEYS = Object.values(PROVIDER_KEY_CONFIG);
+export const SECRET_CONFIG_KEYS = providerSecretKeys();
 
 /** Deterministic mock outputs: a random's result follows its keepers, as the real provider's does. */
 function mockState(type: string, name: string, inputs: Record<string, any>): Record<string, any> {
@@ -48,7 +48,7 @@ export function reveal(value: any): any {
 }
 
 /**
- * Sets up mocks and config, loads the program with `load` (which must import infra/index afresh) and returns
+ * Sets up mocks and config, loads the program with `load` (which must import program/index afresh) and returns
  * every resource registered once the program's outputs have settled.
  */
 export async function runUnderMocks(rawConfig: Record<string, unknown>, stack: string, load: () => Promise<{ agents: unknown }>): Promise<RecordedResource[]> {

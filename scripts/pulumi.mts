@@ -7,12 +7,11 @@ import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { accessSync, constants, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { ConfigError } from "../infra/config.ts";
-import { dockerHostOf } from "./stackFile.ts";
+import { ConfigError, providerSecrets } from "../infra/config.ts";
+import { readStackFile } from "./stackFile.ts";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const STATE_DIR = path.join(ROOT, ".pulumi-state");
-const SECRET_ENV: Record<string, string> = { anthropicApiKey: "ANTHROPIC_API_KEY", openaiApiKey: "OPENAI_API_KEY" };
 
 function fail(message: string, code = 1): never {
     console.error(`error: ${message}`);
@@ -27,10 +26,11 @@ if (!stack || !/^[a-z0-9-]+$/.test(stack)) fail("--stack needs a name such as de
 if (!existsSync(path.join(ROOT, `Pulumi.${stack}.yaml`))) fail(`no Pulumi.${stack}.yaml in ${ROOT}`);
 
 let dockerHost: string | undefined;
+let stackRaw: Record<string, unknown> = {};
 try {
     // Read (and so checked) even when DOCKER_HOST overrides its dockerHost.
-    const fromFile = dockerHostOf(stack);
-    dockerHost = process.env.DOCKER_HOST ?? fromFile;
+    stackRaw = readStackFile(stack).raw;
+    dockerHost = process.env.DOCKER_HOST ?? (typeof stackRaw.dockerHost === "string" ? stackRaw.dockerHost : undefined);
 } catch (error) {
     if (error instanceof ConfigError) fail(error.message);
     throw error;
@@ -90,7 +90,8 @@ function pulumi(args: string[], input?: string) {
 if (pulumi(["stack", "select", stack, "--create", "--secrets-provider", "passphrase"]).status !== 0) fail(`could not select or create stack ${stack}`);
 
 // Real keys go in as encrypted stack secrets, read from the environment and passed on stdin (never argv).
-for (const [key, variable] of Object.entries(SECRET_ENV)) {
+// Each provider's secret (anthropicApiKey, ... and one per OpenAI-compatible endpoint) from its variable (ANTHROPIC_API_KEY, ...).
+for (const { secretKey: key, env: variable } of providerSecrets(stackRaw)) {
     const present = spawnSync(PULUMI, ["config", "get", key, "--stack", stack, "--cwd", ROOT], { env, stdio: "ignore" }).status === 0;
     const value = process.env[variable];
     if (!present && value) {

@@ -3,7 +3,7 @@
 // violation.   npm run review -- --stack dev [--json]
 import { existsSync } from "node:fs";
 import path from "node:path";
-import { ConfigError, PROVIDER_KEY_CONFIG, parseStackConfig } from "../infra/config.ts";
+import { ConfigError, enabledProviders, parseStackConfig, requiredSecretKeys } from "../infra/config.ts";
 import * as pulumi from "@pulumi/pulumi";
 import { LABELS, agentNetworkAddresses } from "../infra/topology.ts";
 import { CONTAINER, NETWORK, type Verdict, evaluate } from "../policy/policies.ts";
@@ -45,7 +45,7 @@ let config;
 try {
     const file = readStackFile(stack, configDir);
     Object.assign(raw, file.raw);
-    for (const key of Object.values(PROVIDER_KEY_CONFIG) as string[]) {
+    for (const key of requiredSecretKeys(raw)) {
         if (raw[key] !== undefined) continue;
         secretNotes.push(`${key}: ${file.encrypted.includes(key) ? "encrypted in the stack file, not read offline" : "not set in the stack file (npm run deploy stores it from the environment)"}`);
         raw[key] = OFFLINE_SECRET;
@@ -58,7 +58,7 @@ try {
 
 let resources;
 try {
-    resources = await runUnderMocks(raw, stack, () => import("../infra/index.ts"));
+    resources = await runUnderMocks(raw, stack, () => import("../program/index.ts"));
 } catch (error) {
     // The program stops with a RunError naming the keys (a skill the deploy gate refused, for one).
     if (!(error instanceof pulumi.RunError)) throw error;
@@ -119,7 +119,7 @@ const plan = {
         tmpfs: Object.keys(c.props.tmpfs ?? {}),
         volumes: (c.props.volumes ?? []).map((v: any) => `${v.volumeName ?? v.hostPath}:${v.containerPath}${v.readOnly ? ":ro" : ""}`),
     })),
-    keyEpochs: Object.fromEntries(Object.entries(config.keyProxy.providers).filter(([, p]) => p).map(([id, p]) => [id, p!.keyEpoch])),
+    keyEpochs: Object.fromEntries(enabledProviders(config.keyProxy).map((p) => [p.id, p.keyEpoch])),
     verdicts,
     secretsNotChecked: secretNotes,
 };

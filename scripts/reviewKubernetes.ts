@@ -1,6 +1,6 @@
 // The offline review of a Kubernetes stack: the plan (namespace, agents with their ports, workloads with their
 // hardening, Services, NetworkPolicies) and every policy verdict, from the resources the program declares under mocks.
-import type { StackConfig } from "../infra/config";
+import { type StackConfig, enabledProviders } from "../infra/config";
 import { agentPort } from "../infra/kubernetesTopology";
 import { NETWORK_POLICY, POLICIES, STACK_POLICIES, type Verdict, evaluate, podSpecOf } from "../policy/policies";
 import { type RecordedResource, reveal } from "./mockProgram";
@@ -59,7 +59,7 @@ export function kubernetesReview(stack: string, config: StackConfig, resources: 
             .filter((m) => kindOf(m.type) === "Service")
             .map((m) => ({ name: m.props.metadata.name, ports: m.props.spec.ports.map((p: any) => `${p.port}/${p.protocol}->${p.targetPort}`) })),
         networkPolicies: manifests.filter((m) => m.type === NETWORK_POLICY).map((m) => ({ name: m.props.metadata.name, policyTypes: m.props.spec.policyTypes, selects: describeSelector(m.props.spec.podSelector) })),
-        keyEpochs: Object.fromEntries(Object.entries(config.keyProxy.providers).filter(([, p]) => p).map(([id, p]) => [id, p!.keyEpoch])),
+        keyEpochs: Object.fromEntries(enabledProviders(config.keyProxy).map((p) => [p.id, p.keyEpoch])),
         verdicts,
         secretsNotChecked,
     };

@@ -3,7 +3,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { parseDocument } from "yaml";
-import { ConfigError, NAMESPACE, PROVIDER_KEY_CONFIG, configKeyPath, namespaceProblems } from "../infra/config";
+import { ConfigError, NAMESPACE, SECRET_KEY, configKeyPath, namespaceProblems, providerSecretKeys } from "../infra/config";
 import { PROVIDER_KEY_SHAPE } from "../policy/policies";
 
 export const REPO_ROOT = path.resolve(__dirname, "..");
@@ -52,11 +52,11 @@ export function dockerHostOf(stack: string, dir = REPO_ROOT): string | undefined
 
 /** A problem for every value shaped like a provider key outside a `secure:` entry (the value itself is never shown). */
 function plainTextKeys(config: Record<string, unknown>): string[] {
-    const secretKeys: readonly string[] = Object.values(PROVIDER_KEY_CONFIG);
+    const secretKeys = providerSecretKeys();
     const problems: string[] = [];
     const visit = (value: unknown, at: string, key: string) => {
         if (typeof value === "string" && PROVIDER_KEY_SHAPE.test(value)) {
-            const store = secretKeys.includes(key) ? `store it with \`pulumi config set --secret ${key}\`` : `keep provider keys only in the secrets ${secretKeys.join(" and ")} (\`pulumi config set --secret ...\`)`;
+            const store = SECRET_KEY.test(key) ? `store it with \`pulumi config set --secret ${key}\`` : `keep provider keys only in the secrets ${secretKeys.slice(0, -1).join(", ")} and ${secretKeys.at(-1)} (\`pulumi config set --secret ...\`)`;
             problems.push(`${at}: a provider API key in plain text: remove it from the file, ${store}, and rotate the key (it has been readable here)`);
         } else if (Array.isArray(value)) value.forEach((item, i) => visit(item, `${at}[${i}]`, key));
         else if (value !== null && typeof value === "object" && !isEncrypted(value)) for (const [k, v] of Object.entries(value)) visit(v, `${at}.${k}`, key);

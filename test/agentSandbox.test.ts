@@ -1,16 +1,17 @@
 // The agent's OpenClaw config and dashboard origins, as pure functions: what the config writer uploads.
 import { describe, expect, it } from "vitest";
 import { agentEnvironment, dashboardOrigins, openClawConfig } from "../components/agentSandbox";
-import { type AgentConfig, parseStackConfig } from "../infra/config";
+import { type AgentConfig, enabledProviders, parseStackConfig } from "../infra/config";
 import { devConfig } from "./support/mockStack";
 
 const KEY_PROXY_URL = "http://10.64.0.2:8080";
 const CREDENTIAL = `ocp_${"c".repeat(48)}`;
 const TOKEN = "t".repeat(40);
-const [bart, lisa] = parseStackConfig(devConfig()).agents;
+const dev = parseStackConfig(devConfig());
+const [bart, lisa] = dev.agents;
 
 const configOf = (agent: AgentConfig, origins = dashboardOrigins(agent.dashboardPort)) =>
-    openClawConfig({ agent, keyProxyUrl: KEY_PROXY_URL, credential: CREDENTIAL, dashboardToken: TOKEN, dashboardOrigins: origins });
+    openClawConfig({ agent, providers: enabledProviders(dev.keyProxy), keyProxyUrl: KEY_PROXY_URL, credential: CREDENTIAL, dashboardToken: TOKEN, dashboardOrigins: origins });
 
 /** Every path in a JSON value whose string holds `needle`. */
 function pathsHolding(value: unknown, needle: string, at = ""): string[] {

@@ -10,8 +10,11 @@ import {
     scrubSecrets,
     upstreamRequestHeaders,
 } from "../proxy-image/src/policy";
+import { BUILT_IN, KEY_HEADERS, builtInProvider } from "../providers/index";
 import { fakeKey } from "./support/fakeKeys";
 import type { Arrival } from "../runtime/registry";
+
+const spec = (id: string) => builtInProvider(id)!;
 
 describe("decideRoute forwards", () => {
     it.each([
@@ -70,6 +73,14 @@ describe("decideRoute drops", () => {
 });
 
 describe("upstreamRequestHeaders", () => {
+    it.each(BUILT_IN.map((p) => [p.id]))("%s: no header any provider carries a key in reaches upstream but the real key", (id) => {
+        const provider = spec(id);
+        const incoming = Object.fromEntries([...KEY_HEADERS, "api-key"].map((h) => [h, "Bearer ocp_agent"]));
+        const out = upstreamRequestHeaders(incoming, provider, "REAL");
+        expect(JSON.stringify(out)).not.toContain("ocp_agent");
+        expect(out[provider.attach.header]).toBe(provider.attach.bearer ? "Bearer REAL" : "REAL");
+    });
+
     const incoming = {
         host: "key-proxy:8080",
         "x-api-key": "ocp_agent_token",
@@ -96,7 +107,7 @@ describe("upstreamRequestHeaders", () => {
     };
 
     it("for Anthropic: strips credentials, hop-by-hop, Connection-named and address headers, injects x-api-key", () => {
-        expect(upstreamRequestHeaders(incoming, "anthropic", "REAL")).toEqual({
+        expect(upstreamRequestHeaders(incoming, spec("anthropic"), "REAL")).toEqual({
             "anthropic-version": "2023-06-01",
             "anthropic-beta": "prompt-caching-2024-07-31",
             "content-type": "application/json",
@@ -107,7 +118,7 @@ describe("upstreamRequestHeaders", () => {
     });
 
     it("for OpenAI: injects the bearer key and nothing of the agent's", () => {
-        const out = upstreamRequestHeaders(incoming, "openai", "REAL");
+        const out = upstreamRequestHeaders(incoming, spec("openai"), "REAL");
         expect(out.authorization).toBe("Bearer REAL");
         expect(out["x-api-key"]).toBeUndefined();
         expect(JSON.stringify(out)).not.toContain("ocp_agent_token");
@@ -158,22 +169,25 @@ describe("credentials", () => {
 
     it.each<[Record<string, string>, "anthropic" | "openai", string | undefined]>([
         [{ "x-api-key": "t" }, "anthropic", "t"],
-        [{ authorization: "Bearer t" }, "anthropic", undefined],
+        [{ authorization: "Bearer t" }, "anthropic", "t"],
+        [{ "x-api-key": "t", authorization: "Bearer t" }, "anthropic", "t"],
+        [{ "x-api-key": "t", authorization: "Bearer u" }, "anthropic", undefined],
+        [{ authorization: "Basic t" }, "anthropic", undefined],
         [{ authorization: "Bearer t" }, "openai", "t"],
         [{ authorization: "bearer t" }, "openai", undefined],
         [{ authorization: "Bearer t u" }, "openai", undefined],
         [{ "x-api-key": "t" }, "openai", undefined],
-    ])("reads %j for %s", (headers, provider, expected) => expect(presentedCredential(headers, provider)).toBe(expected));
+    ])("reads %j for %s", (headers, provider, expected) => expect(presentedCredential(headers, spec(provider))).toBe(expected));
 });
 
 describe("errors and scrubbing", () => {
     it("speaks each provider's error shape", () => {
-        expect(JSON.parse(providerError("anthropic", "authentication").body)).toEqual({ type: "error", error: { type: "authentication_error", message: "invalid credential" } });
-        expect(JSON.parse(providerError("openai", "authentication").body)).toEqual({
+        expect(JSON.parse(providerError(spec("anthropic"), "authentication").body)).toEqual({ type: "error", error: { type: "authentication_error", message: "invalid credential" } });
+        expect(JSON.parse(providerError(spec("openai"), "authentication").body)).toEqual({
             error: { message: "invalid credential", type: "invalid_request_error", param: null, code: "invalid_api_key" },
         });
-        expect(providerError("openai", "rate_limited").status).toBe(429);
-        expect(providerError("anthropic", "too_large").status).toBe(413);
+        expect(providerError(spec("openai"), "rate_limited").status).toBe(429);
+        expect(providerError(spec("anthropic"), "too_large").status).toBe(413);
     });
 
     it.each([

@@ -7,7 +7,7 @@ import { credentialDigest } from "../proxy-image/src/policy";
 import { removeEntry, watchEntries, writeEntry } from "../runtime/registry";
 import { agentEntrySchema, ownPorts } from "../proxy-image/src/config";
 import { jsonLogger } from "../runtime/log";
-import { AGENTS, ANTHROPIC_BODY, OPENAI_BODY, REAL_KEYS, type RunningProxy, TOKENS, anthropicHeaders, openaiHeaders, send, startKeyProxy } from "./support/keyProxyHarness";
+import { AGENTS, ANTHROPIC_BODY, OPENAI_BODY, REAL_KEYS, type RunningProxy, TOKENS, anthropicHeaders, closeAndCheckNoSecretLeaked, openaiHeaders, send, startKeyProxy } from "./support/keyProxyHarness";
 import { MockUpstream, anthropicStream } from "./support/mockUpstream";
 import { fakeKey } from "./support/fakeKeys";
 
@@ -48,15 +48,9 @@ afterEach(() => {
     upstream.handler = undefined;
 });
 afterAll(async () => {
-    for (const p of proxies) {
-        observed.push(...p.logs, await p.server.metrics.registry.metrics());
-        await p.server.close();
-    }
-    await upstream.stop();
     // Invariant 6: no real key and no agent token ever reaches a response, a log line or a metric.
-    const everything = observed.join("\n");
+    const everything = await closeAndCheckNoSecretLeaked(proxies, upstream, observed, [...Object.values(REAL_KEYS), ...Object.values(TOKENS)]);
     expect(everything.length).toBeGreaterThan(1000);
-    for (const secret of [...Object.values(REAL_KEYS), ...Object.values(TOKENS)]) expect(everything).not.toContain(secret);
     expect(everything).not.toMatch(/sk-(ant|proj)-[A-Za-z0-9]{8}/);
 });
 
@@ -123,7 +117,7 @@ describe("refusals", () => {
         "POST /anthropic/../openai/v1/chat/completions HTTP/1.1",
         "POST /anthropic/%2e%2e/openai/v1 HTTP/1.1",
         "POST /anthropic/v1%2fmessages HTTP/1.1",
-        "POST /gemini/v1/models HTTP/1.1",
+        "POST /mistral/v1/models HTTP/1.1",
         "GET /metrics HTTP/1.1",
         "GET /healthz HTTP/1.1",
     ])("%s: connection closed with no response", async (line) => {

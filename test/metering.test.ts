@@ -3,6 +3,7 @@ import { BudgetLedger, windowKeys } from "../proxy-image/src/budget";
 import { LedgerCorruptError, encodeRecord, replayLedger } from "../proxy-image/src/ledgerStore";
 import { type ApiFormat, ResponseMeter, classifyEndpoint, planRequest } from "../proxy-image/src/metering";
 import { DEFAULT_FALLBACK_PRICE, DEFAULT_PRICES, costMicros, maxCostMicros, priceFor } from "../proxy-image/src/pricing";
+import { builtInProvider } from "../providers/index";
 import { anthropicStream, openaiStream, responsesStream, sse } from "./support/mockUpstream";
 
 const book = { prices: DEFAULT_PRICES, fallback: DEFAULT_FALLBACK_PRICE };
@@ -33,7 +34,7 @@ describe("classifyEndpoint", () => {
         ["anthropic", "POST", "/v1/messages/batches", undefined],
         ["openai", "DELETE", "/v1/files/f1", undefined],
         ["anthropic", "POST", "/v1/chat/completions", undefined],
-    ])("%s %s %s -> %s", (provider, method, route, expected) => expect(classifyEndpoint(provider as "anthropic", method, route)).toBe(expected));
+    ])("%s %s %s -> %s", (provider, method, route, expected) => expect(classifyEndpoint(builtInProvider(provider)!, method, route)).toBe(expected));
 });
 
 describe("planRequest", () => {

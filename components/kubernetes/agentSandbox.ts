@@ -1,6 +1,6 @@
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import type { AgentConfig } from "../../infra/config";
+import type { AgentConfig, EnabledProvider } from "../../infra/config";
 import { AGENT_STATE_CLAIM, agentPort, k8sNames, podLabels } from "../../infra/kubernetesTopology";
 import { AGENT_HOME, AGENT_USER, PORTS } from "../../infra/topology";
 import { AGENT_HEALTHCHECK, OPENCLAW_CONFIG_DIR, OPENCLAW_CONFIG_PATH, type ServiceEndpoint, agentEnvironment, agentSecrets } from "../agentSandbox";
@@ -9,6 +9,8 @@ import { envVars, hardenedPodSpec } from "./podSecurity";
 import { type Placement, metadata } from "./sharedService";
 
 export interface KubernetesAgentSandboxArgs extends Placement {
+    /** The providers the stack enables (the agent\'s OpenClaw config names each). */
+    providers: readonly EnabledProvider[];
     agent: AgentConfig;
     /** KeyProxy through the agent's own Service. */
     keyProxy: ServiceEndpoint;
@@ -45,7 +47,7 @@ export class KubernetesAgentSandbox extends pulumi.ComponentResource {
         this.agent = agent;
         const labels = podLabels(stack, "agent", agent.name);
 
-        const secrets = agentSecrets(name, agent, args.keyProxy, this);
+        const secrets = agentSecrets(name, agent, args.providers, args.keyProxy, this);
         this.credential = secrets.credential;
         this.dashboardToken = secrets.dashboardToken;
         const { config, origins } = secrets;

@@ -1,7 +1,8 @@
 import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
-import type { Budget } from "../../proxy-image/src/budget";
-import { type EgressConfig, type EgressRule, type KeyProxyConfig, PROVIDERS, type ProviderId } from "../../infra/config";
+import type { Budget } from "../../contracts/keyProxy";
+import { type EgressConfig, type EgressRule, type KeyProxyConfig, enabledProviders } from "../../infra/config";
+import { keyEnv } from "../../providers/index";
 import { k8sNames, podLabels } from "../../infra/kubernetesTopology";
 import { EGRESS_ENTRY, KEY_PROXY_DATA_DIR, KEY_PROXY_ENTRY, PORTS } from "../../infra/topology";
 import { egressRegistryEntry, egressRuntimeConfig } from "../egressGateway";
@@ -11,7 +12,7 @@ import { type KubernetesService, type Placement, type ServiceAgent, agentEndpoin
 export interface KubernetesKeyProxyArgs extends Placement {
     config: KeyProxyConfig;
     /** The real provider keys (Pulumi secrets); only KeyProxy's keys Secret holds them. */
-    upstreamKeys: Partial<Record<ProviderId, pulumi.Input<string>>>;
+    upstreamKeys: Record<string, pulumi.Input<string>>;
     /** Every agent's port; the Deployment itself names none. */
     agents: ServiceAgent[];
     sizeGi: number;
@@ -50,12 +51,12 @@ export class KubernetesKeyProxy extends AgentFacingService {
 
     constructor(private readonly resourceName: string, args: KubernetesKeyProxyArgs, opts?: pulumi.ComponentResourceOptions) {
         super("openclaw:kubernetes:KeyProxy", resourceName, {}, opts);
-        const enabled = PROVIDERS.filter((id) => args.config.providers[id] !== undefined);
+        const enabled = enabledProviders(args.config);
         const keyData: Record<string, pulumi.Output<string>> = {};
-        for (const id of enabled) {
+        for (const { id } of enabled) {
             const key = args.upstreamKeys[id];
             if (key === undefined) throw new Error(`KeyProxy: provider ${id} is enabled but has no key`);
-            keyData[keyVariable(id)] = pulumi.secret(key);
+            keyData[keyEnv(id)] = pulumi.secret(key);
         }
         const keys = new k8s.core.v1.Secret(
             `${resourceName}-keys`,
@@ -71,9 +72,9 @@ export class KubernetesKeyProxy extends AgentFacingService {
             servicePort: PORTS.keyProxy,
             runtimeConfig: { variable: "KEYPROXY_CONFIG", build: (remoteAdmin) => keyProxyRuntimeConfig(args.config, remoteAdmin) },
             metrics: args.metricsToken === undefined ? undefined : { port: PORTS.keyProxyMetricsTls, bearerToken: args.metricsToken },
-            secretEnv: enabled.map((id) => ({ name: keyVariable(id), secret: keys.metadata.name, key: keyVariable(id) })),
+            secretEnv: enabled.map(({ id }) => ({ name: keyEnv(id), secret: keys.metadata.name, key: keyEnv(id) })),
             persistentData: { path: KEY_PROXY_DATA_DIR, sizeGi: args.sizeGi, storageClassName: args.storageClassName },
-            restartOn: Object.fromEntries(enabled.map((id) => [`key-epoch.${id}`, String(args.config.providers[id]!.keyEpoch)])),
+            restartOn: Object.fromEntries(enabled.map((p) => [`key-epoch.${p.id}`, String(p.keyEpoch)])),
             terminationGracePeriodSeconds: DRAIN_SECONDS + 5,
         });
         for (const agent of args.agents) this.endpoints.set(agent.name, agentEndpoint(this, resourceName, this.service, agent));
@@ -86,8 +87,6 @@ export class KubernetesKeyProxy extends AgentFacingService {
         registerAgent(this, this.resourceName, this.service, agent, entry);
     }
 }
-
-const keyVariable = (id: ProviderId) => `KEYPROXY_KEY_${id.toUpperCase()}`;
 
 export interface KubernetesEgressGatewayArgs extends Placement {
     config: EgressConfig;

@@ -3,7 +3,7 @@
 // Docker only: on Kubernetes the kubelet's probes say whether an agent's pod is ready.
 import net from "node:net";
 import type { Counter, Gauge } from "prom-client";
-import { agentNetworkAddresses } from "../../infra/topology";
+import { agentNetworkAddresses } from "../../contracts/agentNetwork";
 import type { AgentIdentity } from "../../runtime/registry";
 
 export interface Liveness {

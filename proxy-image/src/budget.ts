@@ -1,11 +1,9 @@
 // Budgets: reservations against calendar windows, settled to actual cost. Pure state; the ledger store
 // makes it durable by replaying the same records.
 
-export interface Budget {
-    dailyUsd?: number;
-    monthlyUsd?: number;
-    totalUsd?: number;
-}
+import type { Budget } from "../../contracts/keyProxy";
+
+export type { Budget };
 
 export const WINDOWS = ["day", "month", "total"] as const;
 export type Window = (typeof WINDOWS)[number];
@@ -34,15 +32,6 @@ export function windowKeys(now: Date, timeZone: string): Record<Window, string> 
     const keys = { day: `day:${date}`, month: `month:${date.slice(0, 7)}`, total: "total" } as const;
     lastKeys.set(timeZone, { second, keys });
     return keys;
-}
-
-export function isTimeZone(name: string): boolean {
-    try {
-        new Intl.DateTimeFormat("en-CA", { timeZone: name });
-        return true;
-    } catch {
-        return false;
-    }
 }
 
 export type LedgerRecord =

@@ -1,38 +1,39 @@
 // Metering: what a request may cost before it goes, and what it did cost as its response streams past.
 // Pure: bytes in, decisions and counts out.
 import { StringDecoder } from "node:string_decoder";
-import type { Provider } from "./policy";
-import { NO_USAGE, type Usage } from "./pricing";
+import { type MeterState, NO_USAGE, type ProviderSpec, type RequestTarget, type SseEvent, type Usage, type WireFormat } from "../../providers/types";
+import { WIRE_FORMATS, classifyRoute } from "../../providers/index";
 
-export type ApiFormat = "anthropic-messages" | "openai-chat" | "openai-responses" | "openai-embeddings";
+/** A wire format's id (providers/<id>.ts): anthropic-messages, openai-chat, ... */
+export type ApiFormat = string;
 
 export type RequestPlan =
     | { kind: "refused"; reason: string }
     | { kind: "metered"; format: ApiFormat; model: string; stream: boolean; maxOutputTokens: number; body: Buffer; hideUsageChunk: boolean };
 
-const METERED: Record<string, ApiFormat> = {
-    "anthropic POST /v1/messages": "anthropic-messages",
-    "openai POST /v1/chat/completions": "openai-chat",
-    "openai POST /v1/responses": "openai-responses",
-    "openai POST /v1/embeddings": "openai-embeddings",
-};
+function wireFormat(id: ApiFormat): WireFormat {
+    const format = WIRE_FORMATS.get(id);
+    if (!format) throw new Error(`no wire format '${id}'`);
+    return format;
+}
 
-/** Endpoints that cost nothing. Everything neither here nor metered is refused: budgets cannot be bypassed. */
-const FREE: RegExp[] = [/^anthropic GET \/v1\/models(\/[^/]+)?$/, /^anthropic POST \/v1\/messages\/count_tokens$/, /^openai GET \/v1\/models(\/[^/]+)?$/];
+/** Which endpoints cost money (their wire format), which are free, and (undefined) which are not let through at all. */
+export function classifyEndpoint(provider: ProviderSpec, method: string, route: string): ApiFormat | "free" | undefined {
+    const meter = classifyRoute(provider, method, route);
+    return meter === undefined || meter === "free" ? meter : meter.id;
+}
 
-/** Which endpoints cost money, which are free, and (undefined) which are not let through at all. */
-export function classifyEndpoint(provider: Provider, method: string, route: string): ApiFormat | "free" | undefined {
-    const key = `${provider} ${method} ${route}`;
-    if (FREE.some((pattern) => pattern.test(key))) return "free";
-    return METERED[key];
+/** Whether a response of this format may be an SSE stream (embeddings never are, whatever their content type says). */
+export function mayStream(format: ApiFormat): boolean {
+    return !wireFormat(format).neverStreams;
 }
 
 /**
  * Reads a metered request and rewrites its body where metering needs it: an output cap where the client set
- * none (so the reservation bounds the cost), and OpenAI's include_usage on streams (whose extra usage chunk
- * is then hidden from the client). Embeddings have no output to cap.
+ * none (so the reservation bounds the cost), and a usage report on streams that would not send one (then
+ * hidden from the client). Each wire format says how (providers/<id>.ts).
  */
-export function planRequest(format: ApiFormat, body: Buffer, defaultMaxOutputTokens: number): RequestPlan {
+export function planRequest(format: ApiFormat, body: Buffer, defaultMaxOutputTokens: number, target: RequestTarget = { route: "", query: "" }): RequestPlan {
     let json: Record<string, unknown>;
     try {
         json = JSON.parse(body.toString("utf8"));
@@ -40,36 +41,10 @@ export function planRequest(format: ApiFormat, body: Buffer, defaultMaxOutputTok
         return { kind: "refused", reason: "body_not_json" };
     }
     if (typeof json !== "object" || json === null || Array.isArray(json)) return { kind: "refused", reason: "body_not_json" };
-    if (typeof json.model !== "string" || json.model.length === 0) return { kind: "refused", reason: "no_model" };
-    if (format === "openai-embeddings") {
-        // Input tokens only; the request bytes bound them, so the body goes up unchanged.
-        if (typeof json.input !== "string" && !Array.isArray(json.input)) return { kind: "refused", reason: "no_input" };
-        return { kind: "metered", format, model: json.model, stream: false, maxOutputTokens: 0, hideUsageChunk: false, body };
-    }
-    const stream = json.stream === true;
-    const capField = format === "anthropic-messages" ? "max_tokens" : format === "openai-responses" ? "max_output_tokens" : "max_completion_tokens";
-    const requested = format === "openai-chat" ? (json.max_completion_tokens ?? json.max_tokens) : json[capField];
-    let rewritten = false;
-    let maxOutputTokens: number;
-    if (requested === undefined || requested === null) {
-        json[capField] = defaultMaxOutputTokens;
-        maxOutputTokens = defaultMaxOutputTokens;
-        rewritten = true;
-    } else if (typeof requested === "number" && Number.isInteger(requested) && requested > 0) {
-        maxOutputTokens = requested;
-    } else {
-        return { kind: "refused", reason: "bad_output_cap" };
-    }
-    let hideUsageChunk = false;
-    if (format === "openai-chat" && stream) {
-        const options = (json.stream_options ?? {}) as Record<string, unknown>;
-        if (options.include_usage !== true) {
-            json.stream_options = { ...options, include_usage: true };
-            hideUsageChunk = true;
-            rewritten = true;
-        }
-    }
-    return { kind: "metered", format, model: json.model, stream, maxOutputTokens, hideUsageChunk, body: rewritten ? Buffer.from(JSON.stringify(json)) : body };
+    const outcome = wireFormat(format).plan(json, target, defaultMaxOutputTokens);
+    if (outcome.kind === "refused") return outcome;
+    const { model, stream, maxOutputTokens, hideUsageChunk, rewritten } = outcome;
+    return { kind: "metered", format, model, stream, maxOutputTokens, hideUsageChunk, body: rewritten ? Buffer.from(JSON.stringify(json)) : body };
 }
 
 export interface MeterResult {
@@ -119,10 +94,7 @@ class SseSplitter {
  * The events that carry usage or end a stream, in the formats whose events name themselves on their first
  * line. Everything else (the bulk: content deltas) is skipped as bytes, without decoding.
  */
-const NAMED_EVENTS: Partial<Record<ApiFormat, Buffer[]>> = {
-    "anthropic-messages": ["message_", "error"].map((m) => Buffer.from(m)),
-    "openai-responses": ["response.completed", "response.incomplete", "response.failed"].map((m) => Buffer.from(m)),
-};
+const NAMED_EVENTS = new Map([...WIRE_FORMATS.values()].flatMap((f) => (f.namedEvents ? [[f.id, f.namedEvents.map((m) => Buffer.from(m))] as const] : [])));
 const EVENT_FIELD = Buffer.from("event:");
 const EMPTY = Buffer.alloc(0);
 const LF_LF = Buffer.from("\n\n");
@@ -205,36 +177,6 @@ function eventData(event: string): string {
     return data.join("\n");
 }
 
-const num = (value: unknown): number => (typeof value === "number" && Number.isFinite(value) && value >= 0 ? value : 0);
-
-/** Anthropic usage: input excludes cache tokens; cache writes may be split by TTL. */
-function anthropicUsage(raw: Record<string, unknown>, previous: Usage): Usage {
-    const has = (key: string) => raw[key] !== undefined && raw[key] !== null;
-    const creation = raw.cache_creation as Record<string, unknown> | undefined;
-    const write1h = creation ? num(creation.ephemeral_1h_input_tokens) : undefined;
-    const writeAll = has("cache_creation_input_tokens") ? num(raw.cache_creation_input_tokens) : undefined;
-    return {
-        input: has("input_tokens") ? num(raw.input_tokens) : previous.input,
-        output: has("output_tokens") ? num(raw.output_tokens) : previous.output,
-        cacheWrite: writeAll !== undefined ? writeAll - (write1h ?? 0) : previous.cacheWrite,
-        cacheWrite1h: write1h ?? (writeAll !== undefined ? 0 : previous.cacheWrite1h),
-        cacheRead: has("cache_read_input_tokens") ? num(raw.cache_read_input_tokens) : previous.cacheRead,
-    };
-}
-
-/**
- * OpenAI usage: prompt/input counts include the cached tokens, which are billed at the cache-read price. What
- * the total counts beyond the output is input too (embeddings report only prompt and total tokens).
- */
-function openaiUsage(raw: Record<string, unknown>): Usage {
-    const output = num(raw.completion_tokens ?? raw.output_tokens);
-    const prompt = Math.max(num(raw.prompt_tokens ?? raw.input_tokens), num(raw.total_tokens) - output);
-    const details = (raw.prompt_tokens_details ?? raw.input_tokens_details) as Record<string, unknown> | undefined;
-    const cached = Math.min(prompt, num(details?.cached_tokens));
-    return { input: prompt - cached, output, cacheWrite: 0, cacheWrite1h: 0, cacheRead: cached };
-}
-
-const USAGE_OBJECT = /"usage"\s*:\s*\{/;
 /** Bytes of streamed event data per output token when a stream ends before reporting its output count. */
 export const BYTES_PER_UNREPORTED_TOKEN = 4;
 
@@ -246,13 +188,10 @@ export class ResponseMeter {
     private readonly splitter = new SseSplitter();
     private readonly jsonChunks: Buffer[] = [];
     private jsonBytes = 0;
-    private usage: Usage = { ...NO_USAGE };
-    private model: string | undefined;
-    private complete = false;
-    private reported = false;
-    private outputReported = false;
+    private readonly state: MeterState = { usage: { ...NO_USAGE }, model: undefined, complete: false, reported: false, outputReported: false, problems: [] };
+    private readonly wire: WireFormat;
+    private readonly markers: Buffer[] | undefined;
     private streamedBytes = 0;
-    private readonly problems: string[] = [];
     /** Bytes kept from the end of the last skipped chunk, so a marker split across chunks is still found. */
     private carry: Buffer = EMPTY;
     /** Whether the first byte of the next window (carry, then chunk) starts a line. */
@@ -260,13 +199,16 @@ export class ResponseMeter {
     private capturing = false;
 
     constructor(
-        private readonly format: ApiFormat,
+        format: ApiFormat,
         private readonly sse: boolean,
         private readonly hideUsageChunk: boolean,
         /** The request's output cap: the upstream cannot have produced more, whatever an estimate from bytes says. */
         private readonly maxOutputTokens: number,
         private readonly maxJsonBytes = 16 * 1024 * 1024,
-    ) {}
+    ) {
+        this.wire = wireFormat(format);
+        this.markers = NAMED_EVENTS.get(format);
+    }
 
     push(chunk: Buffer): Buffer[] {
         if (!this.sse) {
@@ -275,9 +217,8 @@ export class ResponseMeter {
             return [chunk];
         }
         this.streamedBytes += chunk.length;
-        const markers = NAMED_EVENTS[this.format];
-        if (markers && !this.hideUsageChunk) {
-            this.skim(chunk, markers);
+        if (this.markers && !this.hideUsageChunk) {
+            this.skim(chunk, this.markers);
             return [chunk];
         }
         const events = this.splitter.push(chunk);
@@ -341,90 +282,45 @@ export class ResponseMeter {
     /** Ends the meter: what the response reported, and whatever bytes were still held back. */
     end(): { result: MeterResult; rest: Buffer[] } {
         const rest: Buffer[] = [];
+        const state = this.state;
         if (this.sse) {
             const tail = this.splitter.rest();
             if (tail.trim().length > 0) {
-                this.problems.push("stream ended inside an event");
+                state.problems.push("stream ended inside an event");
                 this.observe(tail);
             }
             if (this.hideUsageChunk && tail.length > 0) rest.push(Buffer.from(tail));
         } else {
             this.observeJson();
         }
-        if (!this.complete) this.problems.push(this.sse ? "stream ended without its final event" : "body incomplete");
-        if (this.sse && !this.outputReported) {
+        if (!state.complete) state.problems.push(this.sse ? "stream ended without its final event" : "body incomplete");
+        if (this.sse && !state.outputReported) {
             // Output the upstream never counted for us is estimated from what streamed, so an aborted stream is not free,
             // and bounded by the output cap, so it never bills past its reservation (event framing inflates the bytes).
             const estimate = Math.min(Math.ceil(this.streamedBytes / BYTES_PER_UNREPORTED_TOKEN), this.maxOutputTokens);
-            this.usage.output = Math.max(this.usage.output, estimate);
+            state.usage.output = Math.max(state.usage.output, estimate);
         }
-        const unmeasured = !this.sse && !this.reported;
-        if (unmeasured) this.problems.push("no usage in the body: billed at the reservation");
-        return { result: { usage: this.usage, model: this.model, complete: this.complete, reported: this.reported, unmeasured, problems: this.problems }, rest };
+        const unmeasured = !this.sse && !state.reported;
+        if (unmeasured) state.problems.push("no usage in the body: billed at the reservation");
+        return { result: { usage: state.usage, model: state.model, complete: state.complete, reported: state.reported, unmeasured, problems: state.problems }, rest };
     }
 
     /** Reads one SSE event. Returns true when it must be hidden from the client. */
-    private observe(event: string): boolean {
-        const name = leadingEventName(event);
-        if (this.format === "anthropic-messages") {
-            if (name === "message_stop") this.complete = true;
-            if (name !== "message_start" && name !== "message_delta" && name !== "error") return false;
-            const parsed = this.parse(eventData(event));
-            if (!parsed) return false;
-            if (name === "error") {
-                this.problems.push("upstream error event");
-                return false;
-            }
-            const raw = (name === "message_start" ? (parsed.message as Record<string, unknown> | undefined)?.usage : parsed.usage) as Record<string, unknown> | undefined;
-            if (name === "message_start") this.model = ((parsed.message as Record<string, unknown> | undefined)?.model as string | undefined) ?? this.model;
-            if (raw) {
-                this.usage = anthropicUsage(raw, this.usage);
-                this.reported = true;
-                if (name === "message_delta" && raw.output_tokens !== undefined) this.outputReported = true;
-            }
-            return false;
-        }
-        if (this.format === "openai-responses") {
-            if (name !== "response.completed" && name !== "response.incomplete" && name !== "response.failed") return false;
-            const response = this.parse(eventData(event))?.response as Record<string, unknown> | undefined;
-            this.complete = true;
-            this.model = (response?.model as string | undefined) ?? this.model;
-            if (response?.usage) {
-                this.usage = openaiUsage(response.usage as Record<string, unknown>);
-                this.reported = this.outputReported = true;
-            }
-            return false;
-        }
-        if (event.includes("[DONE]") && eventData(event).trim() === "[DONE]") {
-            this.complete = true;
-            return false;
-        }
-        if (!event.includes('"usage"') || !USAGE_OBJECT.test(event)) {
-            if (this.model === undefined && event.includes('"model"')) this.model = this.parse(eventData(event))?.model as string | undefined;
-            return false;
-        }
-        const parsed = this.parse(eventData(event));
-        if (!parsed?.usage || typeof parsed.usage !== "object") return false;
-        this.usage = openaiUsage(parsed.usage as Record<string, unknown>);
-        this.reported = this.outputReported = true;
-        this.model = (parsed.model as string | undefined) ?? this.model;
-        // The usage chunk we asked for carries no choices: the client, which did not ask, never sees it.
-        return this.hideUsageChunk && Array.isArray(parsed.choices) && parsed.choices.length === 0;
+    private observe(raw: string): boolean {
+        const event: SseEvent = { raw, name: leadingEventName(raw), data: () => eventData(raw), json: () => this.parse(eventData(raw)) };
+        return this.wire.readEvent(event, this.state, this.hideUsageChunk);
     }
 
     private observeJson() {
         if (this.jsonBytes > this.maxJsonBytes) {
-            this.problems.push("body too large to meter");
+            this.state.problems.push("body too large to meter");
             return;
         }
         const parsed = this.parse(Buffer.concat(this.jsonChunks).toString("utf8"));
         if (!parsed) return;
-        this.complete = true;
-        this.model = (parsed.model as string | undefined) ?? this.model;
-        const raw = parsed.usage as Record<string, unknown> | undefined;
-        if (!raw) return;
-        this.usage = this.format === "anthropic-messages" ? anthropicUsage(raw, NO_USAGE) : openaiUsage(raw);
-        this.reported = this.outputReported = true;
+        this.state.complete = true;
+        if (typeof parsed.model === "string") this.state.model = parsed.model;
+        this.wire.readJson(parsed, this.state);
     }
 
     private parse(text: string): Record<string, unknown> | undefined {
@@ -432,7 +328,7 @@ export class ResponseMeter {
             const value = JSON.parse(text);
             return typeof value === "object" && value !== null ? value : undefined;
         } catch {
-            this.problems.push("unparseable event");
+            this.state.problems.push("unparseable event");
             return undefined;
         }
     }

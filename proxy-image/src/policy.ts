@@ -1,15 +1,16 @@
 // The pure core of KeyProxy: every decision from inputs alone, no I/O. The server is a shell around it.
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
-import { type AgentIdentity, type Arrival, arrivedAs } from "../../runtime/registry";
+import { type Arrival, arrivedAs } from "../../runtime/registry";
+import type { AgentEntry } from "../../contracts/keyProxy";
+import { BUILT_IN_IDS, ERROR_KINDS, type ErrorKind, KEY_HEADERS, KEY_PREFIX_PATTERN, type ProviderSpec } from "../../providers/index";
 
-export const PROVIDERS = ["anthropic", "openai"] as const;
-export type Provider = (typeof PROVIDERS)[number];
+export type { ErrorKind };
 
 export const ALLOWED_METHODS: ReadonlySet<string> = new Set(["GET", "POST", "DELETE"]);
 
 export type RouteDecision =
-    | { action: "forward"; provider: Provider; upstreamPath: string; route: string }
+    | { action: "forward"; provider: string; upstreamPath: string; route: string; query: string }
     | { action: "drop"; reason: string };
 
 // Percent-encodings that could smuggle a separator past the prefix check: / \ . NUL, and % itself.
@@ -20,7 +21,7 @@ const CONTROL = /[\u0000-\u001f\u007f]/;
  * Maps an origin-form request target to its upstream path, or drops it. The path is decoded once, for
  * checking only; what goes upstream is the raw path, which after these checks decodes to the same thing.
  */
-export function decideRoute(method: string, target: string): RouteDecision {
+export function decideRoute(method: string, target: string, providers: ReadonlySet<string> = new Set(BUILT_IN_IDS)): RouteDecision {
     if (!ALLOWED_METHODS.has(method)) return { action: "drop", reason: "method" };
     if (!target.startsWith("/")) return { action: "drop", reason: "target_form" };
     const queryAt = target.indexOf("?");
@@ -39,11 +40,53 @@ export function decideRoute(method: string, target: string): RouteDecision {
         return { action: "drop", reason: "path_traversal" };
     }
     const [prefix, ...rest] = segments;
-    if (!(PROVIDERS as readonly string[]).includes(prefix) || rest.length === 0 || rest[0] === "") {
+    if (!providers.has(prefix) || rest.length === 0 || rest[0] === "") {
         return { action: "drop", reason: "unknown_route" };
     }
     const upstreamPath = rawPath.slice(prefix.length + 1);
-    return { action: "forward", provider: prefix as Provider, upstreamPath: upstreamPath + query, route: upstreamPath };
+    return { action: "forward", provider: prefix, upstreamPath: upstreamPath + query, route: upstreamPath, query };
+}
+
+/** A query without every parameter named `name` (however its name is percent-encoded); the rest byte for byte. */
+export function withoutQueryParam(query: string, name: string): string {
+    if (query === "") return query;
+    const kept = query
+        .slice(1)
+        .split("&")
+        .filter((pair) => queryName(pair) !== name);
+    return kept.length === 0 ? "" : `?${kept.join("&")}`;
+}
+
+function queryName(pair: string): string | undefined {
+    const at = pair.indexOf("=");
+    try {
+        return decodeURIComponent((at < 0 ? pair : pair.slice(0, at)).replaceAll("+", " "));
+    } catch {
+        return undefined;
+    }
+}
+
+/** Every value of the query parameter `name`. */
+function queryValues(query: string, name: string): string[] {
+    if (query === "") return [];
+    return query
+        .slice(1)
+        .split("&")
+        .filter((pair) => queryName(pair) === name)
+        .map((pair) => {
+            const at = pair.indexOf("=");
+            try {
+                return at < 0 ? "" : decodeURIComponent(pair.slice(at + 1).replaceAll("+", " "));
+            } catch {
+                return "";
+            }
+        });
+}
+
+/** The path and query that go upstream: a credential the agent put in the query is never forwarded (nor logged). */
+export function upstreamTarget(decision: Extract<RouteDecision, { action: "forward" }>, provider: ProviderSpec): string {
+    const param = provider.presented.queryParam;
+    return param === undefined ? decision.upstreamPath : decision.route + withoutQueryParam(decision.query, param);
 }
 
 const HOP_BY_HOP = new Set([
@@ -60,8 +103,8 @@ const HOP_BY_HOP = new Set([
     "expect",
 ]);
 
-/** Headers that carry a credential (the agent's, or one an agent might try to pass along). */
-const CREDENTIAL_HEADERS = new Set(["authorization", "x-api-key", "api-key", "x-goog-api-key", "cookie"]);
+/** Headers that carry a credential (the agent's, or one an agent might try to pass along): every provider's, Azure's, cookies. */
+const CREDENTIAL_HEADERS = new Set([...KEY_HEADERS, "api-key", "cookie"]);
 
 /** Headers that would tell the upstream about our internal addresses. */
 const ADDRESS_HEADERS = new Set(["forwarded", "via", "x-real-ip", "client-ip", "true-client-ip", "x-client-ip", "cf-connecting-ip"]);
@@ -77,7 +120,7 @@ function namedInConnection(headers: IncomingHttpHeaders): Set<string> {
 }
 
 /** The headers sent upstream: the client's minus credentials, hop-by-hop and address headers, plus the real key. */
-export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, provider: Provider, realKey: string): Record<string, string | string[]> {
+export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, provider: ProviderSpec, realKey: string): Record<string, string | string[]> {
     const connectionNamed = namedInConnection(incoming);
     const out: Record<string, string | string[]> = {};
     for (const [name, value] of Object.entries(incoming)) {
@@ -88,8 +131,7 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, provider: 
     }
     // Identity, so error bodies can be scrubbed and usage metered without inflating.
     out["accept-encoding"] = "identity";
-    if (provider === "anthropic") out["x-api-key"] = realKey;
-    else out.authorization = `Bearer ${realKey}`;
+    out[provider.attach.header] = provider.attach.bearer ? `Bearer ${realKey}` : realKey;
     return out;
 }
 
@@ -106,25 +148,28 @@ export function clientResponseHeaders(upstream: Record<string, string | string[]
     return out;
 }
 
-/** The credential an agent presents, in the header its provider's SDK uses. */
-export function presentedCredential(headers: IncomingHttpHeaders, provider: Provider): string | undefined {
-    if (provider === "anthropic") {
-        const value = headers["x-api-key"];
-        return typeof value === "string" && value.length > 0 ? value : undefined;
+/**
+ * The credential an agent presents, where its provider's SDK puts the key: a header, or for some providers a
+ * query parameter instead. Two different values (header and query, or a repeated parameter) present none.
+ */
+export function presentedCredential(headers: IncomingHttpHeaders, provider: ProviderSpec, query = ""): string | undefined {
+    const found: string[] = [];
+    for (const { header, bearer } of provider.presented.headers) {
+        const value = headers[header];
+        if (typeof value !== "string" || value.length === 0) continue;
+        const credential = bearer ? /^Bearer ([^\s]+)$/.exec(value)?.[1] : value;
+        if (credential !== undefined) found.push(credential);
     }
-    const match = /^Bearer ([^\s]+)$/.exec(headers.authorization ?? "");
-    return match?.[1];
+    const { queryParam } = provider.presented;
+    if (queryParam !== undefined) found.push(...queryValues(query, queryParam).filter((v) => v.length > 0));
+    return new Set(found).size === 1 ? found[0] : undefined;
 }
 
 export function credentialDigest(credential: string): string {
     return createHash("sha256").update(credential, "utf8").digest("hex");
 }
 
-export type AgentEntry = AgentIdentity & {
-    /** sha256 (hex) of the agent's credential: the proxy never holds the credential itself. */
-    credentialSha256: string;
-    budget?: { dailyUsd?: number; monthlyUsd?: number; totalUsd?: number };
-};
+export type { AgentEntry };
 
 export type AuthDecision = { ok: true; agent: AgentEntry } | { ok: false; reason: "missing" | "unknown" | "wrong_network" | "wrong_port" };
 
@@ -144,33 +189,15 @@ export function authenticate(credential: string | undefined, arrival: Arrival, a
     return { ok: true, agent };
 }
 
-export type ErrorKind = "authentication" | "forbidden" | "bad_request" | "too_large" | "rate_limited" | "budget" | "ledger" | "upstream" | "timeout";
-
-const ERROR_SHAPES: Record<ErrorKind, { status: number; anthropic: string; openai: [type: string, code: string | null]; message: string }> = {
-    authentication: { status: 401, anthropic: "authentication_error", openai: ["invalid_request_error", "invalid_api_key"], message: "invalid credential" },
-    forbidden: { status: 403, anthropic: "permission_error", openai: ["invalid_request_error", "endpoint_not_allowed"], message: "this endpoint is not available through the key proxy" },
-    bad_request: { status: 400, anthropic: "invalid_request_error", openai: ["invalid_request_error", "invalid_request"], message: "the proxy could not meter this request" },
-    budget: { status: 429, anthropic: "budget_exceeded", openai: ["budget_exceeded", "budget_exceeded"], message: "this agent's spend budget does not cover this request" },
-    ledger: { status: 503, anthropic: "api_error", openai: ["server_error", "spend_ledger_unavailable"], message: "the key proxy cannot record spend right now (its ledger cannot be written); metered requests are refused until it can" },
-    too_large: { status: 413, anthropic: "request_too_large", openai: ["invalid_request_error", "request_too_large"], message: "request too large" },
-    rate_limited: { status: 429, anthropic: "rate_limit_error", openai: ["rate_limit_error", "rate_limit_exceeded"], message: "too many concurrent requests for this agent" },
-    upstream: { status: 502, anthropic: "api_error", openai: ["server_error", null], message: "upstream unavailable" },
-    timeout: { status: 504, anthropic: "api_error", openai: ["server_error", "timeout"], message: "upstream timed out" },
-};
-
 /** An error response in the shape the agent's SDK for that provider understands. Echoes nothing from the request. */
-export function providerError(provider: Provider, kind: ErrorKind, message = ERROR_SHAPES[kind].message): { status: number; body: string } {
-    const shape = ERROR_SHAPES[kind];
-    const body =
-        provider === "anthropic"
-            ? { type: "error", error: { type: shape.anthropic, message } }
-            : { error: { message, type: shape.openai[0], param: null, code: shape.openai[1] } };
-    return { status: shape.status, body: JSON.stringify(body) };
+export function providerError(provider: ProviderSpec, kind: ErrorKind, message = ERROR_KINDS[kind].message): { status: number; body: string } {
+    const { status } = ERROR_KINDS[kind];
+    return { status, body: JSON.stringify(provider.errorBody(kind, status, message)) };
 }
 
-// Anything shaped like a provider key or one of our credentials, whole or partly masked (OpenAI echoes the key's
-// prefix, then stars, then its last four characters).
-const KEY_SHAPED = /\b(?:sk-(?:ant-|proj-|svcacct-|admin-)?[A-Za-z0-9_*-]{4,}|ocp_[A-Za-z0-9*]{4,})/g;
+// Anything shaped like a provider key (by the registry's key prefixes) or one of our credentials, whole or partly
+// masked (OpenAI echoes the key's prefix, then stars, then its last four characters).
+const KEY_SHAPED = new RegExp(`\\b(?:(?:${KEY_PREFIX_PATTERN})[A-Za-z0-9_*-]{4,}|ocp_[A-Za-z0-9*]{4,})`, "g");
 
 /** Secrets shorter than this are not scrubbed verbatim: they would match ordinary text. */
 export const MIN_SECRET_LENGTH = 8;

@@ -7,14 +7,13 @@ import { Pool, errors as undiciErrors } from "undici";
 import { closeServer, portOf, startAdminServers } from "../../runtime/admin";
 import { AgentListeners, arrivalOf } from "../../runtime/agentListeners";
 import { AgentProbe } from "./agentProbe";
-import type { LoadedConfig } from "./config";
+import { type LoadedConfig, configuredProviders } from "./config";
 import type { Logger } from "../../runtime/log";
-import { type MeterResult, ResponseMeter, classifyEndpoint, planRequest } from "./metering";
+import { type MeterResult, ResponseMeter, classifyEndpoint, mayStream, planRequest } from "./metering";
 import { type KeyProxyMetrics, type StreamMetrics, keyProxyMetrics, streamMetrics } from "./metrics";
 import {
     type AgentEntry,
     type ErrorKind,
-    type Provider,
     authenticate,
     clientResponseHeaders,
     decideRoute,
@@ -23,7 +22,9 @@ import {
     MIN_SECRET_LENGTH,
     scrubSecrets,
     upstreamRequestHeaders,
+    upstreamTarget,
 } from "./policy";
+import type { ProviderSpec } from "../../providers/index";
 import { microsToUsd } from "./budget";
 import { type ResponseSecrets, StreamScrubber } from "./scrub";
 import { SpendTracker, type Ticket } from "./spend";
@@ -32,6 +33,7 @@ import { SpendTracker, type Ticket } from "./spend";
 const MAX_ERROR_BODY_BYTES = 1024 * 1024;
 
 interface Upstream {
+    provider: ProviderSpec;
     pool: Pool;
     basePath: string;
     key: string;
@@ -49,7 +51,8 @@ export class KeyProxyServer {
     readonly metrics: KeyProxyMetrics = keyProxyMetrics();
     private readonly server: http.Server;
     private adminServers: http.Server[] = [];
-    private readonly upstreams: Partial<Record<Provider, Upstream>> = {};
+    private readonly upstreams = new Map<string, Upstream>();
+    private readonly routePrefixes: ReadonlySet<string>;
     private agentsByDigest = new Map<string, AgentEntry>();
     private readonly activeByAgent = new Map<string, number>();
     private readonly metricChildren = new Map<string, StreamMetrics>();
@@ -74,9 +77,10 @@ export class KeyProxyServer {
         // One TLS context for every upstream connection: building one per connection (as a `ca` option does)
         // re-parses the whole root store each time.
         const secureContext = createSecureContext(extraCa ? { ca: [...rootCertificates, extraCa] } : {});
-        for (const [provider, upstream] of Object.entries(config.upstreams) as [Provider, { baseUrl: string }][]) {
-            const url = new URL(upstream.baseUrl);
-            this.upstreams[provider] = {
+        for (const [id, provider] of configuredProviders(config)) {
+            const url = new URL(config.upstreams[id].baseUrl);
+            this.upstreams.set(id, {
+                provider,
                 pool: new Pool(url.origin, {
                     connections: config.limits.maxUpstreamConnections,
                     keepAliveTimeout: 30_000,
@@ -85,9 +89,10 @@ export class KeyProxyServer {
                     connect: { secureContext, timeout: config.limits.connectTimeoutMs, rejectUnauthorized: true },
                 }),
                 basePath: url.pathname.replace(/\/$/, ""),
-                key: keys[provider]!,
-            };
+                key: keys[id],
+            });
         }
+        this.routePrefixes = new Set(this.upstreams.keys());
         this.secrets = Object.values(keys);
         this.responseSecrets = {
             literals: this.secrets.filter((key) => key.length >= MIN_SECRET_LENGTH).map((key) => Buffer.from(key)),
@@ -159,7 +164,7 @@ export class KeyProxyServer {
         this.closed = true;
         this.agentProbe?.stop();
         await Promise.all([this.agentListeners.close(), ...[this.server, ...this.adminServers].map(closeServer)]);
-        await Promise.all(Object.values(this.upstreams).map((u) => u.pool.close()));
+        await Promise.all([...this.upstreams.values()].map((u) => u.pool.close()));
         await this.spend.close();
     }
 
@@ -207,7 +212,7 @@ export class KeyProxyServer {
         this.closeAfterAnswers(req.socket);
     }
 
-    private respondError(res: http.ServerResponse, provider: Provider, kind: ErrorKind, close = false) {
+    private respondError(res: http.ServerResponse, provider: ProviderSpec, kind: ErrorKind, close = false) {
         const { status, body } = providerError(provider, kind);
         res.writeHead(status, {
             "content-type": "application/json",
@@ -220,13 +225,13 @@ export class KeyProxyServer {
 
     private async handle(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean, agentPort: number | undefined) {
         const started = performance.now();
-        const decision = decideRoute(req.method ?? "", req.url ?? "");
+        const decision = decideRoute(req.method ?? "", req.url ?? "", this.routePrefixes);
         if (decision.action === "drop") return this.drop(req, decision.reason, res);
-        const { provider } = decision;
-        const upstream = this.upstreams[provider];
-        if (!upstream) return this.drop(req, "provider_disabled", res);
+        const upstream = this.upstreams.get(decision.provider)!;
+        const { provider: spec } = upstream;
+        const provider = spec.id;
 
-        const auth = authenticate(presentedCredential(req.headers, provider), arrivalOf(agentPort, req.socket), this.agentsByDigest);
+        const auth = authenticate(presentedCredential(req.headers, spec, decision.query), arrivalOf(agentPort, req.socket), this.agentsByDigest);
         const access = { agent: auth.ok ? auth.agent.name : "unknown", provider, method: req.method!, route: decision.route };
         const childKey = `${access.agent}\u0000${provider}`;
         let m = this.metricChildren.get(childKey);
@@ -244,11 +249,11 @@ export class KeyProxyServer {
         const refuse = (kind: ErrorKind, reason: string) => {
             this.metrics.refusals.inc({ ...labels, reason });
             // The request body is not read: close the connection rather than leave it half-consumed.
-            finish(this.respondError(res, provider, kind, true), { reason });
+            finish(this.respondError(res, spec, kind, true), { reason });
         };
 
         if (!auth.ok) return refuse("authentication", auth.reason);
-        const endpoint = classifyEndpoint(provider, req.method!, decision.route);
+        const endpoint = classifyEndpoint(spec, req.method!, decision.route);
         if (endpoint === undefined) return refuse("forbidden", "endpoint_not_allowed");
         const declaredLength = Number(req.headers["content-length"] ?? 0);
         const { limits } = this.loaded.config;
@@ -282,7 +287,7 @@ export class KeyProxyServer {
             return [];
         };
         try {
-            const headers = upstreamRequestHeaders(req.headers, provider, upstream.key);
+            const headers = upstreamRequestHeaders(req.headers, spec, upstream.key);
             // The whole body is read before anything goes upstream, so a body over the limit never reaches it.
             const raw = await readBody(req, bodyLimit);
             bytesIn = raw.length;
@@ -293,9 +298,9 @@ export class KeyProxyServer {
                 if (raw.length === 0 && req.method !== "POST") body = null;
                 else headers["content-length"] = String(raw.length);
             } else {
-                const plan = planRequest(endpoint, raw, this.loaded.config.metering.defaultMaxOutputTokens);
+                const plan = planRequest(endpoint, raw, this.loaded.config.metering.defaultMaxOutputTokens, decision);
                 if (plan.kind === "refused") {
-                    status = this.respondError(res, provider, "bad_request");
+                    status = this.respondError(res, spec, "bad_request");
                     outcome = plan.reason;
                     return;
                 }
@@ -303,7 +308,7 @@ export class KeyProxyServer {
                 if (!admission.ok) {
                     const reason = admission.refusal === "budget" ? "budget_exceeded" : "ledger_unavailable";
                     this.metrics.refusals.inc({ ...labels, reason });
-                    status = this.respondError(res, provider, admission.refusal);
+                    status = this.respondError(res, spec, admission.refusal);
                     outcome = admission.refusal === "budget" ? `${reason}:${admission.window}` : reason;
                     return;
                 }
@@ -315,7 +320,7 @@ export class KeyProxyServer {
             }
             const response = await upstream.pool.request({
                 method: req.method as "GET" | "POST" | "DELETE",
-                path: upstream.basePath + decision.upstreamPath,
+                path: upstream.basePath + upstreamTarget(decision, spec),
                 headers,
                 body,
                 signal: abort.signal,
@@ -331,7 +336,7 @@ export class KeyProxyServer {
                 bytesOut = Buffer.byteLength(text);
             } else {
                 // Embeddings never stream: their body is metered as JSON whatever its content type says.
-                const sse = endpoint !== "openai-embeddings" && String(response.headers["content-type"] ?? "").includes("text/event-stream");
+                const sse = endpoint !== "free" && mayStream(endpoint) && String(response.headers["content-type"] ?? "").includes("text/event-stream");
                 if (endpoint !== "free") meter = new ResponseMeter(endpoint, sse, hideUsageChunk && sse, maxOutputTokens);
                 // A hidden usage chunk changes the length: let Node frame the body itself.
                 if (hideUsageChunk && sse) delete responseHeaders["content-length"];
@@ -356,7 +361,7 @@ export class KeyProxyServer {
             if (outcome === "client_abort") {
                 // Nothing to tell: the agent is gone, and the upstream request was cancelled with it.
             } else if (!res.headersSent) {
-                status = this.respondError(res, provider, outcome === "body_size" ? "too_large" : outcome === "timeout" ? "timeout" : "upstream", true);
+                status = this.respondError(res, spec, outcome === "body_size" ? "too_large" : outcome === "timeout" ? "timeout" : "upstream", true);
             } else {
                 // Mid-stream failure: cut the connection so the agent's SDK sees a truncated stream, not a finished one.
                 res.destroy();

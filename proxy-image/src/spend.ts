@@ -7,13 +7,13 @@ import { type RuntimeConfig, priceBook } from "./config";
 import { LedgerStore } from "./ledgerStore";
 import type { MeterResult, RequestPlan } from "./metering";
 import type { KeyProxyMetrics } from "./metrics";
-import type { AgentEntry, Provider } from "./policy";
+import type { AgentEntry } from "./policy";
 import { type Price, type PriceBook, costMicros, maxCostMicros, priceFor } from "./pricing";
 
 export interface Ticket {
     id: string;
     agent: AgentEntry;
-    provider: Provider;
+    provider: string;
     model: string;
     reservedMicros: number;
 }
@@ -22,10 +22,11 @@ export interface Ticket {
 export class SpendTracker {
     private readonly ledger = new BudgetLedger();
     private readonly store: LedgerStore;
-    private readonly book: PriceBook;
+    /** Each provider's price book (its own prices over the shared table). */
+    private readonly books = new Map<string, PriceBook>();
     /** Agents seen, for the budget gauges computed at scrape time. */
     private readonly agents = new Map<string, AgentEntry>();
-    /** Model id -> price; agents choose model strings, so the cache is bounded. */
+    /** Provider and model id -> price; agents choose model strings, so the cache is bounded. */
     private readonly prices = new Map<string, { price: Price; known: boolean }>();
 
     constructor(
@@ -34,7 +35,7 @@ export class SpendTracker {
         private readonly log: Logger,
         private readonly now: () => Date = () => new Date(),
     ) {
-        this.book = priceBook(config);
+        for (const provider of Object.keys(config.upstreams)) this.books.set(provider, priceBook(config, provider));
         metrics.hooks.budgets = () => {
             for (const agent of this.agents.values()) this.refresh(agent);
         };
@@ -56,12 +57,13 @@ export class SpendTracker {
         );
     }
 
-    price(model: string): { price: Price; known: boolean } {
-        let found = this.prices.get(model);
+    price(provider: string, model: string): { price: Price; known: boolean } {
+        const key = `${provider}\u0000${model}`;
+        let found = this.prices.get(key);
         if (!found) {
             if (this.prices.size >= 1000) this.prices.clear();
-            found = priceFor(this.book, model);
-            this.prices.set(model, found);
+            found = priceFor(this.books.get(provider) ?? priceBook(this.config), model);
+            this.prices.set(key, found);
         }
         return found;
     }
@@ -75,10 +77,10 @@ export class SpendTracker {
     /** Reserves the request's maximum cost, durably, or says which window it does not fit. */
     async reserve(
         agent: AgentEntry,
-        provider: Provider,
+        provider: string,
         plan: Extract<RequestPlan, { kind: "metered" }>,
     ): Promise<{ ok: true; ticket: Ticket } | { ok: false; refusal: "budget"; window: Window } | { ok: false; refusal: "ledger" }> {
-        const { price, known } = this.price(plan.model);
+        const { price, known } = this.price(provider, plan.model);
         if (!known) {
             this.metrics.unknownModels.inc({ agent: agent.name, provider });
             this.log("unknown_model", { agent: agent.name, provider, model: plan.model.slice(0, 100), note: "billed at the fallback price" });
@@ -110,7 +112,7 @@ export class SpendTracker {
     settle(ticket: Ticket, status: number, result: MeterResult | undefined): { cost: number; committed: Promise<void> } {
         const billable = status >= 200 && status < 400 && result !== undefined;
         const model = result?.model ?? ticket.model;
-        const { price, known } = this.price(model);
+        const { price, known } = this.price(ticket.provider, model);
         const cost = !billable ? 0 : result.unmeasured ? ticket.reservedMicros : costMicros(result.usage, price);
         if (cost > ticket.reservedMicros) this.log("settled_above_reservation", { agent: ticket.agent.name, reserved_usd: microsToUsd(ticket.reservedMicros), cost_usd: microsToUsd(cost) });
         if (result && result.problems.length > 0) this.log("metering_problem", { agent: ticket.agent.name, provider: ticket.provider, problems: result.problems.join("; "), billed_usd: microsToUsd(cost) });

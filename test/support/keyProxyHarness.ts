@@ -1,4 +1,5 @@
 import http from "node:http";
+import { expect } from "vitest";
 import path from "node:path";
 import { type RuntimeConfig, runtimeConfigSchema } from "../../proxy-image/src/config";
 import { jsonLogger } from "../../runtime/log";
@@ -12,6 +13,7 @@ import { fakeKey } from "./fakeKeys";
 export const REAL_KEYS = {
     anthropic: fakeKey("anthropic", `${"REAL".repeat(10)}-AAAA`),
     openai: fakeKey("openai", `${"REAL".repeat(10)}-BBBB`),
+    gemini: fakeKey("gemini", `${"REAL".repeat(8)}-CC`),
 };
 export const TOKENS = { bart: "ocp_bartbartbartbartbartbartbartbartbartbartbartbart", lisa: "ocp_lisalisalisalisalisalisalisalisalisalisalisalisa" };
 
@@ -36,20 +38,36 @@ export async function startKeyProxy(
     overrides: Record<string, unknown> = {},
     trustTestCa = true,
     now?: () => Date,
+    keys: Record<string, string> = REAL_KEYS,
 ): Promise<RunningProxy> {
     const logs: string[] = [];
     const config = runtimeConfigSchema.parse({
         listen: { host: "127.0.0.1", port: 0 },
         admin: [{ host: "127.0.0.1", port: 0 }],
-        upstreams: { anthropic: { baseUrl: upstream.baseUrl }, openai: { baseUrl: upstream.baseUrl } },
+        upstreams: { anthropic: { baseUrl: upstream.baseUrl }, openai: { baseUrl: upstream.baseUrl }, gemini: { baseUrl: upstream.baseUrl } },
         registryDir: tempDir("keyproxy-registry"),
         metering: { ledgerFile: path.join(tempDir("keyproxy-ledger"), "ledger.log") },
         ...overrides,
     });
-    const server = new KeyProxyServer({ config, keys: { ...REAL_KEYS }, extraCa: trustTestCa ? testPki().ca : undefined }, jsonLogger("key-proxy", (l) => logs.push(l)), now);
+    const server = new KeyProxyServer({ config, keys: { ...keys }, extraCa: trustTestCa ? testPki().ca : undefined }, jsonLogger("key-proxy", (l) => logs.push(l)), now);
     server.setAgents(AGENTS);
     const { port, adminPorts } = await server.listen();
     return { server, port, adminPort: adminPorts[0], adminPorts, logs, config };
+}
+
+/**
+ * Closes the proxies and the upstream, then checks that no secret reached anything observed (answers, and each
+ * proxy's log lines and metrics): invariant 6. Returns all of it for further checks.
+ */
+export async function closeAndCheckNoSecretLeaked(proxies: RunningProxy[], upstream: MockUpstream, observed: string[], secrets: string[]): Promise<string> {
+    for (const p of proxies) {
+        observed.push(...p.logs, await p.server.metrics.registry.metrics());
+        await p.server.close();
+    }
+    await upstream.stop();
+    const everything = observed.join("\n");
+    for (const secret of secrets) expect(everything).not.toContain(secret);
+    return everything;
 }
 
 export interface ClientResponse {
@@ -85,3 +103,5 @@ export const OPENAI_BODY = JSON.stringify({ model: "gpt-5.1", max_completion_tok
 
 export const anthropicHeaders = (token = TOKENS.bart) => ({ "x-api-key": token, "content-type": "application/json", "anthropic-version": "2023-06-01" });
 export const openaiHeaders = (token = TOKENS.bart) => ({ authorization: `Bearer ${token}`, "content-type": "application/json" });
+export const geminiHeaders = (token = TOKENS.bart) => ({ "x-goog-api-key": token, "content-type": "application/json" });
+export const GEMINI_BODY = JSON.stringify({ contents: [{ role: "user", parts: [{ text: "hi" }] }], generationConfig: { maxOutputTokens: 64 } });

@@ -25,7 +25,7 @@ export function devConfig(): Record<string, unknown> {
 export function runProgram(rawConfig: Record<string, unknown>, stack = "dev"): Promise<RecordedResource[]> {
     return runUnderMocks(rawConfig, stack, async () => {
         vi.resetModules();
-        return (await import("../../infra/index.js")) as typeof import("../../infra/index");
+        return (await import("../../program/index.js")) as typeof import("../../program/index");
     });
 }
 

@@ -1,5 +1,5 @@
-// A mock HTTPS upstream that behaves like the Anthropic Messages and OpenAI Chat Completions APIs,
-// records what it receives, and lets a test take over any request.
+// A mock HTTPS upstream that behaves like the Anthropic Messages, OpenAI Chat Completions and Gemini
+// generateContent APIs, records what it receives, and lets a test take over any request.
 import { once } from "node:events";
 import https from "node:https";
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
@@ -48,6 +48,25 @@ export const responsesStream = (model = "gpt-5.1", terminal = "response.complete
     sse(terminal, { type: terminal, response: { id: "r1", model, status: terminal.slice("response.".length), usage } }),
 ];
 
+/** Gemini's usage: the prompt count includes the cached tokens; thinking tokens are counted apart from the answer's. */
+export const GEMINI_USAGE = { promptTokenCount: 11, cachedContentTokenCount: 3, candidatesTokenCount: 4, thoughtsTokenCount: 6, totalTokenCount: 21 };
+
+/** Gemini's streamGenerateContent with alt=sse: data-only events separated by CRLF CRLF, usage cumulative in each. */
+export const geminiStream = (model = "gemini-2.5-flash", usage: Record<string, number> = GEMINI_USAGE) => [
+    `data: ${JSON.stringify({ candidates: [{ content: { parts: [{ text: "Hello" }], role: "model" }, index: 0 }], usageMetadata: { promptTokenCount: usage.promptTokenCount, totalTokenCount: usage.promptTokenCount }, modelVersion: model, responseId: "g1" })}\r\n\r\n`,
+    `data: ${JSON.stringify({ candidates: [{ content: { parts: [{ text: " world" }], role: "model" }, finishReason: "STOP", index: 0 }], usageMetadata: usage, modelVersion: model, responseId: "g1" })}\r\n\r\n`,
+];
+
+/** Gemini's generateContent answer. */
+export const geminiResponse = (model = "gemini-2.5-flash", usage: Record<string, number> = GEMINI_USAGE) => ({
+    candidates: [{ content: { parts: [{ text: "Hello world" }], role: "model" }, finishReason: "STOP", index: 0 }],
+    usageMetadata: usage,
+    modelVersion: model,
+    responseId: "g1",
+});
+
+const GEMINI_GENERATE = /^\/v1(?:beta)?\/models\/([^/:?]+):(generateContent|streamGenerateContent)(\?.*)?$/;
+
 /** Tokens the mock upstream counts per embeddings input. */
 export const EMBEDDING_TOKENS_PER_INPUT = 8;
 
@@ -92,6 +111,16 @@ function defaultHandler(req: IncomingMessage, res: ServerResponse, body: string)
     if (req.url === "/v1/embeddings" && req.method === "POST") {
         res.writeHead(200, { "content-type": "application/json" });
         return void res.end(JSON.stringify(embeddingsResponse(json)));
+    }
+    const gemini = GEMINI_GENERATE.exec(req.url ?? "");
+    if (gemini && req.method === "POST") {
+        if (gemini[2] === "streamGenerateContent") {
+            res.writeHead(200, { "content-type": "text/event-stream" });
+            for (const event of geminiStream(gemini[1])) res.write(event);
+            return void res.end();
+        }
+        res.writeHead(200, { "content-type": "application/json" });
+        return void res.end(JSON.stringify(geminiResponse(gemini[1])));
     }
     if (req.url?.split("?")[0] === "/v1/models" && req.method === "GET") {
         res.writeHead(200, { "content-type": "application/json", "set-cookie": "tracking=1" });

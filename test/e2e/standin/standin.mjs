@@ -1,7 +1,8 @@
 // The internet, as far as the end-to-end tests go: one HTTPS server on the uplink network that answers as
-// api.anthropic.com, api.openai.com and allowed.example (network aliases), and logs what it receives. It speaks
-// enough of both providers for the real OpenClaw: Anthropic Messages (JSON and SSE), OpenAI Chat Completions
-// (JSON and SSE, with the usage chunk when asked) and OpenAI embeddings.
+// api.anthropic.com, api.openai.com, generativelanguage.googleapis.com and allowed.example (network aliases), and
+// logs what it receives. It speaks enough of each provider for the real OpenClaw: Anthropic Messages (JSON and
+// SSE), OpenAI Chat Completions (JSON and SSE, with the usage chunk when asked), OpenAI embeddings and Gemini
+// generateContent (JSON, and SSE with alt=sse).
 import https from "node:https";
 
 /** What every chat or messages request is answered with: the test says, so it can check it came back. */
@@ -51,6 +52,15 @@ function embeddings(res, request) {
     json(res, { object: "list", model: request.model, data: inputs.map((_, index) => ({ object: "embedding", index, embedding })), usage: { prompt_tokens: 5 * inputs.length, total_tokens: 5 * inputs.length } });
 }
 
+function geminiGenerate(res, model, stream) {
+    const usageMetadata = { promptTokenCount: 10, candidatesTokenCount: 5, thoughtsTokenCount: 2, totalTokenCount: 17 };
+    const answer = { candidates: [{ content: { role: "model", parts: [{ text: ANSWER }] }, finishReason: "STOP", index: 0 }], usageMetadata, modelVersion: model, responseId: "gemini-standin" };
+    if (!stream) return json(res, answer);
+    res.writeHead(200, { "content-type": "text/event-stream" });
+    res.write(`data: ${JSON.stringify({ candidates: [{ content: { role: "model", parts: [{ text: "" }] }, index: 0 }], usageMetadata: { promptTokenCount: 10, totalTokenCount: 10 }, modelVersion: model })}\r\n\r\n`);
+    res.end(`data: ${JSON.stringify(answer)}\r\n\r\n`);
+}
+
 function json(res, value) {
     res.setHeader("content-type", "application/json");
     res.end(JSON.stringify(value));
@@ -60,12 +70,14 @@ const server = https.createServer({ cert: process.env.STANDIN_CERT, key: process
     const chunks = [];
     req.on("data", (c) => chunks.push(c));
     req.on("end", () => {
-        console.log(JSON.stringify({ host: req.headers.host, method: req.method, path: req.url, xApiKey: req.headers["x-api-key"] ?? null, authorization: req.headers.authorization ?? null }));
+        console.log(JSON.stringify({ host: req.headers.host, method: req.method, path: req.url, xApiKey: req.headers["x-api-key"] ?? null, xGoogApiKey: req.headers["x-goog-api-key"] ?? null, authorization: req.headers.authorization ?? null }));
         let request = {};
         try { request = JSON.parse(Buffer.concat(chunks).toString() || "{}"); } catch { /* not JSON */ }
         if (req.method === "POST" && req.url === "/v1/messages") return messages(res, request);
         if (req.method === "POST" && req.url === "/v1/chat/completions") return chatCompletions(res, request);
         if (req.method === "POST" && req.url === "/v1/embeddings") return embeddings(res, request);
+        const gemini = /^\/v1(?:beta)?\/models\/([^/:?]+):(generateContent|streamGenerateContent)(\?alt=sse)?$/.exec(req.url);
+        if (req.method === "POST" && gemini) return geminiGenerate(res, gemini[1], gemini[2] === "streamGenerateContent");
         json(res, { hello: req.headers.host });
     });
 });

@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
-import { ConfigError, parseStackConfig, rawConfigFromPulumi } from "./config";
+import { ConfigError, parseStackConfig, rawConfigFromPulumi } from "../infra/config";
 import { defineStack } from "./program";
-import { gateSkills } from "./skills";
+import { gateSkills } from "../infra/skills";
 
 function loadConfig() {
     try {

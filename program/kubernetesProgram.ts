@@ -4,9 +4,9 @@ import * as random from "@pulumi/random";
 import { KubernetesAgentSandbox } from "../components/kubernetes/agentSandbox";
 import { defaultDeny, dnsSinkFromAgents, monitoringScrape, servicesEgress } from "../components/kubernetes/networkPolicies";
 import { KubernetesEgressGateway, KubernetesKeyProxy } from "../components/kubernetes/services";
-import { PROVIDERS, PROVIDER_KEY_CONFIG, type ProviderId, type StackConfig } from "./config";
-import { POD_SECURITY_LABELS, k8sNames } from "./kubernetesTopology";
-import { LABELS, PORTS } from "./topology";
+import { type StackConfig, enabledProviders } from "../infra/config";
+import { POD_SECURITY_LABELS, k8sNames } from "../infra/kubernetesTopology";
+import { LABELS, PORTS } from "../infra/topology";
 
 export interface KubernetesStackOutputs {
     namespace: pulumi.Output<string>;
@@ -18,13 +18,8 @@ export interface KubernetesStackOutputs {
 }
 
 /** The real provider keys of the enabled providers, as Pulumi secrets. */
-export function upstreamKeysOf(config: StackConfig): Partial<Record<ProviderId, pulumi.Output<string>>> {
-    const keys: Partial<Record<ProviderId, pulumi.Output<string>>> = {};
-    for (const id of PROVIDERS) {
-        const key = config[PROVIDER_KEY_CONFIG[id]];
-        if (config.keyProxy.providers[id] !== undefined && key !== undefined) keys[id] = pulumi.secret(key);
-    }
-    return keys;
+export function upstreamKeysOf(config: StackConfig): Record<string, pulumi.Output<string>> {
+    return Object.fromEntries(Object.entries(config.providerKeys).map(([id, key]) => [id, pulumi.secret(key)]));
 }
 
 /**
@@ -85,6 +80,7 @@ export function defineKubernetesStack(config: StackConfig, stack: string): Kuber
             {
                 ...placement,
                 agent,
+                providers: enabledProviders(config.keyProxy),
                 keyProxy: { address: keyProxy.endpoint(agent.name), port: PORTS.keyProxy },
                 egressGateway: { address: egressGateway.endpoint(agent.name), port: PORTS.egressProxy },
                 dnsServer: egressGateway.dnsAddress,

@@ -6,10 +6,10 @@ import { KeyProxy } from "../components/keyProxy";
 import { MonitoringStack } from "../components/monitoringStack";
 import type { WatchedEndpoint } from "../components/monitoringConfig";
 import type { RemoteMetrics } from "../components/sharedService";
-import type { StackConfig } from "./config";
+import { type StackConfig, enabledProviders } from "../infra/config";
 import { type KubernetesStackOutputs, defineKubernetesStack, upstreamKeysOf } from "./kubernetesProgram";
-import type { ApprovedSkill } from "./skills";
-import { LABELS, PORTS, agentNetworkAddresses, dockerNames, uplinkAddresses } from "./topology";
+import type { ApprovedSkill } from "../infra/skills";
+import { LABELS, PORTS, agentNetworkAddresses, dockerNames, uplinkAddresses } from "../infra/topology";
 
 export interface StackOutputs {
     agents: Record<string, { network: pulumi.Output<string>; subnet: string; container: pulumi.Output<string>; dashboardUrl: string }>;
@@ -63,6 +63,7 @@ function defineDockerStack(config: StackConfig, stack: string, skills: ReadonlyM
             {
                 stack,
                 agent,
+                providers: enabledProviders(config.keyProxy),
                 dockerHost: config.dockerHost,
                 keyProxy: { address: addresses.keyProxy, port: PORTS.keyProxy },
                 egressGateway: { address: addresses.egressGateway, port: PORTS.egressProxy },
