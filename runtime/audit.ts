@@ -253,9 +253,13 @@ export class AuditLog<E extends AuditEvents> {
         for (const item of batch) item.done();
     }
 
-    /** Writes what is queued, then closes the file. */
+    private closed = false;
+
+    /** Writes what is queued, then closes the file (once; later calls do nothing). */
     async close(): Promise<void> {
         while (this.flushing || this.queue.length > 0) await this.flush();
+        if (this.closed) return;
+        this.closed = true;
         closeSync(this.fd);
     }
 }
