@@ -8,6 +8,7 @@ import { canonicalHost } from "../runtime/hostnames";
 import { AGENT_NAME } from "../runtime/registry";
 import { DOCKER_DEFAULT_POOLS, PRIVATE_RANGES, allocateSubnets, contains, overlaps, parseBlock, slotCount } from "./subnets";
 import { SKILL_NAME } from "../scanner/skill";
+import { DEFAULT_RULES, compileRule, ruleSchema } from "../ingress-image/src/rules";
 import { OPENCLAW_IMAGE } from "./openclaw";
 import { KUBERNETES_RESERVED_PORTS } from "./kubernetesTopology";
 import { MAX_AGENT_PREFIX, MIN_AGENT_PREFIX } from "./topology";
@@ -181,6 +182,61 @@ const agent = z.strictObject({
 const provider = (defaultBaseUrl: string) =>
     z.strictObject({ baseUrl: httpsUrl.default(defaultBaseUrl), keyEpoch: epoch.default(1) });
 
+/** The Ingress: the one way in to the agents from outside the host (docs/ingress.md). */
+const ingress = z.strictObject({
+    image: image.default("openclaw-ingress:0.1.0"),
+    /** The host port, on network.publishAddress, of its TLS listener. */
+    port: hostPort.default(8443),
+    users: z
+        .array(
+            z.strictObject({
+                name: dnsLabel,
+                /** The agents this user's token reaches. */
+                agents: z.array(dnsLabel).min(1, "name at least one agent this user may reach"),
+                /** Bump to rotate the user's token (the old one stops working at once). */
+                tokenEpoch: epoch.default(1),
+            }),
+        )
+        .default([]),
+    /** Prompt-injection rules on chat requests (RE2 patterns); absent: the default set (ingress-image/src/rules.ts). */
+    rules: z.array(ruleSchema).default(DEFAULT_RULES),
+    limits: z
+        .strictObject({
+            ratePerSecond: z.number().positive().default(5),
+            burst: z.number().int().positive().default(20),
+            maxConcurrentPerUser: z.number().int().positive().default(8),
+        })
+        .prefault({}),
+    resources: resources({ memoryMb: 256, cpus: 0.5, pids: 256 }),
+});
+
+/** The Ingress's cross-field checks: its users' names and agents, its host port, and every rule compiling on RE2. */
+function checkIngress(config: z.output<typeof ingress>, agents: ReadonlyMap<string, number>, hostPorts: Map<number, string>, ctx: z.RefinementCtx) {
+    const holder = hostPorts.get(config.port);
+    if (holder !== undefined) ctx.addIssue({ code: "custom", path: ["ingress", "port"], message: `host port ${config.port} is already used by ${holder}` });
+    else hostPorts.set(config.port, "ingress.port");
+    const users = new Map<string, number>();
+    config.users.forEach((user, i) => {
+        const first = users.get(user.name);
+        if (first !== undefined) ctx.addIssue({ code: "custom", path: ["ingress", "users", i, "name"], message: `duplicate user name '${user.name}' (also ingress.users[${first}])` });
+        else users.set(user.name, i);
+        user.agents.forEach((agent, j) => {
+            if (!agents.has(agent)) ctx.addIssue({ code: "custom", path: ["ingress", "users", i, "agents", j], message: `no agent named '${agent}' in agents` });
+        });
+    });
+    const ids = new Map<string, number>();
+    config.rules.forEach((rule, i) => {
+        const first = ids.get(rule.id);
+        if (first !== undefined) ctx.addIssue({ code: "custom", path: ["ingress", "rules", i, "id"], message: `duplicate rule id '${rule.id}' (also ingress.rules[${first}])` });
+        else ids.set(rule.id, i);
+        try {
+            compileRule(rule);
+        } catch (error) {
+            ctx.addIssue({ code: "custom", path: ["ingress", "rules", i, "pattern"], message: (error as Error).message });
+        }
+    });
+}
+
 /** A Kubernetes object name that must also be a DNS label (namespaces). */
 const k8sLabelName = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "must be a DNS label: lowercase letters, digits and '-', at most 63 characters");
 /** A DNS subdomain, as RuntimeClass and StorageClass names are. */
@@ -307,6 +363,7 @@ const schema = z
                     .default({}),
             })
             .optional(),
+        ingress: ingress.optional(),
         anthropicApiKey: secretKey("anthropicApiKey"),
         openaiApiKey: secretKey("openaiApiKey"),
         backend: z.enum(BACKENDS).default("docker"),
@@ -350,6 +407,7 @@ const schema = z
         });
 
         if (config.backend === "kubernetes") checkKubernetes(config, ctx);
+        if (config.ingress) checkIngress(config.ingress, names, hostPorts, ctx);
 
         for (const id of PROVIDERS) {
             const key = PROVIDER_KEY_CONFIG[id];
@@ -405,6 +463,9 @@ const schema = z
 
 /** What only the Kubernetes backend asks of the config; the rest is shared with the Docker backend. */
 function checkKubernetes(config: ParsedConfig, ctx: z.RefinementCtx) {
+    if (config.ingress !== undefined) {
+        ctx.addIssue({ code: "custom", path: ["ingress"], message: "the Ingress is deployed on the docker backend only so far: remove it, or deploy on docker" });
+    }
     if (config.monitoring !== undefined) {
         ctx.addIssue({ code: "custom", path: ["monitoring"], message: "the monitoring VPS scrapes ports published on a Docker host; on kubernetes set kubernetes.monitoringNamespace instead" });
     }
@@ -445,6 +506,7 @@ export type AgentConfig = ParsedConfig["agents"][number] & { subnet: string };
 export type KeyProxyConfig = ParsedConfig["keyProxy"];
 export type EgressConfig = ParsedConfig["egress"];
 export type MonitoringConfig = NonNullable<ParsedConfig["monitoring"]>;
+export type IngressStackConfig = NonNullable<ParsedConfig["ingress"]>;
 export type KubernetesConfig = ParsedConfig["kubernetes"];
 export type StackConfig = Omit<ParsedConfig, "agents"> & { agents: AgentConfig[] };
 

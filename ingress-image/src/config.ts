@@ -43,8 +43,15 @@ export const ingressAgentSchema: z.ZodType<IngressAgent> = z.strictObject({
     gatewayToken: z.string().min(16),
 });
 
+/** The variables that carry the listener's certificate and key when INGRESS_CONFIG has no `tls` (the deployment's way). */
+export const TLS_ENV = { certPem: "INGRESS_TLS_CERT_PEM", keyPem: "INGRESS_TLS_KEY_PEM" } as const;
+
+/** Reads INGRESS_CONFIG, the certificate and key from their variables if it names none (then removed from the environment). */
 export function loadIngressConfig(env: NodeJS.ProcessEnv = process.env): IngressConfig {
-    return ingressConfigSchema.parse(JSON.parse(env.INGRESS_CONFIG ?? "{}"));
+    const raw = JSON.parse(env.INGRESS_CONFIG ?? "{}") as Record<string, unknown>;
+    const fromEnv = { certPem: env[TLS_ENV.certPem], keyPem: env[TLS_ENV.keyPem] };
+    delete env[TLS_ENV.keyPem];
+    return ingressConfigSchema.parse({ ...raw, tls: raw.tls ?? fromEnv });
 }
 
 export const registryDirs = (config: Pick<IngressConfig, "dataDir">) => ({

@@ -4,31 +4,30 @@ import { readFileSync } from "node:fs";
 import { jsonLogger } from "../../runtime/log";
 import { removeEntry, watchEntries, writeEntry } from "../../runtime/registry";
 import { main } from "../../runtime/serviceCli";
-import { ingressAgentSchema, ingressUserSchema, loadIngressConfig, registryDirs } from "./config";
+import { type IngressConfig, ingressAgentSchema, ingressUserSchema, loadIngressConfig, registryDirs } from "./config";
 import { IngressServer } from "./server";
 
 const log = jsonLogger("ingress");
 const [command, name] = process.argv.slice(2);
+let loaded: IngressConfig | undefined;
+/** Read once: reading takes the key out of the environment. */
+const config = () => (loaded ??= loadIngressConfig());
 
 if (command === "register-user") {
     const user = ingressUserSchema.parse(JSON.parse(readFileSync(0, "utf8")));
-    writeEntry(registryDirs(loadIngressConfig()).users, user.name, user);
+    writeEntry(registryDirs(config()).users, user.name, user);
     log("user_registered", { user: user.name, agents: user.agents.join(",") });
 } else if (command === "unregister-user") {
-    log("user_unregistered", { user: name, existed: removeEntry(registryDirs(loadIngressConfig()).users, name ?? "") });
+    log("user_unregistered", { user: name, existed: removeEntry(registryDirs(config()).users, name ?? "") });
 } else {
     main({
         log,
-        settings() {
-            const config = loadIngressConfig();
-            return { registryDir: registryDirs(config).agents, admin: config.admin[0] };
-        },
+        settings: () => ({ registryDir: registryDirs(config()).agents, admin: config().admin[0] }),
         entrySchema: ingressAgentSchema,
         describe: (entry) => ({ gateway: `${entry.gateway.host}:${entry.gateway.port}` }),
         create() {
-            const config = loadIngressConfig();
-            const ingress = new IngressServer(config, log);
-            const stopWatchingUsers = watchEntries(registryDirs(config).users, ingressUserSchema, log, (users) => ingress.setUsers(users));
+            const ingress = new IngressServer(config(), log);
+            const stopWatchingUsers = watchEntries(registryDirs(config()).users, ingressUserSchema, log, (users) => ingress.setUsers(users));
             return {
                 setAgents: (agents) => ingress.setAgents(agents),
                 listen: () => ingress.listen(),

@@ -37,7 +37,16 @@ export interface CompiledRule {
     regex: RE2;
 }
 
-/** Compiles the rules; a pattern RE2 cannot take is an error naming the rule. Throws on duplicate ids too. */
+/** Compiles one validated rule; a pattern RE2 cannot take is an error naming the rule (the stack config checks with this too). */
+export function compileRule(rule: Rule): CompiledRule {
+    try {
+        return { id: rule.id, action: rule.action, roles: new Set(rule.roles), regex: new RE2(rule.pattern, "giu") };
+    } catch (error) {
+        throw new Error(`'${rule.id}': pattern refused: ${(error as Error).message.replace(/^Invalid regular expression: /, "")} (RE2 syntax: no backreferences or lookaround)`);
+    }
+}
+
+/** Compiles the rules, each error naming the rule's index and id; duplicate ids are refused too. */
 export function compileRules(rules: readonly z.input<typeof ruleSchema>[]): CompiledRule[] {
     const seen = new Set<string>();
     return rules.map((input, index) => {
@@ -45,9 +54,9 @@ export function compileRules(rules: readonly z.input<typeof ruleSchema>[]): Comp
         if (seen.has(rule.id)) throw new Error(`rules[${index}] '${rule.id}': duplicate rule id`);
         seen.add(rule.id);
         try {
-            return { id: rule.id, action: rule.action, roles: new Set(rule.roles), regex: new RE2(rule.pattern, "giu") };
+            return compileRule(rule);
         } catch (error) {
-            throw new Error(`rules[${index}] '${rule.id}': pattern refused: ${(error as Error).message.replace(/^Invalid regular expression: /, "")} (RE2 syntax: no backreferences or lookaround)`);
+            throw new Error(`rules[${index}] ${(error as Error).message}`);
         }
     });
 }
