@@ -13,12 +13,24 @@ let loaded: IngressConfig | undefined;
 /** Read once: reading takes the key out of the environment. */
 const config = () => (loaded ??= loadIngressConfig());
 
+/** The user commands; any error is one `fatal` line (no stack, no input) and exit code 1, as for the others. */
+function userCommand(run: () => void) {
+    try {
+        run();
+    } catch (error) {
+        log("fatal", { error: (error as Error).message.slice(0, 500) });
+        process.exit(1);
+    }
+}
+
 if (command === "register-user") {
-    const user = ingressUserSchema.parse(JSON.parse(readFileSync(0, "utf8")));
-    writeEntry(registryDirs(config()).users, user.name, user);
-    log("user_registered", { user: user.name, agents: user.agents.join(",") });
+    userCommand(() => {
+        const user = ingressUserSchema.parse(JSON.parse(readFileSync(0, "utf8")));
+        writeEntry(registryDirs(config()).users, user.name, user);
+        log("user_registered", { user: user.name, agents: user.agents.join(",") });
+    });
 } else if (command === "unregister-user") {
-    log("user_unregistered", { user: name, existed: removeEntry(registryDirs(config()).users, name ?? "") });
+    userCommand(() => log("user_unregistered", { user: name, existed: removeEntry(registryDirs(config()).users, name ?? "") }));
 } else {
     main({
         log,
