@@ -1,11 +1,11 @@
 import type * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import * as tls from "@pulumi/tls";
 import { TLS_ENV } from "../ingress-image/src/config";
 import { USER_TOKEN, tokenDigest } from "../ingress-image/src/policy";
 import type { IngressStackConfig } from "../infra/config";
 import { ALIASES, INGRESS_DATA_DIR, INGRESS_ENTRY, PORTS, dockerNames } from "../infra/topology";
+import { ownCa } from "./certificates";
 import { connectAgent, registryCommand, sharedServiceContainer } from "./sharedService";
 
 /** What the Ingress needs to know of one agent. */
@@ -78,8 +78,10 @@ export class Ingress extends pulumi.ComponentResource {
         this.containerName = dockerNames.ingressContainer(stack);
         this.url = `https://${args.publishAddress}:${config.port}/`;
 
-        const certificate = this.certificate(name, stack, args.publishAddress);
-        this.caCertPem = certificate.caCertPem;
+        // The listener's certificate names the publish address (and localhost), from a CA of the Ingress's own.
+        const ca = ownCa(this, name, `OpenClaw ${stack} ingress CA`);
+        const certificate = ca.issue("server", args.publishAddress, ["localhost"]);
+        this.caCertPem = ca.caCertPem;
         const service = sharedServiceContainer(this, name, {
             stack,
             role: "ingress",
@@ -115,42 +117,5 @@ export class Ingress extends pulumi.ComponentResource {
         }
 
         this.registerOutputs({ container: this.containerName, url: this.url });
-    }
-
-    /** The listener's certificate, for the publish address (and localhost), from the Ingress's own CA. */
-    private certificate(name: string, stack: string, address: string) {
-        const keyAlgorithm = { algorithm: "ECDSA", ecdsaCurve: "P256" };
-        const caKey = new tls.PrivateKey(`${name}-ca-key`, keyAlgorithm, { parent: this });
-        const ca = new tls.SelfSignedCert(
-            `${name}-ca`,
-            {
-                privateKeyPem: caKey.privateKeyPem,
-                isCaCertificate: true,
-                validityPeriodHours: 24 * 365 * 10,
-                allowedUses: ["cert_signing", "crl_signing"],
-                subject: { commonName: `OpenClaw ${stack} ingress CA` },
-            },
-            { parent: this },
-        );
-        const key = new tls.PrivateKey(`${name}-server-key`, keyAlgorithm, { parent: this });
-        const csr = new tls.CertRequest(
-            `${name}-server-csr`,
-            { privateKeyPem: key.privateKeyPem, subject: { commonName: address }, ipAddresses: [address], dnsNames: ["localhost"] },
-            { parent: this },
-        );
-        const cert = new tls.LocallySignedCert(
-            `${name}-server-cert`,
-            {
-                certRequestPem: csr.certRequestPem,
-                caPrivateKeyPem: caKey.privateKeyPem,
-                caCertPem: ca.certPem,
-                validityPeriodHours: 24 * 365,
-                // `pulumi up` in the last 30 days issues a new one (the Ingress restarts with it).
-                earlyRenewalHours: 24 * 30,
-                allowedUses: ["digital_signature", "key_encipherment", "server_auth"],
-            },
-            { parent: this },
-        );
-        return { caCertPem: ca.certPem, certPem: cert.certPem, keyPem: pulumi.secret(key.privateKeyPem) };
     }
 }

@@ -2,11 +2,10 @@ import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import * as tls from "@pulumi/tls";
-import ipaddr from "ipaddr.js";
 import { createHash } from "node:crypto";
 import { type MonitoringConfig, type MonitoringService, sshTarget } from "../infra/config";
 import { LABELS, PORTS, dockerNames } from "../infra/topology";
+import { ownCa } from "./certificates";
 import { type HardenedContainerSpec, type PublishedPort, hardenedContainer, publishAddressLabel } from "./hardening";
 import {
     MONITORING_PATHS,
@@ -89,53 +88,14 @@ export class MonitoringStack extends pulumi.ComponentResource {
         const onHost = { parent: this, provider: this.provider };
 
         // One CA of the program's own: Prometheus pins it for the scrape, operators import it for the UIs.
-        const keyAlgorithm = { algorithm: "ECDSA", ecdsaCurve: "P256" };
-        const caKey = new tls.PrivateKey(`${name}-ca-key`, keyAlgorithm, { parent: this });
-        const ca = new tls.SelfSignedCert(
-            `${name}-ca`,
-            {
-                privateKeyPem: caKey.privateKeyPem,
-                isCaCertificate: true,
-                validityPeriodHours: 24 * 365 * 10,
-                allowedUses: ["cert_signing", "crl_signing"],
-                subject: { commonName: `OpenClaw ${stack} monitoring CA` },
-            },
-            { parent: this },
-        );
-        /** A server certificate for `address` (`${name}-<purpose>-key`, `-csr`, `-cert`). */
-        const issue = (purpose: string, address: string) => {
-            const key = new tls.PrivateKey(`${name}-${purpose}-key`, keyAlgorithm, { parent: this });
-            const csr = new tls.CertRequest(
-                `${name}-${purpose}-csr`,
-                {
-                    privateKeyPem: key.privateKeyPem,
-                    subject: { commonName: address },
-                    ...(ipaddr.IPv4.isValidFourPartDecimal(address) ? { ipAddresses: [address] } : { dnsNames: [address] }),
-                },
-                { parent: this },
-            );
-            const cert = new tls.LocallySignedCert(
-                `${name}-${purpose}-cert`,
-                {
-                    certRequestPem: csr.certRequestPem,
-                    caPrivateKeyPem: caKey.privateKeyPem,
-                    caCertPem: ca.certPem,
-                    validityPeriodHours: 24 * 365,
-                    // `pulumi up` in the last 30 days issues a new one (the containers serving it restart with it).
-                    earlyRenewalHours: 24 * 30,
-                    allowedUses: ["digital_signature", "key_encipherment", "server_auth"],
-                },
-                { parent: this },
-            );
-            return { certPem: cert.certPem, keyPem: pulumi.secret(key.privateKeyPem) };
-        };
+        const { caCertPem, issue } = ownCa(this, name, `OpenClaw ${stack} monitoring CA`);
         const metricsServer = issue("metrics-server", config.scrape.address);
         const ui = issue("ui", config.publishAddress);
         const uiTls = [
             { file: MONITORING_PATHS.uiCert, content: ui.certPem },
             { file: MONITORING_PATHS.uiKey, content: ui.keyPem },
         ];
-        this.caCertPem = ca.certPem;
+        this.caCertPem = caCertPem;
         const token = new random.RandomPassword(`${name}-metrics-token`, { length: 48, special: false }, { parent: this });
         this.scrapeCredentials = { ...metricsServer, bearerToken: pulumi.secret(token.result) };
 
@@ -201,7 +161,7 @@ export class MonitoringStack extends pulumi.ComponentResource {
                     content: prometheusConfig({ stack, endpoints, caFile: MONITORING_PATHS.prometheusCa, tokenFile: MONITORING_PATHS.prometheusToken, rulesFile: MONITORING_PATHS.prometheusRules }),
                 },
                 { file: MONITORING_PATHS.prometheusRules, content: alertRulesFile(config.alerts) },
-                { file: MONITORING_PATHS.prometheusCa, content: ca.certPem },
+                { file: MONITORING_PATHS.prometheusCa, content: caCertPem },
                 { file: MONITORING_PATHS.prometheusToken, content: this.scrapeCredentials.bearerToken },
             ],
             // Its web UI has no login: loopback only (ssh -L 9090:127.0.0.1:9090 to reach it).

@@ -42,6 +42,11 @@ describe("the Ingress container", () => {
         expect(c.healthcheck.tests).toEqual(["CMD", "/nodejs/bin/node", "/app/ingress.cjs", "healthcheck"]);
     });
 
+    it("serves a certificate for the publish address and localhost, from a CA of its own", () => {
+        expect(reveal(find(stack, "tls:index/certRequest:CertRequest", "ingress-server-csr")!.inputs)).toMatchObject({ ipAddresses: ["127.0.0.1"], dnsNames: ["localhost"], subject: { commonName: "127.0.0.1" } });
+        expect(reveal(find(stack, "tls:index/selfSignedCert:SelfSignedCert", "ingress-ca")!.inputs)).toMatchObject({ isCaCertificate: true, subject: { commonName: "OpenClaw dev ingress CA" } });
+    });
+
     it("listens on its uplink address only, with the configured rules; the key travels in a secret variable of its own", () => {
         const c = find(stack, TYPES.container, "ingress-container")!.inputs;
         expect(isSecret(c.envs)).toBe(true);

@@ -4,6 +4,15 @@ import { AGENT_NAME } from "../../runtime/registry";
 import type { IngressAgent, IngressUser } from "./policy";
 import { DEFAULT_RULES, ruleSchema } from "./rules";
 
+/** Each user's limits: also what the stack config takes (infra/config.ts). */
+export const userLimits = {
+    /** Each user's sustained request rate, and the burst above it. */
+    ratePerSecond: z.number().positive().default(5),
+    burst: z.number().int().positive().default(20),
+    /** Requests and WebSocket connections one user may have open at once. */
+    maxConcurrentPerUser: z.number().int().positive().default(8),
+};
+
 export const ingressConfigSchema = z.strictObject({
     listen: listenSchema.default({ host: "0.0.0.0", port: 8443 }),
     /** The listener's certificate chain and key (PEM). The Ingress serves TLS only. */
@@ -14,11 +23,7 @@ export const ingressConfigSchema = z.strictObject({
     rules: z.array(ruleSchema).default(DEFAULT_RULES),
     limits: z
         .strictObject({
-            /** Each user's sustained request rate, and the burst above it. */
-            ratePerSecond: z.number().positive().default(5),
-            burst: z.number().int().positive().default(20),
-            /** Requests and WebSocket connections one user may have open at once. */
-            maxConcurrentPerUser: z.number().int().positive().default(8),
+            ...userLimits,
             /** Largest chat request body the rules read (other bodies stream through unread). */
             maxChatBodyBytes: z.number().int().positive().default(4 * 1024 * 1024),
             requestHeadTimeoutMs: z.number().int().positive().default(10_000),
