@@ -62,6 +62,8 @@ function readBounded(req: http.IncomingMessage, max: number): Promise<Buffer | u
         });
         req.once("end", () => resolve(size <= max ? Buffer.concat(chunks) : undefined));
         req.once("error", reject);
+        // After "end" this changes nothing; before it, the client went away mid-body.
+        req.once("close", () => reject(new Error("the client closed the request")));
     });
 }
 
@@ -248,7 +250,11 @@ export class IngressServer {
                 ...(body ? { "content-length": String(body.length) } : req.headers["content-length"] ? { "content-length": req.headers["content-length"] } : {}),
             },
         });
-        upstream.once("socket", (socket) => socket.once("connect", () => upstream.setTimeout(0)));
+        // The timeout bounds the connect only: an agent may take minutes to its first byte, and a stream may pause.
+        upstream.once("socket", (socket) => {
+            if (socket.connecting) socket.once("connect", () => upstream.setTimeout(0));
+            else upstream.setTimeout(0);
+        });
         upstream.once("timeout", () => upstream.destroy(new Error("connect timeout")));
         upstream.once("response", (answer) => {
             res.writeHead(answer.statusCode ?? 502, downstreamHeaders(answer.headers));
