@@ -90,6 +90,14 @@ describe("routing", () => {
 });
 
 describe("the rate limiter", () => {
+    it("starts every bucket full again past its key bound, so varied keys cannot grow it without bound", () => {
+        const limiter = new RateLimiter(0.001, 1, () => 0, 2);
+        expect([limiter.take("a"), limiter.take("a"), limiter.take("b"), limiter.take("b")]).toEqual([true, false, true, false]);
+        expect(limiter.take("a")).toBe(false);
+        expect(limiter.take("c")).toBe(true);
+        expect(limiter.take("a")).toBe(true);
+    });
+
     it("lets a burst through, then refills at the rate, per user", () => {
         let now = 0;
         const limiter = new RateLimiter(2, 3, () => now);

@@ -92,7 +92,9 @@ const pki = testPki();
 const client = new Agent({ connect: { ca: pki.ca } });
 const logged: string[] = [];
 
-function start(limits: Record<string, number> = {}) {
+let clock = 0;
+
+function start(limits: Record<string, number> = {}, now?: () => number) {
     dataDir = tempDir("ingress");
     const config = ingressConfigSchema.parse({
         listen: { host: "127.0.0.1", port: 0 },
@@ -101,7 +103,7 @@ function start(limits: Record<string, number> = {}) {
         dataDir,
         limits: { ratePerSecond: 1000, burst: 1000, ...limits },
     });
-    ingress = new IngressServer(config, (event, fields) => logged.push(JSON.stringify({ event, ...fields })));
+    ingress = new IngressServer(config, (event, fields) => logged.push(JSON.stringify({ event, ...fields })), now);
     ingress.setUsers(USERS);
     ingress.setAgents([
         { name: "bart", gateway: { host: "127.0.0.1", port: gateway.port }, gatewayToken: GATEWAY_TOKEN },
@@ -294,6 +296,24 @@ describe("limits", () => {
         expect((await send("/agents/bart/x", { token: TOKENS.ann })).status).toBe(429);
         socket.destroy();
         await expect.poll(async () => (await send("/agents/bart/x", { token: TOKENS.ann })).status).toBe(200);
+    });
+});
+
+describe("failed sign-ins", () => {
+    it("are audited within a budget per address, the next audited one saying how many went unwritten", async () => {
+        await ingress.close();
+        clock = 0;
+        await start({ auditedAuthFailuresPerSecond: 1, auditedAuthFailuresBurst: 2 }, () => clock);
+        for (let i = 0; i < 5; i++) expect((await send("/agents/bart/x", { token: "wrong" })).status).toBe(401);
+        clock = 1000;
+        expect((await send("/agents/bart/x")).status).toBe(401);
+        expect((await auditLines()).map((l) => [l.type, l.reason, l.unaudited])).toEqual([
+            ["auth_failed", "bad_token", 0],
+            ["auth_failed", "bad_token", 0],
+            ["auth_failed", "no_token", 3],
+        ]);
+        const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+        expect(text).toMatch(/ingress_refusals_total\{reason="bad_token"\} 5/);
     });
 });
 

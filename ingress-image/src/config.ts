@@ -26,6 +26,12 @@ export const ingressConfigSchema = z.strictObject({
             ...userLimits,
             /** Largest chat request body the rules read (other bodies stream through unread). */
             maxChatBodyBytes: z.number().int().positive().default(4 * 1024 * 1024),
+            /**
+             * Failed sign-ins audited per client address: a bucket of this rate and burst. Past it a failure is still
+             * refused and counted, and the next audited one says how many went unwritten (a flood cannot fill the volume).
+             */
+            auditedAuthFailuresPerSecond: z.number().positive().default(1),
+            auditedAuthFailuresBurst: z.number().int().positive().default(20),
             requestHeadTimeoutMs: z.number().int().positive().default(10_000),
             connectTimeoutMs: z.number().int().positive().default(10_000),
         })

@@ -74,7 +74,10 @@ export function isChatRequest(method: string | undefined, path: string): boolean
     return method === "POST" && path.split("?")[0] === CHAT_COMPLETIONS_PATH;
 }
 
-/** A token bucket per user: `ratePerSecond` refills, up to `burst`. */
+/**
+ * A token bucket per key (a user, a client address): `ratePerSecond` refills, up to `burst`. Past `maxKeys` keys
+ * (addresses an attacker can vary) every bucket starts full again, so memory stays bounded.
+ */
 export class RateLimiter {
     private readonly buckets = new Map<string, { tokens: number; at: number }>();
 
@@ -82,10 +85,12 @@ export class RateLimiter {
         private readonly ratePerSecond: number,
         private readonly burst: number,
         private readonly now: () => number = () => performance.now(),
+        private readonly maxKeys = 100_000,
     ) {}
 
     take(user: string): boolean {
         const now = this.now();
+        if (this.buckets.size >= this.maxKeys && !this.buckets.has(user)) this.buckets.clear();
         const bucket = this.buckets.get(user) ?? { tokens: this.burst, at: now };
         bucket.tokens = Math.min(this.burst, bucket.tokens + ((now - bucket.at) / 1000) * this.ratePerSecond);
         bucket.at = now;

@@ -15,7 +15,8 @@ import { type CompiledRule, applyRules, compileRules } from "./rules";
 
 /** Every security event the Ingress writes to its audit stream, with the only fields each may carry. */
 export const INGRESS_AUDIT_EVENTS = {
-    auth_failed: z.object({ reason: auditField.name, remote: auditField.address }),
+    /** `unaudited`: failures from this address refused since its last audited one, but not written (the audit budget). */
+    auth_failed: z.object({ reason: auditField.name, remote: auditField.address, unaudited: auditField.count }),
     route_refused: z.object({ user: auditField.name, reason: auditField.name }),
     forbidden: z.object({ user: auditField.name, agent: auditField.name }),
     rate_limited: z.object({ user: auditField.name, agent: auditField.name, limit: z.enum(["rate", "concurrency"]) }),
@@ -86,6 +87,8 @@ export class IngressServer {
     private agents = new Map<string, IngressAgent>();
     private readonly rules: CompiledRule[];
     private readonly limiter: RateLimiter;
+    private readonly failureAudit: RateLimiter;
+    private readonly unaudited = new Map<string, number>();
     private readonly active = new Map<string, number>();
     /** Open client connections by user and by agent: closed when either is removed or changed. */
     private readonly byUser = new Map<string, Set<Duplex>>();
@@ -95,9 +98,12 @@ export class IngressServer {
     constructor(
         private readonly config: IngressConfig,
         private readonly log: Logger,
+        /** Milliseconds, for the rate limits (tests drive it). */
+        now: () => number = () => performance.now(),
     ) {
         this.rules = compileRules(config.rules);
-        this.limiter = new RateLimiter(config.limits.ratePerSecond, config.limits.burst);
+        this.limiter = new RateLimiter(config.limits.ratePerSecond, config.limits.burst, now);
+        this.failureAudit = new RateLimiter(config.limits.auditedAuthFailuresPerSecond, config.limits.auditedAuthFailuresBurst, now);
         this.audit = new AuditLog({
             dir: registryDirs(config).audit,
             service: "ingress",
@@ -185,7 +191,7 @@ export class IngressServer {
     private admit(req: http.IncomingMessage): Admission {
         const auth = authenticate(req.headers.authorization, this.users);
         if (!auth.ok) {
-            void this.audit.record({ type: "auth_failed", reason: auth.reason, remote: (req.socket.remoteAddress ?? "::").toLowerCase() });
+            this.auditAuthFailure(auth.reason, (req.socket.remoteAddress ?? "::").toLowerCase());
             return this.refused(refusal(401, "unauthorized", "a valid bearer token is required"), auth.reason);
         }
         const { user } = auth;
@@ -217,6 +223,16 @@ export class IngressServer {
             this.metrics.active.dec({ user: user.name });
         };
         return { ok: true, user, agent, path: route.path, release };
+    }
+
+    private auditAuthFailure(reason: string, remote: string) {
+        if (!this.failureAudit.take(remote)) {
+            if (this.unaudited.size >= 100_000 && !this.unaudited.has(remote)) this.unaudited.clear();
+            this.unaudited.set(remote, (this.unaudited.get(remote) ?? 0) + 1);
+            return;
+        }
+        void this.audit.record({ type: "auth_failed", reason, remote, unaudited: this.unaudited.get(remote) ?? 0 });
+        this.unaudited.delete(remote);
     }
 
     private refused(answer: Refusal, reason: string): Refusal {
