@@ -78,9 +78,9 @@ export class Ingress extends pulumi.ComponentResource {
         this.containerName = dockerNames.ingressContainer(stack);
         this.url = `https://${args.publishAddress}:${config.port}/`;
 
-        // The listener's certificate names the publish address (and localhost), from a CA of the Ingress's own.
+        // The listener's certificate names the publish address, localhost and the configured host names, from a CA of its own.
         const ca = ownCa(this, name, `OpenClaw ${stack} ingress CA`);
-        const certificate = ca.issue("server", args.publishAddress, ["localhost"]);
+        const certificate = ca.issue("server", args.publishAddress, ["localhost", ...config.hostnames]);
         this.caCertPem = ca.caCertPem;
         const service = sharedServiceContainer(this, name, {
             stack,

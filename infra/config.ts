@@ -188,6 +188,8 @@ const ingress = z.strictObject({
     image: image.default("openclaw-ingress:0.1.0"),
     /** The host port, on network.publishAddress, of its TLS listener. */
     port: hostPort.default(8443),
+    /** DNS names clients reach it by, for its certificate (besides the publish address and localhost). */
+    hostnames: z.array(z.string().refine((value) => canonicalHost(value) === value && !value.startsWith("*."), "must be a DNS name in lower case, without a trailing dot")).default([]),
     users: z
         .array(
             z.strictObject({

@@ -47,6 +47,11 @@ describe("the Ingress container", () => {
         expect(reveal(find(stack, "tls:index/selfSignedCert:SelfSignedCert", "ingress-ca")!.inputs)).toMatchObject({ isCaCertificate: true, subject: { commonName: "OpenClaw dev ingress CA" } });
     });
 
+    it("names the configured host names in its certificate too", async () => {
+        const named = await runProgram(withIngress({ ...INGRESS, hostnames: ["agents.example.net"] }));
+        expect(reveal(find(named, "tls:index/certRequest:CertRequest", "ingress-server-csr")!.inputs).dnsNames).toEqual(["localhost", "agents.example.net"]);
+    });
+
     it("listens on its uplink address only, with the configured rules; the key travels in a secret variable of its own", () => {
         const c = find(stack, TYPES.container, "ingress-container")!.inputs;
         expect(isSecret(c.envs)).toBe(true);
@@ -134,6 +139,7 @@ describe("stack config", () => {
         ["a port an agent's dashboard uses", { port: 18801 }, /openclaw:ingress\.port: host port 18801 is already used by agents\[0\] \(bart\)/],
         ["a privileged port", { port: 443 }, /openclaw:ingress\.port: must be 1024 or above/],
         ["a rule RE2 cannot run", { rules: [{ id: "backref", pattern: "(a)\\1", action: "reject" }] }, /openclaw:ingress\.rules\[0\]\.pattern: 'backref': pattern refused: .*no backreferences or lookaround/],
+        ["a host name that is no DNS name", { hostnames: ["https://agents.example.net"] }, /openclaw:ingress\.hostnames\[0\]: must be a DNS name/],
         ["a duplicate rule id", { rules: [{ id: "r", pattern: "a", action: "reject" }, { id: "r", pattern: "b", action: "strip" }] }, /openclaw:ingress\.rules\[1\]\.id: duplicate rule id 'r'/],
         ["a rule with an unknown action", { rules: [{ id: "r", pattern: "a", action: "log" }] }, /openclaw:ingress\.rules\[0\]\.action: must be one of strip, reject/],
     ])("refuses %s, naming the key", (_, ingress, message) => {
