@@ -2,6 +2,7 @@ import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import type { RelaxablePolicy } from "../infra/config";
+import { isNamespacedSysctl, numericNonRootUser, publishesOnEveryAddress } from "../infra/securityRules";
 import { EXCEPTION_LABELS } from "../infra/topology";
 
 /**
@@ -86,18 +87,16 @@ const RELAXATIONS = {
     "container-read-only": { readOnly: false },
 } as const satisfies Record<RelaxablePolicy, Partial<docker.ContainerArgs>>;
 
-const ROOT_USERS = /^(0|root)(:|$)/;
-
 /** Pure: the full docker.Container inputs for a spec, hardening included. */
 export function hardenedContainerArgs(spec: HardenedContainerSpec): docker.ContainerArgs {
-    if (ROOT_USERS.test(spec.user) || !/^\d+:\d+$/.test(spec.user)) {
+    if (numericNonRootUser(spec.user) === undefined) {
         throw new Error(`container ${spec.containerName}: user must be a numeric non-root uid:gid, got '${spec.user}'`);
     }
     for (const name of Object.keys(spec.sysctls ?? {})) {
-        if (!name.startsWith("net.")) throw new Error(`container ${spec.containerName}: sysctl ${name} is not namespaced (net.* only)`);
+        if (!isNamespacedSysctl(name)) throw new Error(`container ${spec.containerName}: sysctl ${name} is not namespaced (net.* only)`);
     }
     for (const port of spec.ports ?? []) {
-        if (port.ip === "0.0.0.0" || port.ip === "::" || port.ip === "") {
+        if (publishesOnEveryAddress(port.ip)) {
             throw new Error(`container ${spec.containerName}: port ${port.external} must be published on one address, not all`);
         }
     }

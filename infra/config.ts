@@ -6,13 +6,14 @@ import { isTimeZone } from "../proxy-image/src/budget";
 import { priceSchema } from "../proxy-image/src/config";
 import { canonicalHost } from "../runtime/hostnames";
 import { AGENT_NAME } from "../runtime/registry";
-import { DOCKER_DEFAULT_POOLS, PRIVATE_RANGES, allocateSubnets, contains, overlaps, parseBlock, slotCount } from "./subnets";
+import { type Block, DOCKER_DEFAULT_POOLS, PRIVATE_RANGES, allocateSubnets, contains, overlaps, parseBlock, slotCount } from "./subnets";
 import { SKILL_NAME } from "../scanner/skill";
 import { DEFAULT_RULES, compileRule, ruleSchema } from "../ingress-image/src/rules";
 import { userLimits } from "../ingress-image/src/config";
 import { OPENCLAW_IMAGE } from "./openclaw";
 import { KUBERNETES_RESERVED_PORTS } from "./kubernetesTopology";
 import { MAX_AGENT_PREFIX, MIN_AGENT_PREFIX } from "./topology";
+import { isPinnedImage, publishesOnEveryAddress } from "./securityRules";
 
 /** The config namespace: Pulumi.yaml's project name. */
 export const NAMESPACE = "openclaw";
@@ -57,16 +58,6 @@ const dnsLabel = z
     .string()
     .regex(AGENT_NAME, "must be a DNS label: lowercase letters, digits and '-', starting with a letter, at most 32 characters");
 
-/** An image reference pinned to a tag other than `latest`, or to a digest. */
-export function isPinnedImage(reference: string): boolean {
-    if (/@sha256:[0-9a-f]{64}$/.test(reference)) return true;
-    const lastSegment = reference.slice(reference.lastIndexOf("/") + 1);
-    const colon = lastSegment.indexOf(":");
-    if (colon < 0) return false;
-    const tag = lastSegment.slice(colon + 1);
-    return /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/.test(tag) && tag !== "latest";
-}
-
 const image = z
     .string()
     .min(1)
@@ -79,7 +70,7 @@ const usd = z.number().finite().positive();
 const epoch = z.number().int().min(0);
 
 const ipv4 = z.string().refine((value) => ipaddr.IPv4.isValidFourPartDecimal(value), "must be an IPv4 address");
-const singleAddress = ipv4.refine((address) => address !== "0.0.0.0", "must be one address: 0.0.0.0 would publish on every interface");
+const singleAddress = ipv4.refine((address) => !publishesOnEveryAddress(address), "must be one address: 0.0.0.0 would publish on every interface");
 const SSH_HOST = /^ssh:\/\/([^@\s/]+)@([^\s/:]+)(?::(\d+))?$/;
 
 /** The monitoring stack's services. */
@@ -207,33 +198,6 @@ const ingress = z.strictObject({
     resources: resources({ memoryMb: 256, cpus: 0.5, pids: 256 }),
 });
 
-/** The Ingress's cross-field checks: its users' names and agents, its host port, and every rule compiling on RE2. */
-function checkIngress(config: z.output<typeof ingress>, agents: ReadonlyMap<string, number>, hostPorts: Map<number, string>, ctx: z.RefinementCtx) {
-    const holder = hostPorts.get(config.port);
-    if (holder !== undefined) ctx.addIssue({ code: "custom", path: ["ingress", "port"], message: `host port ${config.port} is already used by ${holder}` });
-    else hostPorts.set(config.port, "ingress.port");
-    const users = new Map<string, number>();
-    config.users.forEach((user, i) => {
-        const first = users.get(user.name);
-        if (first !== undefined) ctx.addIssue({ code: "custom", path: ["ingress", "users", i, "name"], message: `duplicate user name '${user.name}' (also ingress.users[${first}])` });
-        else users.set(user.name, i);
-        user.agents.forEach((agent, j) => {
-            if (!agents.has(agent)) ctx.addIssue({ code: "custom", path: ["ingress", "users", i, "agents", j], message: `no agent named '${agent}' in agents` });
-        });
-    });
-    const ids = new Map<string, number>();
-    config.rules.forEach((rule, i) => {
-        const first = ids.get(rule.id);
-        if (first !== undefined) ctx.addIssue({ code: "custom", path: ["ingress", "rules", i, "id"], message: `duplicate rule id '${rule.id}' (also ingress.rules[${first}])` });
-        else ids.set(rule.id, i);
-        try {
-            compileRule(rule);
-        } catch (error) {
-            ctx.addIssue({ code: "custom", path: ["ingress", "rules", i, "pattern"], message: (error as Error).message });
-        }
-    });
-}
-
 /** A Kubernetes object name that must also be a DNS label (namespaces). */
 const k8sLabelName = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "must be a DNS label: lowercase letters, digits and '-', at most 63 characters");
 /** A DNS subdomain, as RuntimeClass and StorageClass names are. */
@@ -261,7 +225,8 @@ const kubernetes = z
     })
     .prefault({});
 
-const schema = z
+/** Every key's own schema; `schema` adds the checks across fields. */
+export const configFields = z
     .strictObject({
         dockerHost: z
             .string()
@@ -365,140 +330,222 @@ const schema = z
         openaiApiKey: secretKey("openaiApiKey"),
         backend: z.enum(BACKENDS).default("docker"),
         kubernetes,
-    })
-    .superRefine((config, ctx) => {
-        const pool = checkPrivateBlock(config.network.addressPool, ["network", "addressPool"], ctx);
-
-        const names = new Map<string, number>();
-        const hostPorts = new Map<number, string>();
-        config.agents.forEach((a, i) => {
-            const first = names.get(a.name);
-            if (first !== undefined) {
-                ctx.addIssue({ code: "custom", path: ["agents", i, "name"], message: `duplicate agent name '${a.name}' (also agents[${first}])` });
-            } else {
-                names.set(a.name, i);
-            }
-            const holder = hostPorts.get(a.dashboardPort);
-            if (holder !== undefined) {
-                ctx.addIssue({
-                    code: "custom",
-                    path: ["agents", i, "dashboardPort"],
-                    message: `host port ${a.dashboardPort} is already used by ${holder}`,
-                });
-            } else {
-                hostPorts.set(a.dashboardPort, `agents[${i}] (${a.name})`);
-            }
-            const skillNames = new Map<string, number>();
-            a.skills.forEach((dir, j) => {
-                const problem = skillDirProblem(dir);
-                if (problem) return ctx.addIssue({ code: "custom", path: ["agents", i, "skills", j], message: problem });
-                const name = path.basename(resolveSkillDir(dir));
-                const earlier = skillNames.get(name);
-                if (earlier !== undefined) ctx.addIssue({ code: "custom", path: ["agents", i, "skills", j], message: `skill name '${name}' is already skills[${earlier}] (skills are delivered by folder name)` });
-                else skillNames.set(name, j);
-            });
-            const [providerId] = a.model.split("/") as [ProviderId];
-            if (config.keyProxy.providers[providerId] === undefined) {
-                ctx.addIssue({ code: "custom", path: ["agents", i, "model"], message: `provider '${providerId}' is not enabled in keyProxy.providers` });
-            }
-        });
-
-        if (config.backend === "kubernetes") checkKubernetes(config, ctx);
-        if (config.ingress) checkIngress(config.ingress, names, hostPorts, ctx);
-
-        for (const id of PROVIDERS) {
-            const key = PROVIDER_KEY_CONFIG[id];
-            if (config.keyProxy.providers[id] !== undefined && config[key] === undefined) {
-                ctx.addIssue({
-                    code: "custom",
-                    path: [key],
-                    message: `missing secret: the real ${id} API key; set it with \`pulumi config set --secret ${key}\` or disable keyProxy.providers.${id}`,
-                });
-            }
-        }
-
-        const uplink = checkPrivateBlock(config.network.uplinkSubnet, ["network", "uplinkSubnet"], ctx, [16, 29]);
-        if (pool && uplink && overlaps(pool, uplink)) {
-            ctx.addIssue({ code: "custom", path: ["network", "uplinkSubnet"], message: `${config.network.uplinkSubnet} overlaps the agents' pool ${config.network.addressPool}` });
-        }
-
-        if (config.monitoring) {
-            const { ports, scrape, host } = config.monitoring;
-            const ssh = sshTarget(host).port;
-            if (ports.grafana === ports.uptimeKuma) ctx.addIssue({ code: "custom", path: ["monitoring", "ports", "uptimeKuma"], message: `host port ${ports.uptimeKuma} is already Grafana's` });
-            for (const [service, value] of Object.entries(ports)) {
-                if (value === ssh) ctx.addIssue({ code: "custom", path: ["monitoring", "ports", service], message: `host port ${value} is the monitoring host's SSH port` });
-            }
-            if (scrape.ports.keyProxy === scrape.ports.egressGateway) {
-                ctx.addIssue({ code: "custom", path: ["monitoring", "scrape", "ports", "egressGateway"], message: `host port ${scrape.ports.egressGateway} is already KeyProxy's` });
-            }
-            for (const [service, value] of Object.entries(scrape.ports)) {
-                const holder = hostPorts.get(value);
-                if (holder !== undefined) ctx.addIssue({ code: "custom", path: ["monitoring", "scrape", "ports", service], message: `host port ${value} is already used by ${holder}` });
-            }
-        }
-
-        if (!pool) return;
-        const prefix = config.network.agentSubnetPrefix;
-        const slots = slotCount(pool, prefix);
-        if (slots < config.agents.length) {
-            ctx.addIssue({
-                code: "custom",
-                path: ["network", "addressPool"],
-                message: `pool ${config.network.addressPool} holds ${slots} /${prefix} subnets, too few for ${config.agents.length} agents`,
-            });
-            return;
-        }
-        if (names.size !== config.agents.length) return;
-        const allocation = allocateSubnets(config.network.addressPool, prefix, config.agents);
-        if (!allocation.ok) {
-            for (const conflict of allocation.conflicts) {
-                ctx.addIssue({ code: "custom", path: ["agents", conflict.index, "subnet"], message: conflict.message });
-            }
-        }
     });
 
-/** What only the Kubernetes backend asks of the config; the rest is shared with the Docker backend. */
-function checkKubernetes(config: ParsedConfig, ctx: z.RefinementCtx) {
-    if (config.ingress !== undefined) {
-        ctx.addIssue({ code: "custom", path: ["ingress"], message: "the Ingress is deployed on the docker backend only so far: remove it, or deploy on docker" });
-    }
-    if (config.monitoring !== undefined) {
-        ctx.addIssue({ code: "custom", path: ["monitoring"], message: "the monitoring VPS scrapes ports published on a Docker host; on kubernetes set kubernetes.monitoringNamespace instead" });
-    }
+/** One problem a cross-field check finds: the config key path, and what is wrong there. */
+export interface ConfigIssue {
+    path: (string | number)[];
+    message: string;
+}
+
+/** `agents[i] (name)`, how a message names an agent. */
+const agentLabel = (a: { name: string }, i: number) => `agents[${i}] (${a.name})`;
+
+/** The agent holding each dashboard port, first come (a later agent on a held port is `uniqueDashboardPorts`' issue). */
+function dashboardPortHolders(config: ParsedConfig): Map<number, string> {
+    const holders = new Map<number, string>();
     config.agents.forEach((a, i) => {
-        // The agent's port on KeyProxy and EgressGateway is its dashboardPort (docs/kubernetes.md): it must not be one of theirs.
-        if ((KUBERNETES_RESERVED_PORTS as readonly number[]).includes(a.dashboardPort)) {
-            ctx.addIssue({ code: "custom", path: ["agents", i, "dashboardPort"], message: `port ${a.dashboardPort} is one KeyProxy or EgressGateway listens on itself; on kubernetes it is also the agent's port on them` });
-        }
-        if (a.runtime !== undefined && !DNS_SUBDOMAIN.test(a.runtime)) {
-            ctx.addIssue({ code: "custom", path: ["agents", i, "runtime"], message: "on kubernetes this names a RuntimeClass: a DNS subdomain (lowercase letters, digits, '-' and '.')" });
-        }
-        if (a.skills.length > 0) {
-            ctx.addIssue({ code: "custom", path: ["agents", i, "skills"], message: "approved skills are delivered on the docker backend only so far: remove them, or deploy this agent on docker" });
-        }
+        if (!holders.has(a.dashboardPort)) holders.set(a.dashboardPort, agentLabel(a, i));
     });
+    return holders;
 }
 
 /**
  * A block for Docker networks of ours: a valid IPv4 CIDR (with a prefix in `prefixes` when given), clear of Docker's
- * default pools and inside the private ranges. Otherwise one issue at `path`, and undefined.
+ * default pools and inside the private ranges; otherwise the problem.
  */
-function checkPrivateBlock(cidr: string, path: string[], ctx: z.RefinementCtx, prefixes?: [number, number]) {
+function privateBlock(cidr: string, prefixes?: [number, number]): { block: Block } | { problem: string } {
     try {
         const block = parseBlock(cidr);
-        if (prefixes && (block.prefix < prefixes[0] || block.prefix > prefixes[1])) throw new Error(`${cidr} must be between /${prefixes[0]} and /${prefixes[1]}`);
+        if (prefixes && (block.prefix < prefixes[0] || block.prefix > prefixes[1])) return { problem: `${cidr} must be between /${prefixes[0]} and /${prefixes[1]}` };
         const defaultPool = DOCKER_DEFAULT_POOLS.find((p) => overlaps(block, parseBlock(p)));
-        if (defaultPool) throw new Error(`${cidr} overlaps Docker's default address pool ${defaultPool}`);
-        if (!PRIVATE_RANGES.some((range) => contains(parseBlock(range), block))) throw new Error(`${cidr} must lie inside ${PRIVATE_RANGES.join(", ")}`);
-        return block;
+        if (defaultPool) return { problem: `${cidr} overlaps Docker's default address pool ${defaultPool}` };
+        if (!PRIVATE_RANGES.some((range) => contains(parseBlock(range), block))) return { problem: `${cidr} must lie inside ${PRIVATE_RANGES.join(", ")}` };
+        return { block };
     } catch (error) {
-        ctx.addIssue({ code: "custom", path, message: (error as Error).message });
-        return undefined;
+        return { problem: (error as Error).message };
     }
 }
 
-type ParsedConfig = z.output<typeof schema>;
+const UPLINK_PREFIXES: [number, number] = [16, 29];
+
+/** The agents' pool and the uplink subnet: each a private block clear of Docker's pools, and apart from each other. */
+function networkBlocks(config: ParsedConfig): ConfigIssue[] {
+    const { addressPool, uplinkSubnet } = config.network;
+    const pool = privateBlock(addressPool);
+    const uplink = privateBlock(uplinkSubnet, UPLINK_PREFIXES);
+    const issues: ConfigIssue[] = [];
+    if ("problem" in pool) issues.push({ path: ["network", "addressPool"], message: pool.problem });
+    if ("problem" in uplink) issues.push({ path: ["network", "uplinkSubnet"], message: uplink.problem });
+    if ("block" in pool && "block" in uplink && overlaps(pool.block, uplink.block)) {
+        issues.push({ path: ["network", "uplinkSubnet"], message: `${uplinkSubnet} overlaps the agents' pool ${addressPool}` });
+    }
+    return issues;
+}
+
+function uniqueAgentNames(config: ParsedConfig): ConfigIssue[] {
+    const first = new Map<string, number>();
+    return config.agents.flatMap((a, i) => {
+        const earlier = first.get(a.name);
+        if (earlier === undefined) first.set(a.name, i);
+        return earlier === undefined ? [] : [{ path: ["agents", i, "name"], message: `duplicate agent name '${a.name}' (also agents[${earlier}])` }];
+    });
+}
+
+function uniqueDashboardPorts(config: ParsedConfig): ConfigIssue[] {
+    const holders = dashboardPortHolders(config);
+    return config.agents.flatMap((a, i) => {
+        const holder = holders.get(a.dashboardPort)!;
+        return holder === agentLabel(a, i) ? [] : [{ path: ["agents", i, "dashboardPort"], message: `host port ${a.dashboardPort} is already used by ${holder}` }];
+    });
+}
+
+/** Each skill folder exists, is named like a skill, and no two of an agent's skills share a folder name. */
+function agentSkills(config: ParsedConfig): ConfigIssue[] {
+    return config.agents.flatMap((a, i) => {
+        const first = new Map<string, number>();
+        return a.skills.flatMap((dir, j): ConfigIssue[] => {
+            const at = ["agents", i, "skills", j];
+            const problem = skillDirProblem(dir);
+            if (problem) return [{ path: at, message: problem }];
+            const name = path.basename(resolveSkillDir(dir));
+            const earlier = first.get(name);
+            if (earlier === undefined) first.set(name, j);
+            return earlier === undefined ? [] : [{ path: at, message: `skill name '${name}' is already skills[${earlier}] (skills are delivered by folder name)` }];
+        });
+    });
+}
+
+/** Each agent's model is of a provider KeyProxy has enabled. */
+function agentProvidersEnabled(config: ParsedConfig): ConfigIssue[] {
+    return config.agents.flatMap((a, i) => {
+        const [providerId] = a.model.split("/") as [ProviderId];
+        return config.keyProxy.providers[providerId] === undefined ? [{ path: ["agents", i, "model"], message: `provider '${providerId}' is not enabled in keyProxy.providers` }] : [];
+    });
+}
+
+/** Each enabled provider's real key is set. */
+function providerSecrets(config: ParsedConfig): ConfigIssue[] {
+    return PROVIDERS.filter((id) => config.keyProxy.providers[id] !== undefined && config[PROVIDER_KEY_CONFIG[id]] === undefined).map((id) => {
+        const key = PROVIDER_KEY_CONFIG[id];
+        return { path: [key], message: `missing secret: the real ${id} API key; set it with \`pulumi config set --secret ${key}\` or disable keyProxy.providers.${id}` };
+    });
+}
+
+/** The monitoring host's published ports apart from each other and from SSH; the scrape ports apart from each other and the dashboards'. */
+function monitoringPorts(config: ParsedConfig): ConfigIssue[] {
+    if (!config.monitoring) return [];
+    const { ports, scrape, host } = config.monitoring;
+    const ssh = sshTarget(host).port;
+    const holders = dashboardPortHolders(config);
+    const issues: ConfigIssue[] = [];
+    if (ports.grafana === ports.uptimeKuma) issues.push({ path: ["monitoring", "ports", "uptimeKuma"], message: `host port ${ports.uptimeKuma} is already Grafana's` });
+    for (const [service, value] of Object.entries(ports)) {
+        if (value === ssh) issues.push({ path: ["monitoring", "ports", service], message: `host port ${value} is the monitoring host's SSH port` });
+    }
+    if (scrape.ports.keyProxy === scrape.ports.egressGateway) {
+        issues.push({ path: ["monitoring", "scrape", "ports", "egressGateway"], message: `host port ${scrape.ports.egressGateway} is already KeyProxy's` });
+    }
+    for (const [service, value] of Object.entries(scrape.ports)) {
+        const holder = holders.get(value);
+        if (holder !== undefined) issues.push({ path: ["monitoring", "scrape", "ports", service], message: `host port ${value} is already used by ${holder}` });
+    }
+    return issues;
+}
+
+/** The pool holds a subnet for every agent, and the agents' subnets (hashed or pinned) do not collide. */
+function subnetAllocation(config: ParsedConfig): ConfigIssue[] {
+    const { addressPool, agentSubnetPrefix: prefix } = config.network;
+    const pool = privateBlock(addressPool);
+    // A bad pool is `networkBlocks`' issue, duplicate names `uniqueAgentNames`': allocating then says nothing more.
+    if (!("block" in pool)) return [];
+    const slots = slotCount(pool.block, prefix);
+    if (slots < config.agents.length) {
+        return [{ path: ["network", "addressPool"], message: `pool ${addressPool} holds ${slots} /${prefix} subnets, too few for ${config.agents.length} agents` }];
+    }
+    if (new Set(config.agents.map((a) => a.name)).size !== config.agents.length) return [];
+    const allocation = allocateSubnets(addressPool, prefix, config.agents);
+    return allocation.ok ? [] : allocation.conflicts.map((conflict) => ({ path: ["agents", conflict.index, "subnet"], message: conflict.message }));
+}
+
+/** The Ingress: its users' names and agents, its host port apart from the others, and every rule compiling on RE2. */
+function ingressUsersPortAndRules(config: ParsedConfig): ConfigIssue[] {
+    if (!config.ingress) return [];
+    const { port, users, rules } = config.ingress;
+    const issues: ConfigIssue[] = [];
+    const holders = dashboardPortHolders(config);
+    for (const [service, value] of Object.entries(config.monitoring?.scrape.ports ?? {})) holders.set(value, `monitoring.scrape.ports.${service}`);
+    const holder = holders.get(port);
+    if (holder !== undefined) issues.push({ path: ["ingress", "port"], message: `host port ${port} is already used by ${holder}` });
+    const agents = new Set(config.agents.map((a) => a.name));
+    const firstUser = new Map<string, number>();
+    users.forEach((user, i) => {
+        const earlier = firstUser.get(user.name);
+        if (earlier === undefined) firstUser.set(user.name, i);
+        else issues.push({ path: ["ingress", "users", i, "name"], message: `duplicate user name '${user.name}' (also ingress.users[${earlier}])` });
+        user.agents.forEach((agent, j) => {
+            if (!agents.has(agent)) issues.push({ path: ["ingress", "users", i, "agents", j], message: `no agent named '${agent}' in agents` });
+        });
+    });
+    const firstRule = new Map<string, number>();
+    rules.forEach((rule, i) => {
+        const earlier = firstRule.get(rule.id);
+        if (earlier === undefined) firstRule.set(rule.id, i);
+        else issues.push({ path: ["ingress", "rules", i, "id"], message: `duplicate rule id '${rule.id}' (also ingress.rules[${earlier}])` });
+        try {
+            compileRule(rule);
+        } catch (error) {
+            issues.push({ path: ["ingress", "rules", i, "pattern"], message: (error as Error).message });
+        }
+    });
+    return issues;
+}
+
+/** What only the Kubernetes backend asks of the config; the rest is shared with the Docker backend. */
+function kubernetesBackend(config: ParsedConfig): ConfigIssue[] {
+    if (config.backend !== "kubernetes") return [];
+    const issues: ConfigIssue[] = [];
+    if (config.ingress !== undefined) {
+        issues.push({ path: ["ingress"], message: "the Ingress is deployed on the docker backend only so far: remove it, or deploy on docker" });
+    }
+    if (config.monitoring !== undefined) {
+        issues.push({ path: ["monitoring"], message: "the monitoring VPS scrapes ports published on a Docker host; on kubernetes set kubernetes.monitoringNamespace instead" });
+    }
+    config.agents.forEach((a, i) => {
+        // The agent's port on KeyProxy and EgressGateway is its dashboardPort (docs/kubernetes.md): it must not be one of theirs.
+        if ((KUBERNETES_RESERVED_PORTS as readonly number[]).includes(a.dashboardPort)) {
+            issues.push({ path: ["agents", i, "dashboardPort"], message: `port ${a.dashboardPort} is one KeyProxy or EgressGateway listens on itself; on kubernetes it is also the agent's port on them` });
+        }
+        if (a.runtime !== undefined && !DNS_SUBDOMAIN.test(a.runtime)) {
+            issues.push({ path: ["agents", i, "runtime"], message: "on kubernetes this names a RuntimeClass: a DNS subdomain (lowercase letters, digits, '-' and '.')" });
+        }
+        if (a.skills.length > 0) {
+            issues.push({ path: ["agents", i, "skills"], message: "approved skills are delivered on the docker backend only so far: remove them, or deploy this agent on docker" });
+        }
+    });
+    return issues;
+}
+
+/** The checks across fields, each pure on the config the field schemas parsed; they run only once every field is valid. */
+export const CROSS_FIELD_CHECKS = {
+    networkBlocks,
+    uniqueAgentNames,
+    uniqueDashboardPorts,
+    agentSkills,
+    agentProvidersEnabled,
+    kubernetesBackend,
+    providerSecrets,
+    monitoringPorts,
+    ingressUsersPortAndRules,
+    subnetAllocation,
+} satisfies Record<string, (config: ParsedConfig) => ConfigIssue[]>;
+
+const schema = configFields.superRefine((config, ctx) => {
+    for (const check of Object.values(CROSS_FIELD_CHECKS)) for (const issue of check(config)) ctx.addIssue({ code: "custom", ...issue });
+});
+
+/** The config as the field schemas parse it, before the cross-field checks. */
+export type ParsedConfig = z.output<typeof configFields>;
 export type AgentConfig = ParsedConfig["agents"][number] & { subnet: string };
 export type KeyProxyConfig = ParsedConfig["keyProxy"];
 export type EgressConfig = ParsedConfig["egress"];

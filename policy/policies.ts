@@ -2,6 +2,7 @@
 // review command and the tests all call these. Exceptions are declared on the resource itself (labels), so they
 // show in the preview diff and in every verdict.
 
+import { isPinnedByDigest, isPinnedImage, isRootUser } from "../infra/securityRules";
 import { EXCEPTION_LABELS, LABELS } from "../infra/topology";
 
 export interface PolicyResource {
@@ -135,13 +136,6 @@ function envAndUploads(props: Record<string, any>): { where: string; value: stri
     ];
 }
 
-export function imageIsPinned(image: string): boolean {
-    if (/@sha256:[0-9a-f]{64}$/.test(image)) return true;
-    const last = image.slice(image.lastIndexOf("/") + 1);
-    const colon = last.indexOf(":");
-    return colon > 0 && last.slice(colon + 1) !== "latest" && last.slice(colon + 1).length > 0;
-}
-
 export const POLICIES: OpenClawPolicy[] = [
     containerPolicy("container-read-only", "Every container has a read-only root filesystem.", "mandatory", (p) =>
         p.readOnly === true ? [] : ["root filesystem is writable: set readOnly"],
@@ -157,7 +151,7 @@ export const POLICIES: OpenClawPolicy[] = [
     containerPolicy("container-non-root", "Every container runs as a non-root user.", "mandatory", (p) => {
         const user: string = p.user ?? "";
         if (user === "") return ["no user set: the image's default may be root"];
-        return /^(0|root)(:|$)/.test(user) ? [`runs as root (${user})`] : [];
+        return isRootUser(user) ? [`runs as root (${user})`] : [];
     }),
     containerPolicy("container-own-network", "Every container has its own network namespace: never the host's or another container's.", "mandatory", (p) =>
         p.networkMode === undefined || p.networkMode === "none" ? [] : [`network mode ${p.networkMode}`],
@@ -184,7 +178,7 @@ export const POLICIES: OpenClawPolicy[] = [
             .map((port: any) => `port ${port.external} is published on ${port.ip ?? "0.0.0.0 (every address)"}`);
     }),
     containerPolicy("images-pinned", "Images are pinned: no latest, no missing tag.", "mandatory", (p) =>
-        imageIsPinned(String(p.image ?? "")) ? [] : [`image ${p.image} is not pinned to a tag or digest`],
+        isPinnedImage(String(p.image ?? "")) ? [] : [`image ${p.image} is not pinned to a tag or digest`],
     ),
     containerPolicy("no-provider-keys", "No value shaped like a provider key in any container's env or uploads, except KeyProxy's own key variables.", "mandatory", (p) => {
         const isKeyProxy = labels(p)[LABELS.role] === "key-proxy";
@@ -228,7 +222,7 @@ export const POLICIES: OpenClawPolicy[] = [
         ...(c.resources?.limits?.memory ? [] : ["no memory limit"]),
         ...(c.resources?.limits?.cpu ? [] : ["no cpu limit"]),
     ]),
-    podPolicy("k8s-images-pinned", "Kubernetes images are pinned: no latest, no missing tag.", "mandatory", (c) => (imageIsPinned(String(c.image ?? "")) ? [] : [`image ${c.image} is not pinned to a tag or digest`])),
+    podPolicy("k8s-images-pinned", "Kubernetes images are pinned: no latest, no missing tag.", "mandatory", (c) => (isPinnedImage(String(c.image ?? "")) ? [] : [`image ${c.image} is not pinned to a tag or digest`])),
     podPolicy("k8s-no-host-ports", "No Kubernetes container takes a host port.", "mandatory", (c) =>
         (c.ports ?? []).filter((p: any) => p.hostPort !== undefined).map((p: any) => `host port ${p.hostPort} is taken`),
     ),
@@ -257,7 +251,7 @@ export const POLICIES: OpenClawPolicy[] = [
         const ranges: string[] = env ? (JSON.parse(env.slice("EGRESS_CONFIG=".length)).allowRanges ?? []) : [];
         return ranges.length > 0 ? [`agents may reach private ranges ${ranges.join(", ")} through the gateway`] : [];
     }),
-    containerPolicy("image-digest", "Images are pinned by digest.", "advisory", (p) => (/@sha256:[0-9a-f]{64}$/.test(String(p.image ?? "")) ? [] : [`image ${p.image} is pinned by tag, not digest`])),
+    containerPolicy("image-digest", "Images are pinned by digest.", "advisory", (p) => (isPinnedByDigest(String(p.image ?? "")) ? [] : [`image ${p.image} is pinned by tag, not digest`])),
     containerPolicy("skill-overrides", "Agents run third-party skills only when clean, or overridden by an admin for that exact content hash; overrides are reported.", "advisory", (p) =>
         (labels(p)[EXCEPTION_LABELS.skillOverrides] ?? "").split(";").map((entry) => entry.trim()).filter(Boolean).map((entry) => `quarantined skill ${entry}`),
     ),

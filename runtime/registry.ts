@@ -11,11 +11,69 @@ export const AGENT_NAME = /^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$/;
 /** An agent's KeyProxy credential: this prefix, then this many random letters and digits. */
 export const AGENT_CREDENTIAL = { prefix: "ocp_", randomChars: 48 } as const;
 
-/** The fields every service's registry entry starts with: who the agent is, and the network it speaks from. */
-export const agentIdentity = {
-    name: z.string().regex(AGENT_NAME),
-    subnet: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/),
-};
+/** The ports an agent may be registered on: unprivileged ones. */
+export const AGENT_PORTS = { min: 1024, max: 65535 } as const;
+
+/**
+ * Where an agent's connections come from: its own network (Docker: the connection's source address is in `subnet`)
+ * or its own port on the service (Kubernetes: the connection arrived on `port`, which only its pod may reach).
+ */
+export type AgentIdentity = { name: string } & ({ subnet: string; port?: undefined } | { port: number; subnet?: undefined });
+
+/** How a connection reached a service: on its main listener from `remoteAddress`, or on the listener of an agent's `port`. */
+export type Arrival = { via: "network"; remoteAddress: string | undefined } | { via: "port"; port: number };
+
+/** Whether a connection arrived the way an agent's identity says: on its own port, or from inside its subnet to the main listener. */
+export function arrivedAs(identity: AgentIdentity, arrival: Arrival): boolean {
+    if (identity.port !== undefined) return arrival.via === "port" && arrival.port === identity.port;
+    return arrival.via === "network" && arrival.remoteAddress !== undefined && ipv4InSubnet(arrival.remoteAddress, identity.subnet);
+}
+
+function ipv4ToInt(address: string): number | undefined {
+    const match = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(address);
+    if (!match) return undefined;
+    const octets = match.slice(1).map(Number);
+    if (octets.some((o) => o > 255)) return undefined;
+    return octets.reduce((acc, o) => acc * 256 + o, 0);
+}
+
+/**
+ * Whether an IPv4 address (or an IPv4-mapped IPv6 one, as Node reports a v4 peer on a dual-stack socket) lies in an
+ * IPv4 subnet. Integer arithmetic: it runs on every request (ipaddr.js costs about ten times as much here).
+ */
+export function ipv4InSubnet(address: string, subnet: string): boolean {
+    const plain = address.startsWith("::ffff:") ? address.slice(7) : address;
+    const [base, bits] = subnet.split("/");
+    const value = ipv4ToInt(plain);
+    const network = ipv4ToInt(base);
+    const prefix = Number(bits);
+    if (value === undefined || network === undefined || !Number.isInteger(prefix) || prefix < 0 || prefix > 32) return false;
+    const size = 2 ** (32 - prefix);
+    return Math.floor(value / size) === Math.floor(network / size);
+}
+
+/**
+ * A registry entry's schema: the agent's name, exactly one of `subnet` and `port`, and the service's own `fields`,
+ * strict. `ownPorts` are the service's own listeners: an agent's port may not be one of them.
+ */
+export function agentEntrySchema<F extends z.ZodRawShape>(ownPorts: readonly number[], fields: F) {
+    const common = { name: z.string().regex(AGENT_NAME), ...fields };
+    const port = z
+        .number()
+        .int()
+        .min(AGENT_PORTS.min)
+        .max(AGENT_PORTS.max)
+        .refine((p) => !ownPorts.includes(p), "is one of the service's own ports");
+    return z.union([
+        z.strictObject({ ...common, subnet: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/) }),
+        z.strictObject({ ...common, port }),
+    ]);
+}
+
+/** What a service logs of an agent's identity. */
+export function describeIdentity(entry: AgentIdentity): { subnet: string | null; port: number | null } {
+    return { subnet: entry.subnet ?? null, port: entry.port ?? null };
+}
 
 export function writeEntry(dir: string, name: string, entry: unknown): string {
     if (!AGENT_NAME.test(name)) throw new Error(`'${name}' is not an agent name`);

@@ -8,13 +8,12 @@ import { removeEntry, watchEntries, writeEntry } from "./registry";
 
 export interface ServiceDefinition<T extends { name: string }> {
     log: Logger;
-    /** Where the registry lives and where the admin listener is, from the service's own config. */
-    settings(): { registryDir: string; admin: Listen };
-    entrySchema: z.ZodType<T>;
+    /** Where the registry lives, its entries' schema (it knows the service's own ports) and the admin listener, from the service's own config. */
+    settings(): { registryDir: string; entrySchema: z.ZodType<T>; admin: Listen };
     /** What to log of a registered entry (never a credential). */
     describe(entry: T): LogFields;
     /** Builds the server: it gets the registry's entries before it listens, and `stop` runs on SIGTERM. */
-    create(): { setAgents(entries: T[]): void; listen(): Promise<unknown>; stop(): Promise<void> };
+    create(): { setAgents(entries: T[]): Promise<void>; listen(): Promise<unknown>; stop(): Promise<void> };
 }
 
 export async function runServiceCli<T extends { name: string }>(service: ServiceDefinition<T>, args: string[]): Promise<void> {
@@ -23,7 +22,8 @@ export async function runServiceCli<T extends { name: string }>(service: Service
     switch (command) {
         case "serve": {
             const running = service.create();
-            const stopWatching = watchEntries(service.settings().registryDir, service.entrySchema, log, (entries) => running.setAgents(entries));
+            const { registryDir, entrySchema } = service.settings();
+            const stopWatching = watchEntries(registryDir, entrySchema, log, (entries) => running.setAgents(entries));
             await running.listen();
             let stopping = false;
             for (const signal of ["SIGTERM", "SIGINT"] as const) {
@@ -37,8 +37,9 @@ export async function runServiceCli<T extends { name: string }>(service: Service
             return;
         }
         case "register": {
-            const entry = service.entrySchema.parse(JSON.parse(readFileSync(0, "utf8")));
-            writeEntry(service.settings().registryDir, entry.name, entry);
+            const { registryDir, entrySchema } = service.settings();
+            const entry = entrySchema.parse(JSON.parse(readFileSync(0, "utf8")));
+            writeEntry(registryDir, entry.name, entry);
             log("agent_registered", { agent: entry.name, ...service.describe(entry) });
             return;
         }

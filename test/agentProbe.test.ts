@@ -57,6 +57,18 @@ describe("the probe", () => {
         expect(await value("agent_up")).toBeUndefined();
     });
 
+    it("leaves agents registered by port alone (their pods admit no connection from KeyProxy)", async () => {
+        probe = new AgentProbe({ port: 1, intervalMs: 10, timeoutMs: 50 }, up, restarts);
+        probe.setAgents([{ name: "homer", port: 20001 }, { name: "bart", subnet: "127.0.0.0/29" }]);
+        const agents = async (name: string) => (await registry.getSingleMetric(name)!.get()).values.map((v) => v.labels.agent);
+        expect(await agents("agent_restarts_total")).not.toContain("homer");
+        expect(await agents("agent_restarts_total")).toContain("bart");
+        probe.start();
+        await waitUntil(async () => (await agents("agent_up")).includes("bart"), "bart probed");
+        expect(await agents("agent_up")).not.toContain("homer");
+        probe.setAgents([]);
+    });
+
     it("is configured by the KeyProxy component to probe the agents' gateway port", () => {
         expect(keyProxyRuntimeConfig(parseStackConfig(devConfig()).keyProxy).agentProbe).toEqual({ port: PORTS.agentDashboard, intervalMs: 1000 });
     });

@@ -2,8 +2,9 @@ import { describe, expect, it } from "vitest";
 import { canonicalHost } from "../runtime/hostnames";
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { ConfigError, closest, isPinnedImage, parseEgressRule, parseStackConfig, rawConfigFromPulumi } from "../infra/config";
+import { CROSS_FIELD_CHECKS, ConfigError, type ConfigIssue, closest, configFields, parseEgressRule, parseStackConfig, rawConfigFromPulumi } from "../infra/config";
 import { OPENCLAW_IMAGE, OPENCLAW_VERSION } from "../infra/openclaw";
+import { isPinnedImage } from "../infra/securityRules";
 import { readStackFile } from "../scripts/stackFile";
 import { fakeKey } from "./support/fakeKeys";
 import { REPO_ROOT, devConfig } from "./support/mockStack";
@@ -128,6 +129,120 @@ describe.each<[string, () => Raw, string, RegExp]>([
         expect(problem, problems.join("\n")).toBeDefined();
         expect(problem).toMatch(message);
     });
+});
+
+describe.each<[keyof typeof CROSS_FIELD_CHECKS, [string, () => Raw, ConfigIssue[]][]]>([
+    [
+        "networkBlocks",
+        [
+            ["the defaults", base, []],
+            ["a pool inside Docker's defaults", () => ({ ...base(), network: { addressPool: "172.20.0.0/16" } }), [{ path: ["network", "addressPool"], message: "172.20.0.0/16 overlaps Docker's default address pool 172.20.0.0/16" }]],
+            ["a public pool", () => ({ ...base(), network: { addressPool: "8.8.0.0/16" } }), [{ path: ["network", "addressPool"], message: "8.8.0.0/16 must lie inside 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10" }]],
+            ["an uplink too small", () => ({ ...base(), network: { uplinkSubnet: "10.63.0.0/30" } }), [{ path: ["network", "uplinkSubnet"], message: "10.63.0.0/30 must be between /16 and /29" }]],
+            ["an uplink in the pool", () => ({ ...base(), network: { uplinkSubnet: "10.64.0.0/24" } }), [{ path: ["network", "uplinkSubnet"], message: "10.64.0.0/24 overlaps the agents' pool 10.64.0.0/10" }]],
+            [
+                "a bad pool and a bad uplink: both, and no overlap claimed",
+                () => ({ ...base(), network: { addressPool: "8.8.0.0/16", uplinkSubnet: "8.8.0.0/24" } }),
+                [
+                    { path: ["network", "addressPool"], message: "8.8.0.0/16 must lie inside 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10" },
+                    { path: ["network", "uplinkSubnet"], message: "8.8.0.0/24 must lie inside 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10" },
+                ],
+            ],
+        ],
+    ],
+    [
+        "uniqueAgentNames",
+        [
+            ["distinct names", base, []],
+            ["bart twice, then lisa twice", () => withAgents(agent("bart", 18801), agent("lisa", 18802), agent("bart", 18803), agent("lisa", 18804)), [
+                { path: ["agents", 2, "name"], message: "duplicate agent name 'bart' (also agents[0])" },
+                { path: ["agents", 3, "name"], message: "duplicate agent name 'lisa' (also agents[1])" },
+            ]],
+        ],
+    ],
+    [
+        "uniqueDashboardPorts",
+        [
+            ["distinct ports", base, []],
+            ["three agents on one port: the first holds it", () => withAgents(agent("bart", 18801), agent("lisa", 18801), agent("homer", 18801)), [
+                { path: ["agents", 1, "dashboardPort"], message: "host port 18801 is already used by agents[0] (bart)" },
+                { path: ["agents", 2, "dashboardPort"], message: "host port 18801 is already used by agents[0] (bart)" },
+            ]],
+        ],
+    ],
+    [
+        "agentSkills",
+        [
+            ["no skills", base, []],
+            ["a skill folder", () => withAgents(agent("bart", 18801, { skills: ["test/fixtures/skills/benign"] })), []],
+            ["a missing folder", () => withAgents(agent("bart", 18801, { skills: ["test/fixtures/skills/absent"] })), [{ path: ["agents", 0, "skills", 0], message: `no skill folder at ${path.join(REPO_ROOT, "test/fixtures/skills/absent")}` }]],
+            ["a file, not a folder", () => withAgents(agent("bart", 18801, { skills: ["test/fixtures/skills/malicious.json"] })), [{ path: ["agents", 0, "skills", 0], message: `${path.join(REPO_ROOT, "test/fixtures/skills/malicious.json")} is not a directory` }]],
+            ["one folder twice", () => withAgents(agent("bart", 18801, { skills: ["test/fixtures/skills/benign", "test/fixtures/skills/../skills/benign"] })), [
+                { path: ["agents", 0, "skills", 1], message: "skill name 'benign' is already skills[0] (skills are delivered by folder name)" },
+            ]],
+        ],
+    ],
+    [
+        "agentProvidersEnabled",
+        [
+            ["models of enabled providers", base, []],
+            ["a model of a disabled provider", () => ({ ...withAgents(agent("bart", 18801, { model: "openai/gpt-5" })), keyProxy: { providers: { anthropic: {} } } }), [{ path: ["agents", 0, "model"], message: "provider 'openai' is not enabled in keyProxy.providers" }]],
+        ],
+    ],
+    [
+        "kubernetesBackend",
+        [
+            ["docker, with a dashboard on a service port", () => withAgents(agent("bart", 8080)), []],
+            ["kubernetes with the defaults", () => ({ ...base(), backend: "kubernetes" }), []],
+            ["kubernetes with a monitoring VPS", () => ({ ...base(), backend: "kubernetes", monitoring: monitoring() }), [
+                { path: ["monitoring"], message: "the monitoring VPS scrapes ports published on a Docker host; on kubernetes set kubernetes.monitoringNamespace instead" },
+            ]],
+            ["kubernetes, an agent on a service port, with a bad runtime and skills", () => ({ ...withAgents(agent("bart", 3128, { runtime: "run_sc", skills: ["test/fixtures/skills/benign"] })), backend: "kubernetes" }), [
+                { path: ["agents", 0, "dashboardPort"], message: "port 3128 is one KeyProxy or EgressGateway listens on itself; on kubernetes it is also the agent's port on them" },
+                { path: ["agents", 0, "runtime"], message: "on kubernetes this names a RuntimeClass: a DNS subdomain (lowercase letters, digits, '-' and '.')" },
+                { path: ["agents", 0, "skills"], message: "approved skills are delivered on the docker backend only so far: remove them, or deploy this agent on docker" },
+            ]],
+        ],
+    ],
+    [
+        "providerSecrets",
+        [
+            ["both keys", base, []],
+            ["no keys", () => ({ ...base(), anthropicApiKey: undefined, openaiApiKey: undefined }), [
+                { path: ["anthropicApiKey"], message: "missing secret: the real anthropic API key; set it with `pulumi config set --secret anthropicApiKey` or disable keyProxy.providers.anthropic" },
+                { path: ["openaiApiKey"], message: "missing secret: the real openai API key; set it with `pulumi config set --secret openaiApiKey` or disable keyProxy.providers.openai" },
+            ]],
+        ],
+    ],
+    [
+        "monitoringPorts",
+        [
+            ["no monitoring", base, []],
+            ["the defaults", () => ({ ...base(), monitoring: monitoring() }), []],
+            ["every clash", () => ({ ...base(), monitoring: monitoring({ host: "ssh://ops@monitor.example.net:3000", ports: { grafana: 3000, uptimeKuma: 3000 }, scrape: { address: "agents.example.net", publishAddress: "198.51.100.4", ports: { keyProxy: 18801, egressGateway: 18801 } } }) }), [
+                { path: ["monitoring", "ports", "uptimeKuma"], message: "host port 3000 is already Grafana's" },
+                { path: ["monitoring", "ports", "grafana"], message: "host port 3000 is the monitoring host's SSH port" },
+                { path: ["monitoring", "ports", "uptimeKuma"], message: "host port 3000 is the monitoring host's SSH port" },
+                { path: ["monitoring", "scrape", "ports", "egressGateway"], message: "host port 18801 is already KeyProxy's" },
+                { path: ["monitoring", "scrape", "ports", "keyProxy"], message: "host port 18801 is already used by agents[0] (bart)" },
+                { path: ["monitoring", "scrape", "ports", "egressGateway"], message: "host port 18801 is already used by agents[0] (bart)" },
+            ]],
+        ],
+    ],
+    [
+        "subnetAllocation",
+        [
+            ["the defaults", base, []],
+            ["a pool too small", () => ({ ...base(), network: { addressPool: "10.9.0.0/28" } }), [{ path: ["network", "addressPool"], message: "pool 10.9.0.0/28 holds 1 /28 subnets, too few for 2 agents" }]],
+            ["a bad pool: networkBlocks' issue", () => ({ ...base(), network: { addressPool: "8.8.0.0/16" } }), []],
+            ["duplicate names: uniqueAgentNames' issue", () => withAgents(agent("bart", 18801, { subnet: "10.64.0.0/28" }), agent("bart", 18802, { subnet: "10.64.0.0/28" })), []],
+            ["two agents pinned to one subnet", () => withAgents(agent("bart", 18801, { subnet: "10.64.0.0/28" }), agent("lisa", 18802, { subnet: "10.64.0.0/28" })), [
+                { path: ["agents", 1, "subnet"], message: expect.stringMatching(/collides with agent 'bart'/) },
+            ]],
+        ],
+    ],
+])("the cross-field check %s", (check, cases) => {
+    it.each(cases)("%s", (_case, raw, issues) => expect(CROSS_FIELD_CHECKS[check](configFields.parse(raw()))).toEqual(issues));
 });
 
 describe("egress rules", () => {

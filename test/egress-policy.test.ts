@@ -1,7 +1,8 @@
 import ipaddr from "ipaddr.js";
 import { describe, expect, it } from "vitest";
 import { parseQuery, refusal } from "../egress-image/src/dns";
-import { type EgressAgent, addressDenial, agentForSource, decideTarget, parseAbsoluteHttp, parseConnect, vetAnswers } from "../egress-image/src/policy";
+import type { Arrival } from "../runtime/registry";
+import { type EgressAgent, addressDenial, agentForArrival, decideTarget, parseAbsoluteHttp, parseConnect, vetAnswers } from "../egress-image/src/policy";
 import { hostMatches } from "../runtime/hostnames";
 
 const OWN = "198.51.100.77";
@@ -297,12 +298,32 @@ describe("allowlist", () => {
     });
 
     it("identifies agents by source subnet only", () => {
-        expect(agentForSource("10.64.0.4", [agent])?.name).toBe("bart");
-        expect(agentForSource("::ffff:10.64.0.4", [agent])?.name).toBe("bart");
-        expect(agentForSource("10.64.0.16", [agent])).toBeUndefined();
-        expect(agentForSource(undefined, [agent])).toBeUndefined();
+        const from = (remoteAddress: string | undefined) => agentForArrival({ via: "network", remoteAddress }, [agent]);
+        expect(from("10.64.0.4")?.name).toBe("bart");
+        expect(from("::ffff:10.64.0.4")?.name).toBe("bart");
+        expect(from("10.64.0.16")).toBeUndefined();
+        expect(from(undefined)).toBeUndefined();
         expect(hostMatches("x.a.com", "*.a.com")).toBe(true);
         expect(hostMatches("a.com", "*.a.com")).toBe(false);
+    });
+
+    describe("the agent a connection belongs to", () => {
+        const homer: EgressAgent = { name: "homer", port: 20001, mode: "enforce", allow: [] };
+        const marge: EgressAgent = { name: "marge", port: 20002, mode: "enforce", allow: [] };
+        const agents = [agent, homer, marge];
+        it.each<[string, Arrival, string | undefined]>([
+            ["bart's network, main listener", { via: "network", remoteAddress: "10.64.0.4" }, "bart"],
+            ["another network, main listener", { via: "network", remoteAddress: "10.64.0.20" }, undefined],
+            ["no source address", { via: "network", remoteAddress: undefined }, undefined],
+            ["homer's port", { via: "port", port: 20001 }, "homer"],
+            ["marge's port", { via: "port", port: 20002 }, "marge"],
+            ["a port with no agent", { via: "port", port: 20003 }, undefined],
+            ["the main listener's port is no agent's", { via: "port", port: 3128 }, undefined],
+        ])("%s: %s", (_case, arrival, expected) => expect(agentForArrival(arrival, agents)?.name).toBe(expected));
+
+        it("never takes a port agent for a source address (port entries have no network)", () => {
+            for (const remoteAddress of ["10.64.0.20", "127.0.0.1", "0.0.0.0", "::"]) expect(agentForArrival({ via: "network", remoteAddress }, [homer, marge])).toBeUndefined();
+        });
     });
 });
 

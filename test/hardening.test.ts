@@ -40,12 +40,20 @@ describe("hardenedContainerArgs", () => {
         expect(CONTAINER_HARDENING.capabilities.drops).toEqual(["ALL"]);
     });
 
-    it.each(["0:0", "root", "0", "root:1000", "node", "1000"])("refuses user '%s'", (user) => {
+    it.each(["0:0", "root", "0", "root:1000", "node", "1000", "00:1000", "000:0", "-1:1000", " 1000:1000"])("refuses user '%s'", (user) => {
         expect(() => hardenedContainerArgs(spec({ user }))).toThrow(/numeric non-root uid:gid/);
     });
 
-    it.each(["0.0.0.0", "::", ""])("refuses to publish on '%s'", (ip) => {
+    it.each(["0.0.0.0", "::", "", "::0", "0:0:0:0:0:0:0:0", "::ffff:0.0.0.0"])("refuses to publish on '%s'", (ip) => {
         expect(() => hardenedContainerArgs(spec({ ports: [{ internal: 1, external: 2000, ip }] }))).toThrow(/one address, not all/);
+    });
+
+    it("publishes on one address it is given, IPv4 or IPv6", () => {
+        for (const ip of ["127.0.0.1", "203.0.113.7", "::1"]) expect(hardenedContainerArgs(spec({ ports: [{ internal: 1, external: 2000, ip }] })).ports).toEqual([{ internal: 1, external: 2000, ip, protocol: "tcp" }]);
+    });
+
+    it.each(["kernel.shm_rmid_forced", "vm.overcommit_memory", "network.x", ""])("refuses the sysctl '%s' (not in the container's network namespace)", (name) => {
+        expect(() => hardenedContainerArgs(spec({ sysctls: { [name]: "1" } }))).toThrow(/not namespaced/);
     });
 
     it.each<[string, Partial<HardenedContainerSpec>, Record<string, unknown>]>([

@@ -5,13 +5,13 @@ import {
     clientResponseHeaders,
     credentialDigest,
     decideRoute,
-    ipv4InSubnet,
     presentedCredential,
     providerError,
     scrubSecrets,
     upstreamRequestHeaders,
 } from "../proxy-image/src/policy";
 import { fakeKey } from "./support/fakeKeys";
+import type { Arrival } from "../runtime/registry";
 
 describe("decideRoute forwards", () => {
     it.each([
@@ -122,20 +122,39 @@ describe("upstreamRequestHeaders", () => {
 });
 
 describe("credentials", () => {
-    const agents = new Map<string, AgentEntry>([[credentialDigest("ocp_good"), { name: "bart", credentialSha256: credentialDigest("ocp_good"), subnet: "10.64.1.0/28" }]]);
+    const entries: AgentEntry[] = [
+        { name: "bart", credentialSha256: credentialDigest("ocp_good"), subnet: "10.64.1.0/28" },
+        { name: "homer", credentialSha256: credentialDigest("ocp_homer"), port: 20001 },
+        { name: "marge", credentialSha256: credentialDigest("ocp_marge"), port: 20002 },
+    ];
+    const agents = new Map(entries.map((e) => [e.credentialSha256, e]));
+    const [bart, homer, marge] = entries;
+    const from = (remoteAddress: string | undefined): Arrival => ({ via: "network", remoteAddress });
+    const onPort = (port: number): Arrival => ({ via: "port", port });
 
-    it.each<[string | undefined, string | undefined, ReturnType<typeof authenticate>]>([
-        ["ocp_good", "10.64.1.4", { ok: true, agent: agents.get(credentialDigest("ocp_good"))! }],
-        ["ocp_good", "::ffff:10.64.1.4", { ok: true, agent: agents.get(credentialDigest("ocp_good"))! }],
-        ["ocp_good", "10.64.1.20", { ok: false, reason: "wrong_network" }],
-        ["ocp_good", "10.64.2.4", { ok: false, reason: "wrong_network" }],
-        ["ocp_good", undefined, { ok: false, reason: "wrong_network" }],
-        ["ocp_good", "fe80::1", { ok: false, reason: "wrong_network" }],
-        ["ocp_goo", "10.64.1.4", { ok: false, reason: "unknown" }],
-        ["ocp_good ", "10.64.1.4", { ok: false, reason: "unknown" }],
-        ["", "10.64.1.4", { ok: false, reason: "unknown" }],
-        [undefined, "10.64.1.4", { ok: false, reason: "missing" }],
-    ])("%j from %s", (credential, remote, expected) => expect(authenticate(credential, remote, agents)).toEqual(expected));
+    it.each<[string | undefined, Arrival, ReturnType<typeof authenticate>]>([
+        ["ocp_good", from("10.64.1.4"), { ok: true, agent: bart }],
+        ["ocp_good", from("::ffff:10.64.1.4"), { ok: true, agent: bart }],
+        ["ocp_good", from("10.64.1.20"), { ok: false, reason: "wrong_network" }],
+        ["ocp_good", from("10.64.2.4"), { ok: false, reason: "wrong_network" }],
+        ["ocp_good", from(undefined), { ok: false, reason: "wrong_network" }],
+        ["ocp_good", from("fe80::1"), { ok: false, reason: "wrong_network" }],
+        ["ocp_goo", from("10.64.1.4"), { ok: false, reason: "unknown" }],
+        ["ocp_good ", from("10.64.1.4"), { ok: false, reason: "unknown" }],
+        ["", from("10.64.1.4"), { ok: false, reason: "unknown" }],
+        [undefined, from("10.64.1.4"), { ok: false, reason: "missing" }],
+        // Port identity: the agent registered for the port the connection arrived on, whatever its source.
+        ["ocp_homer", onPort(20001), { ok: true, agent: homer }],
+        ["ocp_marge", onPort(20002), { ok: true, agent: marge }],
+        ["ocp_homer", onPort(20002), { ok: false, reason: "wrong_port" }],
+        ["ocp_marge", onPort(20001), { ok: false, reason: "wrong_port" }],
+        ["ocp_homer", onPort(8080), { ok: false, reason: "wrong_port" }],
+        ["ocp_homer", from("10.64.1.4"), { ok: false, reason: "wrong_port" }],
+        ["ocp_homer", from("127.0.0.1"), { ok: false, reason: "wrong_port" }],
+        ["ocp_good", onPort(20001), { ok: false, reason: "wrong_network" }],
+        ["ocp_nobody", onPort(20001), { ok: false, reason: "unknown" }],
+        [undefined, onPort(20001), { ok: false, reason: "missing" }],
+    ])("%j arriving %j", (credential, arrival, expected) => expect(authenticate(credential, arrival, agents)).toEqual(expected));
 
     it.each<[Record<string, string>, "anthropic" | "openai", string | undefined]>([
         [{ "x-api-key": "t" }, "anthropic", "t"],
@@ -145,13 +164,6 @@ describe("credentials", () => {
         [{ authorization: "Bearer t u" }, "openai", undefined],
         [{ "x-api-key": "t" }, "openai", undefined],
     ])("reads %j for %s", (headers, provider, expected) => expect(presentedCredential(headers, provider)).toBe(expected));
-
-    it("checks subnets exactly", () => {
-        expect(ipv4InSubnet("10.0.0.15", "10.0.0.0/28")).toBe(true);
-        expect(ipv4InSubnet("10.0.0.16", "10.0.0.0/28")).toBe(false);
-        expect(ipv4InSubnet("256.0.0.1", "0.0.0.0/0")).toBe(false);
-        expect(ipv4InSubnet("10.0.0.1", "10.0.0.0/33")).toBe(false);
-    });
 });
 
 describe("errors and scrubbing", () => {

@@ -5,7 +5,7 @@ import net from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { credentialDigest } from "../proxy-image/src/policy";
 import { removeEntry, watchEntries, writeEntry } from "../runtime/registry";
-import { agentEntrySchema } from "../proxy-image/src/config";
+import { agentEntrySchema, ownPorts } from "../proxy-image/src/config";
 import { jsonLogger } from "../runtime/log";
 import { AGENTS, ANTHROPIC_BODY, OPENAI_BODY, REAL_KEYS, type RunningProxy, TOKENS, anthropicHeaders, openaiHeaders, send, startKeyProxy } from "./support/keyProxyHarness";
 import { MockUpstream, anthropicStream } from "./support/mockUpstream";
@@ -164,7 +164,7 @@ describe("registry", () => {
     it("accepts a newly registered agent and refuses it once unregistered, without a restart", async () => {
         const p = await proxy();
         const token = "ocp_homerhomerhomerhomerhomerhomerhomerhomer";
-        const stop = watchEntries(p.config.registryDir, agentEntrySchema, jsonLogger("test", () => undefined), (entries) => p.server.setAgents(entries), 50);
+        const stop = watchEntries(p.config.registryDir, agentEntrySchema(ownPorts(p.config)), jsonLogger("test", () => undefined), (entries) => p.server.setAgents(entries), 50);
         const ask = () => call(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(token), body: ANTHROPIC_BODY }).then((r) => r.status);
         expect(await ask()).toBe(401);
         writeEntry(p.config.registryDir, "homer", { name: "homer", credentialSha256: credentialDigest(token), subnet: "127.0.0.0/8" });

@@ -13,6 +13,7 @@ const spec = (change: Record<string, unknown> = {}) => ({
 describe("hardenedPodSpec", () => {
     it.each([
         ["root by uid", { user: "0:0" }, /numeric non-root/],
+        ["root by uid with leading zeros", { user: "000:1000" }, /numeric non-root/],
         ["a user name", { user: "node:node" }, /numeric non-root/],
         ["a uid alone", { user: "1000" }, /numeric non-root/],
         ["a sysctl outside the network namespace", { sysctls: { "kernel.shm_rmid_forced": "1" } }, /not namespaced/],

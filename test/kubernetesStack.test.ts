@@ -1,8 +1,8 @@
 // The Kubernetes backend under Pulumi mocks: the dev stack's own config with `backend: kubernetes`.
 import { createHash } from "node:crypto";
 import { beforeAll, describe, expect, it } from "vitest";
-import { agentEntrySchema } from "../proxy-image/src/config";
-import { egressAgentSchema } from "../egress-image/src/config";
+import { agentEntrySchema, ownPorts as keyProxyOwnPorts, runtimeConfigSchema } from "../proxy-image/src/config";
+import { egressAgentSchema, egressConfigSchema, ownPorts as egressOwnPorts } from "../egress-image/src/config";
 import { ConfigError, parseStackConfig } from "../infra/config";
 import { FAKE_SECRETS, type RecordedResource, devConfig, reveal, runProgram } from "./support/mockStack";
 import { type Endpoint, type Policy, allowed } from "./support/networkPolicy";
@@ -176,14 +176,19 @@ describe("no real key outside KeyProxy's keys Secret (invariant 1)", () => {
         }
     });
 
-    it("registers each agent with KeyProxy by its credential's digest and its port; today's KeyProxy refuses that entry (fail closed)", () => {
+    it("registers each agent with KeyProxy by its credential's digest and its port, and the services accept the entries with the schemas of their deployed config", () => {
+        const serviceConfig = (name: string) => JSON.parse(inputsOf(dev, "core/v1:Secret", name).stringData.config);
+        const keyProxySchema = agentEntrySchema(keyProxyOwnPorts(runtimeConfigSchema.parse(serviceConfig("key-proxy-config"))));
+        const egressSchema = egressAgentSchema(egressOwnPorts(egressConfigSchema.parse(serviceConfig("egress-gateway-config"))));
         const entry = JSON.parse(Buffer.from(inputsOf(dev, "core/v1:SecretPatch", "key-proxy-register-bart").data["bart.json"], "base64").toString("utf8"));
         const credential = JSON.parse(inputsOf(dev, "core/v1:Secret", "agent-bart-config").stringData["openclaw.json"]).models.providers.anthropic.apiKey;
         expect(entry).toEqual({ name: "bart", credentialSha256: createHash("sha256").update(credential).digest("hex"), budget: { dailyUsd: 5, monthlyUsd: 50 }, port: 18801 });
-        expect(agentEntrySchema.safeParse(entry).success).toBe(false);
+        expect(keyProxySchema.parse(entry)).toEqual(entry);
+        expect(keyProxySchema.safeParse({ ...entry, port: 8080 }).success).toBe(false);
         const egress = JSON.parse(Buffer.from(inputsOf(dev, "core/v1:SecretPatch", "egress-gateway-register-lisa").data["lisa.json"], "base64").toString("utf8"));
         expect(egress).toEqual({ name: "lisa", mode: "enforce", allow: [{ host: "pypi.org", ports: [443] }, { host: "files.pythonhosted.org", ports: [443] }], port: 18802 });
-        expect(egressAgentSchema.safeParse(egress).success).toBe(false);
+        expect(egressSchema.parse(egress)).toEqual(egress);
+        expect(egressSchema.safeParse({ ...egress, port: 3128 }).success).toBe(false);
     });
 });
 

@@ -1,5 +1,6 @@
 import type * as k8s from "@pulumi/kubernetes";
 import type * as pulumi from "@pulumi/pulumi";
+import { isNamespacedSysctl, numericNonRootUser } from "../../infra/securityRules";
 import type { ContainerResources } from "../hardening";
 
 type PodSpec = k8s.types.input.core.v1.PodSpec;
@@ -56,12 +57,12 @@ export function quantityOfSize(size: string): string {
 
 /** Pure: a pod spec with the hardening of every pod of this project. */
 export function hardenedPodSpec(spec: HardenedPodSpec): PodSpec {
-    const user = /^(\d+):(\d+)$/.exec(spec.user);
-    if (!user || Number(user[1]) === 0) throw new Error(`pod ${spec.name}: user must be a numeric non-root uid:gid, got '${spec.user}'`);
+    const user = numericNonRootUser(spec.user);
+    if (!user) throw new Error(`pod ${spec.name}: user must be a numeric non-root uid:gid, got '${spec.user}'`);
     for (const name of Object.keys(spec.sysctls ?? {})) {
-        if (!name.startsWith("net.")) throw new Error(`pod ${spec.name}: sysctl ${name} is not namespaced (net.* only)`);
+        if (!isNamespacedSysctl(name)) throw new Error(`pod ${spec.name}: sysctl ${name} is not namespaced (net.* only)`);
     }
-    const [uid, gid] = [Number(user[1]), Number(user[2])];
+    const { uid, gid } = user;
     const scratch = Object.entries(spec.tmpfs ?? {}).map(([path, size], i) => ({
         volume: { name: `scratch-${i}`, emptyDir: { medium: "Memory", sizeLimit: quantityOfSize(size) } },
         mountPath: path,

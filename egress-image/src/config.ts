@@ -2,7 +2,7 @@ import { Resolver } from "node:dns";
 import ipaddr from "ipaddr.js";
 import { z } from "zod";
 import { adminListenSchema, listenSchema } from "../../runtime/admin";
-import { agentIdentity } from "../../runtime/registry";
+import { agentEntrySchema } from "../../runtime/registry";
 import type { EgressAgent } from "./policy";
 
 /** As Node's resolver reads a server: `ip`, `ip:port` or `[ipv6]:port`. */
@@ -46,11 +46,18 @@ export type EgressConfig = z.output<typeof egressConfigSchema>;
 
 const port = z.number().int().min(1).max(65535);
 
-export const egressAgentSchema: z.ZodType<EgressAgent> = z.strictObject({
-    ...agentIdentity,
-    mode: z.enum(["enforce", "report"]),
-    allow: z.array(z.strictObject({ host: z.string().min(1), ports: z.array(port).min(1) })),
-});
+/** The ports the gateway listens on itself: no agent may be registered on one. */
+export function ownPorts(config: Pick<EgressConfig, "listen" | "dns" | "admin">): number[] {
+    return [config.listen.port, config.dns.port, ...config.admin.map((a) => a.port)];
+}
+
+/** One agent's registry entry, as the deployment writes it. `ownPorts`: the gateway's own listeners (see `ownPorts`). */
+export function egressAgentSchema(ownPorts: readonly number[]): z.ZodType<EgressAgent> {
+    return agentEntrySchema(ownPorts, {
+        mode: z.enum(["enforce", "report"]),
+        allow: z.array(z.strictObject({ host: z.string().min(1), ports: z.array(port).min(1) })),
+    });
+}
 
 export function loadEgressConfig(env: NodeJS.ProcessEnv = process.env): EgressConfig {
     return egressConfigSchema.parse(JSON.parse(env.EGRESS_CONFIG ?? "{}"));

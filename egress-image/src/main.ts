@@ -1,7 +1,8 @@
 // EgressGateway's command line (see runtime/serviceCli.ts): serve, register, unregister, healthcheck.
 import { jsonLogger } from "../../runtime/log";
 import { main } from "../../runtime/serviceCli";
-import { egressAgentSchema, loadEgressConfig } from "./config";
+import { describeIdentity } from "../../runtime/registry";
+import { egressAgentSchema, loadEgressConfig, ownPorts } from "./config";
 import { EgressGateway } from "./server";
 
 const log = jsonLogger("egress-gateway");
@@ -10,10 +11,9 @@ main({
     log,
     settings() {
         const config = loadEgressConfig();
-        return { registryDir: config.registryDir, admin: config.admin[0] };
+        return { registryDir: config.registryDir, entrySchema: egressAgentSchema(ownPorts(config)), admin: config.admin[0] };
     },
-    entrySchema: egressAgentSchema,
-    describe: (entry) => ({ subnet: entry.subnet, mode: entry.mode, rules: entry.allow.length }),
+    describe: (entry) => ({ ...describeIdentity(entry), mode: entry.mode, rules: entry.allow.length }),
     create() {
         const config = loadEgressConfig();
         const gateway = new EgressGateway(config, log);

@@ -2,6 +2,7 @@
 import net from "node:net";
 import ipaddr from "ipaddr.js";
 import { canonicalHost, hostMatches } from "../../runtime/hostnames";
+import { type AgentIdentity, type Arrival, arrivedAs } from "../../runtime/registry";
 
 export interface AllowRule {
     /** Canonical host or `*.suffix` glob. */
@@ -9,12 +10,10 @@ export interface AllowRule {
     ports: number[];
 }
 
-export interface EgressAgent {
-    name: string;
-    subnet: string;
+export type EgressAgent = AgentIdentity & {
     mode: "enforce" | "report";
     allow: AllowRule[];
-}
+};
 
 /** What the agent asked to reach: a DNS name, or an IP literal in canonical form. */
 export type Target = { kind: "name"; host: string; port: number } | { kind: "ip"; address: string; port: number };
@@ -294,11 +293,12 @@ export function addressDenial(text: string, policy: AddressPolicy): string | und
     return vetted.ok ? undefined : vetted.reason;
 }
 
-/** The agent whose subnet holds the source address: identity comes from the network, never from the request. */
-export function agentForSource(remoteAddress: string | undefined, agents: readonly EgressAgent[]): EgressAgent | undefined {
-    if (!remoteAddress || !ipaddr.isValid(remoteAddress)) return undefined;
-    const source = ipaddr.process(remoteAddress);
-    return agents.find((agent) => inRange(source, ipaddr.parseCIDR(agent.subnet)));
+/**
+ * The agent a connection belongs to: on an agent's port, the agent registered for that port (whatever the source);
+ * on the main listener, the subnet agent whose network holds the source. Never anything the request says.
+ */
+export function agentForArrival(arrival: Arrival, agents: readonly EgressAgent[]): EgressAgent | undefined {
+    return agents.find((agent) => arrivedAs(agent, arrival));
 }
 
 export function allowedByRules(target: Target, rules: readonly AllowRule[]): boolean {

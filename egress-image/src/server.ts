@@ -6,12 +6,13 @@ import net from "node:net";
 import { networkInterfaces } from "node:os";
 import type { Duplex } from "node:stream";
 import { closeServer, portOf, startAdminServers } from "../../runtime/admin";
+import { AgentListeners, arrivalOf } from "../../runtime/agentListeners";
 import type { Logger } from "../../runtime/log";
 import type { EgressConfig } from "./config";
 import { type DnsSink, startDnsSink } from "./dns";
 import { dnsResolver } from "./resolver";
 import { type EgressMetrics, egressMetrics } from "./metrics";
-import { type AddressPolicy, type AddressVerdict, type EgressAgent, type Target, agentForSource, decideTarget, parseAbsoluteHttp, parseConnect, vetAnswers, vetLiteral } from "./policy";
+import { type AddressPolicy, type AddressVerdict, type EgressAgent, type Target, agentForArrival, decideTarget, parseAbsoluteHttp, parseConnect, vetAnswers, vetLiteral } from "./policy";
 
 export interface EgressDeps {
     /** Every address a name resolves to. Called once per request; `signal` aborts when the lookup is abandoned. */
@@ -86,6 +87,7 @@ export class EgressGateway {
     private readonly server: http.Server;
     private adminServers: http.Server[] = [];
     private dnsSink: DnsSink | undefined;
+    private readonly agentListeners: AgentListeners<http.Server>;
     private agents: EgressAgent[] = [];
     private readonly tunnels = new Map<string, number>();
     private readonly open = new Set<Duplex>();
@@ -98,32 +100,46 @@ export class EgressGateway {
         private readonly log: Logger,
         private readonly deps: EgressDeps = systemDeps(config),
     ) {
-        this.server = http.createServer(
-            {
-                headersTimeout: config.limits.requestHeadTimeoutMs,
-                requestTimeout: config.limits.requestHeadTimeoutMs * 6,
-                // Node checks those timeouts on this period (30 s by default): slow clients need a finer one.
-                connectionsCheckingInterval: Math.min(1000, Math.ceil(config.limits.requestHeadTimeoutMs / 2)),
-            },
-            (req, res) => void this.handlePlain(req, res),
-        );
-        this.server.on("connect", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void this.handleConnect(req, socket, head));
-        this.server.on("upgrade", (req: http.IncomingMessage, socket: Duplex) => this.refuseRaw(socket, agentForSource(req.socket.remoteAddress, this.agents), "upgrade", req.url ?? ""));
-        this.server.on("clientError", (_error, socket) => socket.destroy());
+        this.server = this.createListener(undefined);
+        this.agentListeners = new AgentListeners(config.listen.host, (port) => this.createListener(port), log);
     }
 
-    setAgents(agents: readonly EgressAgent[]) {
+    /** The main listener (`agentPort` undefined: agents known by their subnet), or the listener of one agent's port. */
+    private createListener(agentPort: number | undefined): http.Server {
+        const { limits } = this.config;
+        const server = http.createServer(
+            {
+                headersTimeout: limits.requestHeadTimeoutMs,
+                requestTimeout: limits.requestHeadTimeoutMs * 6,
+                // Node checks those timeouts on this period (30 s by default): slow clients need a finer one.
+                connectionsCheckingInterval: Math.min(1000, Math.ceil(limits.requestHeadTimeoutMs / 2)),
+            },
+            (req, res) => void this.handlePlain(req, res, this.agentOf(agentPort, req)),
+        );
+        server.on("connect", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void this.handleConnect(req, socket, head, this.agentOf(agentPort, req)));
+        server.on("upgrade", (req: http.IncomingMessage, socket: Duplex) => this.refuseRaw(socket, this.agentOf(agentPort, req), "upgrade", req.url ?? ""));
+        server.on("clientError", (_error, socket) => socket.destroy());
+        return server;
+    }
+
+    private agentOf(agentPort: number | undefined, req: http.IncomingMessage): EgressAgent | undefined {
+        return agentForArrival(arrivalOf(agentPort, req.socket), this.agents);
+    }
+
+    /** Takes the registry's entries; resolves once the listeners of agents registered by port match them. */
+    setAgents(agents: readonly EgressAgent[]): Promise<void> {
         // An agent's network is attached (a new own address) before the agent is registered.
         this.ownAddresses = undefined;
         this.agents = [...agents];
         this.metrics.registeredAgents.set(agents.length);
+        return this.agentListeners.sync(agents);
     }
 
     async listen(): Promise<{ port: number; dnsPort: number; adminPorts: number[] }> {
         this.server.listen(this.config.listen.port, this.config.listen.host);
         await once(this.server, "listening");
         this.dnsSink = await startDnsSink(this.config.dns.host, this.config.dns.port, (source, question) => {
-            const agent = agentForSource(source, this.agents)?.name ?? "unknown";
+            const agent = agentForArrival({ via: "network", remoteAddress: source }, this.agents)?.name ?? "unknown";
             this.metrics.dnsQueries.inc({ agent });
             this.log("dns_refused", { agent, source, name: question?.name ?? null, qtype: question?.type ?? null, malformed: question === undefined });
         });
@@ -136,7 +152,7 @@ export class EgressGateway {
     async close(): Promise<void> {
         this.closing.abort();
         for (const socket of this.open) socket.destroy();
-        await Promise.all([this.server, ...this.adminServers].map(closeServer));
+        await Promise.all([this.agentListeners.close(), ...[this.server, ...this.adminServers].map(closeServer)]);
         await this.dnsSink?.close();
     }
 
@@ -250,10 +266,9 @@ export class EgressGateway {
         socket.once("close", () => this.open.delete(socket));
     }
 
-    private async handleConnect(req: http.IncomingMessage, client: Duplex, head: Buffer) {
+    private async handleConnect(req: http.IncomingMessage, client: Duplex, head: Buffer, agent: EgressAgent | undefined) {
         client.on("error", () => client.destroy());
         this.track(client);
-        const agent = agentForSource(req.socket.remoteAddress, this.agents);
         const targetText = req.url ?? "";
         const parsed = parseConnect(targetText, req.headers.host);
         if (!parsed.ok) return this.refuseRaw(client, agent, parsed.reason, targetText);
@@ -293,8 +308,7 @@ export class EgressGateway {
         }
     }
 
-    private async handlePlain(req: http.IncomingMessage, res: http.ServerResponse) {
-        const agent = agentForSource(req.socket.remoteAddress, this.agents);
+    private async handlePlain(req: http.IncomingMessage, res: http.ServerResponse, agent: EgressAgent | undefined) {
         const targetText = req.url ?? "";
         const refuse = (reason: string, agentForLog = agent, status = 403) => {
             this.record(agentForLog, targetText, "deny", reason);

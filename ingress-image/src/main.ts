@@ -34,14 +34,13 @@ if (command === "register-user") {
 } else {
     main({
         log,
-        settings: () => ({ registryDir: registryDirs(config()).agents, admin: config().admin[0] }),
-        entrySchema: ingressAgentSchema,
+        settings: () => ({ registryDir: registryDirs(config()).agents, entrySchema: ingressAgentSchema, admin: config().admin[0] }),
         describe: (entry) => ({ gateway: `${entry.gateway.host}:${entry.gateway.port}` }),
         create() {
             const ingress = new IngressServer(config(), log);
             const stopWatchingUsers = watchEntries(registryDirs(config()).users, ingressUserSchema, log, (users) => ingress.setUsers(users));
             return {
-                setAgents: (agents) => ingress.setAgents(agents),
+                setAgents: async (agents) => ingress.setAgents(agents),
                 listen: () => ingress.listen(),
                 stop: () => {
                     stopWatchingUsers();

@@ -1,8 +1,10 @@
 // Whether each agent's container is there, seen from KeyProxy (which sits on every agent network): a TCP connect
 // to the agent's gateway port at its fixed address. Restarts show as the agent going away and coming back.
+// Docker only: on Kubernetes the kubelet's probes say whether an agent's pod is ready.
 import net from "node:net";
 import type { Counter, Gauge } from "prom-client";
 import { agentNetworkAddresses } from "../../infra/topology";
+import type { AgentIdentity } from "../../runtime/registry";
 
 export interface Liveness {
     /** Seen answering at least once since KeyProxy started. */
@@ -46,9 +48,11 @@ export class AgentProbe {
         private readonly restarts: Counter<"agent">,
     ) {}
 
-    setAgents(entries: readonly { name: string; subnet: string }[]) {
+    /** Agents registered by port (Kubernetes) are not probed: their pods admit no connection from KeyProxy. */
+    setAgents(entries: readonly AgentIdentity[]) {
         const next = new Map<string, { address: string; liveness: Liveness }>();
         for (const entry of entries) {
+            if (entry.subnet === undefined) continue;
             const address = agentNetworkAddresses(entry.subnet).agent;
             const known = this.agents.get(entry.name);
             next.set(entry.name, known?.address === address ? known : { address, liveness: UNKNOWN });

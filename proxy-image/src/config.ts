@@ -4,16 +4,17 @@ import { adminListenSchema, listenSchema } from "../../runtime/admin";
 import { isTimeZone } from "./budget";
 import { type AgentEntry, PROVIDERS, type Provider } from "./policy";
 import { DEFAULT_FALLBACK_PRICE, DEFAULT_PRICES } from "./pricing";
-import { agentIdentity } from "../../runtime/registry";
+import { agentEntrySchema as registryEntrySchema } from "../../runtime/registry";
 
-/** One agent's registry entry, as the deployment writes it. */
-export const agentEntrySchema: z.ZodType<AgentEntry> = z.strictObject({
-    ...agentIdentity,
-    credentialSha256: z.string().regex(/^[0-9a-f]{64}$/),
-    budget: z
-        .strictObject({ dailyUsd: z.number().positive().optional(), monthlyUsd: z.number().positive().optional(), totalUsd: z.number().positive().optional() })
-        .optional(),
-});
+/** One agent's registry entry, as the deployment writes it. `ownPorts`: KeyProxy's own listeners (see `ownPorts`). */
+export function agentEntrySchema(ownPorts: readonly number[]): z.ZodType<AgentEntry> {
+    return registryEntrySchema(ownPorts, {
+        credentialSha256: z.string().regex(/^[0-9a-f]{64}$/),
+        budget: z
+            .strictObject({ dailyUsd: z.number().positive().optional(), monthlyUsd: z.number().positive().optional(), totalUsd: z.number().positive().optional() })
+            .optional(),
+    });
+}
 
 const perMillion = z.number().min(0).max(10_000);
 export const priceSchema = z.strictObject({ input: perMillion, output: perMillion, cacheWrite: perMillion, cacheWrite1h: perMillion, cacheRead: perMillion });
@@ -71,6 +72,11 @@ export const runtimeConfigSchema = z.strictObject({
 });
 
 export type RuntimeConfig = z.output<typeof runtimeConfigSchema>;
+
+/** The ports KeyProxy listens on itself: no agent may be registered on one. */
+export function ownPorts(config: Pick<RuntimeConfig, "listen" | "admin">): number[] {
+    return [config.listen.port, ...config.admin.map((a) => a.port)];
+}
 
 export function priceBook(config: RuntimeConfig) {
     return { prices: { ...DEFAULT_PRICES, ...config.metering.prices }, fallback: config.metering.fallbackPrice };

@@ -1,7 +1,8 @@
 // KeyProxy's command line (see runtime/serviceCli.ts): serve, register, unregister, healthcheck.
 import { jsonLogger } from "../../runtime/log";
 import { main } from "../../runtime/serviceCli";
-import { agentEntrySchema, loadConfigFromEnv, runtimeConfigSchema } from "./config";
+import { describeIdentity } from "../../runtime/registry";
+import { agentEntrySchema, loadConfigFromEnv, ownPorts, runtimeConfigSchema } from "./config";
 import { KeyProxyServer } from "./server";
 
 const log = jsonLogger("key-proxy");
@@ -10,10 +11,9 @@ main({
     log,
     settings() {
         const config = runtimeConfigSchema.parse({ upstreams: {}, ...JSON.parse(process.env.KEYPROXY_CONFIG ?? "{}") });
-        return { registryDir: config.registryDir, admin: config.admin[0] };
+        return { registryDir: config.registryDir, entrySchema: agentEntrySchema(ownPorts(config)), admin: config.admin[0] };
     },
-    entrySchema: agentEntrySchema,
-    describe: (entry) => ({ subnet: entry.subnet }),
+    describe: (entry) => describeIdentity(entry),
     create() {
         const proxy = new KeyProxyServer(loadConfigFromEnv(), log);
         return { setAgents: (entries) => proxy.setAgents(entries), listen: () => proxy.listen(), stop: () => proxy.drain() };

@@ -1,6 +1,7 @@
 // The pure core of KeyProxy: every decision from inputs alone, no I/O. The server is a shell around it.
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
+import { type AgentIdentity, type Arrival, arrivedAs } from "../../runtime/registry";
 
 export const PROVIDERS = ["anthropic", "openai"] as const;
 export type Provider = (typeof PROVIDERS)[number];
@@ -119,53 +120,28 @@ export function credentialDigest(credential: string): string {
     return createHash("sha256").update(credential, "utf8").digest("hex");
 }
 
-export interface AgentEntry {
-    name: string;
+export type AgentEntry = AgentIdentity & {
     /** sha256 (hex) of the agent's credential: the proxy never holds the credential itself. */
     credentialSha256: string;
-    /** The agent network's IPv4 subnet: the credential is accepted only from inside it. */
-    subnet: string;
     budget?: { dailyUsd?: number; monthlyUsd?: number; totalUsd?: number };
-}
+};
 
-export type AuthDecision = { ok: true; agent: AgentEntry } | { ok: false; reason: "missing" | "unknown" | "wrong_network" };
+export type AuthDecision = { ok: true; agent: AgentEntry } | { ok: false; reason: "missing" | "unknown" | "wrong_network" | "wrong_port" };
 
 /**
- * Finds the agent a credential belongs to and checks it arrives from that agent's network. The lookup
- * is by digest, and the digest comparison is constant-time, so timing says nothing about the credential.
+ * Finds the agent a credential belongs to and checks the connection came the agent's way: from inside its subnet
+ * to the main listener, or to its own port's listener. The lookup is by digest, and the digest comparison is
+ * constant-time, so timing says nothing about the credential.
  */
-export function authenticate(
-    credential: string | undefined,
-    remoteAddress: string | undefined,
-    agentsByDigest: ReadonlyMap<string, AgentEntry>,
-): AuthDecision {
+export function authenticate(credential: string | undefined, arrival: Arrival, agentsByDigest: ReadonlyMap<string, AgentEntry>): AuthDecision {
     if (credential === undefined) return { ok: false, reason: "missing" };
     const digest = credentialDigest(credential);
     const agent = agentsByDigest.get(digest);
     if (!agent || !timingSafeEqual(Buffer.from(agent.credentialSha256, "hex"), Buffer.from(digest, "hex"))) {
         return { ok: false, reason: "unknown" };
     }
-    if (!remoteAddress || !ipv4InSubnet(remoteAddress, agent.subnet)) return { ok: false, reason: "wrong_network" };
+    if (!arrivedAs(agent, arrival)) return { ok: false, reason: agent.port === undefined ? "wrong_network" : "wrong_port" };
     return { ok: true, agent };
-}
-
-function ipv4ToInt(address: string): number | undefined {
-    const match = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(address);
-    if (!match) return undefined;
-    const octets = match.slice(1).map(Number);
-    if (octets.some((o) => o > 255)) return undefined;
-    return octets.reduce((acc, o) => acc * 256 + o, 0);
-}
-
-export function ipv4InSubnet(address: string, subnet: string): boolean {
-    const plain = address.startsWith("::ffff:") ? address.slice(7) : address;
-    const [base, bits] = subnet.split("/");
-    const value = ipv4ToInt(plain);
-    const network = ipv4ToInt(base);
-    const prefix = Number(bits);
-    if (value === undefined || network === undefined || !Number.isInteger(prefix) || prefix < 0 || prefix > 32) return false;
-    const size = 2 ** (32 - prefix);
-    return Math.floor(value / size) === Math.floor(network / size);
 }
 
 export type ErrorKind = "authentication" | "forbidden" | "bad_request" | "too_large" | "rate_limited" | "budget" | "ledger" | "upstream" | "timeout";

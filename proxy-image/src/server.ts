@@ -5,6 +5,7 @@ import type { Duplex } from "node:stream";
 import { createSecureContext, rootCertificates } from "node:tls";
 import { Pool, errors as undiciErrors } from "undici";
 import { closeServer, portOf, startAdminServers } from "../../runtime/admin";
+import { AgentListeners, arrivalOf } from "../../runtime/agentListeners";
 import { AgentProbe } from "./agentProbe";
 import type { LoadedConfig } from "./config";
 import type { Logger } from "../../runtime/log";
@@ -60,6 +61,7 @@ export class KeyProxyServer {
     private closed = false;
     readonly spend: SpendTracker;
     private readonly agentProbe: AgentProbe | undefined;
+    private readonly agentListeners: AgentListeners<http.Server>;
 
     constructor(
         private readonly loaded: LoadedConfig,
@@ -91,28 +93,37 @@ export class KeyProxyServer {
             literals: this.secrets.filter((key) => key.length >= MIN_SECRET_LENGTH).map((key) => Buffer.from(key)),
             isCredential: (sha256) => this.agentsByDigest.has(sha256),
         };
-        this.server = http.createServer(
-            { maxHeaderSize: config.limits.maxHeaderBytes, noDelay: true, keepAliveTimeout: 65_000, headersTimeout: 30_000, requestTimeout: 0 },
-            (req, res) => this.accept(req, res, false),
+        this.server = this.createListener(undefined);
+        this.agentListeners = new AgentListeners(config.listen.host, (port) => this.createListener(port), log);
+    }
+
+    /** The main listener (`agentPort` undefined: agents known by their subnet), or the listener of one agent's port. */
+    private createListener(agentPort: number | undefined): http.Server {
+        const server = http.createServer(
+            { maxHeaderSize: this.loaded.config.limits.maxHeaderBytes, noDelay: true, keepAliveTimeout: 65_000, headersTimeout: 30_000, requestTimeout: 0 },
+            (req, res) => this.accept(req, res, false, agentPort),
         );
         // With this listener Node leaves `100 Continue` to us: it goes out only once the request's head passed every check.
-        this.server.on("checkContinue", (req, res) => this.accept(req, res, true));
+        server.on("checkContinue", (req, res) => this.accept(req, res, true, agentPort));
         // CONNECT and upgrades are not proxy business: close the connection, say nothing (nginx's 444).
-        this.server.on("connect", (req) => this.drop(req, "method"));
-        this.server.on("upgrade", (req) => this.drop(req, "upgrade"));
-        this.server.on("clientError", (error, socket) => {
+        server.on("connect", (req) => this.drop(req, "method"));
+        server.on("upgrade", (req) => this.drop(req, "upgrade"));
+        server.on("clientError", (error, socket) => {
             const code = (error as NodeJS.ErrnoException).code;
             this.closeAfterAnswers(socket, code === "HPE_HEADER_OVERFLOW" ? "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n" : undefined);
             this.metrics.refusals.inc({ agent: "unknown", provider: "none", reason: code === "HPE_HEADER_OVERFLOW" ? "header_size" : "malformed" });
             this.log("refused", { reason: code === "HPE_HEADER_OVERFLOW" ? "header_size" : "malformed" });
         });
+        return server;
     }
 
-    setAgents(entries: readonly AgentEntry[]) {
+    /** Takes the registry's entries; resolves once the listeners of agents registered by port match them. */
+    setAgents(entries: readonly AgentEntry[]): Promise<void> {
         this.agentsByDigest = new Map(entries.map((e) => [e.credentialSha256, e]));
         this.metrics.registeredAgents.set(entries.length);
         this.spend.track(entries);
         this.agentProbe?.setAgents(entries);
+        return this.agentListeners.sync(entries);
     }
 
     async listen(): Promise<{ port: number; adminPorts: number[] }> {
@@ -131,12 +142,13 @@ export class KeyProxyServer {
     async drain(deadlineMs = this.loaded.config.drainSeconds * 1000): Promise<void> {
         this.draining = true;
         this.log("draining", { in_flight: this.inFlight, deadline_ms: deadlineMs });
-        const closed = new Promise((resolve) => this.server.close(resolve));
-        this.server.closeIdleConnections();
+        const listeners = [this.server, ...this.agentListeners.servers];
+        const closed = Promise.all(listeners.map((server) => new Promise((resolve) => server.close(resolve))));
+        for (const server of listeners) server.closeIdleConnections();
         const deadline = Date.now() + deadlineMs;
         while (this.inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
         const cut = this.inFlight;
-        this.server.closeAllConnections();
+        for (const server of listeners) server.closeAllConnections();
         await closed;
         await this.close();
         this.log("drained", { cut_streams: cut });
@@ -146,7 +158,7 @@ export class KeyProxyServer {
         if (this.closed) return;
         this.closed = true;
         this.agentProbe?.stop();
-        await Promise.all([this.server, ...this.adminServers].map(closeServer));
+        await Promise.all([this.agentListeners.close(), ...[this.server, ...this.adminServers].map(closeServer)]);
         await Promise.all(Object.values(this.upstreams).map((u) => u.pool.close()));
         await this.spend.close();
     }
@@ -160,7 +172,7 @@ export class KeyProxyServer {
         return connection;
     }
 
-    private accept(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean) {
+    private accept(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean, agentPort: number | undefined) {
         const connection = this.connection(req.socket);
         // Pipelined after a request that closes the connection: never answered.
         if (connection.closing) return;
@@ -169,7 +181,7 @@ export class KeyProxyServer {
             connection.owed.delete(res);
             this.closeIfDue(req.socket, connection);
         });
-        void this.handle(req, res, expectsContinue);
+        void this.handle(req, res, expectsContinue, agentPort);
     }
 
     /**
@@ -206,7 +218,7 @@ export class KeyProxyServer {
         return status;
     }
 
-    private async handle(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean) {
+    private async handle(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean, agentPort: number | undefined) {
         const started = performance.now();
         const decision = decideRoute(req.method ?? "", req.url ?? "");
         if (decision.action === "drop") return this.drop(req, decision.reason, res);
@@ -214,7 +226,7 @@ export class KeyProxyServer {
         const upstream = this.upstreams[provider];
         if (!upstream) return this.drop(req, "provider_disabled", res);
 
-        const auth = authenticate(presentedCredential(req.headers, provider), req.socket.remoteAddress, this.agentsByDigest);
+        const auth = authenticate(presentedCredential(req.headers, provider), arrivalOf(agentPort, req.socket), this.agentsByDigest);
         const access = { agent: auth.ok ? auth.agent.name : "unknown", provider, method: req.method!, route: decision.route };
         const childKey = `${access.agent}\u0000${provider}`;
         let m = this.metricChildren.get(childKey);
