@@ -1,6 +1,6 @@
 // The Ingress's pure decisions: the token check, routing, the rate limiter and the prompt-injection rule engine.
 import { describe, expect, it } from "vitest";
-import { type IngressUser, RateLimiter, authenticate, isChatRequest, openAiError, routeRequest, tokenDigest } from "../ingress-image/src/policy";
+import { type IngressUser, RateLimiter, authenticate, isChatRequest, isUnreadPrompt, openAiError, routeRequest, tokenDigest } from "../ingress-image/src/policy";
 import { DEFAULT_RULES, applyRules, compileRules } from "../ingress-image/src/rules";
 
 const TOKENS = { ann: "oci_annAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnn1", bob: "oci_bobBobBobBobBobBobBobBobBobBobBobBobBobBob2" };
@@ -86,6 +86,20 @@ describe("routing", () => {
         ["POST", "/v1/responses", false],
     ])("%s %s is a chat request: %s", (method, path, expected) => {
         expect(isChatRequest(method, path)).toBe(expected);
+    });
+});
+
+describe("endpoints that take a prompt the rules do not read", () => {
+    it.each<[string | undefined, string, boolean]>([
+        ["POST", "/v1/responses", true],
+        ["POST", "/v1/responses/", true],
+        ["POST", "/v1/responses?stream=true", true],
+        ["POST", "/v1/completions", true],
+        ["GET", "/v1/responses/resp_1", false],
+        ["POST", "/v1/chat/completions", false],
+        ["POST", "/v1/embeddings", false],
+    ])("%s %s is refused: %s", (method, path, expected) => {
+        expect(isUnreadPrompt(method, path)).toBe(expected);
     });
 });
 

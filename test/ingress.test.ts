@@ -123,15 +123,16 @@ const send = (target: string, init: { method?: string; token?: string; body?: un
         body: init.body === undefined ? undefined : JSON.stringify(init.body),
     });
 
-function rawGet(target: string, token?: string): Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string }> {
+function rawRequest(target: string, token?: string, method = "GET"): Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string }> {
     return new Promise((resolve, reject) => {
         https
-            .get({ host: "127.0.0.1", port, path: target, ca: pki.ca, servername: "localhost", headers: token ? { authorization: `Bearer ${token}` } : {}, agent: false }, (res) => {
+            .request({ method, host: "127.0.0.1", port, path: target, ca: pki.ca, servername: "localhost", headers: token ? { authorization: `Bearer ${token}` } : {}, agent: false }, (res) => {
                 const chunks: Buffer[] = [];
                 res.on("data", (chunk: Buffer) => chunks.push(chunk));
                 res.on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text: Buffer.concat(chunks).toString() }));
             })
-            .on("error", reject);
+            .on("error", reject)
+            .end();
     });
 }
 
@@ -221,16 +222,17 @@ describe("forwarding", () => {
 
 describe("refusals: nothing reaches the gateway, nothing is echoed, everything is audited", () => {
     // Sent with node:https, which sends the target as written (fetch would resolve the dot segments first).
-    it.each<[string, number, string, string | undefined, string]>([
-        ["no token", 401, "/agents/bart/v1/models", undefined, "unauthorized"],
-        ["a wrong token", 401, "/agents/bart/v1/models", `${TOKENS.ann.slice(0, -1)}X`, "unauthorized"],
-        ["an agent the user may not reach", 403, "/agents/lisa/v1/models", TOKENS.ann, "forbidden"],
-        ["an agent the user may not reach, not registered", 403, "/agents/homer/v1/models", TOKENS.ann, "forbidden"],
-        ["a traversal to another agent", 400, "/agents/bart/../lisa/v1/models", TOKENS.ann, "bad_path"],
-        ["an encoded traversal to another agent", 400, "/agents/bart/%2e%2e/lisa/v1/models", TOKENS.ann, "bad_path"],
-        ["a name in another case", 404, "/agents/BART/v1/models", TOKENS.ann, "no_route"],
-    ])("%s: %i", async (_, status, target, token, code) => {
-        const res = await rawGet(target, token);
+    it.each<[string, number, string, string, string | undefined, string]>([
+        ["no token", 401, "GET", "/agents/bart/v1/models", undefined, "unauthorized"],
+        ["a wrong token", 401, "GET", "/agents/bart/v1/models", `${TOKENS.ann.slice(0, -1)}X`, "unauthorized"],
+        ["an agent the user may not reach", 403, "GET", "/agents/lisa/v1/models", TOKENS.ann, "forbidden"],
+        ["an agent the user may not reach, not registered", 403, "GET", "/agents/homer/v1/models", TOKENS.ann, "forbidden"],
+        ["a traversal to another agent", 400, "GET", "/agents/bart/../lisa/v1/models", TOKENS.ann, "bad_path"],
+        ["an encoded traversal to another agent", 400, "GET", "/agents/bart/%2e%2e/lisa/v1/models", TOKENS.ann, "bad_path"],
+        ["a name in another case", 404, "GET", "/agents/BART/v1/models", TOKENS.ann, "no_route"],
+        ["the Responses API, whose prompt the rules do not read", 404, "POST", "/agents/bart/v1/responses", TOKENS.ann, "not_served"],
+    ])("%s: %i", async (_, status, method, target, token, code) => {
+        const res = await rawRequest(target, token, method);
         expect(res.status).toBe(status);
         const { text } = res;
         expect(JSON.parse(text)).toEqual({ error: { message: expect.any(String), type: expect.any(String), code } });

@@ -75,6 +75,16 @@ export function isChatRequest(method: string | undefined, path: string): boolean
 }
 
 /**
+ * Gateway endpoints that take a prompt the rules do not read (OpenClaw serves its Responses API beside chat
+ * completions when the OpenAI-compatible surface is on): not forwarded, so no prompt goes around the rules over HTTP.
+ */
+const UNREAD_PROMPT_PATHS = new Set(["/v1/responses", "/v1/completions"]);
+
+export function isUnreadPrompt(method: string | undefined, path: string): boolean {
+    return method === "POST" && UNREAD_PROMPT_PATHS.has(path.split("?")[0].replace(/\/+$/, ""));
+}
+
+/**
  * A token bucket per key (a user, a client address): `ratePerSecond` refills, up to `burst`. Past `maxKeys` keys
  * (addresses an attacker can vary) every bucket starts full again, so memory stays bounded.
  */

@@ -10,7 +10,7 @@ import { AuditLog, auditField } from "../../runtime/audit";
 import type { Logger } from "../../runtime/log";
 import { type IngressConfig, registryDirs } from "./config";
 import { type IngressMetrics, ingressMetrics } from "./metrics";
-import { type IngressAgent, type IngressUser, RateLimiter, authenticate, isChatRequest, mayReach, openAiError, routeRequest } from "./policy";
+import { type IngressAgent, type IngressUser, RateLimiter, authenticate, isChatRequest, isUnreadPrompt, mayReach, openAiError, routeRequest } from "./policy";
 import { type CompiledRule, applyRules, compileRules } from "./rules";
 
 /** Every security event the Ingress writes to its audit stream, with the only fields each may carry. */
@@ -203,6 +203,10 @@ export class IngressServer {
         if (!mayReach(user, route.agent)) {
             void this.audit.record({ type: "forbidden", user: user.name, agent: route.agent });
             return this.refused(refusal(403, "forbidden", "this token may not reach that agent"), "forbidden");
+        }
+        if (isUnreadPrompt(req.method, route.path)) {
+            void this.audit.record({ type: "route_refused", user: user.name, reason: "unread_prompt" });
+            return this.refused(refusal(404, "not_served", "this endpoint is not served through the Ingress: use /v1/chat/completions"), "unread_prompt");
         }
         const agent = this.agents.get(route.agent);
         if (!agent) return this.refused(refusal(503, "agent_unavailable", "that agent is not available"), "agent_unavailable");
