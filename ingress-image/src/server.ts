@@ -68,6 +68,12 @@ function readBounded(req: http.IncomingMessage, max: number): Promise<Buffer | u
     });
 }
 
+/** The client's address as the audit trail takes it; "::" for one it could not hold (an IPv6 zone, none at all). */
+function clientAddress(req: http.IncomingMessage): string {
+    const address = (req.socket.remoteAddress ?? "").toLowerCase();
+    return auditField.address.safeParse(address).success ? address : "::";
+}
+
 interface Refusal {
     ok: false;
     status: number;
@@ -124,7 +130,14 @@ export class IngressServer {
             // A client that goes away mid-body rejects the read: nothing is left to answer.
             (req, res) => void this.handle(req, res).catch(() => res.destroy()),
         );
-        this.server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.handleUpgrade(req, socket, head));
+        this.server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+            try {
+                this.handleUpgrade(req, socket, head);
+            } catch (error) {
+                socket.destroy();
+                log("upgrade_failed", { error: (error as Error).message.slice(0, 200) });
+            }
+        });
         this.server.on("clientError", (_error, socket) => socket.destroy());
     }
 
@@ -191,7 +204,7 @@ export class IngressServer {
     private admit(req: http.IncomingMessage): Admission {
         const auth = authenticate(req.headers.authorization, this.users);
         if (!auth.ok) {
-            this.auditAuthFailure(auth.reason, (req.socket.remoteAddress ?? "::").toLowerCase());
+            this.auditAuthFailure(auth.reason, clientAddress(req));
             return this.refused(refusal(401, "unauthorized", "a valid bearer token is required"), auth.reason);
         }
         const { user } = auth;
