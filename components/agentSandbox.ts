@@ -235,7 +235,7 @@ export class AgentSandbox extends pulumi.ComponentResource {
     public readonly dashboardToken: pulumi.Output<string>;
     public readonly dashboardUrl: string;
     /** How a shared service reaches this agent: the agent's network and the service's fixed address on it. */
-    public readonly link: (service: "keyProxy" | "egressGateway") => { name: string; network: pulumi.Output<string>; subnet: string; address: string };
+    public readonly link: (service: "keyProxy" | "egressGateway" | "ingress") => { name: string; network: pulumi.Output<string>; subnet: string; address: string };
 
     constructor(name: string, args: AgentSandboxArgs, opts?: pulumi.ComponentResourceOptions) {
         super("openclaw:index:AgentSandbox", name, {}, opts);

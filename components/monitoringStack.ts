@@ -2,11 +2,10 @@ import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import * as tls from "@pulumi/tls";
-import ipaddr from "ipaddr.js";
 import { createHash } from "node:crypto";
 import { type MonitoringConfig, type MonitoringService, sshTarget } from "../infra/config";
 import { LABELS, PORTS, dockerNames } from "../infra/topology";
+import { ownCa } from "./certificates";
 import { type HardenedContainerSpec, type PublishedPort, hardenedContainer, publishAddressLabel } from "./hardening";
 import {
     MONITORING_PATHS,
@@ -94,47 +93,8 @@ function hostProvider({ name, config, parent }: Builder): docker.Provider {
  * scrape address; Prometheus pins the CA) and the UIs' (for `publishAddress`; operators import the CA).
  */
 function monitoringPki({ name, stack, config, parent }: Builder): { caCertPem: pulumi.Output<string>; metricsServer: TlsPair; ui: TlsPair } {
-    const keyAlgorithm = { algorithm: "ECDSA", ecdsaCurve: "P256" };
-    const caKey = new tls.PrivateKey(`${name}-ca-key`, keyAlgorithm, { parent });
-    const ca = new tls.SelfSignedCert(
-        `${name}-ca`,
-        {
-            privateKeyPem: caKey.privateKeyPem,
-            isCaCertificate: true,
-            validityPeriodHours: 24 * 365 * 10,
-            allowedUses: ["cert_signing", "crl_signing"],
-            subject: { commonName: `OpenClaw ${stack} monitoring CA` },
-        },
-        { parent },
-    );
-    /** A server certificate for `address` (`${name}-<purpose>-key`, `-csr`, `-cert`). */
-    const issue = (purpose: string, address: string): TlsPair => {
-        const key = new tls.PrivateKey(`${name}-${purpose}-key`, keyAlgorithm, { parent });
-        const csr = new tls.CertRequest(
-            `${name}-${purpose}-csr`,
-            {
-                privateKeyPem: key.privateKeyPem,
-                subject: { commonName: address },
-                ...(ipaddr.IPv4.isValidFourPartDecimal(address) ? { ipAddresses: [address] } : { dnsNames: [address] }),
-            },
-            { parent },
-        );
-        const cert = new tls.LocallySignedCert(
-            `${name}-${purpose}-cert`,
-            {
-                certRequestPem: csr.certRequestPem,
-                caPrivateKeyPem: caKey.privateKeyPem,
-                caCertPem: ca.certPem,
-                validityPeriodHours: 24 * 365,
-                // `pulumi up` in the last 30 days issues a new one (the containers serving it restart with it).
-                earlyRenewalHours: 24 * 30,
-                allowedUses: ["digital_signature", "key_encipherment", "server_auth"],
-            },
-            { parent },
-        );
-        return { certPem: cert.certPem, keyPem: pulumi.secret(key.privateKeyPem) };
-    };
-    return { caCertPem: ca.certPem, metricsServer: issue("metrics-server", config.scrape.address), ui: issue("ui", config.publishAddress) };
+    const { caCertPem, issue } = ownCa(parent, name, `OpenClaw ${stack} monitoring CA`);
+    return { caCertPem, metricsServer: issue("metrics-server", config.scrape.address), ui: issue("ui", config.publishAddress) };
 }
 
 /**

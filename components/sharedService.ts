@@ -18,7 +18,7 @@ export interface RemoteMetrics {
     bearerToken: pulumi.Input<string>;
 }
 
-/** A shared service (KeyProxy, EgressGateway) that every agent network gets attached to. */
+/** A shared service (KeyProxy, EgressGateway, the Ingress) that every agent network gets attached to. */
 export interface SharedService {
     /** Stable Docker name of the service's container. */
     containerName: string;
@@ -52,6 +52,8 @@ export interface SharedServiceSpec {
     /** The container port of the metrics endpoint for the monitoring host. */
     metricsPort: number;
     remoteMetrics?: RemoteMetrics;
+    /** Ports the service itself serves on the host (the Ingress's listener). */
+    published?: PublishedPort[];
     labels?: Record<string, string>;
     stopTimeoutSeconds?: number;
     sysctls?: Record<string, string>;
@@ -63,7 +65,10 @@ export interface SharedServiceSpec {
  */
 export function sharedServiceContainer(parent: pulumi.Resource, name: string, spec: SharedServiceSpec): SharedService {
     const data = new docker.Volume(`${name}-data`, { name: spec.volumeName, labels: [{ label: LABELS.stack, value: spec.stack }] }, { parent });
-    const published: PublishedPort[] = spec.remoteMetrics ? [{ internal: spec.metricsPort, external: spec.remoteMetrics.hostPort, ip: spec.remoteMetrics.publishAddress }] : [];
+    const published: PublishedPort[] = [
+        ...(spec.published ?? []),
+        ...(spec.remoteMetrics ? [{ internal: spec.metricsPort, external: spec.remoteMetrics.hostPort, ip: spec.remoteMetrics.publishAddress }] : []),
+    ];
     const config = serviceConfigEnv(spec.runtimeConfig.variable, spec.runtimeConfig.build, { host: spec.uplinkAddress, port: spec.metricsPort }, spec.remoteMetrics);
     const { container } = hardenedContainer(
         name,
@@ -135,16 +140,31 @@ export function connectAgent(
         { create: commands.create, delete: commands.delete, environment, triggers: [service.container.id] },
         { parent, dependsOn: [service.container], deleteBeforeReplace: true },
     );
+    return registryCommand(parent, `${name}-register-${agent.name}`, service, { register: "register", unregister: `unregister ${agent.name}` }, registration, [attach]);
+}
+
+/**
+ * Writes one entry into a running service's live registry (`register` subcommand, the entry on stdin) and removes it
+ * again when the resource goes (`unregister` subcommand).
+ */
+export function registryCommand(
+    parent: pulumi.Resource,
+    name: string,
+    service: SharedService,
+    subcommands: { register: string; unregister: string },
+    entry: pulumi.Input<string>,
+    dependsOn: pulumi.Resource[] = [],
+): command.local.Command {
     const cli = [service.containerName, ...service.cli].join(" ");
     return new command.local.Command(
-        `${name}-register-${agent.name}`,
+        name,
         {
-            create: `docker exec -i ${cli} register`,
-            update: `docker exec -i ${cli} register`,
-            delete: `docker exec ${cli} unregister ${agent.name}`,
-            stdin: registration,
-            environment,
+            create: `docker exec -i ${cli} ${subcommands.register}`,
+            update: `docker exec -i ${cli} ${subcommands.register}`,
+            delete: `docker exec ${cli} ${subcommands.unregister}`,
+            stdin: entry,
+            environment: { DOCKER_HOST: service.dockerHost },
         },
-        { parent, dependsOn: [service.container, attach] },
+        { parent, dependsOn: [service.container, ...dependsOn] },
     );
 }

@@ -9,6 +9,8 @@ export interface AgentNetworkAddresses {
     keyProxy: string;
     egressGateway: string;
     agent: string;
+    /** The Ingress, which reaches the agent's gateway from here. */
+    ingress: string;
 }
 
 export const MIN_AGENT_PREFIX = 24;
@@ -22,5 +24,5 @@ export function agentNetworkAddresses(subnet: string): AgentNetworkAddresses {
     const base = address.toByteArray().reduce((value, octet) => value * 256 + octet, 0);
     if (base % 2 ** (32 - prefix) !== 0) throw new Error(`agent subnet ${subnet} has host bits set`);
     const host = (offset: number) => ipaddr.fromByteArray([24, 16, 8, 0].map((shift) => Math.floor((base + offset) / 2 ** shift) % 256)).toString();
-    return { subnet, gateway: host(1), keyProxy: host(2), egressGateway: host(3), agent: host(4) };
+    return { subnet, gateway: host(1), keyProxy: host(2), egressGateway: host(3), agent: host(4), ingress: host(5) };
 }

@@ -8,6 +8,8 @@ import { canonicalHost } from "../runtime/hostnames";
 import { AGENT_NAME } from "../runtime/registry";
 import { type Block, DOCKER_DEFAULT_POOLS, PRIVATE_RANGES, allocateSubnets, contains, overlaps, parseBlock, slotCount } from "./subnets";
 import { SKILL_NAME } from "../scanner/skill";
+import { DEFAULT_RULES, compileRule, ruleSchema } from "../ingress-image/src/rules";
+import { userLimits } from "../ingress-image/src/config";
 import { OPENCLAW_IMAGE } from "./openclaw";
 import { KUBERNETES_RESERVED_PORTS } from "./kubernetesTopology";
 import { MAX_AGENT_PREFIX, MIN_AGENT_PREFIX } from "./topology";
@@ -206,6 +208,30 @@ const keyProxySchema = z
     })
     .prefault({});
 
+/** The Ingress: the one way in to the agents from outside the host (docs/ingress.md). */
+const ingress = z.strictObject({
+    image: image.default("openclaw-ingress:0.1.0"),
+    /** The host port, on network.publishAddress, of its TLS listener. */
+    port: hostPort.default(8443),
+    /** DNS names clients reach it by, for its certificate (besides the publish address and localhost). */
+    hostnames: z.array(z.string().refine((value) => canonicalHost(value) === value && !value.startsWith("*."), "must be a DNS name in lower case, without a trailing dot")).default([]),
+    users: z
+        .array(
+            z.strictObject({
+                name: dnsLabel,
+                /** The agents this user's token reaches. */
+                agents: z.array(dnsLabel).min(1, "name at least one agent this user may reach"),
+                /** Bump to rotate the user's token (the old one stops working at once). */
+                tokenEpoch: epoch.default(1),
+            }),
+        )
+        .default([]),
+    /** Prompt-injection rules on chat requests (RE2 patterns); absent: the default set (ingress-image/src/rules.ts). */
+    rules: z.array(ruleSchema).default(DEFAULT_RULES),
+    limits: z.strictObject(userLimits).prefault({}),
+    resources: resources({ memoryMb: 256, cpus: 0.5, pids: 256 }),
+});
+
 /** A Kubernetes object name that must also be a DNS label (namespaces). */
 const k8sLabelName = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, "must be a DNS label: lowercase letters, digits and '-', at most 63 characters");
 /** A DNS subdomain, as RuntimeClass and StorageClass names are. */
@@ -311,6 +337,7 @@ export const configFields = z
                     .default({}),
             })
             .optional(),
+        ingress: ingress.optional(),
         backend: z.enum(BACKENDS).default("docker"),
         kubernetes,
     });
@@ -443,10 +470,46 @@ function subnetAllocation(config: ParsedConfig): ConfigIssue[] {
     return allocation.ok ? [] : allocation.conflicts.map((conflict) => ({ path: ["agents", conflict.index, "subnet"], message: conflict.message }));
 }
 
+/** The Ingress: its users' names and agents, its host port apart from the others, and every rule compiling on RE2. */
+function ingressUsersPortAndRules(config: ParsedConfig): ConfigIssue[] {
+    if (!config.ingress) return [];
+    const { port, users, rules } = config.ingress;
+    const issues: ConfigIssue[] = [];
+    const holders = dashboardPortHolders(config);
+    for (const [service, value] of Object.entries(config.monitoring?.scrape.ports ?? {})) holders.set(value, `monitoring.scrape.ports.${service}`);
+    const holder = holders.get(port);
+    if (holder !== undefined) issues.push({ path: ["ingress", "port"], message: `host port ${port} is already used by ${holder}` });
+    const agents = new Set(config.agents.map((a) => a.name));
+    const firstUser = new Map<string, number>();
+    users.forEach((user, i) => {
+        const earlier = firstUser.get(user.name);
+        if (earlier === undefined) firstUser.set(user.name, i);
+        else issues.push({ path: ["ingress", "users", i, "name"], message: `duplicate user name '${user.name}' (also ingress.users[${earlier}])` });
+        user.agents.forEach((agent, j) => {
+            if (!agents.has(agent)) issues.push({ path: ["ingress", "users", i, "agents", j], message: `no agent named '${agent}' in agents` });
+        });
+    });
+    const firstRule = new Map<string, number>();
+    rules.forEach((rule, i) => {
+        const earlier = firstRule.get(rule.id);
+        if (earlier === undefined) firstRule.set(rule.id, i);
+        else issues.push({ path: ["ingress", "rules", i, "id"], message: `duplicate rule id '${rule.id}' (also ingress.rules[${earlier}])` });
+        try {
+            compileRule(rule);
+        } catch (error) {
+            issues.push({ path: ["ingress", "rules", i, "pattern"], message: (error as Error).message });
+        }
+    });
+    return issues;
+}
+
 /** What only the Kubernetes backend asks of the config; the rest is shared with the Docker backend. */
 function kubernetesBackend(config: ParsedConfig): ConfigIssue[] {
     if (config.backend !== "kubernetes") return [];
     const issues: ConfigIssue[] = [];
+    if (config.ingress !== undefined) {
+        issues.push({ path: ["ingress"], message: "the Ingress is deployed on the docker backend only so far: remove it, or deploy on docker" });
+    }
     if (config.monitoring !== undefined) {
         issues.push({ path: ["monitoring"], message: "the monitoring VPS scrapes ports published on a Docker host; on kubernetes set kubernetes.monitoringNamespace instead" });
     }
@@ -474,6 +537,7 @@ export const CROSS_FIELD_CHECKS = {
     agentProvidersEnabled,
     kubernetesBackend,
     monitoringPorts,
+    ingressUsersPortAndRules,
     subnetAllocation,
 } satisfies Record<string, (config: ParsedConfig) => ConfigIssue[]>;
 
@@ -558,6 +622,7 @@ export type AgentConfig = ParsedConfig["agents"][number] & { subnet: string };
 export type KeyProxyConfig = ParsedConfig["keyProxy"];
 export type EgressConfig = ParsedConfig["egress"];
 export type MonitoringConfig = NonNullable<ParsedConfig["monitoring"]>;
+export type IngressStackConfig = NonNullable<ParsedConfig["ingress"]>;
 export type KubernetesConfig = ParsedConfig["kubernetes"];
 export type StackConfig = Omit<ParsedConfig, "agents"> & {
     agents: AgentConfig[];

@@ -7,6 +7,9 @@ export const PORTS = {
     egressProxy: 3128,
     egressDns: 53,
     egressMetrics: 9465,
+    /** The Ingress's TLS listener (published on the stack's publish address) and its own metrics. */
+    ingress: 8443,
+    ingressMetrics: 9466,
     agentDashboard: 18789,
     /** The metrics endpoints for the monitoring host: TLS and a bearer token, on the uplink address only. */
     keyProxyMetricsTls: 9443,
@@ -36,6 +39,7 @@ export function uplinkAddresses(subnet: string) {
         gateway: toDotted(block.base + 1),
         keyProxy: toDotted(block.base + 2),
         egressGateway: toDotted(block.base + 3),
+        ingress: toDotted(block.base + 4),
         dynamicRange: formatBlock({ base: block.base + size(block.prefix) / 2, prefix: block.prefix + 1 }),
     };
 }
@@ -44,6 +48,7 @@ export function uplinkAddresses(subnet: string) {
 export const ALIASES = {
     keyProxy: "key-proxy",
     egressGateway: "egress-gateway",
+    ingress: "ingress",
 } as const;
 
 /** Docker object names: one scheme, so operators and tools can find things without guessing. */
@@ -53,6 +58,8 @@ export const dockerNames = {
     keyProxyVolume: (stack: string) => `openclaw-${stack}-key-proxy-data`,
     egressContainer: (stack: string) => `openclaw-${stack}-egress-gateway`,
     egressVolume: (stack: string) => `openclaw-${stack}-egress-data`,
+    ingressContainer: (stack: string) => `openclaw-${stack}-ingress`,
+    ingressVolume: (stack: string) => `openclaw-${stack}-ingress-data`,
     agentNetwork: (stack: string, agent: string) => `openclaw-${stack}-net-agent-${agent}`,
     agentContainer: (stack: string, agent: string) => `openclaw-${stack}-agent-${agent}`,
     agentStateVolume: (stack: string, agent: string) => `openclaw-${stack}-agent-${agent}-state`,
@@ -75,6 +82,8 @@ export const KEY_PROXY_ENTRY = "/app/keyproxy.cjs";
 export const SERVICE_NODE_OPTIONS = "--max-semi-space-size=2";
 export const EGRESS_DATA_DIR = "/var/lib/egress";
 export const EGRESS_ENTRY = "/app/egress.cjs";
+export const INGRESS_DATA_DIR = "/var/lib/ingress";
+export const INGRESS_ENTRY = "/app/ingress.cjs";
 
 /** Labels by which a stack declares what a container may do beyond the defaults (read by the policy pack). */
 export const EXCEPTION_LABELS = {

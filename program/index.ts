@@ -24,6 +24,7 @@ const outputs = defineStack(config, pulumi.getStack(), skills);
 export const agents = outputs.agents;
 export const keyProxy = outputs.keyProxy;
 export const egressGateway = outputs.egressGateway;
+export const ingress = "ingress" in outputs ? outputs.ingress : undefined;
 export const monitoring = "monitoring" in outputs ? outputs.monitoring : undefined;
 export const namespace = "namespace" in outputs ? outputs.namespace : undefined;
 export const metricsToken = "metricsToken" in outputs ? outputs.metricsToken : undefined;

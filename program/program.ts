@@ -2,6 +2,7 @@ import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { AgentSandbox } from "../components/agentSandbox";
 import { EgressGateway } from "../components/egressGateway";
+import { Ingress } from "../components/ingress";
 import { KeyProxy } from "../components/keyProxy";
 import { MonitoringStack } from "../components/monitoringStack";
 import type { WatchedEndpoint } from "../components/monitoringConfig";
@@ -15,6 +16,13 @@ export interface StackOutputs {
     agents: Record<string, { network: pulumi.Output<string>; subnet: string; container: pulumi.Output<string>; dashboardUrl: string }>;
     keyProxy: { container: string };
     egressGateway: { container: string };
+    ingress?: {
+        url: string;
+        /** Clients trust it to reach the Ingress over TLS. */
+        caCertPem: pulumi.Output<string>;
+        /** Each user's bearer token (secret). */
+        userTokens: Record<string, pulumi.Output<string>>;
+    };
     monitoring?: {
         grafanaUrl: string;
         grafanaAdminPassword: pulumi.Output<string>;
@@ -62,7 +70,8 @@ function defineDockerStack(config: StackConfig, stack: string, skills: ReadonlyM
             `agent-${agent.name}`,
             {
                 stack,
-                agent,
+                // Behind the Ingress, users reach agents through the gateway's OpenAI-compatible chat endpoint.
+                agent: config.ingress ? { ...agent, chatCompletionsApi: true } : agent,
                 providers: enabledProviders(config.keyProxy),
                 dockerHost: config.dockerHost,
                 keyProxy: { address: addresses.keyProxy, port: PORTS.keyProxy },
@@ -107,6 +116,22 @@ function defineDockerStack(config: StackConfig, stack: string, skills: ReadonlyM
         onAgentsHost,
     );
 
+    const ingress =
+        config.ingress &&
+        new Ingress(
+            "ingress",
+            {
+                stack,
+                config: config.ingress,
+                publishAddress: config.network.publishAddress,
+                uplinkNetwork: uplink.name,
+                uplinkAddress: uplinkAt.ingress,
+                dockerHost: config.dockerHost,
+                agents: sandboxes.map((sandbox) => ({ ...sandbox.link("ingress"), gatewayAddress: sandbox.addresses.agent, gatewayToken: sandbox.dashboardToken })),
+            },
+            onAgentsHost,
+        );
+
     const agents: StackOutputs["agents"] = {};
     for (const sandbox of sandboxes) {
         agents[sandbox.agent.name] = {
@@ -120,6 +145,7 @@ function defineDockerStack(config: StackConfig, stack: string, skills: ReadonlyM
         agents,
         keyProxy: { container: keyProxy.containerName },
         egressGateway: { container: egressGateway.containerName },
+        ...(ingress && { ingress: { url: ingress.url, caCertPem: ingress.caCertPem, userTokens: ingress.userTokens } }),
         ...(monitoring && {
             monitoring: {
                 grafanaUrl: monitoring.grafanaUrl,

@@ -64,7 +64,7 @@ export async function closeServer(server: http.Server): Promise<void> {
     if (server.listening) await new Promise((resolve) => server.close(resolve));
 }
 
-/** The `healthcheck` subcommand of both images: exit 0 when the admin listener says healthy. */
+/** The `healthcheck` subcommand of every service image: exit 0 when the admin listener says healthy. */
 export function probeHealth(listen: Listen): Promise<boolean> {
     // The process asks itself, so a TLS listener's certificate need not verify here.
     const get = listen.tls ? (options: https.RequestOptions, cb: (res: http.IncomingMessage) => void) => https.get({ ...options, rejectUnauthorized: false }, cb) : http.get;

@@ -1,4 +1,4 @@
-// The command line both service images share: `serve` (default), `register` (an agent's entry as JSON on
+// The command line every service image shares: `serve` (default), `register` (an agent's entry as JSON on
 // stdin, written to the live registry), `unregister <agent>`, `healthcheck` (for Docker's HEALTHCHECK).
 import { readFileSync } from "node:fs";
 import type { z } from "zod";

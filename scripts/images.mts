@@ -13,6 +13,7 @@ const ROOT = path.resolve(import.meta.dirname, "..");
 export const SERVICES = {
     keyProxy: { dir: "proxy-image", entry: "src/main.ts", bundle: "dist/keyproxy.cjs", image: "openclaw-key-proxy:0.1.0" },
     egressGateway: { dir: "egress-image", entry: "src/main.ts", bundle: "dist/egress.cjs", image: "openclaw-egress-gateway:0.1.0" },
+    ingress: { dir: "ingress-image", entry: "src/main.ts", bundle: "dist/ingress.cjs", image: "openclaw-ingress:0.1.0" },
 } as const;
 export type Service = keyof typeof SERVICES;
 
@@ -31,6 +32,8 @@ export async function bundle(service: Service): Promise<string> {
         legalComments: "none",
         logLevel: "warning",
     });
+    // re2-wasm loads its WebAssembly from beside the script that runs it: beside the bundle.
+    if (service === "ingress") copyFileSync(path.join(ROOT, "node_modules/re2-wasm/build/wasm/re2.wasm"), path.join(path.dirname(outfile), "re2.wasm"));
     return outfile;
 }
 

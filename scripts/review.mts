@@ -119,6 +119,13 @@ const plan = {
         tmpfs: Object.keys(c.props.tmpfs ?? {}),
         volumes: (c.props.volumes ?? []).map((v: any) => `${v.volumeName ?? v.hostPath}:${v.containerPath}${v.readOnly ? ":ro" : ""}`),
     })),
+    // Who may reach which agent through the Ingress, and the rules it applies to their chat requests.
+    ingress: config.ingress && {
+        url: `https://${config.network.publishAddress}:${config.ingress.port}/`,
+        users: config.ingress.users,
+        rules: config.ingress.rules,
+        limits: config.ingress.limits,
+    },
     keyEpochs: Object.fromEntries(enabledProviders(config.keyProxy).map((p) => [p.id, p.keyEpoch])),
     verdicts,
     secretsNotChecked: secretNotes,
@@ -143,6 +150,15 @@ if (json) {
         const hardening = [c.readOnly ? "read-only" : "WRITABLE", c.capabilitiesDropped.includes("ALL") ? "caps dropped" : "CAPS KEPT", c.noNewPrivileges ? "no-new-privileges" : "NEW PRIVILEGES", c.privileged ? "PRIVILEGED" : "unprivileged"].join(", ");
         out.push(`  ${c.name}  on ${c.host}  ${c.image}  user ${c.user}  ${hardening}  ${c.memoryMb} MB, ${c.cpus} cpus${c.runsOnce ? "  runs once" : ""}`);
         out.push(`    networks ${c.networks.join(", ")}  ports ${c.ports.join(", ") || "none"}  tmpfs ${c.tmpfs.join(", ") || "none"}  volumes ${c.volumes.join(", ") || "none"}`);
+    }
+    if (plan.ingress) {
+        const { url, users, rules, limits } = plan.ingress;
+        out.push("", "Ingress", `  ${url}  ${limits.ratePerSecond} requests/s per user (burst ${limits.burst}), ${limits.maxConcurrentPerUser} at once`);
+        out.push("  users (token epoch): agents they reach");
+        for (const u of users) out.push(`    ${u.name} (${u.tokenEpoch}): ${u.agents.join(", ")}`);
+        if (users.length === 0) out.push("    none: nobody can reach an agent");
+        out.push("  prompt-injection rules (RE2, case-insensitive): id  action  roles  pattern");
+        for (const r of rules) out.push(`    ${r.id}  ${r.action}  ${r.roles.join(",")}  ${r.pattern}`);
     }
     out.push("", `Upstream key epochs: ${Object.entries(plan.keyEpochs).map(([id, e]) => `${id} ${e}`).join(", ")}`, "", "Policies");
     const failing = new Set(verdicts.map((v) => v.policy));

@@ -197,6 +197,9 @@ describe.each<[keyof typeof CROSS_FIELD_CHECKS, [string, () => Raw, ConfigIssue[
             ["kubernetes with a monitoring VPS", () => ({ ...base(), backend: "kubernetes", monitoring: monitoring() }), [
                 { path: ["monitoring"], message: "the monitoring VPS scrapes ports published on a Docker host; on kubernetes set kubernetes.monitoringNamespace instead" },
             ]],
+            ["kubernetes with an Ingress", () => ({ ...base(), backend: "kubernetes", ingress: {} }), [
+                { path: ["ingress"], message: "the Ingress is deployed on the docker backend only so far: remove it, or deploy on docker" },
+            ]],
             ["kubernetes, an agent on a service port, with a bad runtime and skills", () => ({ ...withAgents(agent("bart", 3128, { runtime: "run_sc", skills: ["test/fixtures/skills/benign"] })), backend: "kubernetes" }), [
                 { path: ["agents", 0, "dashboardPort"], message: "port 3128 is one KeyProxy or EgressGateway listens on itself; on kubernetes it is also the agent's port on them" },
                 { path: ["agents", 0, "runtime"], message: "on kubernetes this names a RuntimeClass: a DNS subdomain (lowercase letters, digits, '-' and '.')" },
@@ -216,6 +219,23 @@ describe.each<[keyof typeof CROSS_FIELD_CHECKS, [string, () => Raw, ConfigIssue[
                 { path: ["monitoring", "scrape", "ports", "egressGateway"], message: "host port 18801 is already KeyProxy's" },
                 { path: ["monitoring", "scrape", "ports", "keyProxy"], message: "host port 18801 is already used by agents[0] (bart)" },
                 { path: ["monitoring", "scrape", "ports", "egressGateway"], message: "host port 18801 is already used by agents[0] (bart)" },
+            ]],
+        ],
+    ],
+    [
+        "ingressUsersPortAndRules",
+        [
+            ["no Ingress", base, []],
+            ["users of existing agents, the default rules", () => ({ ...base(), ingress: { users: [{ name: "ann", agents: ["bart"] }, { name: "ned", agents: ["bart", "lisa"] }] } }), []],
+            ["a duplicate user reaching an unknown agent", () => ({ ...base(), ingress: { users: [{ name: "ann", agents: ["bart"] }, { name: "ann", agents: ["lisa", "homer"] }] } }), [
+                { path: ["ingress", "users", 1, "name"], message: "duplicate user name 'ann' (also ingress.users[0])" },
+                { path: ["ingress", "users", 1, "agents", 1], message: "no agent named 'homer' in agents" },
+            ]],
+            ["the port of an agent's dashboard", () => ({ ...base(), ingress: { port: 18802 } }), [{ path: ["ingress", "port"], message: "host port 18802 is already used by agents[1] (lisa)" }]],
+            ["the port of a metrics endpoint", () => ({ ...base(), monitoring: monitoring(), ingress: { port: 9465 } }), [{ path: ["ingress", "port"], message: "host port 9465 is already used by monitoring.scrape.ports.egressGateway" }]],
+            ["a rule RE2 cannot run, and a duplicate id", () => ({ ...base(), ingress: { rules: [{ id: "r", pattern: "(?=a)b", action: "reject" }, { id: "r", pattern: "b", action: "strip" }] } }), [
+                { path: ["ingress", "rules", 0, "pattern"], message: expect.stringMatching(/^'r': pattern refused: .*\(RE2 syntax: no backreferences or lookaround\)$/) },
+                { path: ["ingress", "rules", 1, "id"], message: "duplicate rule id 'r' (also ingress.rules[0])" },
             ]],
         ],
     ],

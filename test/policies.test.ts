@@ -241,6 +241,12 @@ describe("the project's own stacks", () => {
         expect(evaluate([job]).map((v) => v.policy).filter((name) => ["healthcheck", "restart-policy"].includes(name))).toEqual(policies);
     });
 
+    it("a stack with an Ingress passes every mandatory policy, the Ingress's container with it", async () => {
+        const resources = asPolicyResources(await runProgram({ ...devConfig(), ingress: { users: [{ name: "ann", agents: ["bart"] }] } }));
+        expect(resources.map((r) => r.props.name)).toContain("openclaw-dev-ingress");
+        expect(evaluate(resources).filter((v) => v.enforcementLevel === "mandatory")).toEqual([]);
+    });
+
     it("a stack that opts into another publish address publishes no agent port on it, and passes", async () => {
         const opted = asPolicyResources(await runProgram({ ...devConfig(), network: { publishAddress: "10.20.30.40" } }));
         expect(evaluate(opted).filter((v) => v.enforcementLevel === "mandatory")).toEqual([]);

@@ -33,6 +33,33 @@ describe("npm run review", () => {
         expect(stdout).toMatch(/OK: no mandatory violation \(\d+ advisory\)/);
     });
 
+    it("prints the Ingress's users, the agents each reaches, and its rules", () => {
+        const dev = readFileSync(path.join(REPO_ROOT, "Pulumi.dev.yaml"), "utf8");
+        const ingress = `
+  openclaw:ingress:
+    port: 9443
+    users: [{ name: ann, agents: [bart] }, { name: ned, agents: [bart, lisa], tokenEpoch: 3 }]
+    rules: [{ id: no-override, pattern: "ignore (all )?previous instructions", action: reject }, { id: im-tokens, pattern: '<\\|im_start\\|>', action: strip, roles: [user, tool] }]
+`;
+        const { code, stdout, stderr } = review("--stack", "pr", "--config-dir", stackDir(dev.replace("config:\n", `config:\n${ingress.slice(1)}`)));
+        expect(stderr).toBe("");
+        expect(code).toBe(0);
+        expect(stdout).toContain(
+            [
+                "Ingress",
+                "  https://127.0.0.1:9443/  5 requests/s per user (burst 20), 8 at once",
+                "  users (token epoch): agents they reach",
+                "    ann (1): bart",
+                "    ned (3): bart, lisa",
+                "  prompt-injection rules (RE2, case-insensitive): id  action  roles  pattern",
+                "    no-override  reject  user  ignore (all )?previous instructions",
+                "    im-tokens  strip  user,tool  <\\|im_start\\|>",
+            ].join("\n"),
+        );
+        expect(stdout).toMatch(/openclaw-pr-ingress .* read-only, caps dropped, no-new-privileges, unprivileged .*\n {4}networks openclaw-pr-uplink \(10\.63\.255\.4\) {2}ports 127\.0\.0\.1:9443->8443 /);
+        expect(stdout).toMatch(/OK: no mandatory violation/);
+    });
+
     it("says which host each container lands on, and the monitoring stack's exceptions with their reasons", () => {
         const dev = readFileSync(path.join(REPO_ROOT, "Pulumi.dev.yaml"), "utf8");
         const monitoring = `

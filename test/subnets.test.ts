@@ -89,13 +89,14 @@ describe("helpers", () => {
         expect(formatBlock(parseBlock("10.0.0.0/24"))).toBe("10.0.0.0/24");
     });
 
-    it("lays out an agent network: gateway, KeyProxy, EgressGateway, agent", () => {
+    it("lays out an agent network: gateway, KeyProxy, EgressGateway, agent, Ingress", () => {
         expect(agentNetworkAddresses("10.64.1.32/28")).toEqual({
             subnet: "10.64.1.32/28",
             gateway: "10.64.1.33",
             keyProxy: "10.64.1.34",
             egressGateway: "10.64.1.35",
             agent: "10.64.1.36",
+            ingress: "10.64.1.37",
         });
         expect(() => agentNetworkAddresses("10.64.1.32/30")).toThrow(/between \/24 and \/29/);
     });

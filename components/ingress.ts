@@ -1,0 +1,121 @@
+import type * as docker from "@pulumi/docker";
+import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
+import { TLS_ENV } from "../ingress-image/src/config";
+import { USER_TOKEN, tokenDigest } from "../ingress-image/src/policy";
+import type { IngressStackConfig } from "../infra/config";
+import { ALIASES, INGRESS_DATA_DIR, INGRESS_ENTRY, PORTS, dockerNames } from "../infra/topology";
+import { ownCa } from "./certificates";
+import { connectAgent, registryCommand, sharedServiceContainer } from "./sharedService";
+
+/** What the Ingress needs to know of one agent. */
+export interface IngressAgentLink {
+    name: string;
+    network: pulumi.Input<string>;
+    subnet: string;
+    /** The Ingress's fixed address on the agent's network. */
+    address: string;
+    /** Where the agent's OpenClaw gateway listens on that network. */
+    gatewayAddress: string;
+    /** The gateway's auth token (secret): the Ingress attaches it to what it forwards. */
+    gatewayToken: pulumi.Input<string>;
+}
+
+export interface IngressArgs {
+    stack: string;
+    config: IngressStackConfig;
+    /** The host address the listener is published on (network.publishAddress). */
+    publishAddress: string;
+    uplinkNetwork: pulumi.Input<string>;
+    /** The Ingress's fixed address on the uplink. */
+    uplinkAddress: string;
+    dockerHost: string;
+    agents: IngressAgentLink[];
+}
+
+/**
+ * Pure: the INGRESS_CONFIG the service reads. The listener binds the uplink address only, where the published port
+ * arrives: on the agents' networks nothing of the Ingress answers. The certificate and key travel in their own
+ * (secret) variables.
+ */
+export function ingressRuntimeConfig(config: Pick<IngressStackConfig, "rules" | "limits">, uplinkAddress: string) {
+    return {
+        listen: { host: uplinkAddress, port: PORTS.ingress },
+        admin: [{ host: "127.0.0.1", port: PORTS.ingressMetrics }],
+        dataDir: INGRESS_DATA_DIR,
+        rules: config.rules,
+        limits: config.limits,
+    };
+}
+
+/** Pure: an agent's registry entry, as `ingress register` reads it on stdin. */
+export function ingressAgentEntry(agent: Pick<IngressAgentLink, "name" | "gatewayAddress">, gatewayToken: string): string {
+    return JSON.stringify({ name: agent.name, gateway: { host: agent.gatewayAddress, port: PORTS.agentDashboard }, gatewayToken });
+}
+
+/** Pure: a user's registry entry, as `ingress register-user` reads it on stdin: only the token's digest. */
+export function ingressUserEntry(user: { name: string; agents: string[] }, token: string): string {
+    return JSON.stringify({ name: user.name, tokenSha256: tokenDigest(token), agents: user.agents });
+}
+
+/**
+ * The Ingress: TLS on one host port, per-user bearer tokens, prompt-injection rules, and every agent's gateway behind
+ * it. Like KeyProxy, its container knows nothing of agents or users: agents are attached and registered by commands,
+ * users registered by commands, so adding either recreates nothing else.
+ */
+export class Ingress extends pulumi.ComponentResource {
+    public readonly container: docker.Container;
+    public readonly containerName: string;
+    public readonly url: string;
+    /** The CA that signed the listener's certificate: clients trust it. */
+    public readonly caCertPem: pulumi.Output<string>;
+    /** Each user's bearer token (secret): `pulumi stack output --show-secrets ingress`. */
+    public readonly userTokens: Record<string, pulumi.Output<string>> = {};
+
+    constructor(name: string, args: IngressArgs, opts?: pulumi.ComponentResourceOptions) {
+        super("openclaw:index:Ingress", name, {}, opts);
+        const { stack, config } = args;
+        this.containerName = dockerNames.ingressContainer(stack);
+        this.url = `https://${args.publishAddress}:${config.port}/`;
+
+        // The listener's certificate names the publish address, localhost and the configured host names, from a CA of its own.
+        const ca = ownCa(this, name, `OpenClaw ${stack} ingress CA`);
+        const certificate = ca.issue("server", args.publishAddress, ["localhost", ...config.hostnames]);
+        this.caCertPem = ca.caCertPem;
+        const service = sharedServiceContainer(this, name, {
+            stack,
+            role: "ingress",
+            containerName: this.containerName,
+            volumeName: dockerNames.ingressVolume(stack),
+            dataDir: INGRESS_DATA_DIR,
+            entry: INGRESS_ENTRY,
+            image: config.image,
+            resources: config.resources,
+            uplinkNetwork: args.uplinkNetwork,
+            uplinkAddress: args.uplinkAddress,
+            dockerHost: args.dockerHost,
+            alias: ALIASES.ingress,
+            runtimeConfig: { variable: "INGRESS_CONFIG", build: () => ingressRuntimeConfig(config, args.uplinkAddress) },
+            envs: pulumi.secret(pulumi.all([certificate.certPem, certificate.keyPem]).apply(([cert, key]) => [`${TLS_ENV.certPem}=${cert}`, `${TLS_ENV.keyPem}=${key}`])),
+            metricsPort: PORTS.ingressMetrics,
+            published: [{ internal: PORTS.ingress, external: config.port, ip: args.publishAddress }],
+        });
+        this.container = service.container;
+
+        for (const agent of args.agents) {
+            connectAgent(this, name, service, agent, pulumi.secret(pulumi.output(agent.gatewayToken).apply((token) => ingressAgentEntry(agent, token))));
+        }
+        for (const user of config.users) {
+            const password = new random.RandomPassword(
+                `${name}-user-${user.name}-token`,
+                { length: USER_TOKEN.randomChars, special: false, keepers: { user: user.name, epoch: String(user.tokenEpoch) } },
+                { parent: this },
+            );
+            const token = pulumi.secret(pulumi.interpolate`${USER_TOKEN.prefix}${password.result}`);
+            this.userTokens[user.name] = token;
+            registryCommand(this, `${name}-user-${user.name}`, service, { register: "register-user", unregister: `unregister-user ${user.name}` }, token.apply((value) => ingressUserEntry(user, value)));
+        }
+
+        this.registerOutputs({ container: this.containerName, url: this.url });
+    }
+}

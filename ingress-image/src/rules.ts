@@ -1,0 +1,135 @@
+// Prompt-injection rules over the user-supplied text of chat requests. Patterns run on RE2 (re2-wasm: Google's
+// RE2 compiled to WebAssembly), which matches in time linear in the text: no pattern can backtrack
+// catastrophically. RE2 has no backreferences or lookaround; a pattern using them is refused when the rules load,
+// naming the rule.
+import { RE2 } from "re2-wasm";
+import { z } from "zod";
+import { shortDigest } from "../../runtime/audit";
+
+export const RULE_ROLES = ["system", "developer", "user", "assistant", "tool"] as const;
+export type RuleRole = (typeof RULE_ROLES)[number];
+
+export const ruleSchema = z.strictObject({
+    id: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/, "must be lowercase letters, digits, '.', '_' or '-', at most 64"),
+    /** An RE2 pattern, matched case-insensitively. */
+    pattern: z.string().min(1).max(2000),
+    action: z.enum(["strip", "reject"]),
+    roles: z.array(z.enum(RULE_ROLES)).min(1).default(["user"]),
+});
+export type Rule = z.output<typeof ruleSchema>;
+
+/**
+ * The default set: the common phrasings of an instruction override and of a forged conversation turn. They stop
+ * copy-paste attacks, not a determined author (docs/ingress.md says what regex rules cannot do).
+ */
+export const DEFAULT_RULES: Rule[] = [
+    { id: "ignore-previous-instructions", pattern: String.raw`\b(ignore|disregard|forget|override)\b[^.\n]{0,40}\b(previous|prior|above|earlier|all|system)\b[^.\n]{0,20}\b(instructions?|prompts?|rules|directions|messages)\b`, action: "reject", roles: ["user"] },
+    { id: "reveal-system-prompt", pattern: String.raw`\b(reveal|print|show|repeat|output|leak)\b[^.\n]{0,30}\b(system|hidden|initial)\s+(prompt|instructions?|message)\b`, action: "reject", roles: ["user"] },
+    { id: "role-override", pattern: String.raw`\byou\s+are\s+now\s+(in\s+)?(dan|developer\s+mode|jailbreak(en)?|unrestricted|unfiltered)\b`, action: "reject", roles: ["user"] },
+    // A turn marker of a chat template in user text forges a new turn for models that read it: cut it out.
+    { id: "chat-template-tokens", pattern: String.raw`<\|(im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id|end_header_id)\|>|\[/?INST\]|<</?SYS>>`, action: "strip", roles: ["user", "tool"] },
+];
+
+export interface CompiledRule {
+    id: string;
+    action: "strip" | "reject";
+    roles: ReadonlySet<string>;
+    regex: RE2;
+}
+
+/** Compiles one validated rule; a pattern RE2 cannot take is an error naming the rule (the stack config checks with this too). */
+export function compileRule(rule: Rule): CompiledRule {
+    try {
+        return { id: rule.id, action: rule.action, roles: new Set(rule.roles), regex: new RE2(rule.pattern, "giu") };
+    } catch (error) {
+        throw new Error(`'${rule.id}': pattern refused: ${(error as Error).message.replace(/^Invalid regular expression: /, "")} (RE2 syntax: no backreferences or lookaround)`);
+    }
+}
+
+/** Compiles the rules, each error naming the rule's index and id; duplicate ids are refused too. */
+export function compileRules(rules: readonly z.input<typeof ruleSchema>[]): CompiledRule[] {
+    const seen = new Set<string>();
+    return rules.map((input, index) => {
+        const rule = ruleSchema.parse(input);
+        if (seen.has(rule.id)) throw new Error(`rules[${index}] '${rule.id}': duplicate rule id`);
+        seen.add(rule.id);
+        try {
+            return compileRule(rule);
+        } catch (error) {
+            throw new Error(`rules[${index}] ${(error as Error).message}`);
+        }
+    });
+}
+
+export interface RuleHit {
+    rule: string;
+    action: "strip" | "reject";
+    role: string;
+    /** sha256 (16 hex digits) of the text the rule matched in: lets an operator correlate, never reveals it. */
+    textSha256: string;
+}
+
+export type RuleVerdict =
+    | { kind: "reject"; rule: string; hits: RuleHit[] }
+    | { kind: "forward"; hits: RuleHit[]; /** The body to send on; undefined when nothing was stripped. */ body: unknown | undefined }
+    | { kind: "malformed"; reason: string };
+
+interface TextSlot {
+    role: string;
+    get(): string;
+    set(text: string): void;
+}
+
+/** The text parts a chat request carries, by role: content as a string, or an array of `{type: "text", text}` parts. */
+function textSlots(body: unknown): TextSlot[] | string {
+    if (typeof body !== "object" || body === null || Array.isArray(body)) return "body is not a JSON object";
+    const messages = (body as { messages?: unknown }).messages;
+    if (!Array.isArray(messages)) return "messages is not an array";
+    const slots: TextSlot[] = [];
+    for (const message of messages) {
+        if (typeof message !== "object" || message === null) return "a message is not an object";
+        const { role, content } = message as { role?: unknown; content?: unknown };
+        if (typeof role !== "string") return "a message has no role";
+        if (typeof content === "string") {
+            slots.push({ role, get: () => (message as { content: string }).content, set: (text) => ((message as { content: string }).content = text) });
+        } else if (Array.isArray(content)) {
+            for (const part of content) {
+                if (typeof part === "object" && part !== null && (part as { type?: unknown }).type === "text") {
+                    if (typeof (part as { text?: unknown }).text !== "string") return "a text part has no text";
+                    slots.push({ role, get: () => (part as { text: string }).text, set: (text) => ((part as { text: string }).text = text) });
+                }
+            }
+        } else if (content !== undefined && content !== null) {
+            return "a message's content is neither text nor parts";
+        }
+    }
+    return slots;
+}
+
+/**
+ * Applies the rules to a parsed chat request (which it may change in place: strip). Any reject hit rejects the
+ * request, naming the first rule that did; otherwise every strip rule's matches are cut out.
+ */
+export function applyRules(body: unknown, rules: readonly CompiledRule[]): RuleVerdict {
+    const slots = textSlots(body);
+    if (typeof slots === "string") return { kind: "malformed", reason: slots };
+    const hits: RuleHit[] = [];
+    let stripped = false;
+    for (const rule of rules) {
+        for (const slot of slots) {
+            if (!rule.roles.has(slot.role)) continue;
+            const text = slot.get();
+            rule.regex.lastIndex = 0;
+            if (!rule.regex.test(text)) continue;
+            hits.push({ rule: rule.id, action: rule.action, role: slot.role, textSha256: shortDigest(text) });
+            if (rule.action === "strip") {
+                rule.regex.lastIndex = 0;
+                slot.set(text.replace(rule.regex, ""));
+                stripped = true;
+            }
+        }
+    }
+    const rejecting = hits.find((hit) => hit.action === "reject");
+    if (rejecting) return { kind: "reject", rule: rejecting.rule, hits };
+    return { kind: "forward", hits, body: stripped ? body : undefined };
+}

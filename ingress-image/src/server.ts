@@ -1,0 +1,381 @@
+// The transport around the Ingress's policy: TLS in, the agent's gateway out (HTTP with streaming, SSE, WebSocket
+// upgrades), the gateway's own token attached and the user's removed.
+import { once } from "node:events";
+import http from "node:http";
+import https from "node:https";
+import type { Duplex } from "node:stream";
+import { z } from "zod";
+import { closeServer, portOf, startAdminServers } from "../../runtime/admin";
+import { AuditLog, auditField } from "../../runtime/audit";
+import type { Logger } from "../../runtime/log";
+import { type IngressConfig, registryDirs } from "./config";
+import { type IngressMetrics, ingressMetrics } from "./metrics";
+import { type IngressAgent, type IngressUser, RateLimiter, authenticate, isChatRequest, isUnreadPrompt, mayReach, openAiError, routeRequest } from "./policy";
+import { type CompiledRule, applyRules, compileRules } from "./rules";
+
+/** Every security event the Ingress writes to its audit stream, with the only fields each may carry. */
+export const INGRESS_AUDIT_EVENTS = {
+    /** `unaudited`: failures from this address refused since its last audited one, but not written (the audit budget). */
+    auth_failed: z.object({ reason: auditField.name, remote: auditField.address, unaudited: auditField.count }),
+    route_refused: z.object({ user: auditField.name, reason: auditField.name }),
+    forbidden: z.object({ user: auditField.name, agent: auditField.name }),
+    rate_limited: z.object({ user: auditField.name, agent: auditField.name, limit: z.enum(["rate", "concurrency"]) }),
+    rule_hit: z.object({ user: auditField.name, agent: auditField.name, rule: auditField.name, action: z.enum(["strip", "reject"]), role: auditField.name, textSha256: auditField.digest }),
+    revoked: z.object({ user: auditField.name, connections: auditField.count }),
+};
+
+const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te", "trailer", "transfer-encoding", "upgrade", "host"]);
+/** Client headers the gateway never gets: the user's credential, and claims about the client only the Ingress may make. */
+const WITHHELD = new Set(["authorization", "forwarded", "x-real-ip", "content-length"]);
+
+function upstreamHeaders(headers: http.IncomingHttpHeaders, keepUpgrade: boolean): Record<string, string | string[]> {
+    const named = new Set((headers.connection ?? "").split(",").map((t) => t.trim().toLowerCase()));
+    const out: Record<string, string | string[]> = {};
+    for (const [name, value] of Object.entries(headers)) {
+        if (value === undefined || WITHHELD.has(name) || name.startsWith("x-forwarded-") || name.startsWith("proxy-")) continue;
+        if ((HOP_BY_HOP.has(name) || named.has(name)) && !(keepUpgrade && (name === "connection" || name === "upgrade"))) continue;
+        out[name] = value;
+    }
+    return out;
+}
+
+function downstreamHeaders(headers: http.IncomingHttpHeaders): Record<string, string | string[]> {
+    const named = new Set((headers.connection ?? "").split(",").map((t) => t.trim().toLowerCase()));
+    const out: Record<string, string | string[]> = {};
+    for (const [name, value] of Object.entries(headers)) {
+        if (value !== undefined && !HOP_BY_HOP.has(name) && !named.has(name)) out[name] = value;
+    }
+    return out;
+}
+
+/** The whole body, or undefined once it passes `max` bytes (the rest is then read and dropped). */
+function readBounded(req: http.IncomingMessage, max: number): Promise<Buffer | undefined> {
+    return new Promise((resolve, reject) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        req.on("data", (chunk: Buffer) => {
+            size += chunk.length;
+            if (size <= max) chunks.push(chunk);
+            else if (chunks.length > 0) {
+                chunks.length = 0;
+                resolve(undefined);
+            }
+        });
+        req.once("end", () => resolve(size <= max ? Buffer.concat(chunks) : undefined));
+        req.once("error", reject);
+        // After "end" this changes nothing; before it, the client went away mid-body.
+        req.once("close", () => reject(new Error("the client closed the request")));
+    });
+}
+
+/** The client's address as the audit trail takes it; "::" for one it could not hold (an IPv6 zone, none at all). */
+function clientAddress(req: http.IncomingMessage): string {
+    const address = (req.socket.remoteAddress ?? "").toLowerCase();
+    return auditField.address.safeParse(address).success ? address : "::";
+}
+
+interface Refusal {
+    ok: false;
+    status: number;
+    code: string;
+    message: string;
+}
+type Admission = { ok: true; user: IngressUser; agent: IngressAgent; path: string; release: () => void } | Refusal;
+
+const refusal = (status: number, code: string, message: string): Refusal => ({ ok: false, status, code, message });
+
+export class IngressServer {
+    readonly metrics: IngressMetrics = ingressMetrics();
+    readonly audit: AuditLog<typeof INGRESS_AUDIT_EVENTS>;
+    private readonly server: https.Server;
+    private adminServers: http.Server[] = [];
+    private users: IngressUser[] = [];
+    private agents = new Map<string, IngressAgent>();
+    private readonly rules: CompiledRule[];
+    private readonly limiter: RateLimiter;
+    private readonly failureAudit: RateLimiter;
+    private readonly unaudited = new Map<string, number>();
+    private readonly active = new Map<string, number>();
+    /** Open client connections by user and by agent: closed when either is removed or changed. */
+    private readonly byUser = new Map<string, Set<Duplex>>();
+    private readonly byAgent = new Map<string, Set<Duplex>>();
+    private readonly upstreamAgent = new http.Agent({ keepAlive: true, maxSockets: 512 });
+
+    constructor(
+        private readonly config: IngressConfig,
+        private readonly log: Logger,
+        /** Milliseconds, for the rate limits (tests drive it). */
+        now: () => number = () => performance.now(),
+    ) {
+        this.rules = compileRules(config.rules);
+        this.limiter = new RateLimiter(config.limits.ratePerSecond, config.limits.burst, now);
+        this.failureAudit = new RateLimiter(config.limits.auditedAuthFailuresPerSecond, config.limits.auditedAuthFailuresBurst, now);
+        this.audit = new AuditLog({
+            dir: registryDirs(config).audit,
+            service: "ingress",
+            events: INGRESS_AUDIT_EVENTS,
+            onProblem: (problem) => {
+                if (problem.kind === "write_failed") this.metrics.auditFailures.inc(problem.lost);
+                log(`audit_${problem.kind}`, problem);
+            },
+        });
+        this.server = https.createServer(
+            {
+                cert: config.tls.certPem,
+                key: config.tls.keyPem,
+                minVersion: "TLSv1.2",
+                headersTimeout: config.limits.requestHeadTimeoutMs,
+                connectionsCheckingInterval: Math.min(1000, Math.ceil(config.limits.requestHeadTimeoutMs / 2)),
+            },
+            // A client that goes away mid-body rejects the read: nothing is left to answer.
+            (req, res) => void this.handle(req, res).catch(() => res.destroy()),
+        );
+        this.server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+            try {
+                this.handleUpgrade(req, socket, head);
+            } catch (error) {
+                socket.destroy();
+                log("upgrade_failed", { error: (error as Error).message.slice(0, 200) });
+            }
+        });
+        this.server.on("clientError", (_error, socket) => socket.destroy());
+    }
+
+    setUsers(users: readonly IngressUser[]) {
+        const next = new Map(users.map((user) => [user.name, JSON.stringify(user)]));
+        for (const user of this.users) {
+            if (next.get(user.name) === JSON.stringify(user)) continue;
+            const closed = this.closeAll(this.byUser, user.name);
+            this.limiter.forget(user.name);
+            void this.audit.record({ type: "revoked", user: user.name, connections: closed });
+        }
+        this.users = [...users];
+        this.metrics.registeredUsers.set(users.length);
+    }
+
+    setAgents(agents: readonly IngressAgent[]) {
+        const next = new Map(agents.map((agent) => [agent.name, agent]));
+        for (const [name, agent] of this.agents) {
+            if (JSON.stringify(next.get(name)) !== JSON.stringify(agent)) this.closeAll(this.byAgent, name);
+        }
+        this.agents = next;
+        this.metrics.registeredAgents.set(agents.length);
+    }
+
+    async listen(): Promise<{ port: number; adminPorts: number[] }> {
+        this.server.listen(this.config.listen.port, this.config.listen.host);
+        await once(this.server, "listening");
+        this.adminServers = await startAdminServers(this.config.admin, this.metrics.registry, () => this.server.listening && !this.audit.failing);
+        const ports = { port: portOf(this.server), adminPorts: this.adminServers.map(portOf) };
+        this.log("listening", { port: ports.port, admin: ports.adminPorts.join(",") });
+        return ports;
+    }
+
+    async close(): Promise<void> {
+        for (const sockets of this.byUser.values()) for (const socket of sockets) socket.destroy();
+        await Promise.all([this.server, ...this.adminServers].map(closeServer));
+        this.upstreamAgent.destroy();
+        await this.audit.close();
+    }
+
+    private closeAll(index: Map<string, Set<Duplex>>, key: string): number {
+        const sockets = index.get(key);
+        if (!sockets) return 0;
+        for (const socket of sockets) socket.destroy();
+        index.delete(key);
+        return sockets.size;
+    }
+
+    private track(user: string, agent: string, socket: Duplex): () => void {
+        const sets = [this.setOf(this.byUser, user), this.setOf(this.byAgent, agent)];
+        for (const set of sets) set.add(socket);
+        return () => {
+            for (const set of sets) set.delete(socket);
+        };
+    }
+
+    private setOf(index: Map<string, Set<Duplex>>, key: string): Set<Duplex> {
+        let set = index.get(key);
+        if (!set) index.set(key, (set = new Set()));
+        return set;
+    }
+
+    /** Who is asking, for which agent, and whether they may now: every refusal is counted and audited here. */
+    private admit(req: http.IncomingMessage): Admission {
+        const auth = authenticate(req.headers.authorization, this.users);
+        if (!auth.ok) {
+            this.auditAuthFailure(auth.reason, clientAddress(req));
+            return this.refused(refusal(401, "unauthorized", "a valid bearer token is required"), auth.reason);
+        }
+        const { user } = auth;
+        const route = routeRequest(req.url ?? "");
+        if (!route.ok) {
+            void this.audit.record({ type: "route_refused", user: user.name, reason: route.reason });
+            return this.refused(refusal(route.status, route.reason, route.status === 404 ? "no such route: use /agents/<name>/..." : "this request target is not accepted"), route.reason);
+        }
+        if (!mayReach(user, route.agent)) {
+            void this.audit.record({ type: "forbidden", user: user.name, agent: route.agent });
+            return this.refused(refusal(403, "forbidden", "this token may not reach that agent"), "forbidden");
+        }
+        if (isUnreadPrompt(req.method, route.path)) {
+            void this.audit.record({ type: "route_refused", user: user.name, reason: "unread_prompt" });
+            return this.refused(refusal(404, "not_served", "this endpoint is not served through the Ingress: use /v1/chat/completions"), "unread_prompt");
+        }
+        const agent = this.agents.get(route.agent);
+        if (!agent) return this.refused(refusal(503, "agent_unavailable", "that agent is not available"), "agent_unavailable");
+        const limit = !this.limiter.take(user.name) ? "rate" : (this.active.get(user.name) ?? 0) >= this.config.limits.maxConcurrentPerUser ? "concurrency" : undefined;
+        if (limit) {
+            void this.audit.record({ type: "rate_limited", user: user.name, agent: agent.name, limit });
+            return this.refused(refusal(429, `${limit}_limited`, limit === "rate" ? "too many requests" : "too many requests at once"), `${limit}_limited`);
+        }
+        this.active.set(user.name, (this.active.get(user.name) ?? 0) + 1);
+        this.metrics.active.inc({ user: user.name });
+        const untrack = this.track(user.name, agent.name, req.socket);
+        let released = false;
+        const release = () => {
+            if (released) return;
+            released = true;
+            untrack();
+            this.active.set(user.name, (this.active.get(user.name) ?? 1) - 1);
+            this.metrics.active.dec({ user: user.name });
+        };
+        return { ok: true, user, agent, path: route.path, release };
+    }
+
+    private auditAuthFailure(reason: string, remote: string) {
+        if (!this.failureAudit.take(remote)) {
+            if (this.unaudited.size >= 100_000 && !this.unaudited.has(remote)) this.unaudited.clear();
+            this.unaudited.set(remote, (this.unaudited.get(remote) ?? 0) + 1);
+            return;
+        }
+        void this.audit.record({ type: "auth_failed", reason, remote, unaudited: this.unaudited.get(remote) ?? 0 });
+        this.unaudited.delete(remote);
+    }
+
+    private refused(answer: Refusal, reason: string): Refusal {
+        this.metrics.refusals.inc({ reason });
+        return answer;
+    }
+
+    private async handle(req: http.IncomingMessage, res: http.ServerResponse) {
+        const admission = this.admit(req);
+        if (!admission.ok) return this.answer(res, admission);
+        const { user, agent, path, release } = admission;
+        res.once("close", release);
+        let body: Buffer | undefined;
+        if (isChatRequest(req.method, path)) {
+            const read = await this.readChat(req, user, agent);
+            if (!read.ok) return this.answer(res, read);
+            body = read.body;
+        }
+        const started = performance.now();
+        const upstream = http.request({
+            host: agent.gateway.host,
+            port: agent.gateway.port,
+            method: req.method,
+            path,
+            agent: this.upstreamAgent,
+            timeout: this.config.limits.connectTimeoutMs,
+            headers: {
+                ...upstreamHeaders(req.headers, false),
+                host: `${agent.gateway.host}:${agent.gateway.port}`,
+                authorization: `Bearer ${agent.gatewayToken}`,
+                ...(body ? { "content-length": String(body.length) } : req.headers["content-length"] ? { "content-length": req.headers["content-length"] } : {}),
+            },
+        });
+        // The timeout bounds the connect only: an agent may take minutes to its first byte, and a stream may pause.
+        upstream.once("socket", (socket) => {
+            if (socket.connecting) socket.once("connect", () => upstream.setTimeout(0));
+            else upstream.setTimeout(0);
+        });
+        upstream.once("timeout", () => upstream.destroy(new Error("connect timeout")));
+        upstream.once("response", (answer) => {
+            res.writeHead(answer.statusCode ?? 502, downstreamHeaders(answer.headers));
+            // Server-sent events go out as they come: headers at once, and every chunk as the gateway writes it.
+            res.flushHeaders();
+            answer.pipe(res);
+            answer.once("end", () => {
+                this.metrics.requests.inc({ user: user.name, agent: agent.name, status: `${Math.floor((answer.statusCode ?? 502) / 100)}xx` });
+                this.log("request", { user: user.name, agent: agent.name, method: req.method, status: answer.statusCode, ms: Math.round(performance.now() - started) });
+            });
+        });
+        upstream.once("error", () => {
+            if (!res.headersSent) this.answer(res, refusal(502, "agent_unreachable", "the agent's gateway did not answer"));
+            else res.destroy();
+        });
+        res.once("close", () => {
+            if (!res.writableFinished) upstream.destroy();
+        });
+        if (body) upstream.end(body);
+        else req.pipe(upstream);
+    }
+
+    /** Reads a chat request (bounded), applies the rules, audits every hit: the body to forward, or the answer. */
+    private async readChat(req: http.IncomingMessage, user: IngressUser, agent: IngressAgent): Promise<{ ok: true; body: Buffer } | Refusal> {
+        const raw = await readBounded(req, this.config.limits.maxChatBodyBytes);
+        if (!raw) return this.refused(refusal(413, "body_too_large", "the request body is too large"), "body_too_large");
+        let parsed: unknown;
+        try {
+            parsed = JSON.parse(raw.toString("utf8"));
+        } catch {
+            return this.refused(refusal(400, "invalid_json", "the request body is not JSON"), "invalid_json");
+        }
+        const verdict = applyRules(parsed, this.rules);
+        if (verdict.kind === "malformed") return this.refused(refusal(400, "invalid_request", `the request is not a chat completion request: ${verdict.reason}`), "invalid_request");
+        for (const hit of verdict.hits) {
+            this.metrics.ruleHits.inc({ rule: hit.rule, action: hit.action });
+            void this.audit.record({ type: "rule_hit", user: user.name, agent: agent.name, ...hit });
+        }
+        if (verdict.kind === "reject") return this.refused(refusal(400, "prompt_rejected", `the request was rejected by rule '${verdict.rule}'`), "prompt_rejected");
+        return { ok: true, body: verdict.body === undefined ? raw : Buffer.from(JSON.stringify(verdict.body)) };
+    }
+
+    private answer(res: http.ServerResponse, answer: Refusal) {
+        const { status, body } = openAiError(answer.status, answer.code, answer.message);
+        res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body), ...(status === 401 ? { "www-authenticate": "Bearer" } : {}), connection: "close" });
+        res.end(body);
+    }
+
+    private handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer) {
+        socket.on("error", () => socket.destroy());
+        const admission = this.admit(req);
+        if (!admission.ok) return this.answerRaw(socket, admission);
+        const { user, agent, path, release } = admission;
+        socket.once("close", release);
+        const upstream = http.request({
+            host: agent.gateway.host,
+            port: agent.gateway.port,
+            method: req.method,
+            path,
+            timeout: this.config.limits.connectTimeoutMs,
+            headers: { ...upstreamHeaders(req.headers, true), host: `${agent.gateway.host}:${agent.gateway.port}`, authorization: `Bearer ${agent.gatewayToken}` },
+        });
+        upstream.once("timeout", () => upstream.destroy(new Error("connect timeout")));
+        upstream.once("upgrade", (answer, upSocket, upHead) => {
+            upstream.setTimeout(0);
+            const lines = [`HTTP/1.1 101 Switching Protocols`];
+            for (let i = 0; i < answer.rawHeaders.length; i += 2) lines.push(`${answer.rawHeaders[i]}: ${answer.rawHeaders[i + 1]}`);
+            socket.write(`${lines.join("\r\n")}\r\n\r\n`);
+            if (upHead.length > 0) socket.write(upHead);
+            if (head.length > 0) upSocket.write(head);
+            upSocket.on("error", () => socket.destroy());
+            socket.once("close", () => upSocket.destroy());
+            upSocket.once("close", () => socket.destroy());
+            upSocket.pipe(socket).pipe(upSocket);
+            this.metrics.requests.inc({ user: user.name, agent: agent.name, status: "1xx" });
+        });
+        upstream.once("response", (answer) => {
+            answer.resume();
+            this.answerRaw(socket, refusal(answer.statusCode ?? 502, "upgrade_refused", "the agent's gateway refused the upgrade"));
+        });
+        upstream.once("error", () => this.answerRaw(socket, refusal(502, "agent_unreachable", "the agent's gateway did not answer")));
+        upstream.end();
+    }
+
+    private answerRaw(socket: Duplex, answer: Refusal) {
+        if (socket.destroyed) return;
+        const { status, body } = openAiError(answer.status, answer.code, answer.message);
+        const extra = status === 401 ? "www-authenticate: Bearer\r\n" : "";
+        socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ""}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`);
+    }
+}
