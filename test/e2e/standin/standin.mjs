@@ -61,12 +61,12 @@ function geminiGenerate(res, model, stream) {
     res.end(`data: ${JSON.stringify(answer)}\r\n\r\n`);
 }
 
-/** The text of the last user message of a Messages or Chat Completions request (what the agent was asked), if any. */
-function lastUserText(request) {
-    const user = (Array.isArray(request.messages) ? request.messages : []).filter((m) => m && m.role === "user").at(-1);
-    if (!user) return null;
-    if (typeof user.content === "string") return user.content;
-    return Array.isArray(user.content) ? user.content.map((part) => (typeof part?.text === "string" ? part.text : "")).join("") : null;
+/** The text of every user message of a Messages or Chat Completions request (what the agent was asked), if any. */
+function userText(request) {
+    const users = (Array.isArray(request.messages) ? request.messages : []).filter((m) => m && m.role === "user");
+    if (users.length === 0) return null;
+    const text = (content) => (typeof content === "string" ? content : Array.isArray(content) ? content.map((part) => (typeof part?.text === "string" ? part.text : "")).join("") : "");
+    return users.map((m) => text(m.content)).join("\n");
 }
 
 function json(res, value) {
@@ -80,7 +80,7 @@ const server = https.createServer({ cert: process.env.STANDIN_CERT, key: process
     req.on("end", () => {
         let request = {};
         try { request = JSON.parse(Buffer.concat(chunks).toString() || "{}"); } catch { /* not JSON */ }
-        console.log(JSON.stringify({ host: req.headers.host, method: req.method, path: req.url, xApiKey: req.headers["x-api-key"] ?? null, xGoogApiKey: req.headers["x-goog-api-key"] ?? null, authorization: req.headers.authorization ?? null, userText: lastUserText(request) }));
+        console.log(JSON.stringify({ host: req.headers.host, method: req.method, path: req.url, xApiKey: req.headers["x-api-key"] ?? null, xGoogApiKey: req.headers["x-goog-api-key"] ?? null, authorization: req.headers.authorization ?? null, userText: userText(request) }));
         if (req.method === "POST" && req.url === "/v1/messages") return messages(res, request);
         if (req.method === "POST" && req.url === "/v1/chat/completions") return chatCompletions(res, request);
         if (req.method === "POST" && req.url === "/v1/embeddings") return embeddings(res, request);
