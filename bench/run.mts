@@ -17,12 +17,15 @@ import { freePort } from "../test/support/processes.ts";
 import { removeTempDirs, tempDir } from "../test/support/tempDirs.ts";
 import { testPki } from "../test/support/tls.ts";
 
-const USAGE = `usage: npm run bench [-- --quick] [-- --out FILE]
+const USAGE = `usage: npm run bench [-- --quick] [-- --out FILE] [-- --baseline BUNDLE]
 
   (no flags)   the full run (a few minutes): writes bench/results.md and bench/chart.svg
   --quick      a short run that proves every scenario still runs; its numbers mean nothing, so it writes its
                report to standard output (or to --out FILE), never to bench/results.md
   --out FILE   write the report to FILE instead
+  --baseline BUNDLE
+               also run another KeyProxy bundle (an earlier build) as "KeyProxy before" in the wrk and
+               fixed-rate scenarios, interleaved with the others: before/after in one run
   --help       this text`;
 
 const ROOT = path.resolve(import.meta.dirname, "..");
@@ -35,10 +38,17 @@ if (args.includes("--help") || args.includes("-h")) {
     console.log(USAGE);
     process.exit(0);
 }
-const outIndex = args.indexOf("--out");
-const outFile = outIndex >= 0 ? args[outIndex + 1] : undefined;
-if (outIndex >= 0 && (outFile === undefined || outFile.startsWith("-"))) usageError("--out needs a file");
-const unknown = args.find((arg, i) => arg !== "--quick" && arg !== "--out" && (outIndex < 0 || i !== outIndex + 1));
+/** The value after a flag that takes one, or undefined when the flag is absent. */
+function flagValue(flag: string, what: string): string | undefined {
+    const index = args.indexOf(flag);
+    const value = index >= 0 ? args[index + 1] : undefined;
+    if (index >= 0 && (value === undefined || value.startsWith("-"))) usageError(`${flag} needs ${what}`);
+    return value;
+}
+const outFile = flagValue("--out", "a file");
+const baselineBundle = flagValue("--baseline", "a KeyProxy bundle");
+const valueIndexes = ["--out", "--baseline"].map((flag) => args.indexOf(flag)).filter((i) => i >= 0).map((i) => i + 1);
+const unknown = args.find((arg, i) => !["--quick", "--out", "--baseline"].includes(arg) && !valueIndexes.includes(i));
 if (unknown !== undefined) usageError(`unknown argument ${unknown}`);
 const quick = args.includes("--quick");
 /** Where the report goes: a file, or (quick mode without --out) standard output. */
@@ -85,34 +95,37 @@ const upstream = await start(process.execPath, [path.join(ROOT, "bench", "upstre
 const upstreamPort: number = upstream.line.port;
 
 const keyProxyBundle = await bundle("keyProxy");
-const registryDir = path.join(work, "agents");
-const keyProxyEnv = {
-    // As in the image: the services' Node options come from infra/topology.ts.
-    NODE_OPTIONS: SERVICE_NODE_OPTIONS,
-    KEYPROXY_CONFIG: JSON.stringify({
-        listen: { host: "127.0.0.1", port: 0 },
-        admin: [{ host: "127.0.0.1", port: 0 }],
-        upstreams: { anthropic: { baseUrl: `https://localhost:${upstreamPort}` } },
-        extraCaFile: pki.caFile,
-        registryDir,
-        // Every open stream holds an upstream connection (HTTP/1.1): the pool must hold them all, or streams past
-        // it wait unanswered in undici's queue and the memory measured is that of fewer streams.
-        limits: { maxConcurrentPerAgent: 100_000, maxUpstreamConnections: P.streams + 100 },
-        metering: { ledgerFile: path.join(work, "ledger.log") },
-    }),
-    KEYPROXY_KEY_ANTHROPIC: KEY,
-};
-execFileSync(process.execPath, [keyProxyBundle, "register"], {
-    input: JSON.stringify({ name: "bench", credentialSha256: credentialDigest(TOKEN), subnet: "127.0.0.0/8", budget: { totalUsd: 1_000_000 } }),
-    env: { PATH: process.env.PATH, ...keyProxyEnv },
-});
 /** KeyProxy's access lines, counted as they are read: its stdout is read all along, so lines never queue in the pipe. */
 let accessLines = 0;
-const keyProxy = await start(process.execPath, [keyProxyBundle, "serve"], keyProxyEnv, (l) => l.event === "listening", (l) => {
-    if (l.event === "request") accessLines++;
-});
-const keyProxyPort: number = keyProxy.line.port;
-const keyProxyPid = keyProxy.child.pid!;
+/** Starts a KeyProxy bundle with its own registry and ledger, the bench agent registered. */
+async function startKeyProxy(bundleFile: string, name: string) {
+    const env = {
+        // As in the image: the services' Node options come from infra/topology.ts.
+        NODE_OPTIONS: SERVICE_NODE_OPTIONS,
+        KEYPROXY_CONFIG: JSON.stringify({
+            listen: { host: "127.0.0.1", port: 0 },
+            admin: [{ host: "127.0.0.1", port: 0 }],
+            upstreams: { anthropic: { baseUrl: `https://localhost:${upstreamPort}` } },
+            extraCaFile: pki.caFile,
+            registryDir: path.join(work, `${name}-agents`),
+            // Every open stream holds an upstream connection (HTTP/1.1): the pool must hold them all, or streams past
+            // it wait unanswered in undici's queue and the memory measured is that of fewer streams.
+            limits: { maxConcurrentPerAgent: 100_000, maxUpstreamConnections: P.streams + 100 },
+            metering: { ledgerFile: path.join(work, `${name}-ledger.log`) },
+        }),
+        KEYPROXY_KEY_ANTHROPIC: KEY,
+    };
+    execFileSync(process.execPath, [bundleFile, "register"], {
+        input: JSON.stringify({ name: "bench", credentialSha256: credentialDigest(TOKEN), subnet: "127.0.0.0/8", budget: { totalUsd: 1_000_000 } }),
+        env: { PATH: process.env.PATH, ...env },
+    });
+    const started = await start(process.execPath, [bundleFile, "serve"], env, (l) => l.event === "listening", (l) => {
+        if (l.event === "request" && name === "keyproxy") accessLines++;
+    });
+    return { port: started.line.port as number, pid: started.child.pid! };
+}
+const { port: keyProxyPort, pid: keyProxyPid } = await startKeyProxy(keyProxyBundle, "keyproxy");
+const baseline = baselineBundle === undefined ? undefined : await startKeyProxy(path.resolve(baselineBundle), "baseline");
 const freshRss: Record<string, number> = { keyProxy: rssMb([keyProxyPid]) };
 
 const nginxPort = await freePort();
@@ -199,9 +212,10 @@ const TARGETS: Target[] = [
         body: MESSAGE,
         pids: [portkeyPid],
     },
+    ...(baseline ? [{ name: "KeyProxy before", url: `http://127.0.0.1:${baseline.port}/anthropic/v1/messages`, method: "POST" as const, headers: { "x-api-key": TOKEN, "content-type": "application/json" }, body: MESSAGE, pids: [baseline.pid] }] : []),
     { name: "KeyProxy", url: `http://127.0.0.1:${keyProxyPort}/anthropic/v1/messages`, method: "POST", headers: { "x-api-key": TOKEN, "content-type": "application/json" }, body: MESSAGE, pids: [keyProxyPid] },
 ];
-const PROXIES = ["nginx", "Portkey", "KeyProxy"] as const;
+const PROXIES = TARGETS.map((t) => t.name).filter((name) => name !== "direct");
 
 interface WrkResult {
     rps: number;
@@ -494,7 +508,7 @@ lines.push(
     "",
 );
 lines.push("## Added latency over direct (non-streaming POST /v1/messages, wrk, closed loop)", "");
-lines.push("| concurrent | direct p50 / p99 ms | nginx added p50 / p99 ms | Portkey added p50 / p99 ms | KeyProxy added p50 / p99 ms |", "| ---: | ---: | ---: | ---: | ---: |");
+lines.push(`| concurrent | direct p50 / p99 ms | ${PROXIES.map((name) => `${name} added p50 / p99 ms`).join(" | ")} |`, `| ---: | ---: | ${PROXIES.map(() => "---:").join(" | ")} |`);
 for (const c of P.conns) {
     const d = latency[c].direct;
     const added = (name: string) => `${f(med(latency[c][name], "p50") - med(d, "p50"), 3)} / ${f(med(latency[c][name], "p99") - med(d, "p99"), 3)}`;
@@ -507,7 +521,7 @@ lines.push(
     "each latency from that due time, so a stall counts in every request it delays (no coordinated omission).",
     "",
 );
-lines.push("| rate req/s | direct p50 / p99 / p99.9 ms | nginx added p50 / p99 / p99.9 ms | Portkey added | KeyProxy added |", "| ---: | ---: | ---: | ---: | ---: |");
+lines.push(`| rate req/s | direct p50 / p99 / p99.9 ms | ${PROXIES.map((name) => `${name} added p50 / p99 / p99.9 ms`).join(" | ")} |`, `| ---: | ---: | ${PROXIES.map(() => "---:").join(" | ")} |`);
 const olMed = (rate: number, name: string, key: "p50" | "p99" | "p999") => median(openLoopRuns[rate][name].map((r) => r[key]));
 const olAdded = (rate: number, name: string, key: "p50" | "p99" | "p999") => olMed(rate, name, key) - olMed(rate, "direct", key);
 for (const rate of P.rates) {
@@ -533,6 +547,9 @@ const againstNginx = wrkPer10k.nginx / wrkPer10k.KeyProxy;
 const againstPortkey = wrkPer10k.Portkey / wrkPer10k.KeyProxy;
 lines.push("", `KeyProxy per core against nginx: **${f(againstNginx)}x** (target at least 0.5x).`);
 lines.push("", `KeyProxy per core against the Portkey gateway: **${f(againstPortkey)}x** (target at least 4x).`);
+if (baseline) {
+    lines.push("", `KeyProxy against the baseline bundle (\`--baseline\`), CPU per request: ${f(wrkPer10k["KeyProxy before"] / wrkPer10k.KeyProxy)}x at ${busiest} concurrent, ${f(ratePer10k["KeyProxy before"] / ratePer10k.KeyProxy)}x at ${P.rates[0]} req/s (above 1: the current build spends less).`);
+}
 
 lines.push("", `## Streaming (${P.chunks} SSE events 5 ms apart, timestamps carried in the events)`, "");
 lines.push("| path | per-chunk delay p50 / p99 ms | added over direct p50 / p99 ms | time to first byte p50 / p99 ms | reads carrying >1 event |", "| --- | ---: | ---: | ---: | ---: |");
