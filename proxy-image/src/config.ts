@@ -63,6 +63,11 @@ export const runtimeConfigSchema = z.strictObject({
             timeZone: z.string().refine(isTimeZone, "must be an IANA time zone such as UTC or Europe/Berlin").default("UTC"),
             /** Output cap written into requests that set none, so every reservation has a bound. */
             defaultMaxOutputTokens: z.number().int().positive().default(32_000),
+            /**
+             * Budget lease: the slice of an agent's budget written to the ledger at once (fsynced) and then spent in
+             * memory, so requests within it write nothing; a crash counts an open lease in full. 0: a lease per request.
+             */
+            leaseUsd: z.number().nonnegative().default(0.25),
             /** Merged over the built-in list prices (USD per million tokens), by model id prefix. */
             prices: z.record(z.string(), priceSchema).default({}),
             fallbackPrice: priceSchema.default(DEFAULT_FALLBACK_PRICE),
