@@ -166,6 +166,10 @@ await waitForPort(nginxPort);
 const nginxPids = execFileSync("pgrep", ["-P", String(nginx.pid)], { encoding: "utf8" }).trim().split("\n").map(Number).concat(nginx.pid!);
 freshRss.nginx = rssMb(nginxPids);
 
+// The floor of any Node proxy: node:http + undici dispatch + key injection, nothing else (bench/floor.mts).
+const floor = await start(process.execPath, [path.join(ROOT, "bench", "floor.mts"), `https://localhost:${upstreamPort}`, pki.caFile, KEY], {}, (l) => typeof l.port === "number");
+const floorPort: number = floor.line.port;
+
 // The Portkey AI gateway (TypeScript, Hono on Node), as it ships, pointed at the mock upstream by its custom-host
 // header; it trusts the test CA through NODE_EXTRA_CA_CERTS.
 const portkeyPort = await freePort();
@@ -212,6 +216,7 @@ const TARGETS: Target[] = [
         body: MESSAGE,
         pids: [portkeyPid],
     },
+    { name: "Node floor", url: `http://127.0.0.1:${floorPort}/anthropic/v1/messages`, method: "POST", headers: { "content-type": "application/json" }, body: MESSAGE, pids: [floor.child.pid!] },
     ...(baseline ? [{ name: "KeyProxy before", url: `http://127.0.0.1:${baseline.port}/anthropic/v1/messages`, method: "POST" as const, headers: { "x-api-key": TOKEN, "content-type": "application/json" }, body: MESSAGE, pids: [baseline.pid] }] : []),
     { name: "KeyProxy", url: `http://127.0.0.1:${keyProxyPort}/anthropic/v1/messages`, method: "POST", headers: { "x-api-key": TOKEN, "content-type": "application/json" }, body: MESSAGE, pids: [keyProxyPid] },
 ];
@@ -223,6 +228,15 @@ interface WrkResult {
     p99: number;
     requests: number;
     cpu: number;
+    /** Cores busy over the run: the proxy, the mock upstream, and the whole machine (wrk, anything else on it). */
+    cores: { proxy: number; upstream: number; machine: number };
+}
+
+/** Busy and total CPU time of the whole machine so far, in clock ticks, from /proc/stat. */
+function machineTicks(): { busy: number; total: number } {
+    const fields = readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+    const total = fields.reduce((a, b) => a + b, 0);
+    return { busy: total - fields[3] - fields[4], total };
 }
 
 function toMs(text: string): number {
@@ -240,14 +254,20 @@ async function wrk(target: Target, connections: number): Promise<WrkResult> {
         `wrk.method = "${target.method}"\n${target.body ? `wrk.body = '${target.body}'\n` : ""}${Object.entries(target.headers).map(([k, v]) => `wrk.headers["${k}"] = "${v}"`).join("\n")}\n`,
     );
     const before = cpuSeconds(target.pids);
+    const upstreamBefore = cpuSeconds([upstream.child.pid!]);
+    const ticksBefore = machineTicks();
+    const wallBefore = performance.now();
     const { stdout: output } = await execFileAsync("wrk", ["-t1", `-c${connections}`, `-d${P.seconds}s`, "--latency", "-s", script, target.url], { encoding: "utf8" });
     const cpu = cpuSeconds(target.pids) - before;
+    const wall = (performance.now() - wallBefore) / 1000;
+    const ticks = machineTicks();
+    const cores = { proxy: cpu / wall, upstream: (cpuSeconds([upstream.child.pid!]) - upstreamBefore) / wall, machine: ((ticks.busy - ticksBefore.busy) / (ticks.total - ticksBefore.total)) * os.cpus().length };
     const p50 = toMs(/^\s+50%\s+(\S+)/m.exec(output)![1]);
     const p99 = toMs(/^\s+99%\s+(\S+)/m.exec(output)![1]);
     const requests = Number(/(\d+) requests in/.exec(output)![1]);
     const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(output);
     if (non2xx) throw new Error(`${target.name}: ${non2xx[1]} failed responses`);
-    return { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(output)![1]), p50, p99, requests, cpu };
+    return { rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(output)![1]), p50, p99, requests, cpu, cores };
 }
 
 const latency: Record<number, Record<string, WrkResult[]>> = {};
@@ -260,7 +280,7 @@ for (const connections of P.conns) {
         }
     }
 }
-const med = (results: WrkResult[], key: keyof WrkResult) => median(results.map((r) => r[key]));
+const med = (results: WrkResult[], key: Exclude<keyof WrkResult, "cores">) => median(results.map((r) => r[key]));
 
 // ------------------------------------------------------------------------------ fixed arrival rate
 interface OpenLoopResult {
@@ -547,6 +567,27 @@ const againstNginx = wrkPer10k.nginx / wrkPer10k.KeyProxy;
 const againstPortkey = wrkPer10k.Portkey / wrkPer10k.KeyProxy;
 lines.push("", `KeyProxy per core against nginx: **${f(againstNginx)}x** (target at least 0.5x).`);
 lines.push("", `KeyProxy per core against the Portkey gateway: **${f(againstPortkey)}x** (target at least 4x).`);
+const coreUse = (name: string, key: keyof WrkResult["cores"]) => median(latency[busiest][name].map((r) => r.cores[key]));
+lines.push("", "## Both cores", "");
+lines.push(
+    `Where the machine's ${os.cpus().length} cores went while wrk drove each proxy at ${busiest} concurrent (median round; "machine" counts every`,
+    "process on the host, wrk and any other work on this shared machine included):",
+    "",
+    "| proxy | proxy cores | mock upstream cores | machine cores busy |",
+    "| --- | ---: | ---: | ---: |",
+);
+for (const name of PROXIES) lines.push(`| ${name} | ${f(coreUse(name, "proxy"))} | ${f(coreUse(name, "upstream"))} | ${f(coreUse(name, "machine"))} of ${os.cpus().length} |`);
+lines.push(
+    "",
+    "KeyProxy runs one process (one JavaScript thread plus libuv's pool for the ledger's fsync). A second process could",
+    "only add throughput with idle cores: the table shows how many were left while KeyProxy was saturated. In a",
+    "deployment KeyProxy's container is limited to `keyProxy.resources.cpus` (default 1), so a second worker would",
+    "share the same single CPU. Where more CPUs are given, the design that keeps budgets exact is one ledger writer",
+    "(the primary) handing budget leases to workers over IPC: admission and settlement stay in each worker's memory",
+    "within its lease, the primary alone writes the file, and a crash still over-counts by at most the open leases.",
+);
+
+lines.push("", `The floor of a Node proxy (node:http + undici, key attached, nothing else) per core against nginx: **${f(wrkPer10k.nginx / wrkPer10k["Node floor"])}x**; KeyProxy per core against that floor: ${f(wrkPer10k["Node floor"] / wrkPer10k.KeyProxy)}x.`);
 if (baseline) {
     lines.push("", `KeyProxy against the baseline bundle (\`--baseline\`), CPU per request: ${f(wrkPer10k["KeyProxy before"] / wrkPer10k.KeyProxy)}x at ${busiest} concurrent, ${f(ratePer10k["KeyProxy before"] / ratePer10k.KeyProxy)}x at ${P.rates[0]} req/s (above 1: the current build spends less).`);
 }
