@@ -514,7 +514,8 @@ const f = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : "
 const cpuModel = /model name\s*:\s*(.*)/.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "unknown";
 const lines: string[] = [];
 lines.push(`# Benchmark results${quick ? " (quick mode: proves the benchmark runs; numbers are not meaningful)" : ""}`, "");
-lines.push(`Command: \`npm run bench${quick ? " -- --quick" : ""}\` (bench/run.mts), ${new Date().toISOString().slice(0, 10)}.`);
+const shownArgs = args.filter((arg, i) => arg !== "--out" && args[i - 1] !== "--out");
+lines.push(`Command: \`npm run bench${shownArgs.length > 0 ? ` -- ${shownArgs.join(" ")}` : ""}\` (bench/run.mts), ${new Date().toISOString().slice(0, 10)}.`);
 lines.push(`Machine: ${os.cpus().length} cores (${cpuModel}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}; Node ${process.version}; ${spawnSync("nginx", ["-v"], { encoding: "utf8" }).stderr.trim()}; wrk ${spawnSync("wrk", ["--version"], { encoding: "utf8" }).stdout.split("\n")[0].split(" ")[1] ?? ""}.`);
 lines.push(
     "",
