@@ -203,10 +203,20 @@ interface Target {
     headers: Record<string, string>;
     body?: string;
     pids: number[];
+    /** Where the fixed-rate generator sends instead (direct: the upstream's plain-HTTP port, like the proxies' clients). */
+    openLoopUrl?: string;
 }
 const MESSAGE = JSON.stringify({ model: "claude-sonnet-4-5", max_tokens: 64, messages: [{ role: "user", content: "hi" }] });
 const TARGETS: Target[] = [
-    { name: "direct", url: `https://127.0.0.1:${upstreamPort}/v1/messages`, method: "POST", headers: { "x-api-key": KEY, "content-type": "application/json" }, body: MESSAGE, pids: [] },
+    {
+        name: "direct",
+        url: `https://127.0.0.1:${upstreamPort}/v1/messages`,
+        openLoopUrl: `http://127.0.0.1:${upstream.line.plainPort}/v1/messages`,
+        method: "POST",
+        headers: { "x-api-key": KEY, "content-type": "application/json" },
+        body: MESSAGE,
+        pids: [],
+    },
     { name: "nginx", url: `http://127.0.0.1:${nginxPort}/anthropic/v1/messages`, method: "POST", headers: { "content-type": "application/json" }, body: MESSAGE, pids: nginxPids },
     {
         name: "Portkey",
@@ -295,7 +305,7 @@ interface OpenLoopResult {
 }
 
 async function openLoop(target: Target, rate: number): Promise<OpenLoopResult> {
-    const options = { url: target.url, method: target.method, headers: target.headers, body: target.body, rate, seconds: P.rateSeconds, connections: 256 };
+    const options = { url: target.openLoopUrl ?? target.url, method: target.method, headers: target.headers, body: target.body, rate, seconds: P.rateSeconds, connections: 256 };
     const before = cpuSeconds(target.pids);
     const { stdout } = await execFileAsync(process.execPath, [path.join(ROOT, "bench", "openloop.mts"), JSON.stringify(options)], { encoding: "utf8", env: { PATH: process.env.PATH } });
     const cpu = cpuSeconds(target.pids) - before;
@@ -377,23 +387,27 @@ const chunkStats = (name: string) => {
 };
 
 // ------------------------------------------------------------------------ CPU per streamed MB, metering
-const meteredTarget = streamTargets[2];
-const passthroughTarget: StreamTarget = {
-    name: "KeyProxy passthrough",
-    request: (query) => http.request({ host: "127.0.0.1", port: keyProxyPort, method: "GET", path: `/anthropic/v1/models?${query}`, headers: { "x-api-key": TOKEN }, agent: false }),
-};
+/** The metered (POST /v1/messages) and passthrough (GET /v1/models, free) routes of a KeyProxy on `port`. */
+const routeTargets = (name: string, port: number) => ({
+    metered: { name, request: (query: string) => http.request({ host: "127.0.0.1", port, method: "POST", path: `/anthropic/v1/messages?${query}`, headers: { "x-api-key": TOKEN, "content-type": "application/json" }, agent: false }) },
+    passthrough: { name: `${name} passthrough`, request: (query: string) => http.request({ host: "127.0.0.1", port, method: "GET", path: `/anthropic/v1/models?${query}`, headers: { "x-api-key": TOKEN }, agent: false }) },
+});
 // More data per measurement, more rounds, alternating order, and the overhead taken per round (each metered run
-// against the passthrough run of the same round) keep the ratio out of the noise.
-const cpuPerMb: Record<string, number[]> = { passthrough: [], metered: [] };
+// against the passthrough run of the same round) keep the ratio out of the noise. The baseline bundle, when given,
+// runs the same rounds interleaved, so a change in the ratio can be told from a change in the machine.
+const meteringSubjects = [{ name: "KeyProxy", pid: keyProxyPid, ...routeTargets("KeyProxy", keyProxyPort) }, ...(baseline ? [{ name: "KeyProxy before", pid: baseline.pid, ...routeTargets("KeyProxy before", baseline.port) }] : [])];
+const cpuPerMb: Record<string, { passthrough: number[]; metered: number[] }> = Object.fromEntries(meteringSubjects.map((subject) => [subject.name, { passthrough: [], metered: [] }]));
 for (let round = 0; round < P.mbRounds; round++) {
-    // Alternate which goes first, so neither pays for the other's garbage every time.
-    const order = [["passthrough", passthroughTarget], ["metered", meteredTarget]] as const;
-    for (const [kind, target] of round % 2 === 0 ? order : [...order].reverse()) {
-        progress(`CPU per MB, ${kind}, round ${round + 1}`);
-        const before = cpuSeconds([keyProxyPid]);
-        const runs = await Promise.all(Array.from({ length: P.mbStreams }, () => stream(target, "chunks=2000&interval=0&size=400", kind === "passthrough" ? "" : MESSAGE)));
-        const mb = runs.reduce((s, r) => s + r.bytes, 0) / 1e6;
-        cpuPerMb[kind].push(((cpuSeconds([keyProxyPid]) - before) * 1000) / mb);
+    for (const subject of meteringSubjects) {
+        // Alternate which goes first, so neither pays for the other's garbage every time.
+        const order = [["passthrough", subject.passthrough], ["metered", subject.metered]] as const;
+        for (const [kind, target] of round % 2 === 0 ? order : [...order].reverse()) {
+            progress(`CPU per MB, ${subject.name} ${kind}, round ${round + 1}`);
+            const before = cpuSeconds([subject.pid]);
+            const runs = await Promise.all(Array.from({ length: P.mbStreams }, () => stream(target, "chunks=2000&interval=0&size=400", kind === "passthrough" ? "" : MESSAGE)));
+            const mb = runs.reduce((s, r) => s + r.bytes, 0) / 1e6;
+            cpuPerMb[subject.name][kind].push(((cpuSeconds([subject.pid]) - before) * 1000) / mb);
+        }
     }
 }
 
@@ -539,7 +553,10 @@ for (const c of P.conns) {
 lines.push("", "## Added latency at a fixed arrival rate (open loop, measured from each request's due time)", "");
 lines.push(
     "A separate generator process sends request i at start + i / rate whatever the answers before it do, and measures",
-    "each latency from that due time, so a stall counts in every request it delays (no coordinated omission).",
+    "each latency from that due time, so a stall counts in every request it delays (no coordinated omission). Direct",
+    "is the mock upstream's plain-HTTP port (the same answers), so the baseline carries no client-side TLS the proxies'",
+    "clients do not do either. On this shared 2-core host the tail (p99, p99.9) is mostly scheduling: compare proxies",
+    "within a row.",
     "",
 );
 lines.push(`| rate req/s | direct p50 / p99 / p99.9 ms | ${PROXIES.map((name) => `${name} added p50 / p99 / p99.9 ms`).join(" | ")} |`, `| ---: | ---: | ${PROXIES.map(() => "---:").join(" | ")} |`);
@@ -612,11 +629,11 @@ lines.push(`| KeyProxy | ${f(freshRss.keyProxy, 1)} | ${f(streamsRss.keyProxy, 1
 lines.push(`| nginx (master + worker) | ${f(freshRss.nginx, 1)} | ${f(streamsRss.nginx, 1)} | ${streamsRss.nginxFlowing} of ${P.streams} | ${f(idleRss.nginx, 1)} |`);
 lines.push(`| Portkey | ${f(freshRss.portkey, 1)} | - | - | ${f(idleRss.portkey, 1)} |`);
 
-const passthrough = median(cpuPerMb.passthrough);
-const metered = median(cpuPerMb.metered);
-const overhead = median(cpuPerMb.metered.map((m, i) => (m / cpuPerMb.passthrough[i] - 1) * 100));
+const meteringOverhead = (name: string) => median(cpuPerMb[name].metered.map((m, i) => (m / cpuPerMb[name].passthrough[i] - 1) * 100));
+const overhead = meteringOverhead("KeyProxy");
 lines.push("", "## CPU per streamed MB: metering and budgets on against pure passthrough", "");
-lines.push("| KeyProxy route | CPU-ms per MB |", "| --- | ---: |", `| passthrough (GET /v1/models, not metered) | ${f(passthrough, 3)} |`, `| metered, budget enforced, ledger fsynced (POST /v1/messages) | ${f(metered, 3)} |`);
+lines.push("| KeyProxy | passthrough (GET /v1/models, not metered) CPU-ms per MB | metered, budget enforced (POST /v1/messages) CPU-ms per MB | metering overhead, median of paired rounds |", "| --- | ---: | ---: | ---: |");
+for (const { name } of meteringSubjects) lines.push(`| ${name} | ${f(median(cpuPerMb[name].passthrough), 3)} | ${f(median(cpuPerMb[name].metered), 3)} | ${f(meteringOverhead(name), 1)}% |`);
 lines.push("", `Metering overhead, median of ${P.mbRounds} paired rounds: **${f(overhead, 1)}%** (target at most 10%).`);
 
 lines.push("", "## EgressGateway", "");

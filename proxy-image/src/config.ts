@@ -42,7 +42,7 @@ export const runtimeConfigSchema = z.strictObject({
              * Connections to each upstream (HTTP/1.1: one request each). A request past it waits in a queue, unanswered,
              * until one frees: size it to at least the agents times maxConcurrentPerAgent.
              */
-            maxUpstreamConnections: z.number().int().positive().default(512),
+            maxUpstreamConnections: z.number().int().positive().default(2048),
             /** The upstream timeouts are checked on undici's 0.5 s tick: each fires up to about 0.5 s off its value. */
             connectTimeoutMs: z.number().int().positive().default(10_000),
             /** Time to the upstream's response headers (time to first byte). */
