@@ -362,6 +362,24 @@ export class KeyProxyServer {
                 x.bytesOut += bytes.length;
                 res.write(bytes);
             };
+            // Chunks the upstream delivers in one pass of the event loop's poll phase (a TLS socket hands over each
+            // record, often one small SSE event, on its own) are metered, scrubbed and written together, once, in
+            // the same loop iteration: one write instead of one per record, and nothing waits for a later iteration.
+            let pending: Buffer[] = [];
+            let scheduled = false;
+            const relayPending = () => {
+                scheduled = false;
+                if (pending.length === 0 || res.destroyed) return;
+                const chunk = pending.length === 1 ? pending[0] : Buffer.concat(pending);
+                pending = [];
+                if (x.meter) for (const piece of x.meter.push(chunk)) forward(scrubber!.push(piece));
+                else forward(scrubber!.push(chunk));
+                const controller = x.controller!;
+                if (res.writableNeedDrain && !controller.paused) {
+                    controller.pause();
+                    res.once("drain", () => controller.resume());
+                }
+            };
             const guarded =
                 <A extends unknown[]>(step: (controller: DispatchController, ...rest: A) => void) =>
                 (controller: DispatchController, ...rest: A) => {
@@ -396,17 +414,22 @@ export class KeyProxyServer {
                         if (sse) res.flushHeaders();
                         scrubber = new StreamScrubber(this.responseSecrets);
                     }),
-                    onResponseData: guarded((controller, chunk: Buffer) => {
+                    onResponseData: guarded((_controller, chunk: Buffer) => {
                         if (errorBody) {
                             if (errorBytes < MAX_ERROR_BODY_BYTES) errorBody.push(chunk.subarray(0, MAX_ERROR_BODY_BYTES - errorBytes));
                             errorBytes += chunk.length;
                             return;
                         }
-                        if (x.meter) for (const piece of x.meter.push(chunk)) forward(scrubber!.push(piece));
-                        else forward(scrubber!.push(chunk));
-                        if (res.writableNeedDrain && !controller.paused) {
-                            controller.pause();
-                            res.once("drain", () => controller.resume());
+                        pending.push(chunk);
+                        if (!scheduled) {
+                            scheduled = true;
+                            setImmediate(() => {
+                                try {
+                                    relayPending();
+                                } catch (error) {
+                                    x.controller!.abort(error as Error);
+                                }
+                            });
                         }
                     }),
                     onResponseEnd: guarded(() => {
@@ -417,13 +440,17 @@ export class KeyProxyServer {
                             res.writeHead(x.status, { ...responseHeaders, "content-length": x.bytesOut });
                             res.end(text);
                         } else {
+                            relayPending();
                             for (const piece of this.endMeter(x)) forward(scrubber!.push(piece));
                             forward(scrubber!.end());
                             res.end();
                         }
                         resolve();
                     }),
-                    onResponseError: (_controller, error) => reject(error),
+                    onResponseError: (_controller, error) => {
+                        pending = [];
+                        reject(error);
+                    },
                 },
             );
         });
