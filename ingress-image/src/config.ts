@@ -1,6 +1,6 @@
 import { type IngressConfig, TLS_ENV, ingressConfigSchema } from "../../contracts/ingress";
 
-export { type IngressConfig, type IngressConfigInput, TLS_ENV, ingressAgentSchema, ingressConfigSchema, ingressUserSchema, userLimits } from "../../contracts/ingress";
+export { type IngressConfig, TLS_ENV, ingressAgentSchema, ingressConfigSchema, ingressUserSchema } from "../../contracts/ingress";
 
 /** Reads INGRESS_CONFIG, the certificate and key from their variables if it names none (then removed from the environment). */
 export function loadIngressConfig(env: NodeJS.ProcessEnv = process.env): IngressConfig {

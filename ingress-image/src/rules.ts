@@ -7,7 +7,7 @@ import { z } from "zod";
 import { type Rule, ruleSchema } from "../../contracts/ingress";
 import { shortDigest } from "../../runtime/audit";
 
-export { DEFAULT_RULES, RULE_ROLES, type Rule, type RuleRole, ruleSchema } from "../../contracts/ingress";
+export { DEFAULT_RULES } from "../../contracts/ingress";
 
 export interface CompiledRule {
     id: string;
