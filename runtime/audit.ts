@@ -23,9 +23,29 @@ export const auditField = {
     name: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/),
     /** A truncated sha256 (16 hex digits) of something too sensitive to write, so two lines can be compared. */
     digest: z.string().regex(/^[0-9a-f]{16}$/),
+    /** A reason code, with a qualifier after a colon (`resolved_non_public:cloudMetadata`). */
+    reason: z.string().regex(/^[a-z][a-z0-9_]{0,63}(:[a-zA-Z0-9_]{1,63})?$/),
     address: z.string().regex(/^[0-9a-f.:]{2,45}$/),
+    /** A destination's host name or IP literal, lowercase: never a URL (no path, no query, no credentials). */
+    host: z.string().regex(/^[a-z0-9_][a-z0-9_.:-]{0,252}$/),
+    port: z.number().int().min(0).max(65535),
     count: z.number().int().min(0),
 };
+
+/** A client's address as the audit trail takes it; "::" for one it could not hold (an IPv6 zone, none at all). */
+export function auditAddress(address: string | undefined): string {
+    const lowered = (address ?? "").toLowerCase();
+    return auditField.address.safeParse(lowered).success ? lowered : "::";
+}
+
+/**
+ * A host name someone asked for, as the trail takes it: `host` when it is a plain name or address, else only its
+ * digest `hostSha256` (a name of odd bytes is kept out of the trail, but two such lines can still be matched).
+ */
+export function auditHost(host: string): { host: string } | { hostSha256: string } {
+    const lowered = host.toLowerCase();
+    return auditField.host.safeParse(lowered).success ? { host: lowered } : { hostSha256: shortDigest(host) };
+}
 
 /** A service's events: each type with the exact fields it may carry (strict: any other field is refused). */
 export type AuditEvents = Record<string, z.ZodObject>;

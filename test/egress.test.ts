@@ -10,6 +10,7 @@ import { egressConfigSchema } from "../egress-image/src/config";
 import { type EgressAgent, addressDenial } from "../egress-image/src/policy";
 import { EgressGateway, type EgressDeps, dialAddress, interfaceAddresses } from "../egress-image/src/server";
 import { jsonLogger } from "../runtime/log";
+import { tempDir } from "./support/tempDirs";
 
 const PUBLIC = "93.184.216.34";
 /** Where every dial lands. Not 127.0.0.1: a connection from this host's address to itself is refused as the gateway's own. */
@@ -99,6 +100,7 @@ beforeAll(async () => {
         listen: { host: "127.0.0.1", port: 0 },
         dns: { host: "127.0.0.1", port: 0 },
         admin: [{ host: "127.0.0.1", port: 0 }],
+        auditDir: tempDir("egress-audit"),
         limits: { connectTimeoutMs: 300, idleTimeoutMs: 400, requestHeadTimeoutMs: 500, maxTunnelsPerAgent: 3 },
     });
     gateway = new EgressGateway(config, jsonLogger("egress-gateway", (l) => logs.push(l)), fakeDeps);
@@ -401,6 +403,7 @@ describe("a resolver that never answers", () => {
             listen: { host: "127.0.0.1", port: 0 },
             dns: { host: "127.0.0.1", port: 0 },
             admin: [{ host: "127.0.0.1", port: 0 }],
+            auditDir: tempDir("egress-audit"),
             limits: { resolveTimeoutMs, maxTunnelsPerAgent: 1 },
         });
         const started = new EgressGateway(config, jsonLogger("egress-gateway", () => undefined), hangingDeps);
@@ -522,6 +525,7 @@ describe("the loopback allow-range override (tests only)", () => {
             listen: { host: "127.0.0.1", port: 0 },
             dns: { host: "127.0.0.1", port: 0 },
             admin: [{ host: "127.0.0.1", port: 0 }],
+            auditDir: tempDir("egress-audit"),
             allowRanges: ["127.0.0.0/8"],
         });
         const resolved: string[] = [];
@@ -562,6 +566,7 @@ describe("the gateway's own addresses", () => {
             listen: { host: "127.0.0.1", port: 0 },
             dns: { host: "127.0.0.1", port: 0 },
             admin: [{ host: "127.0.0.1", port: 0 }],
+            auditDir: tempDir("egress-audit"),
             allowRanges: ["127.0.0.0/8"],
         });
         const started = new EgressGateway(config, jsonLogger("egress-gateway", () => undefined), deps);
