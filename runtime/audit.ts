@@ -23,8 +23,8 @@ export const auditField = {
     name: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/),
     /** A truncated sha256 (16 hex digits) of something too sensitive to write, so two lines can be compared. */
     digest: z.string().regex(/^[0-9a-f]{16}$/),
-    /** A reason code, with a qualifier after a colon (`resolved_non_public:cloudMetadata`). */
-    reason: z.string().regex(/^[a-z][a-z0-9_]{0,63}(:[a-zA-Z0-9_]{1,63})?$/),
+    /** A reason code, with up to three qualifiers after colons (`resolved_6to4:non_public:cloudMetadata`). */
+    reason: z.string().regex(/^[a-z0-9][a-zA-Z0-9_]{0,63}(:[a-zA-Z0-9_]{1,63}){0,3}$/),
     address: z.string().regex(/^[0-9a-f.:]{2,45}$/),
     /** A destination's host name or IP literal, lowercase: never a URL (no path, no query, no credentials). */
     host: z.string().regex(/^[a-z0-9_][a-z0-9_.:-]{0,252}$/),
