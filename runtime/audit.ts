@@ -38,6 +38,11 @@ export function auditAddress(address: string | undefined): string {
     return auditField.address.safeParse(lowered).success ? lowered : "::";
 }
 
+/** A name (a user's, a skill's) as the trail takes it: `<field>` when it is an identifier, else only its digest `<field>Sha256`. */
+export function auditName<F extends string>(field: F, value: string): Partial<Record<F | `${F}Sha256`, string>> {
+    return (auditField.name.safeParse(value).success ? { [field]: value } : { [`${field}Sha256`]: shortDigest(value) }) as Partial<Record<F | `${F}Sha256`, string>>;
+}
+
 /**
  * A host name someone asked for, as the trail takes it: `host` when it is a plain name or address, else only its
  * digest `hostSha256` (a name of odd bytes is kept out of the trail, but two such lines can still be matched).
