@@ -10,8 +10,10 @@ import { afterEach, describe, expect, it } from "vitest";
 import { egressConfigSchema } from "../egress-image/src/config";
 import type { EgressAgent } from "../egress-image/src/policy";
 import { EgressGateway } from "../egress-image/src/server";
-import { type AuditLine, readAuditLines, shortDigest, verifyChain } from "../runtime/audit";
+import { INGRESS_AUDIT_EVENTS } from "../ingress-image/src/server";
+import { AuditLog, type AuditLine, readAuditLines, shortDigest, verifyChain } from "../runtime/audit";
 import { jsonLogger } from "../runtime/log";
+import { tailCommand, verifyCommand } from "../scripts/audit.mts";
 import { tempDir } from "./support/tempDirs";
 
 const AGENTS: EgressAgent[] = [
@@ -228,5 +230,24 @@ describe("shutdown", () => {
         await exchange(again.port, BART, "CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n");
         const { text } = await linesAfter(2);
         expect(verifyChain(text)).toMatchObject({ ok: true, lines: 2 });
+    });
+});
+
+describe("npm run audit", () => {
+    it("verifies the egress stream beside the Ingress's, and tail --agent bart shows both", async () => {
+        const { port } = await start();
+        await exchange(port, BART, "CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n");
+        await exchange(port, LISA, "CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n");
+        await linesAfter(2);
+        const ingress = new AuditLog({ dir: auditDir, service: "ingress", events: INGRESS_AUDIT_EVENTS, onProblem: () => undefined });
+        await ingress.record({ type: "forbidden", user: "ann", agent: "bart" });
+        await ingress.close();
+        const printed: string[] = [];
+        expect(verifyCommand(auditDir, (line) => printed.push(line))).toBe(0);
+        expect(printed).toHaveLength(2);
+        expect(tailCommand(auditDir, { agent: "bart", count: 10 }).map((l) => [l.service, l.type])).toEqual([
+            ["egress", "egress_denied"],
+            ["ingress", "forbidden"],
+        ]);
     });
 });
