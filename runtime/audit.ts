@@ -199,7 +199,11 @@ export class AuditLog<E extends AuditEvents> {
     failing = false;
     readonly file: string;
 
+    /** Each declared event's schema, strict (any other field refused), built once. */
+    private readonly schemas: Map<string, z.ZodObject>;
+
     constructor(private readonly options: AuditLogOptions<E>) {
+        this.schemas = new Map(Object.entries(options.events).map(([type, schema]) => [type, schema.strict()]));
         for (const [type, schema] of Object.entries(options.events)) {
             const clash = Object.keys(schema.shape).find((field) => RESERVED_FIELDS.has(field));
             if (clash) throw new Error(`audit: event '${type}' declares the reserved field '${clash}'`);
@@ -224,10 +228,10 @@ export class AuditLog<E extends AuditEvents> {
 
     /** Queues an event; the promise resolves once it is on disk (callers need not wait). */
     record(event: AuditEventOf<E>): Promise<void> {
-        const schema = this.options.events[event.type];
+        const schema = this.schemas.get(event.type);
         if (!schema) throw new Error(`audit: undeclared event type '${event.type}'`);
         const { type, ...fields } = event as { type: string } & Record<string, unknown>;
-        const parsed = schema.strict().parse(fields) as Record<string, unknown>;
+        const parsed = schema.parse(fields) as Record<string, unknown>;
         const ts = (this.options.now?.() ?? new Date()).toISOString();
         return new Promise((resolve) => {
             this.queue.push({ ts, event: { type, ...parsed }, done: resolve });
