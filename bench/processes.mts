@@ -78,9 +78,10 @@ export const percentile = (values: number[], q: number) => {
 /**
  * EgressGateway's environment for a bench on loopback: every listener on 127.0.0.1, loopback exempted from the
  * private-range denial. Upstreams listen on 127.0.0.2: the gateway refuses its own addresses, and it shares
- * 127.0.0.1 with the host here.
+ * 127.0.0.1 with the host here. The audit stream goes beside the registry (`<registryDir>-audit`).
  */
 export function loopbackEgressEnv(registryDir: string, config: Record<string, unknown>) {
+    const auditDir = `${registryDir}-audit`;
     return {
         // As in the image: the services' Node options come from infra/topology.ts.
         NODE_OPTIONS: SERVICE_NODE_OPTIONS,
@@ -89,6 +90,7 @@ export function loopbackEgressEnv(registryDir: string, config: Record<string, un
             dns: { host: "127.0.0.1", port: 0 },
             admin: [{ host: "127.0.0.1", port: 0 }],
             registryDir,
+            auditDir,
             allowRanges: ["127.0.0.0/8"],
             ...config,
         }),

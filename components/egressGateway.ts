@@ -36,6 +36,7 @@ export function egressRuntimeConfig(config: Pick<EgressConfig, "allowPrivateRang
         dns: { host: "0.0.0.0", port: PORTS.egressDns },
         admin: [{ host: "127.0.0.1", port: PORTS.egressMetrics }, ...(remoteAdmin ? [remoteAdmin] : [])],
         registryDir: `${EGRESS_DATA_DIR}/agents`,
+        auditDir: `${EGRESS_DATA_DIR}/audit`,
         ...(config.allowPrivateRanges.length > 0 ? { allowRanges: config.allowPrivateRanges } : {}),
     } satisfies EgressConfigInput;
 }

@@ -33,6 +33,8 @@ export const egressConfigSchema = z.strictObject({
     dns: listenSchema.default({ host: "0.0.0.0", port: 53 }),
     admin: z.array(adminListenSchema).min(1).default([{ host: "127.0.0.1", port: 9465 }]),
     registryDir: z.string().default("/var/lib/egress/agents"),
+    /** The audit stream's directory (`egress.audit.jsonl`, docs/audit.md). */
+    auditDir: z.string().default("/var/lib/egress/audit"),
     /** Exempt from the private-range denial. Off (empty) by default: exists so tests can reach loopback servers. */
     allowRanges: z.array(z.string().refine((cidr) => ipaddr.isValidCIDR(cidr), "must be a CIDR range")).default([]),
     /**
@@ -51,6 +53,13 @@ export const egressConfigSchema = z.strictObject({
             /** Time a client has to send its request head (slow-client protection). */
             requestHeadTimeoutMs: z.number().int().positive().default(10_000),
             maxTunnelsPerAgent: z.number().int().positive().default(64),
+            /**
+             * Denials and DNS-sink hits audited per agent (per source address for an unknown one), each kind its own
+             * bucket of this rate and burst. Past it they are still refused, logged and counted, and the next audited
+             * one says how many went unwritten (a flood cannot fill the volume).
+             */
+            auditedDenialsPerSecond: z.number().positive().default(1),
+            auditedDenialsBurst: z.number().int().positive().default(20),
         })
         .prefault({}),
 });

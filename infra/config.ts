@@ -246,10 +246,12 @@ const kubernetes = z
         namespace: k8sLabelName.optional(),
         /** RuntimeClass of every agent pod (gVisor, Kata), unless the agent names its own in agents[].runtime. */
         runtimeClassName: k8sSubdomainName.optional(),
-        /** StorageClass of the agents' and KeyProxy's volumes (default: the cluster's default class). */
+        /** StorageClass of the agents', KeyProxy's and EgressGateway's volumes (default: the cluster's default class). */
         storageClassName: k8sSubdomainName.optional(),
         agentStorageGi: z.number().int().min(1).max(10240).default(10),
         keyProxyStorageGi: z.number().int().min(1).max(1024).default(1),
+        /** EgressGateway's audit stream (docs/audit.md). */
+        egressAuditStorageGi: z.number().int().min(1).max(1024).default(1),
         /** The namespace whose pods may scrape KeyProxy's and EgressGateway's metrics (absent: nobody). */
         monitoringNamespace: k8sLabelName.optional(),
         /** The cluster DNS the services (never the agents) resolve upstream names with. */

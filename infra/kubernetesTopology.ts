@@ -14,7 +14,8 @@ export const k8sNames = {
     /** The Secret each agent's registration is patched into, mounted as the service's registry directory. */
     registry: (service: SharedServiceRole) => `${service}-registry`,
     keyProxyKeys: "key-proxy-keys",
-    keyProxyData: "key-proxy-data",
+    /** The volume of a service that keeps state (KeyProxy's ledger, EgressGateway's audit stream). */
+    serviceData: (service: SharedServiceRole) => `${service}-data`,
     egressDns: "egress-dns",
 };
 

@@ -55,6 +55,8 @@ export function defineKubernetesStack(config: StackConfig, stack: string): Kuber
             ...placement,
             config: config.egress,
             metricsToken,
+            auditSizeGi: k.egressAuditStorageGi,
+            storageClassName: k.storageClassName,
             agents: config.agents.map((agent) => ({ ...agent, mode: agent.egress.mode, allow: agent.egress.allow })),
         },
         inCluster,

@@ -23,9 +23,34 @@ export const auditField = {
     name: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/),
     /** A truncated sha256 (16 hex digits) of something too sensitive to write, so two lines can be compared. */
     digest: z.string().regex(/^[0-9a-f]{16}$/),
+    /** A reason code, with up to three qualifiers after colons (`resolved_6to4:non_public:cloudMetadata`). */
+    reason: z.string().regex(/^[a-z0-9][a-zA-Z0-9_]{0,63}(:[a-zA-Z0-9_]{1,63}){0,3}$/),
     address: z.string().regex(/^[0-9a-f.:]{2,45}$/),
+    /** A destination's host name or IP literal, lowercase: never a URL (no path, no query, no credentials). */
+    host: z.string().regex(/^[a-z0-9_][a-z0-9_.:-]{0,252}$/),
+    port: z.number().int().min(0).max(65535),
     count: z.number().int().min(0),
 };
+
+/** A client's address as the audit trail takes it; "::" for one it could not hold (an IPv6 zone, none at all). */
+export function auditAddress(address: string | undefined): string {
+    const lowered = (address ?? "").toLowerCase();
+    return auditField.address.safeParse(lowered).success ? lowered : "::";
+}
+
+/** A name (a user's, a skill's) as the trail takes it: `<field>` when it is an identifier, else only its digest `<field>Sha256`. */
+export function auditName<F extends string>(field: F, value: string): Partial<Record<F | `${F}Sha256`, string>> {
+    return (auditField.name.safeParse(value).success ? { [field]: value } : { [`${field}Sha256`]: shortDigest(value) }) as Partial<Record<F | `${F}Sha256`, string>>;
+}
+
+/**
+ * A host name someone asked for, as the trail takes it: `host` when it is a plain name or address, else only its
+ * digest `hostSha256` (a name of odd bytes is kept out of the trail, but two such lines can still be matched).
+ */
+export function auditHost(host: string): { host: string } | { hostSha256: string } {
+    const lowered = host.toLowerCase();
+    return auditField.host.safeParse(lowered).success ? { host: lowered } : { hostSha256: shortDigest(host) };
+}
 
 /** A service's events: each type with the exact fields it may carry (strict: any other field is refused). */
 export type AuditEvents = Record<string, z.ZodObject>;
@@ -174,7 +199,11 @@ export class AuditLog<E extends AuditEvents> {
     failing = false;
     readonly file: string;
 
+    /** Each declared event's schema, strict (any other field refused), built once. */
+    private readonly schemas: Map<string, z.ZodObject>;
+
     constructor(private readonly options: AuditLogOptions<E>) {
+        this.schemas = new Map(Object.entries(options.events).map(([type, schema]) => [type, schema.strict()]));
         for (const [type, schema] of Object.entries(options.events)) {
             const clash = Object.keys(schema.shape).find((field) => RESERVED_FIELDS.has(field));
             if (clash) throw new Error(`audit: event '${type}' declares the reserved field '${clash}'`);
@@ -199,10 +228,10 @@ export class AuditLog<E extends AuditEvents> {
 
     /** Queues an event; the promise resolves once it is on disk (callers need not wait). */
     record(event: AuditEventOf<E>): Promise<void> {
-        const schema = this.options.events[event.type];
+        const schema = this.schemas.get(event.type);
         if (!schema) throw new Error(`audit: undeclared event type '${event.type}'`);
         const { type, ...fields } = event as { type: string } & Record<string, unknown>;
-        const parsed = schema.strict().parse(fields) as Record<string, unknown>;
+        const parsed = schema.parse(fields) as Record<string, unknown>;
         const ts = (this.options.now?.() ?? new Date()).toISOString();
         return new Promise((resolve) => {
             this.queue.push({ ts, event: { type, ...parsed }, done: resolve });

@@ -62,7 +62,7 @@ function scanCommand(args: string[]): number {
     return results.some((r) => r.findings.length > 0) ? 1 : 0;
 }
 
-function quarantineCommand(args: string[]): number {
+async function quarantineCommand(args: string[]): Promise<number> {
     const [action, ...rest] = args;
     const { flags, positional, json } = parseOptions(rest, ["stack", "db", "ack", "user", "hash"]);
     const one = (name: string) => flags.get(name)?.at(-1);
@@ -87,7 +87,7 @@ function quarantineCommand(args: string[]): number {
             return 0;
         }
         if (action === "override") {
-            const record = quarantine.override(skill, { acknowledgment: one("ack") ?? "", user: one("user") ?? "", hash: one("hash") });
+            const record = await quarantine.override(skill, { acknowledgment: one("ack") ?? "", user: one("user") ?? "", hash: one("hash") });
             if (json) console.log(JSON.stringify(record, null, 2));
             else console.log([`overridden: ${record.name} ${record.hash} (${record.findings.length} finding(s) acknowledged)`, ...describe(record).slice(1)].join("\n"));
             return 0;
@@ -102,4 +102,5 @@ function quarantineCommand(args: string[]): number {
 }
 
 const argv = process.argv.slice(2);
-process.exitCode = argv[0] === "quarantine" ? quarantineCommand(argv.slice(1)) : scanCommand(argv);
+if (argv[0] === "quarantine") void quarantineCommand(argv.slice(1)).then((code) => (process.exitCode = code));
+else process.exitCode = scanCommand(argv);

@@ -4,6 +4,8 @@
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { DatabaseSync } from "node:sqlite";
+import { z } from "zod";
+import { AuditLog, auditField, auditName } from "../runtime/audit";
 import { type Finding, RULES_VERSION } from "./rules";
 
 export type SkillStatus = "clean" | "quarantined" | "overridden";
@@ -33,6 +35,27 @@ export function quarantinePath(stack: string, env: NodeJS.ProcessEnv = process.e
     const dir = env.OPENCLAW_QUARANTINE_DIR ? path.resolve(env.OPENCLAW_QUARANTINE_DIR) : path.resolve(__dirname, "..", ".openclaw-quarantine");
     return path.join(dir, `${stack}.sqlite`);
 }
+
+/** Where a stack's override audit stream lives: beside its database, `<stack>-audit/skill-gate.audit.jsonl`. */
+export function quarantineAuditDir(quarantineFile: string): string {
+    return path.join(path.dirname(quarantineFile), `${path.basename(quarantineFile, ".sqlite")}-audit`);
+}
+
+/**
+ * The skill gate's audit events (runtime/audit.ts): one per override. `version`: the first 16 hex digits of the
+ * version's sha256; `skill` and `user` as given when they are identifiers, else only their digests (`...Sha256`);
+ * `findings`: how many the admin acknowledged.
+ */
+export const SKILL_GATE_AUDIT_EVENTS = {
+    skill_overridden: z.object({
+        skill: auditField.name.optional(),
+        skillSha256: auditField.digest.optional(),
+        version: auditField.digest,
+        user: auditField.name.optional(),
+        userSha256: auditField.digest.optional(),
+        findings: auditField.count,
+    }),
+};
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS skills (
@@ -81,6 +104,7 @@ export class Quarantine {
     constructor(
         readonly file: string,
         private readonly now: () => Date = () => new Date(),
+        private readonly auditDir = quarantineAuditDir(file),
     ) {
         if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true });
         this.db = new DatabaseSync(file);
@@ -126,15 +150,17 @@ export class Quarantine {
 
     /**
      * Lets one quarantined version through: the newest quarantined one, or the one whose hash starts with `hash`.
-     * Refuses without the exact acknowledgment and a user name. The override is appended to the log.
+     * Refuses without the exact acknowledgment and a user name. The override is written to the audit stream first
+     * (nothing changes if that fails), then appended to the log.
      */
-    override(name: string, input: { acknowledgment: string; user: string; hash?: string }): SkillRecord {
+    async override(name: string, input: { acknowledgment: string; user: string; hash?: string }): Promise<SkillRecord> {
         if (input.acknowledgment !== ACKNOWLEDGMENT) throw new Error(`the acknowledgment must be exactly "${ACKNOWLEDGMENT}"`);
         if (!/^\S(?:.{0,62}\S)?$/.test(input.user)) throw new Error("give the name of the admin who accepts the risk (--user)");
         const candidates = this.versions(name).filter((r) => r.status === "quarantined" && (input.hash === undefined || r.hash.startsWith(input.hash)));
         if (candidates.length === 0) throw new Error(`no quarantined version of skill '${name}'${input.hash ? ` with hash ${input.hash}…` : ""}`);
         if (input.hash !== undefined && candidates.length > 1) throw new Error(`hash ${input.hash}… matches ${candidates.length} versions; give more of it`);
         const target = candidates[0];
+        await this.auditOverride(name, target, input.user);
         const at = this.now().toISOString();
         this.db
             .prepare("INSERT INTO overrides (name, hash, user, acknowledgment, at, acknowledged_findings) VALUES (?, ?, ?, ?, ?, ?)")
@@ -145,6 +171,25 @@ export class Quarantine {
 
     close(): void {
         this.db.close();
+    }
+
+    private async auditOverride(name: string, target: SkillRecord, user: string): Promise<void> {
+        let failure: string | undefined;
+        const audit = new AuditLog({
+            dir: this.auditDir,
+            service: "skill-gate",
+            events: SKILL_GATE_AUDIT_EVENTS,
+            now: this.now,
+            onProblem: (problem) => {
+                if (problem.kind === "write_failed") failure = problem.error;
+            },
+        });
+        try {
+            void audit.record({ type: "skill_overridden", ...auditName("skill", name), version: target.hash.slice(0, 16), ...auditName("user", user), findings: target.findings.length });
+        } finally {
+            await audit.close();
+        }
+        if (failure !== undefined) throw new Error(`the override could not be written to the audit stream in ${this.auditDir} (${failure}); nothing was changed`);
     }
 
     private latestOverride(name: string, hash: string): OverrideRow | undefined {

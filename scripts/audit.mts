@@ -1,5 +1,5 @@
-// Reads the services' audit trails (runtime/audit.ts), copied out of their volumes into one directory, e.g.
-//   docker cp openclaw-dev-ingress:/var/lib/ingress/audit/. ./audit
+// Reads the audit trails (runtime/audit.ts), copied into one directory (where each lives: docs/audit.md), e.g.
+//   docker cp openclaw-dev-egress-gateway:/var/lib/egress/audit/. ./audit
 //   npm run audit -- verify ./audit                     every chain; exit 1 naming the first broken line
 //   npm run audit -- tail [./audit] [--agent bart] [--service ingress] [-n 20]
 import { readFileSync, readdirSync } from "node:fs";

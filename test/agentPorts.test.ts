@@ -13,6 +13,7 @@ import { jsonLogger } from "../runtime/log";
 import { ANTHROPIC_BODY, type RunningProxy, TOKENS, anthropicHeaders, send, startKeyProxy } from "./support/keyProxyHarness";
 import { MockUpstream } from "./support/mockUpstream";
 import { freePort } from "./support/processes";
+import { tempDir } from "./support/tempDirs";
 
 /** Opens a connection, sends `text`, and resolves once `ready` matches what came back; `closed` settles when the peer ends it. */
 async function openConnection(port: number, text: string, ready: RegExp) {
@@ -160,7 +161,7 @@ describe("EgressGateway", () => {
         echo = net.createServer((socket) => socket.pipe(socket)).listen(0, "127.0.0.2");
         await once(echo, "listening");
         echoPort = (echo.address() as net.AddressInfo).port;
-        const config = egressConfigSchema.parse({ listen: { host: "127.0.0.1", port: 0 }, dns: { host: "127.0.0.1", port: 0 }, admin: [{ host: "127.0.0.1", port: 0 }] });
+        const config = egressConfigSchema.parse({ listen: { host: "127.0.0.1", port: 0 }, dns: { host: "127.0.0.1", port: 0 }, admin: [{ host: "127.0.0.1", port: 0 }], auditDir: tempDir("egress-audit") });
         gateway = new EgressGateway(config, jsonLogger("egress-gateway", (l) => logs.push(l)), deps);
         ({ port: mainPort, dnsPort } = await gateway.listen());
         [bartPort, lisaPort] = [await freePort(), await freePort()];

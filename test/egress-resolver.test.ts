@@ -10,6 +10,7 @@ import { dnsResolver } from "../egress-image/src/resolver";
 import { EgressGateway, dialAddress } from "../egress-image/src/server";
 import { jsonLogger } from "../runtime/log";
 import { type DnsServer, TYPE_A, TYPE_AAAA, type Zone, startDnsServer } from "./support/dnsServer";
+import { tempDir } from "./support/tempDirs";
 
 const PUBLIC_V4 = ["93.184.216.34", "93.184.216.35"];
 const PUBLIC_V6 = ["2606:2800:220:1:248:1893:25c8:1946"];
@@ -103,6 +104,7 @@ describe("EgressGateway with the real resolver", () => {
             listen: { host: "127.0.0.1", port: 0 },
             dns: { host: "127.0.0.1", port: 0 },
             admin: [{ host: "127.0.0.1", port: 0 }],
+            auditDir: tempDir("egress-audit"),
             resolvers: [serverAddress],
             limits: { resolveTimeoutMs: 800 },
         });

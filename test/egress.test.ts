@@ -2,6 +2,7 @@
 // case says, and every dial lands on a local echo server, so nothing leaves this machine.
 import dgram from "node:dgram";
 import { once } from "node:events";
+import { readFileSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import { domainToASCII } from "node:url";
@@ -9,7 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { egressConfigSchema } from "../egress-image/src/config";
 import { type EgressAgent, addressDenial } from "../egress-image/src/policy";
 import { EgressGateway, type EgressDeps, dialAddress, interfaceAddresses } from "../egress-image/src/server";
+import { readAuditLines, verifyChain } from "../runtime/audit";
 import { jsonLogger } from "../runtime/log";
+import { tempDir } from "./support/tempDirs";
 
 const PUBLIC = "93.184.216.34";
 /** Where every dial lands. Not 127.0.0.1: a connection from this host's address to itself is refused as the gateway's own. */
@@ -99,7 +102,9 @@ beforeAll(async () => {
         listen: { host: "127.0.0.1", port: 0 },
         dns: { host: "127.0.0.1", port: 0 },
         admin: [{ host: "127.0.0.1", port: 0 }],
-        limits: { connectTimeoutMs: 300, idleTimeoutMs: 400, requestHeadTimeoutMs: 500, maxTunnelsPerAgent: 3 },
+        auditDir: tempDir("egress-audit"),
+        // Every hostile case audited (the budget is tested in test/egress-audit.test.ts).
+        limits: { connectTimeoutMs: 300, idleTimeoutMs: 400, requestHeadTimeoutMs: 500, maxTunnelsPerAgent: 3, auditedDenialsBurst: 10_000 },
     });
     gateway = new EgressGateway(config, jsonLogger("egress-gateway", (l) => logs.push(l)), fakeDeps);
     gateway.setAgents(AGENTS);
@@ -283,6 +288,16 @@ describe("hostile requests", () => {
         expect(decisions).toContainEqual(expect.objectContaining({ agent: "unknown", reason: "unknown_source" }));
         expect(decisions).toContainEqual(expect.objectContaining({ agent: "lisa", reason: "non_public:cloudMetadata" }));
     });
+
+    it("audits every denial: each reason fits the declared fields, and the chain holds", async () => {
+        // Failures on the way (5xx) are logged, not audited.
+        const failures = new Set(["resolver_timeout", "dial_failed", "shutting_down"]);
+        const denials = logs.map((l) => JSON.parse(l)).filter((l) => l.event === "decision" && l.decision === "deny" && !failures.has(l.reason));
+        const audited = () => readAuditLines(readFileSync(gateway.audit.file, "utf8")).filter((l) => l.type === "egress_denied");
+        await expect.poll(() => audited().map((l) => l.reason).sort()).toEqual(denials.map((l) => l.reason).sort());
+        expect(logs.filter((l) => l.includes('"event":"audit_refused"'))).toEqual([]);
+        expect(verifyChain(readFileSync(gateway.audit.file, "utf8"))).toMatchObject({ ok: true });
+    });
 });
 
 describe("allowed requests", () => {
@@ -401,6 +416,7 @@ describe("a resolver that never answers", () => {
             listen: { host: "127.0.0.1", port: 0 },
             dns: { host: "127.0.0.1", port: 0 },
             admin: [{ host: "127.0.0.1", port: 0 }],
+            auditDir: tempDir("egress-audit"),
             limits: { resolveTimeoutMs, maxTunnelsPerAgent: 1 },
         });
         const started = new EgressGateway(config, jsonLogger("egress-gateway", () => undefined), hangingDeps);
@@ -522,6 +538,7 @@ describe("the loopback allow-range override (tests only)", () => {
             listen: { host: "127.0.0.1", port: 0 },
             dns: { host: "127.0.0.1", port: 0 },
             admin: [{ host: "127.0.0.1", port: 0 }],
+            auditDir: tempDir("egress-audit"),
             allowRanges: ["127.0.0.0/8"],
         });
         const resolved: string[] = [];
@@ -562,6 +579,7 @@ describe("the gateway's own addresses", () => {
             listen: { host: "127.0.0.1", port: 0 },
             dns: { host: "127.0.0.1", port: 0 },
             admin: [{ host: "127.0.0.1", port: 0 }],
+            auditDir: tempDir("egress-audit"),
             allowRanges: ["127.0.0.0/8"],
         });
         const started = new EgressGateway(config, jsonLogger("egress-gateway", () => undefined), deps);

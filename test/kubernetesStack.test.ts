@@ -54,6 +54,7 @@ const STACK_RESOURCES = [
     ["openclaw:kubernetes:EgressGateway", "egress-gateway"],
     [K("core/v1:Secret"), "egress-gateway-config"],
     [K("core/v1:Secret"), "egress-gateway-registry"],
+    [K("core/v1:PersistentVolumeClaim"), "egress-gateway-data"],
     [K("core/v1:Service"), "egress-gateway-dns"],
     [K("apps/v1:Deployment"), "egress-gateway"],
 ];

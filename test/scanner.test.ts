@@ -6,7 +6,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { allowlisted, analyzeSource } from "../scanner/analyze";
-import { ACKNOWLEDGMENT, Quarantine, quarantinePath } from "../scanner/quarantine";
+import { ACKNOWLEDGMENT, Quarantine, quarantineAuditDir, quarantinePath } from "../scanner/quarantine";
+import { auditIo, readAuditLines, shortDigest, verifyDirectory } from "../runtime/audit";
 import { RULES, type RuleId } from "../scanner/rules";
 import { scanSkill, skillHash } from "../scanner/skill";
 import { REPO_ROOT } from "./support/mockStack";
@@ -130,35 +131,74 @@ describe("the content hash", () => {
 });
 
 describe("the quarantine", () => {
+    // Two versions' content hashes (sha256 hex, as skillHash gives them).
+    const H1 = "1".repeat(64);
+    const H2 = "2".repeat(64);
     const finding = analyzeSource("index.js", "eval(x);", CONTEXT)[0];
     const open = () => new Quarantine(path.join(tempDir("quarantine-"), "dev.sqlite"), () => new Date("2026-01-02T03:04:05Z"));
 
-    it("keeps a skill with findings quarantined until an admin overrides that exact version", () => {
+    it("keeps a skill with findings quarantined until an admin overrides that exact version", async () => {
         const q = open();
         try {
-            expect(q.record({ name: "s", hash: "h1", findings: [finding] }).status).toBe("quarantined");
-            expect(() => q.override("s", { acknowledgment: "yes", user: "ann" })).toThrow(/exactly "I accept the risk"/);
-            expect(() => q.override("s", { acknowledgment: ACKNOWLEDGMENT, user: "" })).toThrow(/--user/);
-            expect(() => q.override("other", { acknowledgment: ACKNOWLEDGMENT, user: "ann" })).toThrow(/no quarantined version/);
-            const overridden = q.override("s", { acknowledgment: ACKNOWLEDGMENT, user: "ann" });
-            expect(overridden).toMatchObject({ status: "overridden", hash: "h1", override: { user: "ann", acknowledgment: ACKNOWLEDGMENT, at: "2026-01-02T03:04:05.000Z" } });
-            expect(q.record({ name: "s", hash: "h1", findings: [finding] }).status).toBe("overridden");
+            expect(q.record({ name: "s", hash: H1, findings: [finding] }).status).toBe("quarantined");
+            await expect(q.override("s", { acknowledgment: "yes", user: "ann" })).rejects.toThrow(/exactly "I accept the risk"/);
+            await expect(q.override("s", { acknowledgment: ACKNOWLEDGMENT, user: "" })).rejects.toThrow(/--user/);
+            await expect(q.override("other", { acknowledgment: ACKNOWLEDGMENT, user: "ann" })).rejects.toThrow(/no quarantined version/);
+            const overridden = await q.override("s", { acknowledgment: ACKNOWLEDGMENT, user: "ann" });
+            expect(overridden).toMatchObject({ status: "overridden", hash: H1, override: { user: "ann", acknowledgment: ACKNOWLEDGMENT, at: "2026-01-02T03:04:05.000Z" } });
+            expect(q.record({ name: "s", hash: H1, findings: [finding] }).status).toBe("overridden");
             // Another version of the same skill is not covered.
-            expect(q.record({ name: "s", hash: "h2", findings: [finding] }).status).toBe("quarantined");
+            expect(q.record({ name: "s", hash: H2, findings: [finding] }).status).toBe("quarantined");
             // A finding the admin did not see (rules updated) quarantines the overridden version again.
             const extra = { ...finding, line: 9 };
-            expect(q.record({ name: "s", hash: "h1", findings: [finding, extra] }).status).toBe("quarantined");
-            expect(q.list().map((r) => [r.hash, r.status])).toEqual(expect.arrayContaining([["h1", "quarantined"], ["h2", "quarantined"]]));
+            expect(q.record({ name: "s", hash: H1, findings: [finding, extra] }).status).toBe("quarantined");
+            expect(q.list().map((r) => [r.hash, r.status])).toEqual(expect.arrayContaining([[H1, "quarantined"], [H2, "quarantined"]]));
         } finally {
             q.close();
         }
     });
 
-    it("records clean skills as clean", () => {
+    it.each([
+        ["an identifier", "ann", { user: "ann" }],
+        ["free text, written as its digest", "Ann Smith <ann@example.test>", { userSha256: shortDigest("Ann Smith <ann@example.test>") }],
+    ])("writes each override, by %s, as one chained line of the stack's audit stream beside the database", async (_case, user, written) => {
+        const q = open();
+        try {
+            q.record({ name: "s", hash: "ab".repeat(32), findings: [finding] });
+            await expect(q.override("s", { acknowledgment: "yes", user })).rejects.toThrow();
+            await q.override("s", { acknowledgment: ACKNOWLEDGMENT, user });
+            const [verdict] = verifyDirectory(quarantineAuditDir(q.file));
+            expect(verdict).toMatchObject({ file: path.join(path.dirname(q.file), "dev-audit", "skill-gate.audit.jsonl"), verdict: { ok: true, lines: 1 } });
+            const text = readFileSync(verdict.file, "utf8");
+            const [line] = readAuditLines(text);
+            const fields = { skill: "s", version: "abababababababab", ...written, findings: 1 };
+            expect(line).toMatchObject({ service: "skill-gate", type: "skill_overridden", ts: "2026-01-02T03:04:05.000Z", ...fields });
+            expect(Object.keys(line).sort()).toEqual(["seq", "ts", "service", "type", "prev", "hash", ...Object.keys(fields)].sort());
+            expect(text).not.toContain(ACKNOWLEDGMENT);
+        } finally {
+            q.close();
+        }
+    });
+
+    it("changes nothing when the override cannot be audited", async () => {
+        const q = open();
+        const fdatasync = auditIo.fdatasync;
+        auditIo.fdatasync = () => Promise.reject(new Error("ENOSPC: no space left on device"));
+        try {
+            q.record({ name: "s", hash: H1, findings: [finding] });
+            await expect(q.override("s", { acknowledgment: ACKNOWLEDGMENT, user: "ann" })).rejects.toThrow(/could not be written to the audit stream .*ENOSPC.*nothing was changed/);
+            expect(q.get("s", H1)?.status).toBe("quarantined");
+        } finally {
+            auditIo.fdatasync = fdatasync;
+            q.close();
+        }
+    });
+
+    it("records clean skills as clean", async () => {
         const q = open();
         try {
             expect(q.record({ name: "s", hash: "h", findings: [] }).status).toBe("clean");
-            expect(() => q.override("s", { acknowledgment: ACKNOWLEDGMENT, user: "ann" })).toThrow(/no quarantined version/);
+            await expect(q.override("s", { acknowledgment: ACKNOWLEDGMENT, user: "ann" })).rejects.toThrow(/no quarantined version/);
         } finally {
             q.close();
         }

@@ -54,7 +54,7 @@ function review(configDir: string, ...args: string[]) {
 
 // Each review run loads the whole program under mocks (5-10 s on 2 shared cores); these tests run several.
 describe("npm run review with agents[].skills", { timeout: 120_000 }, () => {
-    it("refuses a skill with a finding, passes it after an override of that version, and refuses it again once edited", () => {
+    it("refuses a skill with a finding, passes it after an override of that version, and refuses it again once edited", async () => {
         const dir = skill("malicious/eval-alias", "helper");
         const stack = stackWithSkills(dir);
 
@@ -65,7 +65,7 @@ describe("npm run review with agents[].skills", { timeout: 120_000 }, () => {
         expect(refused.stderr).toContain('npm run scan -- quarantine override helper --stack pr --ack "I accept the risk" --user <you>');
 
         const quarantine = new Quarantine(path.join(work, "quarantine", "pr.sqlite"));
-        const overridden = quarantine.override("helper", { acknowledgment: ACKNOWLEDGMENT, user: "ann" });
+        const overridden = await quarantine.override("helper", { acknowledgment: ACKNOWLEDGMENT, user: "ann" });
         quarantine.close();
 
         const passed = review(stack);

@@ -4,7 +4,7 @@ import type { Budget } from "../../contracts/keyProxy";
 import { type EgressConfig, type EgressRule, type KeyProxyConfig, enabledProviders } from "../../infra/config";
 import { keyEnv } from "../../providers/index";
 import { k8sNames, podLabels } from "../../infra/kubernetesTopology";
-import { EGRESS_ENTRY, KEY_PROXY_DATA_DIR, KEY_PROXY_ENTRY, PORTS } from "../../infra/topology";
+import { EGRESS_DATA_DIR, EGRESS_ENTRY, KEY_PROXY_DATA_DIR, KEY_PROXY_ENTRY, PORTS } from "../../infra/topology";
 import { egressRegistryEntry, egressRuntimeConfig } from "../egressGateway";
 import { DRAIN_SECONDS, keyProxyRuntimeConfig, registryEntry } from "../keyProxy";
 import { type KubernetesService, type Placement, type ServiceAgent, agentEndpoint, kubernetesService, metadata, portIdentityEntry, registerAgent } from "./sharedService";
@@ -92,6 +92,9 @@ export interface KubernetesEgressGatewayArgs extends Placement {
     config: EgressConfig;
     agents: (ServiceAgent & { subnet: string; mode: "enforce" | "report"; allow: EgressRule[] })[];
     metricsToken?: pulumi.Input<string>;
+    /** The audit stream's volume. */
+    auditSizeGi: number;
+    storageClassName?: string;
 }
 
 /** EgressGateway on Kubernetes: the agents' only way out, and their DNS sink behind one Service on port 53. */
@@ -111,6 +114,7 @@ export class KubernetesEgressGateway extends AgentFacingService {
             servicePort: PORTS.egressProxy,
             runtimeConfig: { variable: "EGRESS_CONFIG", build: (remoteAdmin) => egressRuntimeConfig(args.config, remoteAdmin) },
             metrics: args.metricsToken === undefined ? undefined : { port: PORTS.egressMetricsTls, bearerToken: args.metricsToken },
+            persistentData: { path: `${EGRESS_DATA_DIR}/audit`, sizeGi: args.auditSizeGi, storageClassName: args.storageClassName },
             // The DNS sink listens on 53 without any capability: this lowers the privileged-port bound in the pod's own network namespace.
             sysctls: { "net.ipv4.ip_unprivileged_port_start": String(PORTS.egressDns) },
         });

@@ -33,7 +33,7 @@ export interface KubernetesServiceSpec extends Placement {
     metrics?: { port: number; bearerToken: pulumi.Input<string> };
     /** Variables taken from Secrets (KeyProxy's keys). */
     secretEnv?: { name: string; secret: pulumi.Input<string>; key: string }[];
-    /** A persistent volume at this path (KeyProxy's ledger); its single writer makes the Deployment Recreate. */
+    /** A persistent volume at this path (KeyProxy's ledger, EgressGateway's audit stream); its single writer makes the Deployment Recreate. */
     persistentData?: { path: string; sizeGi: number; storageClassName?: string };
     /** Changes that must restart the pod although its spec does not show them (key epochs). */
     restartOn?: Record<string, string>;
@@ -74,7 +74,7 @@ export function kubernetesService(parent: pulumi.Resource, name: string, spec: K
         new k8s.core.v1.PersistentVolumeClaim(
             `${name}-data`,
             {
-                metadata: metadata(spec, k8sNames.keyProxyData, labels),
+                metadata: metadata(spec, k8sNames.serviceData(spec.role), labels),
                 spec: {
                     accessModes: ["ReadWriteOnce"],
                     resources: { requests: { storage: `${spec.persistentData.sizeGi}Gi` } },
@@ -100,7 +100,7 @@ export function kubernetesService(parent: pulumi.Resource, name: string, spec: K
             ports: spec.metrics ? [{ name: "metrics", containerPort: spec.metrics.port }] : [],
             probe: { command: [SERVICE_NODE, spec.entry, "healthcheck"], initialDelaySeconds: 10, periodSeconds: 15 },
             volumes: [
-                ...(data ? [{ volume: { name: "data", persistentVolumeClaim: { claimName: k8sNames.keyProxyData } }, mountPath: spec.persistentData!.path, readOnly: false }] : []),
+                ...(data ? [{ volume: { name: "data", persistentVolumeClaim: { claimName: k8sNames.serviceData(spec.role) } }, mountPath: spec.persistentData!.path, readOnly: false }] : []),
                 { volume: { name: "registry", secret: { secretName: k8sNames.registry(spec.role), defaultMode: REGISTRY_FILE_MODE } }, mountPath: built.registryDir, readOnly: true },
             ],
             tmpfs: { "/tmp": "16m" },

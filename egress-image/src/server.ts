@@ -5,14 +5,46 @@ import http from "node:http";
 import net from "node:net";
 import { networkInterfaces } from "node:os";
 import type { Duplex } from "node:stream";
+import { z } from "zod";
 import { closeServer, portOf, startAdminServers } from "../../runtime/admin";
 import { AgentListeners, arrivalOf } from "../../runtime/agentListeners";
+import { type AuditEventOf, AuditLog, auditAddress, auditField, auditHost } from "../../runtime/audit";
 import type { Logger } from "../../runtime/log";
+import { AuditBudget } from "../../runtime/rateLimiter";
 import type { EgressConfig } from "./config";
 import { type DnsSink, startDnsSink } from "./dns";
 import { dnsResolver } from "./resolver";
 import { type EgressMetrics, egressMetrics } from "./metrics";
 import { type AddressPolicy, type AddressVerdict, type EgressAgent, type Target, agentForArrival, decideTarget, parseAbsoluteHttp, parseConnect, vetAnswers, vetLiteral } from "./policy";
+
+/**
+ * Every security event EgressGateway writes to its audit stream, with the only fields each may carry. `host` is the
+ * destination or name asked (`hostSha256` instead for one of odd bytes), never a URL's path or query nor a header;
+ * absent when the request or query could not be read. `unaudited`: events of this kind from this agent left out
+ * since its last audited one (the audit budget, `limits.auditedDenials*`).
+ */
+export const EGRESS_AUDIT_EVENTS = {
+    /** A CONNECT, plain-HTTP request or upgrade refused by policy or a limit (not a failure on the way: 5xx). */
+    egress_denied: z.object({
+        agent: auditField.name,
+        remote: auditField.address,
+        host: auditField.host.optional(),
+        hostSha256: auditField.digest.optional(),
+        port: auditField.port.optional(),
+        reason: auditField.reason,
+        unaudited: auditField.count,
+    }),
+    /** A query to the DNS sink, which refuses every one: agents have no DNS of their own. */
+    dns_refused: z.object({
+        agent: auditField.name,
+        remote: auditField.address,
+        host: auditField.host.optional(),
+        hostSha256: auditField.digest.optional(),
+        qtype: auditField.count.optional(),
+        unaudited: auditField.count,
+    }),
+};
+type EgressAuditEvent = AuditEventOf<typeof EGRESS_AUDIT_EVENTS>;
 
 export interface EgressDeps {
     /** Every address a name resolves to. Called once per request; `signal` aborts when the lookup is abandoned. */
@@ -73,6 +105,16 @@ function forwardable(headers: http.IncomingHttpHeaders): Record<string, string |
  * a status. `wouldDeny`: in report mode, what enforce mode would have denied.
  */
 type Refusal = { ok: false; agent?: EgressAgent; reason: string; status: number };
+
+/** A request refused: by whom (the agent, else its source address), for what as far as it could be read, and why. */
+interface Denial {
+    agent: EgressAgent | undefined;
+    remote: string | undefined;
+    targetText: string;
+    destination?: Target;
+    reason: string;
+    status?: number;
+}
 type Admission = { ok: true; agent: EgressAgent; upstream: net.Socket; address: string; wouldDeny: string | null } | Refusal;
 
 /** Why a lookup was given up on before it answered. */
@@ -84,6 +126,8 @@ class LookupAbandoned extends Error {
 
 export class EgressGateway {
     readonly metrics: EgressMetrics = egressMetrics();
+    readonly audit: AuditLog<typeof EGRESS_AUDIT_EVENTS>;
+    private readonly auditBudget: AuditBudget;
     private readonly server: http.Server;
     private adminServers: http.Server[] = [];
     private dnsSink: DnsSink | undefined;
@@ -99,7 +143,19 @@ export class EgressGateway {
         private readonly config: EgressConfig,
         private readonly log: Logger,
         private readonly deps: EgressDeps = systemDeps(config),
+        /** Milliseconds, for the audit budget (tests drive it). */
+        now: () => number = () => performance.now(),
     ) {
+        this.auditBudget = new AuditBudget(config.limits.auditedDenialsPerSecond, config.limits.auditedDenialsBurst, now);
+        this.audit = new AuditLog({
+            dir: config.auditDir,
+            service: "egress",
+            events: EGRESS_AUDIT_EVENTS,
+            onProblem: (problem) => {
+                if (problem.kind === "write_failed") this.metrics.auditFailures.inc(problem.lost);
+                log(`audit_${problem.kind}`, problem);
+            },
+        });
         this.server = this.createListener(undefined);
         this.agentListeners = new AgentListeners(config.listen.host, (port) => this.createListener(port), log);
     }
@@ -117,7 +173,9 @@ export class EgressGateway {
             (req, res) => void this.handlePlain(req, res, this.agentOf(agentPort, req)),
         );
         server.on("connect", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => void this.handleConnect(req, socket, head, this.agentOf(agentPort, req)));
-        server.on("upgrade", (req: http.IncomingMessage, socket: Duplex) => this.refuseRaw(socket, this.agentOf(agentPort, req), "upgrade", req.url ?? ""));
+        server.on("upgrade", (req: http.IncomingMessage, socket: Duplex) =>
+            this.refuseRaw(socket, { agent: this.agentOf(agentPort, req), remote: req.socket.remoteAddress, targetText: req.url ?? "", reason: "upgrade" }),
+        );
         server.on("clientError", (_error, socket) => socket.destroy());
         return server;
     }
@@ -142,8 +200,16 @@ export class EgressGateway {
             const agent = agentForArrival({ via: "network", remoteAddress: source }, this.agents)?.name ?? "unknown";
             this.metrics.dnsQueries.inc({ agent });
             this.log("dns_refused", { agent, source, name: question?.name ?? null, qtype: question?.type ?? null, malformed: question === undefined });
+            const remote = auditAddress(source);
+            this.audited("dns_refused", agent === "unknown" ? `@${remote}` : agent, (unaudited) => ({
+                type: "dns_refused",
+                agent,
+                remote,
+                ...(question ? { ...auditHost(question.name), qtype: question.type } : {}),
+                unaudited,
+            }));
         });
-        this.adminServers = await startAdminServers(this.config.admin, this.metrics.registry, () => this.server.listening);
+        this.adminServers = await startAdminServers(this.config.admin, this.metrics.registry, () => this.server.listening && !this.audit.failing);
         const ports = { port: portOf(this.server), dnsPort: this.dnsSink.udp.address().port, adminPorts: this.adminServers.map(portOf) };
         this.log("listening", { port: ports.port, dns: ports.dnsPort, admin: ports.adminPorts.join(",") });
         return ports;
@@ -154,6 +220,7 @@ export class EgressGateway {
         for (const socket of this.open) socket.destroy();
         await Promise.all([this.agentListeners.close(), ...[this.server, ...this.adminServers].map(closeServer)]);
         await this.dnsSink?.close();
+        await this.audit.close();
     }
 
     /** Reading the interfaces costs about 260 us of CPU: it is done every few seconds, not per request. */
@@ -167,6 +234,36 @@ export class EgressGateway {
         const name = agent?.name ?? "unknown";
         this.metrics.decisions.inc({ agent: name, decision, reason });
         this.log("decision", { agent: name, target: target.slice(0, 300), decision, reason, ...extra });
+    }
+
+    /** Counts and logs a refusal, and audits it unless it was a failure on the way (5xx) or is past the agent's audit budget. */
+    private deny({ agent, remote, targetText, destination, reason, status = 403 }: Denial) {
+        this.record(agent, targetText, "deny", reason);
+        if (status >= 500) return;
+        const name = agent?.name ?? "unknown";
+        const address = auditAddress(remote);
+        this.audited("egress_denied", agent?.name ?? `@${address}`, (unaudited) => ({
+            type: "egress_denied",
+            agent: name,
+            remote: address,
+            ...(destination ? { ...auditHost(destination.kind === "ip" ? destination.address : destination.host), port: destination.port } : {}),
+            reason,
+            unaudited,
+        }));
+    }
+
+    /** Writes an event within the audit budget of its kind and key (an agent, or `@address` for an unknown source). */
+    private audited(type: EgressAuditEvent["type"], key: string, event: (unaudited: number) => EgressAuditEvent) {
+        const unaudited = this.auditBudget.admit(`${type}/${key}`);
+        if (unaudited === undefined) return void this.metrics.auditUnaudited.inc({ type });
+        try {
+            void this.audit.record(event(unaudited));
+            this.metrics.auditEvents.inc({ type });
+        } catch (error) {
+            // A field the declaration refuses: a bug, reported; the request is still refused as it would be.
+            this.metrics.auditFailures.inc();
+            this.log("audit_refused", { type, error: (error as Error).message.slice(0, 300) });
+        }
     }
 
     /**
@@ -241,8 +338,9 @@ export class EgressGateway {
         });
     }
 
-    private refuseRaw(socket: Duplex, agent: EgressAgent | undefined, reason: string, target: string, status = 403) {
-        this.record(agent, target, "deny", reason);
+    private refuseRaw(socket: Duplex, denial: Denial) {
+        this.deny(denial);
+        const { reason, status = 403 } = denial;
         const body = `egress denied: ${reason}\n`;
         socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
     }
@@ -270,10 +368,11 @@ export class EgressGateway {
         client.on("error", () => client.destroy());
         this.track(client);
         const targetText = req.url ?? "";
+        const remote = req.socket.remoteAddress;
         const parsed = parseConnect(targetText, req.headers.host);
-        if (!parsed.ok) return this.refuseRaw(client, agent, parsed.reason, targetText);
+        if (!parsed.ok) return this.refuseRaw(client, { agent, remote, targetText, reason: parsed.reason });
         const admission = await this.admit(agent, parsed.value);
-        if (!admission.ok) return this.refuseRaw(client, admission.agent, admission.reason, targetText, admission.status);
+        if (!admission.ok) return this.refuseRaw(client, { agent: admission.agent, remote, targetText, destination: parsed.value, reason: admission.reason, status: admission.status });
         const { agent: admitted, upstream } = admission;
         this.record(admitted, targetText, "allow", "allowlisted", { address: admission.address, would_deny: admission.wouldDeny });
         this.track(upstream);
@@ -310,9 +409,9 @@ export class EgressGateway {
 
     private async handlePlain(req: http.IncomingMessage, res: http.ServerResponse, agent: EgressAgent | undefined) {
         const targetText = req.url ?? "";
-        const refuse = (reason: string, agentForLog = agent, status = 403) => {
-            this.record(agentForLog, targetText, "deny", reason);
-            res.writeHead(status, { "content-type": "text/plain", connection: "close" }).end(`egress denied: ${reason}\n`);
+        const refuse = (reason: string, refused?: { agent: EgressAgent | undefined; destination: Target; status: number }) => {
+            this.deny({ agent: refused?.agent ?? agent, remote: req.socket.remoteAddress, targetText, destination: refused?.destination, reason, status: refused?.status });
+            res.writeHead(refused?.status ?? 403, { "content-type": "text/plain", connection: "close" }).end(`egress denied: ${reason}\n`);
         };
         if (!PLAIN_METHODS.has(req.method ?? "")) return refuse("method");
         const te = req.headers["transfer-encoding"];
@@ -321,7 +420,7 @@ export class EgressGateway {
         if (!parsed.ok) return refuse(parsed.reason);
         const { target, path, authority } = parsed.value;
         const admission = await this.admit(agent, target);
-        if (!admission.ok) return refuse(admission.reason, admission.agent, admission.status);
+        if (!admission.ok) return refuse(admission.reason, { agent: admission.agent, destination: target, status: admission.status });
         const { agent: admitted, upstream: socket } = admission;
         this.record(admitted, targetText, "allow", "allowlisted", { address: admission.address, would_deny: admission.wouldDeny });
         let released = false;

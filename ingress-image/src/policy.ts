@@ -65,37 +65,6 @@ export function isUnreadPrompt(method: string | undefined, path: string): boolea
     return method === "POST" && UNREAD_PROMPT_PATHS.has(path.split("?")[0].replace(/\/+$/, ""));
 }
 
-/**
- * A token bucket per key (a user, a client address): `ratePerSecond` refills, up to `burst`. Past `maxKeys` keys
- * (addresses an attacker can vary) every bucket starts full again, so memory stays bounded.
- */
-export class RateLimiter {
-    private readonly buckets = new Map<string, { tokens: number; at: number }>();
-
-    constructor(
-        private readonly ratePerSecond: number,
-        private readonly burst: number,
-        private readonly now: () => number = () => performance.now(),
-        private readonly maxKeys = 100_000,
-    ) {}
-
-    take(user: string): boolean {
-        const now = this.now();
-        if (this.buckets.size >= this.maxKeys && !this.buckets.has(user)) this.buckets.clear();
-        const bucket = this.buckets.get(user) ?? { tokens: this.burst, at: now };
-        bucket.tokens = Math.min(this.burst, bucket.tokens + ((now - bucket.at) / 1000) * this.ratePerSecond);
-        bucket.at = now;
-        this.buckets.set(user, bucket);
-        if (bucket.tokens < 1) return false;
-        bucket.tokens -= 1;
-        return true;
-    }
-
-    forget(user: string) {
-        this.buckets.delete(user);
-    }
-}
-
 /** The OpenAI error shape every answer of the Ingress's own uses; the message is fixed text, never the request's. */
 export function openAiError(status: number, code: string, message: string): { status: number; body: string } {
     const type = status === 429 ? "rate_limit_error" : status === 401 ? "authentication_error" : status === 403 ? "permission_error" : status >= 500 ? "server_error" : "invalid_request_error";

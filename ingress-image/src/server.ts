@@ -6,11 +6,12 @@ import https from "node:https";
 import type { Duplex } from "node:stream";
 import { z } from "zod";
 import { closeServer, portOf, startAdminServers } from "../../runtime/admin";
-import { AuditLog, auditField } from "../../runtime/audit";
+import { AuditLog, auditAddress, auditField } from "../../runtime/audit";
 import type { Logger } from "../../runtime/log";
+import { AuditBudget, RateLimiter } from "../../runtime/rateLimiter";
 import { type IngressConfig, registryDirs } from "./config";
 import { type IngressMetrics, ingressMetrics } from "./metrics";
-import { type IngressAgent, type IngressUser, RateLimiter, authenticate, isChatRequest, isUnreadPrompt, mayReach, openAiError, routeRequest } from "./policy";
+import { type IngressAgent, type IngressUser, authenticate, isChatRequest, isUnreadPrompt, mayReach, openAiError, routeRequest } from "./policy";
 import { type CompiledRule, applyRules, compileRules } from "./rules";
 
 /** Every security event the Ingress writes to its audit stream, with the only fields each may carry. */
@@ -68,12 +69,6 @@ function readBounded(req: http.IncomingMessage, max: number): Promise<Buffer | u
     });
 }
 
-/** The client's address as the audit trail takes it; "::" for one it could not hold (an IPv6 zone, none at all). */
-function clientAddress(req: http.IncomingMessage): string {
-    const address = (req.socket.remoteAddress ?? "").toLowerCase();
-    return auditField.address.safeParse(address).success ? address : "::";
-}
-
 interface Refusal {
     ok: false;
     status: number;
@@ -93,8 +88,7 @@ export class IngressServer {
     private agents = new Map<string, IngressAgent>();
     private readonly rules: CompiledRule[];
     private readonly limiter: RateLimiter;
-    private readonly failureAudit: RateLimiter;
-    private readonly unaudited = new Map<string, number>();
+    private readonly failureAudit: AuditBudget;
     private readonly active = new Map<string, number>();
     /** Open client connections by user and by agent: closed when either is removed or changed. */
     private readonly byUser = new Map<string, Set<Duplex>>();
@@ -109,7 +103,7 @@ export class IngressServer {
     ) {
         this.rules = compileRules(config.rules);
         this.limiter = new RateLimiter(config.limits.ratePerSecond, config.limits.burst, now);
-        this.failureAudit = new RateLimiter(config.limits.auditedAuthFailuresPerSecond, config.limits.auditedAuthFailuresBurst, now);
+        this.failureAudit = new AuditBudget(config.limits.auditedAuthFailuresPerSecond, config.limits.auditedAuthFailuresBurst, now);
         this.audit = new AuditLog({
             dir: registryDirs(config).audit,
             service: "ingress",
@@ -204,7 +198,7 @@ export class IngressServer {
     private admit(req: http.IncomingMessage): Admission {
         const auth = authenticate(req.headers.authorization, this.users);
         if (!auth.ok) {
-            this.auditAuthFailure(auth.reason, clientAddress(req));
+            this.auditAuthFailure(auth.reason, auditAddress(req.socket.remoteAddress));
             return this.refused(refusal(401, "unauthorized", "a valid bearer token is required"), auth.reason);
         }
         const { user } = auth;
@@ -243,13 +237,8 @@ export class IngressServer {
     }
 
     private auditAuthFailure(reason: string, remote: string) {
-        if (!this.failureAudit.take(remote)) {
-            if (this.unaudited.size >= 100_000 && !this.unaudited.has(remote)) this.unaudited.clear();
-            this.unaudited.set(remote, (this.unaudited.get(remote) ?? 0) + 1);
-            return;
-        }
-        void this.audit.record({ type: "auth_failed", reason, remote, unaudited: this.unaudited.get(remote) ?? 0 });
-        this.unaudited.delete(remote);
+        const unaudited = this.failureAudit.admit(remote);
+        if (unaudited !== undefined) void this.audit.record({ type: "auth_failed", reason, remote, unaudited });
     }
 
     private refused(answer: Refusal, reason: string): Refusal {
