@@ -436,9 +436,11 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", { timeout: 
             });
             return { status: answer.statusCode, body: await answer.body.text() };
         };
+        /** Every service's audit stream, copied out of its volume into one directory as docs/audit.md says. */
         const auditDir = () => {
             const dir = tempDir("audit");
             docker("cp", `${INGRESS}:/var/lib/ingress/audit/.`, dir);
+            docker("cp", `openclaw-${STACK}-egress-gateway:/var/lib/egress/audit/.`, dir);
             return dir;
         };
         const audit = (...args: string[]) => spawnSync(path.join(REPO_ROOT, "node_modules", ".bin", "tsx"), [path.join(REPO_ROOT, "scripts", "audit.mts"), ...args], { encoding: "utf8", timeout: 60_000 });
@@ -497,6 +499,10 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", { timeout: 
             expect(lines).toContainEqual(expect.objectContaining({ type: "forbidden", user: "ned", agent: "bart" }));
             expect(lines).toContainEqual(expect.objectContaining({ type: "rule_hit", user: "ann", agent: "bart", rule: "ignore-previous-instructions", action: "reject" }));
             expect(lines).toContainEqual(expect.objectContaining({ type: "rule_hit", user: "ann", agent: "bart", rule: "chat-template-tokens", action: "strip" }));
+            // EgressGateway's stream holds bart's denied CONNECT and his name lookup at the DNS sink, earlier in this run.
+            const bart = jsonLines(audit("tail", dir, "--agent", "bart", "--service", "egress", "-n", "500").stdout);
+            expect(bart).toContainEqual(expect.objectContaining({ type: "egress_denied", host: "denied.example", port: 443 }));
+            expect(bart).toContainEqual(expect.objectContaining({ type: "dns_refused", host: "exfil-secret.example.test" }));
             // Nothing secret in the trail or the Ingress's log: no user token, no gateway token, no provider key.
             const written = readFileSync(path.join(dir, "ingress.audit.jsonl"), "utf8") + docker("logs", INGRESS);
             const dashboardToken = resources.find((r) => r.name === "agent-bart-dashboard-token")!;
