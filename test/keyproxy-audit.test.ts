@@ -8,7 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest
 import { ledgerIo } from "../proxy-image/src/ledgerStore";
 import { type AgentEntry, credentialDigest } from "../proxy-image/src/policy";
 import { KEYPROXY_AUDIT_EVENTS } from "../proxy-image/src/server";
-import { type AuditLine, readAuditLines, shortDigest, verifyDirectory } from "../runtime/audit";
+import { type AuditLine, auditIo, readAuditLines, shortDigest, verifyDirectory } from "../runtime/audit";
 import {
     AGENTS,
     ANTHROPIC_BODY,
@@ -247,6 +247,21 @@ describe("a flood", () => {
 });
 
 describe("the stream", () => {
+    it("reports itself unhealthy while a write fails, counts the events lost, and recovers", async () => {
+        const p = await start();
+        const health = async () => (await fetch(`http://127.0.0.1:${p.adminPort}/healthz`)).status;
+        expect(await health()).toBe(200);
+        vi.spyOn(auditIo, "fdatasync").mockRejectedValueOnce(Object.assign(new Error("ENOSPC: simulated"), { code: "ENOSPC" }));
+        await attempt(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(WRONG_TOKEN), body: ANTHROPIC_BODY });
+        await expect.poll(health, { timeout: 5000 }).toBe(503);
+        expect(await p.server.metrics.registry.metrics()).toMatch(/keyproxy_audit_write_failures_total 1\b/);
+        expect(p.logs.some((line) => line.includes('"event":"audit_write_failed"'))).toBe(true);
+        await attempt(p.port, { path: "/openai/v1/files", headers: openaiHeaders(), body: "{}" });
+        await expect.poll(health, { timeout: 5000 }).toBe(200);
+        const { lines } = await closedStream(p);
+        expect(lines.map((line) => [line.seq, line.type])).toEqual([[1, "endpoint_refused"]]);
+    });
+
     it("continues its chain across a restart on the same directory", async () => {
         const first = await start();
         await attempt(first.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(WRONG_TOKEN), body: ANTHROPIC_BODY });
