@@ -3,11 +3,12 @@
 // query) gets in; a flood is bounded per source; a served request writes nothing. Loopback only.
 import { existsSync, readFileSync } from "node:fs";
 import http from "node:http";
+import net from "node:net";
 import path from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { ledgerIo } from "../proxy-image/src/ledgerStore";
 import { type AgentEntry, credentialDigest } from "../proxy-image/src/policy";
-import { KEYPROXY_AUDIT_EVENTS } from "../proxy-image/src/server";
+import { KEYPROXY_AUDIT_EVENTS } from "../proxy-image/src/audit";
 import { type AuditLine, auditIo, readAuditLines, shortDigest, verifyDirectory } from "../runtime/audit";
 import {
     AGENTS,
@@ -200,6 +201,22 @@ describe("each refusal is one audit line with only its declared fields", () => {
         expect(lines[0]).toMatchObject({ seq: 1, service: "key-proxy" });
         expect(verifyDirectory(p.config.auditDir)).toEqual([{ file: streamFile(p), verdict: { ok: true, lines: 1, last: { seq: 1, hash: lines[0].hash } } }]);
         for (const secret of [SECRET, WRONG_TOKEN, HOMER_TOKEN, TOKENS.bart, TOKENS.lisa, ...Object.values(REAL_KEYS), "token="]) expect(text).not.toContain(secret);
+    });
+
+    it.each([
+        ["unparsable HTTP", `GET /openai/v1/models?token=${SECRET} HTTP/1.1\r\nHost: x\r\nBad Header: ${SECRET}\r\n\r\n`, "malformed"],
+        ["a head over the header limit", `GET /openai/v1/models HTTP/1.1\r\nX-Note: ${SECRET.repeat(4000)}\r\n\r\n`, "header_size"],
+    ])("writes %s as dropped, and nothing it carried", async (_case, raw, reason) => {
+        const p = await start();
+        await new Promise<void>((resolve) => {
+            const socket = net.connect(p.port, "127.0.0.1", () => socket.write(raw));
+            socket.on("error", () => undefined);
+            socket.on("close", () => resolve());
+            socket.resume();
+        });
+        const { text, lines } = await closedStream(p);
+        expect(lines.map(declaredFields)).toEqual([{ type: "dropped", reason, remote: "127.0.0.1", unaudited: 0 }]);
+        expect(text).not.toContain(SECRET);
     });
 
     it("writes ledger_unavailable when the ledger cannot be written", async () => {

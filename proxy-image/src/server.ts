@@ -4,12 +4,10 @@ import http from "node:http";
 import type { Duplex } from "node:stream";
 import { createSecureContext, rootCertificates } from "node:tls";
 import { type Dispatcher, Pool, errors as undiciErrors } from "undici";
-import { z } from "zod";
 import { closeServer, portOf, startAdminServers } from "../../runtime/admin";
 import { AgentListeners, arrivalOf } from "../../runtime/agentListeners";
-import { type AuditEventOf, AuditLog, auditField, shortDigest } from "../../runtime/audit";
-import { AuditBudget } from "../../runtime/rateLimiter";
 import { AgentProbe } from "./agentProbe";
+import { RefusalAudit } from "./audit";
 import { type LoadedConfig, configuredProviders } from "./config";
 import type { LogFields, Logger } from "../../runtime/log";
 import { admit } from "./admission";
@@ -32,55 +30,9 @@ import {
     upstreamTarget,
 } from "./policy";
 import type { ProviderSpec } from "../../providers/index";
-import { WINDOWS, microsToUsd } from "./budget";
+import { microsToUsd } from "./budget";
 import { type ResponseSecrets, StreamScrubber } from "./scrub";
 import { SpendTracker, type Ticket } from "./spend";
-
-/** A route (the path after the provider's prefix, never its query) as the audit trail takes it. */
-const AUDIT_ROUTE = z.string().regex(/^\/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,199}$/);
-/** A model id as the audit trail takes it. */
-const AUDIT_MODEL = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,99}$/);
-
-/**
- * Every security event KeyProxy writes to its audit stream, with the only fields each may carry: never a credential,
- * a key, a header value or a query. `remote` is the client's address and `agentPort` the agent port it came to (on
- * that port's listener). A route or model the agent chose that does not fit its pattern or looks like a key is
- * written only as its digest (`routeSha256`, `modelSha256`). `unaudited`: refusals of this kind from this source
- * left out since its last audited one (the audit budget, `limits.auditedRefusals*`).
- */
-export const KEYPROXY_AUDIT_EVENTS = {
-    /** No valid credential for the way the request came; `agent`: whose credential it was (wrong_network, wrong_port). */
-    auth_failed: z.object({
-        reason: z.enum(["missing", "unknown", "wrong_network", "wrong_port"]),
-        agent: auditField.name.optional(),
-        provider: auditField.name,
-        remote: auditField.address,
-        agentPort: auditField.count.optional(),
-        unaudited: auditField.count,
-    }),
-    /** A request or connection closed unanswered: a method, target or path KeyProxy never forwards, or unparsable HTTP. */
-    dropped: z.object({ reason: auditField.name, method: z.string().regex(/^[A-Z][A-Z-]{0,15}$/).optional(), remote: auditField.address, agentPort: auditField.count.optional(), unaudited: auditField.count }),
-    /** An authenticated agent asked for an endpoint outside its provider's allowlist. */
-    endpoint_refused: z.object({ agent: auditField.name, provider: auditField.name, route: AUDIT_ROUTE.optional(), routeSha256: auditField.digest.optional(), unaudited: auditField.count }),
-    /** The request's maximum cost does not fit the agent's budget in `window`. */
-    budget_refused: z.object({
-        agent: auditField.name,
-        provider: auditField.name,
-        window: z.enum(WINDOWS),
-        model: AUDIT_MODEL.optional(),
-        modelSha256: auditField.digest.optional(),
-        unaudited: auditField.count,
-    }),
-    /** The spend ledger could not be written, so a metered request was refused (fails closed). */
-    ledger_unavailable: z.object({ agent: auditField.name, provider: auditField.name, unaudited: auditField.count }),
-};
-type KeyProxyAuditEvent = AuditEventOf<typeof KEYPROXY_AUDIT_EVENTS>;
-
-/** A client's address as the audit trail takes it; "::" for one it could not hold (an IPv6 zone, none at all). */
-function auditAddress(address: string | undefined): string {
-    const lowered = (address ?? "").toLowerCase();
-    return auditField.address.safeParse(lowered).success ? lowered : "::";
-}
 
 /** Upstream error bodies are small; past this much the rest is cut before scrubbing. */
 const MAX_ERROR_BODY_BYTES = 1024 * 1024;
@@ -117,8 +69,7 @@ interface Connection {
 
 export class KeyProxyServer {
     readonly metrics: KeyProxyMetrics = keyProxyMetrics();
-    readonly audit: AuditLog<typeof KEYPROXY_AUDIT_EVENTS>;
-    private readonly auditBudget: AuditBudget;
+    readonly audit: RefusalAudit;
     private readonly server: http.Server;
     private adminServers: http.Server[] = [];
     private readonly upstreams = new Map<string, Upstream>();
@@ -144,16 +95,8 @@ export class KeyProxyServer {
         clockMs: () => number = () => performance.now(),
     ) {
         const { config, keys, extraCa } = loaded;
-        this.auditBudget = new AuditBudget(config.limits.auditedRefusalsPerSecond, config.limits.auditedRefusalsBurst, clockMs);
-        this.audit = new AuditLog({
-            dir: config.auditDir,
-            service: "key-proxy",
-            events: KEYPROXY_AUDIT_EVENTS,
-            onProblem: (problem) => {
-                if (problem.kind === "write_failed") this.metrics.auditFailures.inc(problem.lost);
-                log(`audit_${problem.kind}`, problem);
-            },
-        });
+        const isSecret = (text: string) => scrubSecrets(text, this.secrets) !== text || this.agentsByDigest.has(credentialDigest(text));
+        this.audit = new RefusalAudit(config, this.metrics, log, isSecret, clockMs);
         this.spend = new SpendTracker(config, this.metrics, log, now);
         this.agentProbe = config.agentProbe && new AgentProbe(config.agentProbe, this.metrics.agentUp, this.metrics.agentRestarts);
         // One TLS context for every upstream connection: building one per connection (as a `ca` option does)
@@ -198,11 +141,12 @@ export class KeyProxyServer {
         server.on("clientError", (error, socket) => {
             const code = (error as NodeJS.ErrnoException).code;
             const reason = code === "HPE_HEADER_OVERFLOW" ? "header_size" : "malformed";
+            // A parse error is the client's doing; a reset or timeout is not a security event. (Before the close: a
+            // destroyed socket no longer knows its peer.)
+            if (code?.startsWith("HPE_")) this.audit.dropped(reason, undefined, { remoteAddress: (socket as Duplex & { remoteAddress?: string }).remoteAddress, agentPort });
             this.closeAfterAnswers(socket, code === "HPE_HEADER_OVERFLOW" ? "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n" : undefined);
             this.metrics.refusals.inc({ agent: "unknown", provider: "none", reason });
             this.log("refused", { reason });
-            // A parse error is the client's doing; a reset or timeout is not a security event.
-            if (code?.startsWith("HPE_")) this.auditDrop(reason, undefined, (socket as Duplex & { remoteAddress?: string }).remoteAddress, agentPort);
         });
         return server;
     }
@@ -294,49 +238,9 @@ export class KeyProxyServer {
     private drop(req: http.IncomingMessage, reason: string, agentPort: number | undefined, res?: http.ServerResponse) {
         this.metrics.refusals.inc({ agent: "unknown", provider: "none", reason });
         this.log("dropped", { reason, method: req.method?.slice(0, 16) ?? null, remote: req.socket.remoteAddress ?? null });
-        this.auditDrop(reason, req.method, req.socket.remoteAddress, agentPort);
+        this.audit.dropped(reason, req.method?.slice(0, 16), { remoteAddress: req.socket.remoteAddress, agentPort });
         if (res) this.connection(req.socket).owed.delete(res);
         this.closeAfterAnswers(req.socket);
-    }
-
-    /** The source a refusal before authentication is counted against: the agent port it came to, else its address. */
-    private static source(remote: string, agentPort: number | undefined) {
-        return agentPort === undefined ? `@${remote}` : `:${agentPort}`;
-    }
-
-    private auditDrop(reason: string, method: string | undefined, remoteAddress: string | undefined, agentPort: number | undefined) {
-        const remote = auditAddress(remoteAddress);
-        const knownMethod = method !== undefined && KEYPROXY_AUDIT_EVENTS.dropped.shape.method.safeParse(method.slice(0, 16)).success ? method.slice(0, 16) : undefined;
-        this.audited("dropped", KeyProxyServer.source(remote, agentPort), (unaudited) => ({ type: "dropped", reason, method: knownMethod, remote, agentPort, unaudited }));
-    }
-
-    private auditAuthFailure(auth: Extract<AuthDecision, { ok: false }>, provider: ProviderSpec, remoteAddress: string | undefined, agentPort: number | undefined) {
-        const remote = auditAddress(remoteAddress);
-        const agent = "credentialOf" in auth ? auth.credentialOf : undefined;
-        this.audited("auth_failed", KeyProxyServer.source(remote, agentPort), (unaudited) => ({ type: "auth_failed", reason: auth.reason, agent, provider: provider.id, remote, agentPort, unaudited }));
-    }
-
-    /**
-     * `field` when an agent-chosen value fits its pattern and carries nothing that looks like a key or is a
-     * registered credential, else only `<field>Sha256`, so two such lines can still be matched.
-     */
-    private auditText<F extends string>(field: F, value: string, pattern: z.ZodString): Partial<Record<F | `${F}Sha256`, string>> {
-        const plain = pattern.safeParse(value).success && scrubSecrets(value, this.secrets) === value && !this.agentsByDigest.has(credentialDigest(value));
-        return (plain ? { [field]: value } : { [`${field}Sha256`]: shortDigest(value) }) as Partial<Record<F | `${F}Sha256`, string>>;
-    }
-
-    /** Writes a refusal within the audit budget of its kind and source; never awaited (the stream group-commits). */
-    private audited(type: KeyProxyAuditEvent["type"], source: string, event: (unaudited: number) => KeyProxyAuditEvent) {
-        const unaudited = this.auditBudget.admit(`${type}/${source}`);
-        if (unaudited === undefined) return void this.metrics.auditUnaudited.inc({ type });
-        try {
-            void this.audit.record(event(unaudited));
-            this.metrics.auditEvents.inc({ type });
-        } catch (error) {
-            // A field the declaration refuses: a bug, reported; the request is still refused as it would be.
-            this.metrics.auditFailures.inc();
-            this.log("audit_refused", { type, error: (error as Error).message.slice(0, 300) });
-        }
     }
 
     private respondError(res: http.ServerResponse, provider: ProviderSpec, kind: ErrorKind, close = false) {
@@ -396,11 +300,8 @@ export class KeyProxyServer {
         );
         if (!admission.ok) {
             this.metrics.refusals.inc({ ...m.labels, reason: admission.reason });
-            if (!auth.ok) this.auditAuthFailure(auth, provider, req.socket.remoteAddress, agentPort);
-            else if (admission.kind === "forbidden") {
-                const agent = auth.agent.name;
-                this.audited("endpoint_refused", agent, (unaudited) => ({ type: "endpoint_refused", agent, provider: provider.id, ...this.auditText("route", route, AUDIT_ROUTE), unaudited }));
-            }
+            if (!auth.ok) this.audit.authFailed(auth, provider.id, { remoteAddress: req.socket.remoteAddress, agentPort });
+            else if (admission.kind === "forbidden") this.audit.endpointRefused(auth.agent.name, provider.id, route);
             // The request body is not read: close the connection rather than leave it half-consumed.
             const status = this.respondError(res, provider, admission.kind, true);
             return this.account(m, method, route, started, status, { reason: admission.reason });
@@ -471,12 +372,8 @@ export class KeyProxyServer {
         if (!reservation.ok) {
             const reason = reservation.refusal === "budget" ? "budget_exceeded" : "ledger_unavailable";
             this.metrics.refusals.inc({ ...x.m.labels, reason });
-            const agent = x.agent.name;
-            const provider = x.provider.id;
-            if (reservation.refusal === "budget") {
-                const { window } = reservation;
-                this.audited("budget_refused", agent, (unaudited) => ({ type: "budget_refused", agent, provider, window, ...this.auditText("model", plan.model, AUDIT_MODEL), unaudited }));
-            } else this.audited("ledger_unavailable", agent, (unaudited) => ({ type: "ledger_unavailable", agent, provider, unaudited }));
+            if (reservation.refusal === "budget") this.audit.budgetRefused(x.agent.name, x.provider.id, reservation.window, plan.model);
+            else this.audit.ledgerUnavailable(x.agent.name, x.provider.id);
             x.status = this.respondError(x.res, x.provider, reservation.refusal);
             x.outcome = reservation.refusal === "budget" ? `${reason}:${reservation.window}` : reason;
             return undefined;
