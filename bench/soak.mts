@@ -61,6 +61,7 @@ const keyProxyEnv = {
         upstreams: { anthropic: { baseUrl: `https://localhost:${upstream.line.port}` } },
         extraCaFile: pki.caFile,
         registryDir: path.join(work, "agents"),
+        auditDir: path.join(work, "audit"),
         // One upstream connection per stream (HTTP/1.1): the default of 512 would queue the rest, unanswered.
         limits: { maxUpstreamConnections: STREAMS },
         metering: { ledgerFile: path.join(work, "ledger.log") },

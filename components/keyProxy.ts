@@ -48,6 +48,7 @@ export function keyProxyRuntimeConfig(config: KeyProxyConfig, remoteAdmin?: List
         admin: [{ host: "127.0.0.1", port: PORTS.keyProxyMetrics }, ...(remoteAdmin ? [remoteAdmin] : [])],
         upstreams,
         registryDir: `${KEY_PROXY_DATA_DIR}/agents`,
+        auditDir: `${KEY_PROXY_DATA_DIR}/audit`,
         drainSeconds: DRAIN_SECONDS,
         agentProbe: { port: PORTS.agentDashboard, intervalMs: 1000 },
         ...(config.extraCaPem ? { extraCaPem: config.extraCaPem } : {}),

@@ -60,6 +60,8 @@ export const runtimeConfigSchema = z.strictObject({
     extraCaFile: z.string().optional(),
     extraCaPem: z.string().optional(),
     registryDir: z.string().default("/var/lib/keyproxy/agents"),
+    /** The audit stream's directory (`key-proxy.audit.jsonl`, runtime/audit.ts). */
+    auditDir: z.string().default("/var/lib/keyproxy/audit"),
     limits: z
         .strictObject({
             maxBodyBytes: z.number().int().positive().default(64 * 1024 * 1024),
@@ -78,6 +80,13 @@ export const runtimeConfigSchema = z.strictObject({
             headersTimeoutMs: z.number().int().positive().default(600_000),
             /** Longest silence between two upstream body chunks. */
             bodyIdleTimeoutMs: z.number().int().positive().default(600_000),
+            /**
+             * Refusals audited per source (an agent, else the client's address or agent port), each kind its own
+             * bucket of this rate and burst. Past it a refusal is still answered, logged and counted, and the next
+             * audited one says how many went unwritten (a flood cannot fill the volume).
+             */
+            auditedRefusalsPerSecond: z.number().positive().default(1),
+            auditedRefusalsBurst: z.number().int().positive().default(20),
         })
         .prefault({}),
     drainSeconds: z.number().positive().default(30),

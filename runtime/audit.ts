@@ -195,6 +195,7 @@ export class AuditLog<E extends AuditEvents> {
     private queue: { ts: string; event: Record<string, unknown>; done: () => void }[] = [];
     private timer: NodeJS.Timeout | undefined;
     private flushing: Promise<void> | undefined;
+    private closed = false;
     /** Whether the last write failed (the service reports itself unhealthy then). */
     failing = false;
     readonly file: string;
@@ -232,6 +233,11 @@ export class AuditLog<E extends AuditEvents> {
         if (!schema) throw new Error(`audit: undeclared event type '${event.type}'`);
         const { type, ...fields } = event as { type: string } & Record<string, unknown>;
         const parsed = schema.parse(fields) as Record<string, unknown>;
+        // Its descriptor may already belong to another file: an event that comes too late is reported, not written.
+        if (this.closed) {
+            this.options.onProblem({ kind: "write_failed", error: "the audit stream is closed", lost: 1 });
+            return Promise.resolve();
+        }
         const ts = (this.options.now?.() ?? new Date()).toISOString();
         return new Promise((resolve) => {
             this.queue.push({ ts, event: { type, ...parsed }, done: resolve });
@@ -281,8 +287,6 @@ export class AuditLog<E extends AuditEvents> {
         }
         for (const item of batch) item.done();
     }
-
-    private closed = false;
 
     /** Writes what is queued, then closes the file (once; later calls do nothing). */
     async close(): Promise<void> {

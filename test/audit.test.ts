@@ -1,6 +1,6 @@
 // The audit trail (runtime/audit.ts): the hash chain and its verifier, resuming after a restart or a crash, group
 // fsync, and that nothing undeclared (a token, a message) can be written into it.
-import { appendFileSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { appendFileSync, closeSync, openSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { z } from "zod";
@@ -135,6 +135,23 @@ describe("restarts and crashes", () => {
         await log.record({ type: "auth_failed", reason: "no_token" });
         expect(log.failing).toBe(false);
         expect(verifyChain(readFileSync(log.file, "utf8"))).toMatchObject({ ok: true, lines: 2 });
+    });
+
+    it("writes nothing once closed, not even to a file that took over its descriptor, and reports the event lost", async () => {
+        const dir = tempDir("audit");
+        const log = openLog(dir);
+        await log.record({ type: "auth_failed", reason: "no_token" });
+        await log.close();
+        const other = path.join(dir, "other.txt");
+        const fd = openSync(other, "w");
+        try {
+            await log.record({ type: "auth_failed", reason: "late" });
+        } finally {
+            closeSync(fd);
+        }
+        expect(readFileSync(other, "utf8")).toBe("");
+        expect(verifyChain(readFileSync(log.file, "utf8"))).toMatchObject({ ok: true, lines: 1 });
+        expect(problems).toEqual([{ kind: "write_failed", error: "the audit stream is closed", lost: 1 }]);
     });
 
     it("writes events queued together with one fdatasync", async () => {

@@ -27,12 +27,14 @@ describe("the KeyProxy container", () => {
         expect(uplink.internal).toBeFalsy();
     });
 
-    it("gets its upstreams from config, and its metrics listener only on loopback", () => {
+    it("gets its upstreams from config, its metrics listener only on loopback, and its registry and audit stream on its volume", () => {
         const config = parseStackConfig({ ...devConfig(), keyProxy: { providers: { anthropic: { baseUrl: "https://mirror.example/anthropic" } } }, openaiApiKey: undefined, agents: [(devConfig().agents as any[])[0]] });
         expect(keyProxyRuntimeConfig(config.keyProxy)).toMatchObject({
             listen: { host: "0.0.0.0", port: 8080 },
             admin: [{ host: "127.0.0.1", port: 9464 }],
             upstreams: { anthropic: { baseUrl: "https://mirror.example/anthropic" } },
+            registryDir: "/var/lib/keyproxy/agents",
+            auditDir: "/var/lib/keyproxy/audit",
         });
         expect(keyProxyRuntimeConfig(config.keyProxy).upstreams).not.toHaveProperty("openai");
     });

@@ -1,8 +1,10 @@
 // The bundled KeyProxy as its image runs it: one file, started as a process, configured from the environment.
 import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { credentialDigest } from "../proxy-image/src/policy";
+import { readAuditLines, verifyDirectory } from "../runtime/audit";
 import { bundle } from "../scripts/images.mts";
 import { ANTHROPIC_BODY, REAL_KEYS, TOKENS, anthropicHeaders, send } from "./support/keyProxyHarness";
 import { MockUpstream } from "./support/mockUpstream";
@@ -15,6 +17,7 @@ let bundleFile: string;
 let proxy: RunningProcess;
 let port: number;
 const registryDir = tempDir("keyproxy-bundle");
+const auditDir = tempDir("keyproxy-bundle-audit");
 const env = () => ({
     PATH: process.env.PATH,
     KEYPROXY_CONFIG: JSON.stringify({
@@ -23,6 +26,7 @@ const env = () => ({
         upstreams: { anthropic: { baseUrl: upstream.baseUrl }, openai: { baseUrl: upstream.baseUrl } },
         extraCaFile: testPki().caFile,
         registryDir,
+        auditDir,
         metering: { ledgerFile: path.join(registryDir, "ledger.log") },
         drainSeconds: 2,
     }),
@@ -64,9 +68,16 @@ describe("the KeyProxy bundle", () => {
         expect(broken.lines.join("\n")).not.toContain(REAL_KEYS.anthropic);
     });
 
-    it("drains on SIGTERM and exits 0", async () => {
+    it("drains on SIGTERM and exits 0, its audit stream written and closed", async () => {
+        const wrong = `ocp_${"w".repeat(48)}`;
+        expect((await send(port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(wrong), body: ANTHROPIC_BODY })).status).toBe(401);
         const code = await proxy.stop("SIGTERM");
         expect(code).toBe(0);
+        const [stream] = verifyDirectory(auditDir);
+        expect(stream.verdict).toMatchObject({ ok: true });
+        const text = readFileSync(stream.file, "utf8");
+        expect(readAuditLines(text).at(-1)).toMatchObject({ service: "key-proxy", type: "auth_failed", reason: "unknown", provider: "anthropic" });
+        expect(text).not.toContain(wrong);
         expect(proxy.lines.some((l) => l.includes('"event":"drained"'))).toBe(true);
         expect(proxy.lines.join("\n")).not.toContain(REAL_KEYS.anthropic);
         expect(proxy.lines.join("\n")).not.toContain(TOKENS.bart);

@@ -20,7 +20,7 @@ describe("admission (phase 1)", () => {
         ["a metered request within every limit", {}, { ok: true, endpoint: "anthropic-messages", bodyLimit: 1000 }],
         ["a free endpoint, with its smaller body limit", { method: "GET", route: "/v1/models", contentLength: undefined }, { ok: true, endpoint: "free", bodyLimit: 10 }],
         ["no credential", { auth: { ok: false, reason: "missing" } }, { ok: false, kind: "authentication", reason: "missing" }],
-        ["a credential from the wrong network", { auth: { ok: false, reason: "wrong_network" } }, { ok: false, kind: "authentication", reason: "wrong_network" }],
+        ["a credential from the wrong network", { auth: { ok: false, reason: "wrong_network", credentialOf: "bart" } }, { ok: false, kind: "authentication", reason: "wrong_network" }],
         ["an endpoint outside the allowlist", { route: "/v1/files" }, { ok: false, kind: "forbidden", reason: "endpoint_not_allowed" }],
         ["a declared body over the metered limit", { contentLength: "1001" }, { ok: false, kind: "too_large", reason: "body_size" }],
         ["a declared body over the free limit", { method: "POST", route: "/v1/messages/count_tokens", contentLength: "11" }, { ok: false, kind: "too_large", reason: "body_size" }],

@@ -27,6 +27,7 @@ const env = ({ ledger = ledgerFile, registryDir = path.join(dir, "agents"), leas
         upstreams: { anthropic: { baseUrl: upstream.baseUrl } },
         extraCaFile: testPki().caFile,
         registryDir,
+        auditDir: path.join(dir, "audit"),
         metering: { ledgerFile: ledger, leaseUsd },
     }),
     KEYPROXY_KEY_ANTHROPIC: REAL_KEYS.anthropic,

@@ -58,6 +58,9 @@ export function keyProxyMetrics() {
                 this.inc(hooks.logLinesDropped?.() ?? 0);
             },
         }),
+        auditEvents: new Counter({ name: "keyproxy_audit_events_total", help: "Security events given to the audit stream, by type", labelNames: ["type"], registers: [registry] }),
+        auditUnaudited: new Counter({ name: "keyproxy_audit_unaudited_total", help: "Security events left out of the audit stream past a source's audit budget, by type", labelNames: ["type"], registers: [registry] }),
+        auditFailures: new Counter({ name: "keyproxy_audit_write_failures_total", help: "Audit events lost to a failed write", registers: [registry] }),
         unknownModels: new Counter({ name: "keyproxy_unknown_model_requests_total", help: "Requests for models missing from the price table, billed at the fallback price", labelNames: labelNames, registers: [registry] }),
     };
 }

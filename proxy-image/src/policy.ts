@@ -171,7 +171,11 @@ export function credentialDigest(credential: string): string {
 
 export type { AgentEntry };
 
-export type AuthDecision = { ok: true; agent: AgentEntry } | { ok: false; reason: "missing" | "unknown" | "wrong_network" | "wrong_port" };
+/** A refusal of a registered credential that came the wrong way names whose it is (`credentialOf`), for the audit trail. */
+export type AuthDecision =
+    | { ok: true; agent: AgentEntry }
+    | { ok: false; reason: "missing" | "unknown" }
+    | { ok: false; reason: "wrong_network" | "wrong_port"; credentialOf: string };
 
 /**
  * Finds the agent a credential belongs to and checks the connection came the agent's way: from inside its subnet
@@ -185,7 +189,7 @@ export function authenticate(credential: string | undefined, arrival: Arrival, a
     if (!agent || !timingSafeEqual(Buffer.from(agent.credentialSha256, "hex"), Buffer.from(digest, "hex"))) {
         return { ok: false, reason: "unknown" };
     }
-    if (!arrivedAs(agent, arrival)) return { ok: false, reason: agent.port === undefined ? "wrong_network" : "wrong_port" };
+    if (!arrivedAs(agent, arrival)) return { ok: false, reason: agent.port === undefined ? "wrong_network" : "wrong_port", credentialOf: agent.name };
     return { ok: true, agent };
 }
 

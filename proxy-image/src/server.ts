@@ -7,6 +7,7 @@ import { type Dispatcher, Pool, errors as undiciErrors } from "undici";
 import { closeServer, portOf, startAdminServers } from "../../runtime/admin";
 import { AgentListeners, arrivalOf } from "../../runtime/agentListeners";
 import { AgentProbe } from "./agentProbe";
+import { RefusalAudit } from "./audit";
 import { type LoadedConfig, configuredProviders } from "./config";
 import type { LogFields, Logger } from "../../runtime/log";
 import { admit } from "./admission";
@@ -19,6 +20,7 @@ import {
     type RouteDecision,
     authenticate,
     clientResponseHeaders,
+    credentialDigest,
     decideRoute,
     presentedCredential,
     providerError,
@@ -67,6 +69,7 @@ interface Connection {
 
 export class KeyProxyServer {
     readonly metrics: KeyProxyMetrics = keyProxyMetrics();
+    readonly audit: RefusalAudit;
     private readonly server: http.Server;
     private adminServers: http.Server[] = [];
     private readonly upstreams = new Map<string, Upstream>();
@@ -88,8 +91,12 @@ export class KeyProxyServer {
         private readonly loaded: LoadedConfig,
         private readonly log: Logger,
         now: () => Date = () => new Date(),
+        /** Milliseconds, for the audit budget (tests drive it). */
+        clockMs: () => number = () => performance.now(),
     ) {
         const { config, keys, extraCa } = loaded;
+        const isSecret = (text: string) => scrubSecrets(text, this.secrets) !== text || this.agentsByDigest.has(credentialDigest(text));
+        this.audit = new RefusalAudit(config, this.metrics, log, isSecret, clockMs);
         this.spend = new SpendTracker(config, this.metrics, log, now);
         this.agentProbe = config.agentProbe && new AgentProbe(config.agentProbe, this.metrics.agentUp, this.metrics.agentRestarts);
         // One TLS context for every upstream connection: building one per connection (as a `ca` option does)
@@ -129,13 +136,17 @@ export class KeyProxyServer {
         // With this listener Node leaves `100 Continue` to us: it goes out only once the request's head passed every check.
         server.on("checkContinue", (req, res) => this.accept(req, res, true, agentPort));
         // CONNECT and upgrades are not proxy business: close the connection, say nothing (nginx's 444).
-        server.on("connect", (req) => this.drop(req, "method"));
-        server.on("upgrade", (req) => this.drop(req, "upgrade"));
+        server.on("connect", (req) => this.drop(req, "method", agentPort));
+        server.on("upgrade", (req) => this.drop(req, "upgrade", agentPort));
         server.on("clientError", (error, socket) => {
             const code = (error as NodeJS.ErrnoException).code;
+            const reason = code === "HPE_HEADER_OVERFLOW" ? "header_size" : "malformed";
+            // A parse error is the client's doing; a reset or timeout is not a security event. (Before the close: a
+            // destroyed socket no longer knows its peer.)
+            if (code?.startsWith("HPE_")) this.audit.dropped(reason, undefined, { remoteAddress: (socket as Duplex & { remoteAddress?: string }).remoteAddress, agentPort });
             this.closeAfterAnswers(socket, code === "HPE_HEADER_OVERFLOW" ? "HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n" : undefined);
-            this.metrics.refusals.inc({ agent: "unknown", provider: "none", reason: code === "HPE_HEADER_OVERFLOW" ? "header_size" : "malformed" });
-            this.log("refused", { reason: code === "HPE_HEADER_OVERFLOW" ? "header_size" : "malformed" });
+            this.metrics.refusals.inc({ agent: "unknown", provider: "none", reason });
+            this.log("refused", { reason });
         });
         return server;
     }
@@ -153,7 +164,7 @@ export class KeyProxyServer {
         const { config } = this.loaded;
         this.server.listen(config.listen.port, config.listen.host);
         await once(this.server, "listening");
-        this.adminServers = await startAdminServers(config.admin, this.metrics.registry, () => !this.draining);
+        this.adminServers = await startAdminServers(config.admin, this.metrics.registry, () => !this.draining && !this.audit.failing);
         this.agentProbe?.start();
         const port = portOf(this.server);
         const adminPorts = this.adminServers.map(portOf);
@@ -184,6 +195,7 @@ export class KeyProxyServer {
         await Promise.all([this.agentListeners.close(), ...[this.server, ...this.adminServers].map(closeServer)]);
         await Promise.all([...this.upstreams.values()].map((u) => u.pool.close()));
         await this.spend.close();
+        await this.audit.close();
     }
 
     private connection(socket: Duplex): Connection {
@@ -223,9 +235,10 @@ export class KeyProxyServer {
         else socket.destroy();
     }
 
-    private drop(req: http.IncomingMessage, reason: string, res?: http.ServerResponse) {
+    private drop(req: http.IncomingMessage, reason: string, agentPort: number | undefined, res?: http.ServerResponse) {
         this.metrics.refusals.inc({ agent: "unknown", provider: "none", reason });
         this.log("dropped", { reason, method: req.method?.slice(0, 16) ?? null, remote: req.socket.remoteAddress ?? null });
+        this.audit.dropped(reason, req.method?.slice(0, 16), { remoteAddress: req.socket.remoteAddress, agentPort });
         if (res) this.connection(req.socket).owed.delete(res);
         this.closeAfterAnswers(req.socket);
     }
@@ -275,7 +288,7 @@ export class KeyProxyServer {
     private handle(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean, agentPort: number | undefined) {
         const started = performance.now();
         const decision = decideRoute(req.method ?? "", req.url ?? "", this.routePrefixes);
-        if (decision.action === "drop") return this.drop(req, decision.reason, res);
+        if (decision.action === "drop") return this.drop(req, decision.reason, agentPort, res);
         const { route } = decision;
         const upstream = this.upstreams.get(decision.provider)!;
         const { provider } = upstream;
@@ -287,6 +300,8 @@ export class KeyProxyServer {
         );
         if (!admission.ok) {
             this.metrics.refusals.inc({ ...m.labels, reason: admission.reason });
+            if (!auth.ok) this.audit.authFailed(auth, provider.id, { remoteAddress: req.socket.remoteAddress, agentPort });
+            else if (admission.kind === "forbidden") this.audit.endpointRefused(auth.agent.name, provider.id, route);
             // The request body is not read: close the connection rather than leave it half-consumed.
             const status = this.respondError(res, provider, admission.kind, true);
             return this.account(m, method, route, started, status, { reason: admission.reason });
@@ -357,6 +372,8 @@ export class KeyProxyServer {
         if (!reservation.ok) {
             const reason = reservation.refusal === "budget" ? "budget_exceeded" : "ledger_unavailable";
             this.metrics.refusals.inc({ ...x.m.labels, reason });
+            if (reservation.refusal === "budget") this.audit.budgetRefused(x.agent.name, x.provider.id, reservation.window, plan.model);
+            else this.audit.ledgerUnavailable(x.agent.name, x.provider.id);
             x.status = this.respondError(x.res, x.provider, reservation.refusal);
             x.outcome = reservation.refusal === "budget" ? `${reason}:${reservation.window}` : reason;
             return undefined;

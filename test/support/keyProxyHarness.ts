@@ -39,6 +39,8 @@ export async function startKeyProxy(
     trustTestCa = true,
     now?: () => Date,
     keys: Record<string, string> = REAL_KEYS,
+    /** Milliseconds, for the audit budget. */
+    clockMs?: () => number,
 ): Promise<RunningProxy> {
     const logs: string[] = [];
     const config = runtimeConfigSchema.parse({
@@ -46,10 +48,11 @@ export async function startKeyProxy(
         admin: [{ host: "127.0.0.1", port: 0 }],
         upstreams: { anthropic: { baseUrl: upstream.baseUrl }, openai: { baseUrl: upstream.baseUrl }, gemini: { baseUrl: upstream.baseUrl } },
         registryDir: tempDir("keyproxy-registry"),
+        auditDir: tempDir("keyproxy-audit"),
         metering: { ledgerFile: path.join(tempDir("keyproxy-ledger"), "ledger.log") },
         ...overrides,
     });
-    const server = new KeyProxyServer({ config, keys: { ...keys }, extraCa: trustTestCa ? testPki().ca : undefined }, jsonLogger("key-proxy", (l) => logs.push(l)), now);
+    const server = new KeyProxyServer({ config, keys: { ...keys }, extraCa: trustTestCa ? testPki().ca : undefined }, jsonLogger("key-proxy", (l) => logs.push(l)), now, clockMs);
     server.setAgents(AGENTS);
     const { port, adminPorts } = await server.listen();
     return { server, port, adminPort: adminPorts[0], adminPorts, logs, config };
