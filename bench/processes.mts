@@ -1,8 +1,9 @@
 // What the benchmarks read about the processes they run (start-up, CPU time, resident memory, open descriptors),
 // and the gateway's loopback configuration they share.
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
 import { SERVICE_NODE_OPTIONS } from "../infra/topology.ts";
+import { type Service, bundle } from "../scripts/images.mts";
 
 /**
  * Starts a process and resolves with the first stdout line that parses as JSON and satisfies `ready`. Every line,
@@ -93,4 +94,22 @@ export function loopbackEgressEnv(registryDir: string, config: Record<string, un
             ...config,
         }),
     };
+}
+
+/**
+ * Builds a service's production bundle, registers `entries` through its command line (`register` for agents, or
+ * the verb given), and starts `serve` with the same environment: resolves once it logs `listening`.
+ */
+export async function startBundle(
+    children: ChildProcess[],
+    service: Service,
+    env: NodeJS.ProcessEnv,
+    entries: { verb?: string; entry: object }[],
+    onLine?: (line: Record<string, any>) => void,
+): Promise<{ child: ChildProcess; line: Record<string, any> }> {
+    const file = await bundle(service);
+    for (const { verb = "register", entry } of entries) {
+        execFileSync(process.execPath, [file, verb], { input: JSON.stringify(entry), env: { PATH: process.env.PATH, ...env }, stdio: ["pipe", "ignore", "inherit"] });
+    }
+    return start(children, process.execPath, [file, "serve"], env, (l) => l.event === "listening", onLine);
 }
