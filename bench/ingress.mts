@@ -40,7 +40,7 @@ if (unknown !== undefined || (outIndex >= 0 && (outFile === undefined || outFile
 }
 const quick = args.includes("--quick");
 const out = outFile !== undefined ? path.resolve(outFile) : quick ? undefined : path.join(ROOT, "bench", "ingress.md");
-const P = quick ? { rates: [200, 500], seconds: 1, rounds: 1, streams: 20, ruleCalls: 2_000 } : { rates: [200, 500], seconds: 5, rounds: 3, streams: 200, ruleCalls: 20_000 };
+const P = quick ? { rates: [200, 500], seconds: 1, rounds: 1, streams: 20, ruleCalls: 2_000 } : { rates: [200, 500], seconds: 4, rounds: 5, streams: 200, ruleCalls: 20_000 };
 /** Client connections per path: opened while warming up, kept alive, so the measured phases pay no handshakes. */
 const CONNECTIONS = 64;
 
@@ -50,7 +50,9 @@ const AGENT_TOKEN = "ocp_benchbenchbenchbenchbenchbenchbenchbenchbenchbe";
 const work = tempDir("openclaw-bench-ingress");
 const children: ChildProcess[] = [];
 const began = performance.now();
+const loadAtStart = os.loadavg()[0];
 const progress = (message: string) => console.error(`[bench:ingress ${((performance.now() - began) / 1000).toFixed(1)}s] ${message}`);
+const median = (values: number[]) => percentile(values, 0.5);
 const running = (child: ChildProcess) => child.exitCode === null && child.signalCode === null;
 process.on("exit", () => {
     for (const child of children.filter(running)) child.kill("SIGTERM");
@@ -132,6 +134,24 @@ const chatBody = (stream: boolean) =>
 const BODY = chatBody(false);
 const STREAM_BODY = chatBody(true);
 
+// ------------------------------------------------------------------------------- the rules, in process
+/** CPU-seconds per 10,000 calls of applyRules on the benchmark's parsed body, in this process, with no network. */
+function rulesCpuPer10k(rules: ReturnType<typeof compileRules>): number {
+    const body = JSON.parse(BODY);
+    const before = process.cpuUsage();
+    for (let i = 0; i < P.ruleCalls; i++) if (applyRules(body, rules).kind !== "forward") throw new Error("a rule matched the benchmark's body");
+    const used = process.cpuUsage(before);
+    return ((used.user + used.system) / 1e6 / P.ruleCalls) * 10_000;
+}
+progress(`applyRules in process, ${P.ruleCalls} calls each, default rules against none, 3 rounds`);
+const compiledDefault = compileRules(DEFAULT_RULES);
+const inProcess = { default: [] as number[], none: [] as number[] };
+for (let round = 0; round < 3; round++) {
+    inProcess.default.push(rulesCpuPer10k(compiledDefault));
+    inProcess.none.push(rulesCpuPer10k([]));
+}
+const perRule = compiledDefault.map((rule) => ({ id: rule.id, cpuPer10k: median([0, 1, 2].map(() => rulesCpuPer10k([rule]))) }));
+
 interface Path {
     name: string;
     pool: Pool;
@@ -206,24 +226,6 @@ for (let round = 0; round < P.rounds; round++) {
     }
 }
 
-// ------------------------------------------------------------------------------- the rules, in process
-/** CPU-seconds per 10,000 calls of applyRules on the benchmark's parsed body, in this process, with no network. */
-function rulesCpuPer10k(rules: ReturnType<typeof compileRules>): number {
-    const body = JSON.parse(BODY);
-    const before = process.cpuUsage();
-    for (let i = 0; i < P.ruleCalls; i++) if (applyRules(body, rules).kind !== "forward") throw new Error("a rule matched the benchmark's body");
-    const used = process.cpuUsage(before);
-    return ((used.user + used.system) / 1e6 / P.ruleCalls) * 10_000;
-}
-progress(`applyRules in process, ${P.ruleCalls} calls each, default rules against none, 3 rounds`);
-const compiledDefault = compileRules(DEFAULT_RULES);
-const inProcess = { default: [] as number[], none: [] as number[] };
-for (let round = 0; round < 3; round++) {
-    inProcess.default.push(rulesCpuPer10k(compiledDefault));
-    inProcess.none.push(rulesCpuPer10k([]));
-}
-const perRule = compiledDefault.map((rule) => ({ id: rule.id, cpuPer10k: median([0, 1, 2].map(() => rulesCpuPer10k([rule]))) }));
-
 // ------------------------------------------------------------------------------- SSE: time to first byte
 interface StreamRun {
     ttfb: number;
@@ -252,14 +254,13 @@ for (let round = 0; round < P.rounds; round++) {
 
 // ------------------------------------------------------------------------------------------- report
 await Promise.all(PATHS.map((p) => p.pool.close()));
-const median = (values: number[]) => percentile(values, 0.5);
 const f = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : "n/a");
 const med = (rate: number, name: string, key: keyof Phase) => median(phases[rate][name].map((r) => r[key]));
 const cpuModel = /model name\s*:\s*(.*)/.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? "unknown";
 const lines: string[] = [];
 lines.push(`# The Ingress beside KeyProxy${quick ? " (quick mode: proves the benchmark runs; numbers are not meaningful)" : ""}`, "");
 lines.push(`Command: \`npm run bench:ingress${quick ? " -- --quick" : ""}\` (bench/ingress.mts), ${new Date().toISOString().slice(0, 10)}.`);
-lines.push(`Machine: ${os.cpus().length} cores (${cpuModel}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}; Node ${process.version}; services as their production bundles with \`${SERVICE_NODE_OPTIONS}\`.`);
+lines.push(`Machine: ${os.cpus().length} cores (${cpuModel}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}; Node ${process.version}; services as their production bundles with \`${SERVICE_NODE_OPTIONS}\`. Load average (1 min) at the start ${f(loadAtStart, 1)}, at the end ${f(os.loadavg()[0], 1)}: the machine is shared with other work.`);
 lines.push(
     "",
     "One chat request, `POST /v1/chat/completions` with about 1.5 KB of user text (non-streaming; a short SSE stream",
