@@ -2,7 +2,6 @@
 // prompt-injection rules), beside the same request direct to the agent's gateway and through KeyProxy's bundle on a
 // metered route, at fixed arrival rates, interleaved in rounds. Traffic stays on 127.0.0.1. Usage: see USAGE.
 import { type ChildProcess } from "node:child_process";
-import { once } from "node:events";
 import { readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -15,7 +14,7 @@ import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { removeTempDirs, tempDir } from "../test/support/tempDirs.ts";
 import { testPki } from "../test/support/tls.ts";
 import { runFixedRate } from "./fixedRate.mts";
-import { cpuSeconds, percentile, rssMb, start, startBundle } from "./processes.mts";
+import { cpuSeconds, percentile, rssMb, running, start, startBundle, stopChildren } from "./processes.mts";
 
 const USAGE = `usage: npm run bench:ingress [-- --quick] [-- --out FILE]
 
@@ -53,7 +52,6 @@ const began = performance.now();
 const loadAtStart = os.loadavg()[0];
 const progress = (message: string) => console.error(`[bench:ingress ${((performance.now() - began) / 1000).toFixed(1)}s] ${message}`);
 const median = (values: number[]) => percentile(values, 0.5);
-const running = (child: ChildProcess) => child.exitCode === null && child.signalCode === null;
 process.on("exit", () => {
     for (const child of children.filter(running)) child.kill("SIGTERM");
     removeTempDirs();
@@ -319,15 +317,7 @@ for (const target of PATHS) {
     lines.push(`| ${name} | ${f(ttfb(name, 0.5), 3)} / ${f(ttfb(name, 0.99), 3)} | ${name === "direct" ? "-" : `${f(ttfb(name, 0.5) - ttfb("direct", 0.5), 3)} / ${f(ttfb(name, 0.99) - ttfb("direct", 0.99), 3)}`} | ${f(median(streams[name].map((s) => s.total)), 3)} |`);
 }
 
-await Promise.all(
-    children.filter(running).map(async (child) => {
-        const exited = once(child, "exit");
-        child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
-        await exited;
-        clearTimeout(timer);
-    }),
-);
+await stopChildren(children);
 removeTempDirs();
 if (out === undefined) process.stdout.write(`${lines.join("\n")}\n`);
 else {

@@ -1,6 +1,7 @@
 // What the benchmarks read about the processes they run (start-up, CPU time, resident memory, open descriptors),
 // and the gateway's loopback configuration they share.
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { once } from "node:events";
 import { readFileSync, readdirSync } from "node:fs";
 import { SERVICE_NODE_OPTIONS } from "../infra/topology.ts";
 import { type Service, bundle } from "../scripts/images.mts";
@@ -45,6 +46,21 @@ export function start(
         });
         child.once("exit", (code) => reject(new Error(`${command} exited with ${code}`)));
     });
+}
+
+export const running = (child: ChildProcess) => child.exitCode === null && child.signalCode === null;
+
+/** Stops every child still running and waits for it: SIGTERM first (a master process stops its workers), SIGKILL after 5 s. */
+export async function stopChildren(children: ChildProcess[]): Promise<void> {
+    await Promise.all(
+        children.filter(running).map(async (child) => {
+            const exited = once(child, "exit");
+            child.kill("SIGTERM");
+            const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+            await exited;
+            clearTimeout(timer);
+        }),
+    );
 }
 
 /** CPU seconds a process's threads have run so far, in nanoseconds from /proc/<pid>/task/<tid>/schedstat. */
