@@ -18,8 +18,8 @@ import { cpuSeconds, percentile, rssMb, running, start, startBundle, stopChildre
 
 const USAGE = `usage: npm run bench:ingress [-- --quick] [-- --out FILE]
 
-  (no flags)   the full run (about 3 minutes): writes bench/ingress.md
-  --quick      a short run (about 30 s) that proves every path still runs; its numbers mean little, so the report
+  (no flags)   the full run (about 4 minutes): writes bench/ingress.md
+  --quick      a short run (about 40 s) that proves every path still runs; its numbers mean little, so the report
                goes to standard output (or to --out FILE), never to bench/ingress.md
   --out FILE   write the report to FILE instead
   --help       this text`;
