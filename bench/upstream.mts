@@ -1,14 +1,17 @@
 // The benchmark's mock upstream: an HTTPS server in its own process. JSON answers for latency runs, and
 // Anthropic-style SSE streams whose events carry the time they were written, for chunk-delay runs.
-//   node bench/upstream.mts <certFile> <keyFile>   (prints {"port":N} when listening)
+//   node bench/upstream.mts <certFile> <keyFile>   (prints {"port":N,"plainPort":M} when listening)
+// The same answers are also served over plain HTTP on plainPort: the fixed-rate generator's "direct" baseline, so the
+// baseline does not carry TLS work at the client that the proxies' clients (plain HTTP) never do.
 import { readFileSync } from "node:fs";
+import http from "node:http";
 import https from "node:https";
 
 const [certFile, keyFile] = process.argv.slice(2);
 const JSON_BODY = JSON.stringify({ id: "msg_1", type: "message", model: "claude-sonnet-4-5", content: [{ type: "text", text: "ok" }], usage: { input_tokens: 10, output_tokens: 5 } });
 const event = (name: string, data: object) => `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
 
-const server = https.createServer({ cert: readFileSync(certFile), key: readFileSync(keyFile) }, (req, res) => {
+const answer = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const url = new URL(req.url ?? "/", "https://upstream");
     req.resume();
     req.on("end", () => {
@@ -35,6 +38,10 @@ const server = https.createServer({ cert: readFileSync(certFile), key: readFileS
         };
         next();
     });
-});
-server.keepAliveTimeout = 65_000;
-server.listen(0, "127.0.0.1", () => console.log(JSON.stringify({ port: (server.address() as { port: number }).port })));
+};
+const server = https.createServer({ cert: readFileSync(certFile), key: readFileSync(keyFile) }, answer);
+const plain = http.createServer(answer);
+for (const s of [server, plain]) s.keepAliveTimeout = 65_000;
+const listening = (s: http.Server) => new Promise<number>((resolve) => s.listen(0, "127.0.0.1", () => resolve((s.address() as { port: number }).port)));
+const [port, plainPort] = await Promise.all([listening(server), listening(plain)]);
+console.log(JSON.stringify({ port, plainPort }));

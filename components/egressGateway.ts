@@ -1,5 +1,6 @@
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
+import type { EgressAgent, EgressConfigInput } from "../contracts/egressGateway";
 import { type EgressConfig, type EgressRule, effectiveAllowRules } from "../infra/config";
 import { ALIASES, EGRESS_DATA_DIR, EGRESS_ENTRY, PORTS, dockerNames } from "../infra/topology";
 import type { Listen } from "../runtime/admin";
@@ -36,12 +37,13 @@ export function egressRuntimeConfig(config: Pick<EgressConfig, "allowPrivateRang
         admin: [{ host: "127.0.0.1", port: PORTS.egressMetrics }, ...(remoteAdmin ? [remoteAdmin] : [])],
         registryDir: `${EGRESS_DATA_DIR}/agents`,
         ...(config.allowPrivateRanges.length > 0 ? { allowRanges: config.allowPrivateRanges } : {}),
-    };
+    } satisfies EgressConfigInput;
 }
 
 /** Pure: an agent's registry entry: its own rules plus the stack-wide ones, default ports filled in. */
 export function egressRegistryEntry(agent: Pick<EgressGatewayAgent, "name" | "subnet" | "mode" | "allow">, config: Pick<EgressConfig, "defaultPorts" | "allowForAll">): string {
-    return JSON.stringify({ name: agent.name, subnet: agent.subnet, mode: agent.mode, allow: effectiveAllowRules(agent.allow, config) });
+    const entry: EgressAgent = { name: agent.name, subnet: agent.subnet, mode: agent.mode, allow: effectiveAllowRules(agent.allow, config) };
+    return JSON.stringify(entry);
 }
 
 /**

@@ -1,8 +1,7 @@
 import type * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import { TLS_ENV } from "../ingress-image/src/config";
-import { USER_TOKEN, tokenDigest } from "../ingress-image/src/policy";
+import { type IngressAgent, type IngressConfigInput, type IngressUser, TLS_ENV, USER_TOKEN, tokenDigest } from "../contracts/ingress";
 import type { IngressStackConfig } from "../infra/config";
 import { ALIASES, INGRESS_DATA_DIR, INGRESS_ENTRY, PORTS, dockerNames } from "../infra/topology";
 import { ownCa } from "./certificates";
@@ -45,17 +44,19 @@ export function ingressRuntimeConfig(config: Pick<IngressStackConfig, "rules" | 
         dataDir: INGRESS_DATA_DIR,
         rules: config.rules,
         limits: config.limits,
-    };
+    } satisfies Omit<IngressConfigInput, "tls">;
 }
 
 /** Pure: an agent's registry entry, as `ingress register` reads it on stdin. */
 export function ingressAgentEntry(agent: Pick<IngressAgentLink, "name" | "gatewayAddress">, gatewayToken: string): string {
-    return JSON.stringify({ name: agent.name, gateway: { host: agent.gatewayAddress, port: PORTS.agentDashboard }, gatewayToken });
+    const entry: IngressAgent = { name: agent.name, gateway: { host: agent.gatewayAddress, port: PORTS.agentDashboard }, gatewayToken };
+    return JSON.stringify(entry);
 }
 
 /** Pure: a user's registry entry, as `ingress register-user` reads it on stdin: only the token's digest. */
 export function ingressUserEntry(user: { name: string; agents: string[] }, token: string): string {
-    return JSON.stringify({ name: user.name, tokenSha256: tokenDigest(token), agents: user.agents });
+    const entry: IngressUser = { name: user.name, tokenSha256: tokenDigest(token), agents: user.agents };
+    return JSON.stringify(entry);
 }
 
 /**

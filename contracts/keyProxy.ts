@@ -71,7 +71,7 @@ export const runtimeConfigSchema = z.strictObject({
              * Connections to each upstream (HTTP/1.1: one request each). A request past it waits in a queue, unanswered,
              * until one frees: size it to at least the agents times maxConcurrentPerAgent.
              */
-            maxUpstreamConnections: z.number().int().positive().default(512),
+            maxUpstreamConnections: z.number().int().positive().default(2048),
             /** The upstream timeouts are checked on undici's 0.5 s tick: each fires up to about 0.5 s off its value. */
             connectTimeoutMs: z.number().int().positive().default(10_000),
             /** Time to the upstream's response headers (time to first byte). */
@@ -92,6 +92,11 @@ export const runtimeConfigSchema = z.strictObject({
             timeZone: z.string().refine(isTimeZone, "must be an IANA time zone such as UTC or Europe/Berlin").default("UTC"),
             /** Output cap written into requests that set none, so every reservation has a bound. */
             defaultMaxOutputTokens: z.number().int().positive().default(32_000),
+            /**
+             * Budget lease: the slice of an agent's budget written to the ledger at once (fsynced) and then spent in
+             * memory, so requests within it write nothing; a crash counts an open lease in full. 0: a lease per request.
+             */
+            leaseUsd: z.number().nonnegative().default(0.25),
             /** Merged over the built-in list prices (USD per million tokens), by model id prefix. */
             prices: z.record(z.string(), priceSchema).default({}),
             fallbackPrice: priceSchema.default(FALLBACK_PRICE),

@@ -8,8 +8,8 @@ import { canonicalHost } from "../runtime/hostnames";
 import { AGENT_NAME } from "../runtime/registry";
 import { type Block, DOCKER_DEFAULT_POOLS, PRIVATE_RANGES, allocateSubnets, contains, overlaps, parseBlock, slotCount } from "./subnets";
 import { SKILL_NAME } from "../scanner/skill";
-import { DEFAULT_RULES, compileRule, ruleSchema } from "../ingress-image/src/rules";
-import { userLimits } from "../ingress-image/src/config";
+import { DEFAULT_RULES, ruleSchema, userLimits } from "../contracts/ingress";
+import { compileRule } from "../ingress-image/src/rules";
 import { OPENCLAW_IMAGE } from "./openclaw";
 import { KUBERNETES_RESERVED_PORTS } from "./kubernetesTopology";
 import { MAX_AGENT_PREFIX, MIN_AGENT_PREFIX } from "./topology";
@@ -226,7 +226,7 @@ const ingress = z.strictObject({
             }),
         )
         .default([]),
-    /** Prompt-injection rules on chat requests (RE2 patterns); absent: the default set (ingress-image/src/rules.ts). */
+    /** Prompt-injection rules on chat requests (RE2 patterns); absent: the default set (contracts/ingress.ts). */
     rules: z.array(ruleSchema).default(DEFAULT_RULES),
     limits: z.strictObject(userLimits).prefault({}),
     resources: resources({ memoryMb: 256, cpus: 0.5, pids: 256 }),

@@ -13,16 +13,27 @@ export interface RecordedResource {
 
 export const SECRET_CONFIG_KEYS = providerSecretKeys();
 
+/**
+ * The tls provider's products under mocks: placeholders, deterministic per resource. The end-to-end tests issue the
+ * real thing from the same inputs and put it in their place (test/e2e/tlsStandIn.ts).
+ */
+export const TLS_PLACEHOLDERS = {
+    "tls:index/privateKey:PrivateKey": (name: string) => ({ privateKeyPem: `mock-private-key-pem:${name}`, publicKeyPem: `mock-public-key-pem:${name}` }),
+    "tls:index/selfSignedCert:SelfSignedCert": (name: string) => ({ certPem: `mock-cert-pem:${name}` }),
+    "tls:index/certRequest:CertRequest": (name: string) => ({ certRequestPem: `mock-csr-pem:${name}` }),
+    "tls:index/locallySignedCert:LocallySignedCert": (name: string) => ({ certPem: `mock-cert-pem:${name}` }),
+};
+
+/** A RandomPassword's result under mocks: it follows its keepers, as the real provider's does. */
+export function mockPasswordResult(name: string, inputs: Record<string, any>): string {
+    return createHash("sha256").update(`${name}:${JSON.stringify(inputs.keepers ?? {})}`).digest("hex").slice(0, inputs.length ?? 32);
+}
+
 /** Deterministic mock outputs: a random's result follows its keepers, as the real provider's does. */
 function mockState(type: string, name: string, inputs: Record<string, any>): Record<string, any> {
-    if (type === "random:index/randomPassword:RandomPassword") {
-        const digest = createHash("sha256").update(`${name}:${JSON.stringify(inputs.keepers ?? {})}`).digest("hex");
-        return { ...inputs, result: digest.slice(0, inputs.length ?? 32) };
-    }
-    // The tls provider's products: stand-ins, deterministic per resource.
-    if (type === "tls:index/privateKey:PrivateKey") return { ...inputs, privateKeyPem: `mock-private-key-pem:${name}`, publicKeyPem: `mock-public-key-pem:${name}` };
-    if (type === "tls:index/selfSignedCert:SelfSignedCert" || type === "tls:index/locallySignedCert:LocallySignedCert") return { ...inputs, certPem: `mock-cert-pem:${name}` };
-    if (type === "tls:index/certRequest:CertRequest") return { ...inputs, certRequestPem: `mock-csr-pem:${name}` };
+    if (type === "random:index/randomPassword:RandomPassword") return { ...inputs, result: mockPasswordResult(name, inputs) };
+    const tlsOutputs = TLS_PLACEHOLDERS[type as keyof typeof TLS_PLACEHOLDERS];
+    if (tlsOutputs) return { ...inputs, ...tlsOutputs(name) };
     // The API server gives a Service its cluster IP: a stand-in inside 10.96.0.0/16, deterministic per resource.
     if (type === "kubernetes:core/v1:Service") {
         const digest = createHash("sha256").update(name).digest();

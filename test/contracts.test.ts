@@ -1,13 +1,18 @@
 // What the deployment hands each service image, checked against what the image parses, without Docker: the
 // component's output goes through the image's own schema. (The type checker holds the shapes together too:
-// components/keyProxy.ts builds KEYPROXY_CONFIG as the contract's input type.)
+// each component builds its runtime config and registry entries as the contract's types.)
 import { describe, expect, it } from "vitest";
 import { agentNetworkAddresses } from "../contracts/agentNetwork";
 import { agentEntrySchema, budgetSchema, ownPorts, runtimeConfigSchema } from "../contracts/keyProxy";
 import { egressRegistryEntry, egressRuntimeConfig } from "../components/egressGateway";
+import { ingressAgentEntry, ingressRuntimeConfig, ingressUserEntry } from "../components/ingress";
 import { keyProxyRuntimeConfig, registryEntry } from "../components/keyProxy";
 import { egressAgentSchema, egressConfigSchema, ownPorts as egressOwnPorts } from "../egress-image/src/config";
 import { enabledProviders, parseStackConfig } from "../infra/config";
+import { PORTS } from "../infra/topology";
+import { TLS_ENV, ingressAgentSchema, ingressUserSchema, loadIngressConfig } from "../ingress-image/src/config";
+import { USER_TOKEN, authenticate } from "../ingress-image/src/policy";
+import { compileRules } from "../ingress-image/src/rules";
 import { configuredProviders } from "../proxy-image/src/config";
 import { devConfig } from "./support/mockStack";
 import { testPki } from "./support/tls";
@@ -64,6 +69,38 @@ describe("EgressGateway", () => {
             const entry = egressAgentSchema(egressOwnPorts(egressConfigSchema.parse({}))).parse(JSON.parse(egressRegistryEntry({ name: agent.name, subnet: agent.subnet, mode: agent.egress.mode, allow: agent.egress.allow }, config.egress)));
             expect(entry.name).toBe(agent.name);
         }
+    });
+});
+
+describe("Ingress", () => {
+    const users = [{ name: "ann", agents: ["bart"] }];
+    it.each([
+        ["the default rules and limits", { users }],
+        ["rules and limits of its own", { users, rules: [{ id: "no-secrets", pattern: "api[_ ]key", action: "strip", roles: ["user", "tool"] }], limits: { ratePerSecond: 1, burst: 2, maxConcurrentPerUser: 3 } }],
+    ])("loads the runtime config the component writes with %s, the certificate and key from their variables", (_case, ingress) => {
+        const config = parseStackConfig({ ...devConfig(), ingress }).ingress!;
+        const env: NodeJS.ProcessEnv = { INGRESS_CONFIG: JSON.stringify(ingressRuntimeConfig(config, "10.63.255.4")), [TLS_ENV.certPem]: testPki().cert, [TLS_ENV.keyPem]: testPki().key };
+        const runtime = loadIngressConfig(env);
+        expect(runtime.tls).toEqual({ certPem: testPki().cert, keyPem: testPki().key });
+        expect(runtime.listen).toEqual({ host: "10.63.255.4", port: PORTS.ingress });
+        expect(runtime.rules).toEqual(config.rules);
+        expect(() => compileRules(runtime.rules)).not.toThrow();
+        expect(runtime.limits).toMatchObject(config.limits);
+    });
+
+    it("parses the agent registry entry the component writes", () => {
+        const entry = ingressAgentSchema.parse(JSON.parse(ingressAgentEntry({ name: "bart", gatewayAddress: "10.64.0.20" }, "g".repeat(32))));
+        expect(entry).toEqual({ name: "bart", gateway: { host: "10.64.0.20", port: PORTS.agentDashboard }, gatewayToken: "g".repeat(32) });
+    });
+
+    it("parses the user registry entry the component writes: the token's digest, which authenticates that token only", () => {
+        const token = `${USER_TOKEN.prefix}${"a1".repeat(USER_TOKEN.randomChars / 2)}`;
+        const written = ingressUserEntry({ name: "ann", agents: ["bart", "lisa"] }, token);
+        expect(written).not.toContain(token);
+        const user = ingressUserSchema.parse(JSON.parse(written));
+        expect(user.agents).toEqual(["bart", "lisa"]);
+        expect(authenticate(`Bearer ${token}`, [user])).toEqual({ ok: true, user });
+        expect(authenticate(`Bearer ${token}x`, [user])).toEqual({ ok: false, reason: "bad_token" });
     });
 });
 

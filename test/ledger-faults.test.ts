@@ -2,10 +2,12 @@
 // closed), keeps every committed settlement, and recovers when the volume does. The failing file system calls are
 // injected into the ledger store's append path.
 import { readFileSync } from "node:fs";
+import path from "node:path";
 import { type MockInstance, afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { ledgerIo, replayLedger } from "../proxy-image/src/ledgerStore";
 import { AGENTS, ANTHROPIC_BODY, OPENAI_BODY, type RunningProxy, anthropicHeaders, openaiHeaders, send, startKeyProxy } from "./support/keyProxyHarness";
 import { MockUpstream } from "./support/mockUpstream";
+import { tempDir } from "./support/tempDirs";
 
 const upstream = new MockUpstream();
 const running: RunningProxy[] = [];
@@ -21,8 +23,9 @@ afterAll(async () => {
     await upstream.stop();
 });
 
-async function proxy(ledgerFile?: string) {
-    const p = await startKeyProxy(upstream, ledgerFile ? { metering: { ledgerFile } } : {});
+/** leaseUsd 0 by default: every request has its own lease, written before it goes upstream. */
+async function proxy(ledgerFile?: string, leaseUsd = 0) {
+    const p = await startKeyProxy(upstream, { metering: { ledgerFile: ledgerFile ?? path.join(tempDir("keyproxy-ledger"), "ledger.log"), leaseUsd } });
     p.server.setAgents([{ ...AGENTS[0], budget: { totalUsd: 1 } }, AGENTS[1]]);
     running.push(p);
     return p;
@@ -34,6 +37,8 @@ const realWrite = ledgerIo.write;
 const settlements = (file: string) => replayLedger(readFileSync(file, "utf8"), file).records.filter((r) => r.t === "settle");
 /** $ of one default Anthropic request: 12 x $3/M + 5 x $15/M. */
 const COST = 0.000111;
+/** The maximum one default Anthropic request reserves: its body's bytes at $6/M plus 64 output tokens at $15/M. */
+const RESERVED = Math.ceil(Buffer.byteLength(ANTHROPIC_BODY) * 6 + 64 * 15) / 1e6;
 
 describe.each<[string, () => MockInstance]>([
     ["a full volume that takes half a write, then refuses (ENOSPC)", () => vi.spyOn(ledgerIo, "write").mockImplementation((fd, buffer, offset, length) => (offset === 0 ? realWrite(fd, buffer, 0, Math.ceil(length / 2)) : Promise.reject(failure("ENOSPC"))))],
@@ -66,6 +71,32 @@ describe.each<[string, () => MockInstance]>([
         expect((await proxy(file)).server.spend.settled("bart", "total")).toBeCloseTo(3 * COST, 12);
     });
 
+    it("serves requests within an open lease without the disk, refuses the next lease, and returns the lease once the volume recovers", async () => {
+        // Room for two requests: the second reserves on top of the first's settled cost.
+        const lease = RESERVED + COST + 0.000005;
+        const p = await proxy(undefined, lease);
+        const file = p.config.metering.ledgerFile;
+        const ask = async () => (await send(p.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: ANTHROPIC_BODY })).status;
+        expect(await ask()).toBe(200);
+        const leases = () => replayLedger(readFileSync(file, "utf8"), file).records.filter((r) => r.t === "reserve");
+        expect(leases()).toHaveLength(1);
+
+        breakVolume();
+        upstream.received.length = 0;
+        expect(await ask()).toBe(200);
+        expect(upstream.received).toHaveLength(1);
+        // The lease is used up: the next one cannot be written, so the request stops before the upstream.
+        expect(await ask()).toBe(503);
+        expect(upstream.received).toHaveLength(1);
+        expect(settlements(file)).toHaveLength(0);
+
+        vi.restoreAllMocks();
+        // The used-up lease is settled to what its two requests cost, once the volume takes writes again.
+        await expect.poll(() => settlements(file).map((r) => r.micros), { timeout: 5000 }).toEqual([2 * COST * 1e6]);
+        expect(await ask()).toBe(200);
+        expect(p.server.spend.settled("bart", "total")).toBeCloseTo(3 * COST, 12);
+    });
+
     it("keeps retrying a settlement the volume refused, and writes it once the volume recovers", async () => {
         const p = await proxy();
         const file = p.config.metering.ledgerFile;
@@ -82,7 +113,8 @@ describe.each<[string, () => MockInstance]>([
         expect((await inFlight).status).toBe(200);
         // The settlement's write has been tried, and failed.
         await expect.poll(() => failing.mock.settledResults.some((r) => r.type === "rejected"), { timeout: 3000 }).toBe(true);
-        expect(settlements(file)).toHaveLength(0);
+        // A failed sync's bytes are cut back right after the failure is seen.
+        await expect.poll(() => settlements(file)).toHaveLength(0);
         vi.restoreAllMocks();
         await expect.poll(() => settlements(file).length, { timeout: 5000 }).toBe(1);
         expect(settlements(file)[0]).toMatchObject({ micros: COST * 1e6 });

@@ -1,12 +1,14 @@
 // The end-to-end tier's translation from resource inputs to Docker Engine API calls: every field mapped,
 // every unknown field refused.
 import { execFileSync } from "node:child_process";
+import { X509Certificate, createPrivateKey } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { OPENCLAW_IMAGE } from "../infra/openclaw";
 import { UntranslatableInput, containerCreateBody, durationNs, materialize, networkCreateBody, tarOf } from "./e2e/materialize";
-import { type RecordedResource, TYPES, devConfig, runProgram } from "./support/mockStack";
+import { type TlsType, isTlsType, issueTls, withIssued } from "./e2e/tlsStandIn";
+import { type RecordedResource, TYPES, devConfig, reveal, runProgram } from "./support/mockStack";
 import { tempDir } from "./support/tempDirs";
 
 let dev: RecordedResource[];
@@ -147,5 +149,39 @@ describe("helpers", () => {
         writeFileSync(path.join(dir, "a.tar"), tarOf("config.json", '{"a":1}', 0o644));
         expect(execFileSync("tar", ["-tvf", path.join(dir, "a.tar")], { encoding: "utf8" })).toMatch(/^-rw-r--r-- .* 7 .* config\.json$/m);
         expect(execFileSync("tar", ["-xOf", path.join(dir, "a.tar")], { encoding: "utf8" })).toBe('{"a":1}');
+    });
+});
+
+describe("the tls stand-in", () => {
+    it("issues the Ingress's CA and server certificate for real from their declared inputs: the chain verifies and names the publish address", async () => {
+        const withIngress = await runProgram({ ...devConfig(), ingress: { users: [{ name: "ann", agents: ["bart"] }] } });
+        const issued = new Map<string, string>();
+        for (const resource of withIngress.filter((r) => isTlsType(r.type))) {
+            for (const [placeholder, pem] of issueTls(resource.type as TlsType, resource.name, withIssued(reveal(resource.inputs), issued))) issued.set(placeholder, pem);
+        }
+        const ca = new X509Certificate(issued.get("mock-cert-pem:ingress-ca")!);
+        const server = new X509Certificate(issued.get("mock-cert-pem:ingress-server-cert")!);
+        expect(ca.ca).toBe(true);
+        expect(server.ca).toBe(false);
+        expect(server.verify(ca.publicKey)).toBe(true);
+        expect(server.checkIP("127.0.0.1")).toBe("127.0.0.1");
+        expect(server.checkHost("localhost")).toBe("localhost");
+        expect(server.keyUsage).toContain("1.3.6.1.5.5.7.3.1");
+        // The container's environment carries the real key, which belongs to the certificate.
+        const env: string[] = withIssued(reveal(withIngress.find((r) => r.name === "ingress-container")!.inputs.envs), issued);
+        const key = env.find((e) => e.startsWith("INGRESS_TLS_KEY_PEM="))!.slice("INGRESS_TLS_KEY_PEM=".length);
+        expect(server.checkPrivateKey(createPrivateKey(key))).toBe(true);
+    });
+
+    it.each<[string, Record<string, unknown>]>([
+        ["an RSA key", { algorithm: "RSA" }],
+        ["an input it does not know", { algorithm: "ECDSA", ecdsaCurve: "P256", rsaBits: 2048 }],
+    ])("refuses %s rather than issue something else", (_what, inputs) => {
+        expect(() => issueTls("tls:index/privateKey:PrivateKey", "k", inputs)).toThrow(UntranslatableInput);
+    });
+
+    it("replaces placeholders inside strings, longest first", () => {
+        const issued = new Map([["mock-cert-pem:a", "A"], ["mock-cert-pem:a-b", "AB"]]);
+        expect(withIssued({ env: ["X=mock-cert-pem:a-b", "Y=mock-cert-pem:a"], n: 1 }, issued)).toEqual({ env: ["X=AB", "Y=A"], n: 1 });
     });
 });

@@ -2,18 +2,10 @@
 import net from "node:net";
 import ipaddr from "ipaddr.js";
 import { canonicalHost, hostMatches } from "../../runtime/hostnames";
-import { type AgentIdentity, type Arrival, arrivedAs } from "../../runtime/registry";
+import type { AllowRule, EgressAgent } from "../../contracts/egressGateway";
+import { type Arrival, arrivedAs } from "../../runtime/registry";
 
-export interface AllowRule {
-    /** Canonical host or `*.suffix` glob. */
-    host: string;
-    ports: number[];
-}
-
-export type EgressAgent = AgentIdentity & {
-    mode: "enforce" | "report";
-    allow: AllowRule[];
-};
+export type { AllowRule, EgressAgent } from "../../contracts/egressGateway";
 
 /** What the agent asked to reach: a DNS name, or an IP literal in canonical form. */
 export type Target = { kind: "name"; host: string; port: number } | { kind: "ip"; address: string; port: number };

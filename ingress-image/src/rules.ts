@@ -4,31 +4,10 @@
 // naming the rule.
 import { RE2 } from "re2-wasm";
 import { z } from "zod";
+import { type Rule, ruleSchema } from "../../contracts/ingress";
 import { shortDigest } from "../../runtime/audit";
 
-export const RULE_ROLES = ["system", "developer", "user", "assistant", "tool"] as const;
-export type RuleRole = (typeof RULE_ROLES)[number];
-
-export const ruleSchema = z.strictObject({
-    id: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/, "must be lowercase letters, digits, '.', '_' or '-', at most 64"),
-    /** An RE2 pattern, matched case-insensitively. */
-    pattern: z.string().min(1).max(2000),
-    action: z.enum(["strip", "reject"]),
-    roles: z.array(z.enum(RULE_ROLES)).min(1).default(["user"]),
-});
-export type Rule = z.output<typeof ruleSchema>;
-
-/**
- * The default set: the common phrasings of an instruction override and of a forged conversation turn. They stop
- * copy-paste attacks, not a determined author (docs/ingress.md says what regex rules cannot do).
- */
-export const DEFAULT_RULES: Rule[] = [
-    { id: "ignore-previous-instructions", pattern: String.raw`\b(ignore|disregard|forget|override)\b[^.\n]{0,40}\b(previous|prior|above|earlier|all|system)\b[^.\n]{0,20}\b(instructions?|prompts?|rules|directions|messages)\b`, action: "reject", roles: ["user"] },
-    { id: "reveal-system-prompt", pattern: String.raw`\b(reveal|print|show|repeat|output|leak)\b[^.\n]{0,30}\b(system|hidden|initial)\s+(prompt|instructions?|message)\b`, action: "reject", roles: ["user"] },
-    { id: "role-override", pattern: String.raw`\byou\s+are\s+now\s+(in\s+)?(dan|developer\s+mode|jailbreak(en)?|unrestricted|unfiltered)\b`, action: "reject", roles: ["user"] },
-    // A turn marker of a chat template in user text forges a new turn for models that read it: cut it out.
-    { id: "chat-template-tokens", pattern: String.raw`<\|(im_start|im_end|system|user|assistant|endoftext|eot_id|start_header_id|end_header_id)\|>|\[/?INST\]|<</?SYS>>`, action: "strip", roles: ["user", "tool"] },
-];
+export { DEFAULT_RULES } from "../../contracts/ingress";
 
 export interface CompiledRule {
     id: string;

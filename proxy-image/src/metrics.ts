@@ -3,6 +3,8 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
 /** Called at scrape time, so gauges that describe state cost nothing per request. */
 export interface ScrapeHooks {
     budgets?: () => void;
+    /** Access and event lines the log buffer dropped because stdout was not read fast enough. */
+    logLinesDropped?: () => number;
 }
 
 export function keyProxyMetrics() {
@@ -47,6 +49,15 @@ export function keyProxyMetrics() {
         reservations: new Gauge({ name: "keyproxy_reservations_outstanding", help: "Reservations not yet settled", labelNames: ["agent"], registers: [registry] }),
         agentUp: new Gauge({ name: "keyproxy_agent_up", help: "Whether the agent's container answers on its gateway port (1) or not (0)", labelNames: ["agent"], registers: [registry] }),
         agentRestarts: new Counter({ name: "keyproxy_agent_restarts_total", help: "Times the agent's container went away and came back", labelNames: ["agent"], registers: [registry] }),
+        logLinesDropped: new Counter({
+            name: "keyproxy_log_lines_dropped_total",
+            help: "Log lines dropped because stdout was not read fast enough (the log buffer was full)",
+            registers: [registry],
+            collect() {
+                this.reset();
+                this.inc(hooks.logLinesDropped?.() ?? 0);
+            },
+        }),
         unknownModels: new Counter({ name: "keyproxy_unknown_model_requests_total", help: "Requests for models missing from the price table, billed at the fallback price", labelNames: labelNames, registers: [registry] }),
     };
 }

@@ -3,17 +3,20 @@ import { once } from "node:events";
 import http from "node:http";
 import type { Duplex } from "node:stream";
 import { createSecureContext, rootCertificates } from "node:tls";
-import { Pool, errors as undiciErrors } from "undici";
+import { type Dispatcher, Pool, errors as undiciErrors } from "undici";
 import { closeServer, portOf, startAdminServers } from "../../runtime/admin";
 import { AgentListeners, arrivalOf } from "../../runtime/agentListeners";
 import { AgentProbe } from "./agentProbe";
 import { type LoadedConfig, configuredProviders } from "./config";
-import type { Logger } from "../../runtime/log";
-import { type MeterResult, ResponseMeter, classifyEndpoint, mayStream, planRequest } from "./metering";
+import type { LogFields, Logger } from "../../runtime/log";
+import { admit } from "./admission";
+import { type ApiFormat, type MeterResult, ResponseMeter, mayStream, planRequest } from "./metering";
 import { type KeyProxyMetrics, type StreamMetrics, keyProxyMetrics, streamMetrics } from "./metrics";
 import {
     type AgentEntry,
+    type AuthDecision,
     type ErrorKind,
+    type RouteDecision,
     authenticate,
     clientResponseHeaders,
     decideRoute,
@@ -41,10 +44,25 @@ interface Upstream {
 
 class BodyTooLarge extends Error {}
 
+type DispatchController = Dispatcher.DispatchController;
+
+/**
+ * A connection's last credential check: valid while the credential, provider and registry are the same (a
+ * connection keeps its listener, so its agent port, and its peer address).
+ */
+interface CachedAuth {
+    credential: string | undefined;
+    provider: ProviderSpec;
+    agents: ReadonlyMap<string, AgentEntry>;
+    decision: AuthDecision;
+    metrics: StreamMetrics;
+}
+
 /** What a client connection is owed: responses not yet sent, and whether it closes once they are. */
 interface Connection {
     owed: Set<http.ServerResponse>;
     closing?: { last?: string };
+    auth?: CachedAuth;
 }
 
 export class KeyProxyServer {
@@ -186,7 +204,7 @@ export class KeyProxyServer {
             connection.owed.delete(res);
             this.closeIfDue(req.socket, connection);
         });
-        void this.handle(req, res, expectsContinue, agentPort);
+        this.handle(req, res, expectsContinue, agentPort);
     }
 
     /**
@@ -223,178 +241,339 @@ export class KeyProxyServer {
         return status;
     }
 
-    private async handle(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean, agentPort: number | undefined) {
+    /**
+     * The agent behind a request's credential, and its metric children. A client sends the same credential on every
+     * request of a keep-alive connection from the same address: the digest and lookup run once per connection, and
+     * again only when the credential or the registry changes.
+     */
+    private identify(req: http.IncomingMessage, provider: ProviderSpec, query: string, agentPort: number | undefined): CachedAuth {
+        const connection = this.connection(req.socket);
+        const credential = presentedCredential(req.headers, provider, query);
+        const cached = connection.auth;
+        if (cached && cached.credential === credential && cached.provider === provider && cached.agents === this.agentsByDigest) return cached;
+        const decision = authenticate(credential, arrivalOf(agentPort, req.socket), this.agentsByDigest);
+        const agentName = decision.ok ? decision.agent.name : "unknown";
+        const childKey = `${agentName}\u0000${provider.id}`;
+        let metrics = this.metricChildren.get(childKey);
+        if (!metrics) {
+            metrics = streamMetrics(this.metrics, agentName, provider.id);
+            this.metricChildren.set(childKey, metrics);
+        }
+        connection.auth = { credential, provider, agents: this.agentsByDigest, decision, metrics };
+        return connection.auth;
+    }
+
+    /** Counts a finished request in the metrics and writes its access line. */
+    private account(m: StreamMetrics, method: string, route: string, started: number, status: number, fields: LogFields) {
+        const seconds = (performance.now() - started) / 1000;
+        m.requests(status).inc();
+        m.duration.observe(seconds);
+        this.log("request", { agent: m.labels.agent, provider: m.labels.provider, method, route, status, duration_ms: Math.round(seconds * 1000), ...fields });
+    }
+
+    /** Phase 1, admit: route, credential and the cheap checks, all before a byte of the body is read. */
+    private handle(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean, agentPort: number | undefined) {
         const started = performance.now();
         const decision = decideRoute(req.method ?? "", req.url ?? "", this.routePrefixes);
         if (decision.action === "drop") return this.drop(req, decision.reason, res);
+        const { route } = decision;
         const upstream = this.upstreams.get(decision.provider)!;
-        const { provider: spec } = upstream;
-        const provider = spec.id;
-
-        const auth = authenticate(presentedCredential(req.headers, spec, decision.query), arrivalOf(agentPort, req.socket), this.agentsByDigest);
-        const access = { agent: auth.ok ? auth.agent.name : "unknown", provider, method: req.method!, route: decision.route };
-        const childKey = `${access.agent}\u0000${provider}`;
-        let m = this.metricChildren.get(childKey);
-        if (!m) {
-            m = streamMetrics(this.metrics, access.agent, provider);
-            this.metricChildren.set(childKey, m);
-        }
-        const labels = m.labels;
-        const finish = (status: number, extra: Record<string, string | number | null> = {}) => {
-            const seconds = (performance.now() - started) / 1000;
-            m.requests(status).inc();
-            m.duration.observe(seconds);
-            this.log("request", { ...access, status, duration_ms: Math.round(seconds * 1000), ...extra });
-        };
-        const refuse = (kind: ErrorKind, reason: string) => {
-            this.metrics.refusals.inc({ ...labels, reason });
+        const { provider } = upstream;
+        const { decision: auth, metrics: m } = this.identify(req, provider, decision.query, agentPort);
+        const method = req.method!;
+        const admission = admit(
+            { provider, method, route, auth, contentLength: req.headers["content-length"], active: auth.ok ? (this.activeByAgent.get(auth.agent.name) ?? 0) : 0 },
+            this.loaded.config.limits,
+        );
+        if (!admission.ok) {
+            this.metrics.refusals.inc({ ...m.labels, reason: admission.reason });
             // The request body is not read: close the connection rather than leave it half-consumed.
-            finish(this.respondError(res, spec, kind, true), { reason });
-        };
-
-        if (!auth.ok) return refuse("authentication", auth.reason);
-        const endpoint = classifyEndpoint(spec, req.method!, decision.route);
-        if (endpoint === undefined) return refuse("forbidden", "endpoint_not_allowed");
-        const declaredLength = Number(req.headers["content-length"] ?? 0);
-        const { limits } = this.loaded.config;
-        // Free endpoints need small bodies: what nobody pays for gets no 64 MiB pipe to the upstream.
-        const bodyLimit = endpoint === "free" ? limits.maxFreeBodyBytes : limits.maxBodyBytes;
-        if (declaredLength > bodyLimit) return refuse("too_large", "body_size");
-        const active = this.activeByAgent.get(auth.agent.name) ?? 0;
-        if (active >= limits.maxConcurrentPerAgent) return refuse("rate_limited", "concurrency");
-
+            const status = this.respondError(res, provider, admission.kind, true);
+            return this.account(m, method, route, started, status, { reason: admission.reason });
+        }
         if (expectsContinue) res.writeContinue();
-        this.activeByAgent.set(auth.agent.name, active + 1);
+        const x: Exchange = {
+            req,
+            res,
+            started,
+            method,
+            provider,
+            route,
+            target: decision,
+            upstreamPath: upstream.basePath + upstreamTarget(decision, provider),
+            upstream,
+            agent: admission.agent,
+            endpoint: admission.endpoint,
+            bodyLimit: admission.bodyLimit,
+            m,
+            status: 0,
+            outcome: "ok",
+            bytesIn: 0,
+            bytesOut: 0,
+            clientGone: false,
+        };
+        this.activeByAgent.set(x.agent.name, (this.activeByAgent.get(x.agent.name) ?? 0) + 1);
         this.inFlight++;
         m.active.inc();
-        const abort = new AbortController();
         res.on("close", () => {
-            if (!res.writableFinished) abort.abort(new Error("client closed"));
+            if (res.writableFinished) return;
+            x.clientGone = true;
+            x.controller?.abort(new Error("client closed"));
         });
-        let bytesIn = 0;
-        let bytesOut = 0;
-        let status = 0;
-        let outcome = "ok";
-        let ticket: Ticket | undefined;
-        let meter: ResponseMeter | undefined;
-        let metered: MeterResult | undefined;
-        const endMeter = () => {
-            if (meter && !metered) {
-                const { result, rest } = meter.end();
-                metered = result;
-                return rest;
-            }
-            return [];
-        };
+        void this.run(x);
+    }
+
+    private async run(x: Exchange) {
         try {
-            const headers = upstreamRequestHeaders(req.headers, spec, upstream.key);
-            // The whole body is read before anything goes upstream, so a body over the limit never reaches it.
-            const raw = await readBody(req, bodyLimit);
-            bytesIn = raw.length;
-            let body: Buffer | null = raw;
-            let hideUsageChunk = false;
-            let maxOutputTokens = 0;
-            if (endpoint === "free") {
-                if (raw.length === 0 && req.method !== "POST") body = null;
-                else headers["content-length"] = String(raw.length);
-            } else {
-                const plan = planRequest(endpoint, raw, this.loaded.config.metering.defaultMaxOutputTokens, decision);
-                if (plan.kind === "refused") {
-                    status = this.respondError(res, spec, "bad_request");
-                    outcome = plan.reason;
-                    return;
-                }
-                const admission = await this.spend.reserve(auth.agent, provider, plan);
-                if (!admission.ok) {
-                    const reason = admission.refusal === "budget" ? "budget_exceeded" : "ledger_unavailable";
-                    this.metrics.refusals.inc({ ...labels, reason });
-                    status = this.respondError(res, spec, admission.refusal);
-                    outcome = admission.refusal === "budget" ? `${reason}:${admission.window}` : reason;
-                    return;
-                }
-                ticket = admission.ticket;
-                body = plan.body;
-                headers["content-length"] = String(plan.body.length);
-                hideUsageChunk = plan.hideUsageChunk;
-                maxOutputTokens = plan.maxOutputTokens;
-            }
-            const response = await upstream.pool.request({
-                method: req.method as "GET" | "POST" | "DELETE",
-                path: upstream.basePath + upstreamTarget(decision, spec),
-                headers,
-                body,
-                signal: abort.signal,
-            });
-            m.ttfb.observe((performance.now() - started) / 1000);
-            status = response.statusCode;
-            const responseHeaders = clientResponseHeaders(response.headers, this.secrets);
-            if (status >= 400) {
-                const text = scrubSecrets(await readLimited(response.body, MAX_ERROR_BODY_BYTES), this.secrets);
-                delete responseHeaders["content-length"];
-                res.writeHead(status, { ...responseHeaders, "content-length": Buffer.byteLength(text) });
-                res.end(text);
-                bytesOut = Buffer.byteLength(text);
-            } else {
-                // Embeddings never stream: their body is metered as JSON whatever its content type says.
-                const sse = endpoint !== "free" && mayStream(endpoint) && String(response.headers["content-type"] ?? "").includes("text/event-stream");
-                if (endpoint !== "free") meter = new ResponseMeter(endpoint, sse, hideUsageChunk && sse, maxOutputTokens);
-                // A hidden usage chunk changes the length: let Node frame the body itself.
-                if (hideUsageChunk && sse) delete responseHeaders["content-length"];
-                res.writeHead(status, responseHeaders);
-                res.flushHeaders();
-                const scrubber = new StreamScrubber(this.responseSecrets);
-                const forward = async (bytes: Buffer) => {
-                    if (bytes.length === 0) return;
-                    bytesOut += bytes.length;
-                    if (!res.write(bytes)) await waitForDrain(res, abort.signal);
-                };
-                for await (const chunk of response.body) {
-                    for (const piece of meter ? meter.push(chunk) : [chunk]) await forward(scrubber.push(piece));
-                }
-                for (const piece of endMeter()) await forward(scrubber.push(piece));
-                await forward(scrubber.end());
-                res.end();
-            }
+            const prepared = await this.prepareAndReserve(x);
+            if (prepared) await this.relay(x, prepared);
         } catch (error) {
-            outcome = classify(error, abort.signal.aborted);
-            this.metrics.upstreamErrors.inc({ ...labels, kind: outcome });
-            if (outcome === "client_abort") {
-                // Nothing to tell: the agent is gone, and the upstream request was cancelled with it.
-            } else if (!res.headersSent) {
-                status = this.respondError(res, spec, outcome === "body_size" ? "too_large" : outcome === "timeout" ? "timeout" : "upstream", true);
-            } else {
-                // Mid-stream failure: cut the connection so the agent's SDK sees a truncated stream, not a finished one.
-                res.destroy();
-            }
+            this.fail(x, error);
         } finally {
-            this.inFlight--;
-            this.activeByAgent.set(auth.agent.name, (this.activeByAgent.get(auth.agent.name) ?? 1) - 1);
-            m.active.dec();
-            m.bytesIn.inc(bytesIn);
-            m.bytesOut.inc(bytesOut);
-            let committed: Promise<void> | undefined;
-            let costUsd: number | null = null;
-            if (ticket) {
-                endMeter();
-                const settlement = this.spend.settle(ticket, status, metered);
-                costUsd = microsToUsd(settlement.cost);
-                committed = settlement.committed;
-            }
-            finish(status, { bytes_in: bytesIn, bytes_out: bytesOut, outcome, cost_usd: costUsd, model: ticket?.model.slice(0, 100) ?? null });
-            await committed?.catch((error: Error) => this.log("ledger_write_failed", { agent: ticket?.agent.name, error: error.message.slice(0, 200) }));
+            this.settle(x);
         }
+    }
+
+    /**
+     * Phase 2, prepare and reserve: reads the whole body (so a body over the limit never reaches the upstream), plans
+     * the metered request and reserves its maximum cost. Answers and returns undefined when the request stops here.
+     */
+    private async prepareAndReserve(x: Exchange): Promise<Prepared | undefined> {
+        const headers = upstreamRequestHeaders(x.req.headers, x.provider, x.upstream.key);
+        const raw = await readBody(x.req, x.bodyLimit);
+        x.bytesIn = raw.length;
+        if (x.endpoint === "free") {
+            if (raw.length === 0 && x.method !== "POST") return { headers, body: null, hideUsageChunk: false, maxOutputTokens: 0 };
+            headers["content-length"] = String(raw.length);
+            return { headers, body: raw, hideUsageChunk: false, maxOutputTokens: 0 };
+        }
+        const plan = planRequest(x.endpoint, raw, this.loaded.config.metering.defaultMaxOutputTokens, x.target);
+        if (plan.kind === "refused") {
+            x.status = this.respondError(x.res, x.provider, "bad_request");
+            x.outcome = plan.reason;
+            return undefined;
+        }
+        const reservation = await this.spend.reserve(x.agent, x.provider.id, plan);
+        if (!reservation.ok) {
+            const reason = reservation.refusal === "budget" ? "budget_exceeded" : "ledger_unavailable";
+            this.metrics.refusals.inc({ ...x.m.labels, reason });
+            x.status = this.respondError(x.res, x.provider, reservation.refusal);
+            x.outcome = reservation.refusal === "budget" ? `${reason}:${reservation.window}` : reason;
+            return undefined;
+        }
+        x.ticket = reservation.ticket;
+        headers["content-length"] = String(plan.body.length);
+        return { headers, body: plan.body, hideUsageChunk: plan.hideUsageChunk, maxOutputTokens: plan.maxOutputTokens };
+    }
+
+    /**
+     * Phase 3, relay: undici's dispatch API hands each upstream chunk to a callback, which meters, scrubs and writes
+     * it to the agent; when the agent's socket is full the upstream is paused until it drains. No Readable, no async
+     * iteration, no promise per chunk.
+     */
+    private relay(x: Exchange, prepared: Prepared): Promise<void> {
+        const { res } = x;
+        return new Promise((resolve, reject) => {
+            let responseHeaders: Record<string, string | string[]> = {};
+            /** Set when the upstream answered with an error: its (small) body is collected, scrubbed and sent whole. */
+            let errorBody: Buffer[] | undefined;
+            let errorBytes = 0;
+            let scrubber: StreamScrubber | undefined;
+            const forward = (bytes: Buffer) => {
+                if (bytes.length === 0) return;
+                x.bytesOut += bytes.length;
+                res.write(bytes);
+            };
+            // Chunks the upstream delivers in one pass of the event loop's poll phase (a TLS socket hands over each
+            // record, often one small SSE event, on its own) are metered, scrubbed and written together, once, in
+            // the same loop iteration: one write instead of one per record, and nothing waits for a later iteration.
+            let pending: Buffer[] = [];
+            let scheduled = false;
+            const relayPending = () => {
+                scheduled = false;
+                if (pending.length === 0 || res.destroyed) return;
+                const chunk = pending.length === 1 ? pending[0] : Buffer.concat(pending);
+                pending = [];
+                if (x.meter) for (const piece of x.meter.push(chunk)) forward(scrubber!.push(piece));
+                else forward(scrubber!.push(chunk));
+                const controller = x.controller!;
+                if (res.writableNeedDrain && !controller.paused) {
+                    controller.pause();
+                    res.once("drain", () => controller.resume());
+                }
+            };
+            const guarded =
+                <A extends unknown[]>(step: (controller: DispatchController, ...rest: A) => void) =>
+                (controller: DispatchController, ...rest: A) => {
+                    try {
+                        step(controller, ...rest);
+                    } catch (error) {
+                        controller.abort(error as Error);
+                    }
+                };
+            x.upstream.pool.dispatch(
+                { method: x.method as "GET" | "POST" | "DELETE", path: x.upstreamPath, headers: prepared.headers, body: prepared.body },
+                {
+                    onRequestStart: (controller) => {
+                        x.controller = controller;
+                        if (x.clientGone) controller.abort(new Error("client closed"));
+                    },
+                    onResponseStart: guarded((_controller, status: number, headers: http.IncomingHttpHeaders) => {
+                        x.m.ttfb.observe((performance.now() - x.started) / 1000);
+                        x.status = status;
+                        responseHeaders = clientResponseHeaders(headers, this.secrets);
+                        if (status >= 400) {
+                            errorBody = [];
+                            return;
+                        }
+                        // Embeddings never stream: their body is metered as JSON whatever its content type says.
+                        const sse = x.endpoint !== "free" && mayStream(x.endpoint) && String(headers["content-type"] ?? "").includes("text/event-stream");
+                        if (x.endpoint !== "free") x.meter = new ResponseMeter(x.endpoint, sse, prepared.hideUsageChunk && sse, prepared.maxOutputTokens);
+                        // A hidden usage chunk changes the length: let Node frame the body itself.
+                        if (prepared.hideUsageChunk && sse) delete responseHeaders["content-length"];
+                        res.writeHead(status, responseHeaders);
+                        // A stream's head goes out at once, so the agent sees it start; any other head rides with its body.
+                        if (sse) res.flushHeaders();
+                        scrubber = new StreamScrubber(this.responseSecrets);
+                    }),
+                    onResponseData: guarded((_controller, chunk: Buffer) => {
+                        if (errorBody) {
+                            if (errorBytes < MAX_ERROR_BODY_BYTES) errorBody.push(chunk.subarray(0, MAX_ERROR_BODY_BYTES - errorBytes));
+                            errorBytes += chunk.length;
+                            return;
+                        }
+                        pending.push(chunk);
+                        if (!scheduled) {
+                            scheduled = true;
+                            setImmediate(() => {
+                                try {
+                                    relayPending();
+                                } catch (error) {
+                                    x.controller!.abort(error as Error);
+                                }
+                            });
+                        }
+                    }),
+                    onResponseEnd: guarded(() => {
+                        if (errorBody) {
+                            const text = scrubSecrets(Buffer.concat(errorBody).toString("utf8"), this.secrets);
+                            delete responseHeaders["content-length"];
+                            x.bytesOut = Buffer.byteLength(text);
+                            res.writeHead(x.status, { ...responseHeaders, "content-length": x.bytesOut });
+                            res.end(text);
+                        } else {
+                            relayPending();
+                            for (const piece of this.endMeter(x)) forward(scrubber!.push(piece));
+                            forward(scrubber!.end());
+                            res.end();
+                        }
+                        resolve();
+                    }),
+                    onResponseError: (_controller, error) => {
+                        pending = [];
+                        reject(error);
+                    },
+                },
+            );
+        });
+    }
+
+    /** What the meter still holds back at the end of a response (a hidden usage chunk's neighbours); meters once. */
+    private endMeter(x: Exchange): Buffer[] {
+        if (!x.meter || x.metered) return [];
+        const { result, rest } = x.meter.end();
+        x.metered = result;
+        return rest;
+    }
+
+    private fail(x: Exchange, error: unknown) {
+        x.outcome = classify(error, x.clientGone);
+        this.metrics.upstreamErrors.inc({ ...x.m.labels, kind: x.outcome });
+        if (x.outcome === "client_abort") {
+            // Nothing to tell: the agent is gone, and the upstream request was cancelled with it.
+        } else if (!x.res.headersSent) {
+            x.status = this.respondError(x.res, x.provider, x.outcome === "body_size" ? "too_large" : x.outcome === "timeout" ? "timeout" : "upstream", true);
+        } else {
+            // Mid-stream failure: cut the connection so the agent's SDK sees a truncated stream, not a finished one.
+            x.res.destroy();
+        }
+    }
+
+    /** Phase 4, settle: the agent's slot and gauges back, the reservation settled to what the response cost, the access line. */
+    private settle(x: Exchange) {
+        this.inFlight--;
+        this.activeByAgent.set(x.agent.name, (this.activeByAgent.get(x.agent.name) ?? 1) - 1);
+        x.m.active.dec();
+        x.m.bytesIn.inc(x.bytesIn);
+        x.m.bytesOut.inc(x.bytesOut);
+        let costUsd: number | null = null;
+        if (x.ticket) {
+            this.endMeter(x);
+            const settlement = this.spend.settle(x.ticket, x.status, x.metered);
+            costUsd = microsToUsd(settlement.cost);
+            const ticket = x.ticket;
+            settlement.committed.catch((error: Error) => this.log("ledger_write_failed", { agent: ticket.agent.name, error: error.message.slice(0, 200) }));
+        }
+        this.account(x.m, x.method, x.route, x.started, x.status, { bytes_in: x.bytesIn, bytes_out: x.bytesOut, outcome: x.outcome, cost_usd: costUsd, model: x.ticket?.model.slice(0, 100) ?? null });
     }
 }
 
-async function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
-    const chunks: Buffer[] = [];
-    let total = 0;
-    for await (const chunk of req) {
-        total += (chunk as Buffer).length;
-        if (total > limit) throw new BodyTooLarge();
-        chunks.push(chunk as Buffer);
-    }
-    return Buffer.concat(chunks);
+/** One request on its way through the phases: what each learned, for the next and for the access line. */
+interface Exchange {
+    readonly req: http.IncomingMessage;
+    readonly res: http.ServerResponse;
+    readonly started: number;
+    readonly method: string;
+    readonly provider: ProviderSpec;
+    readonly route: string;
+    /** The route and query the request was forwarded by (the metering plan reads the model from it on some APIs). */
+    readonly target: Extract<RouteDecision, { action: "forward" }>;
+    readonly upstreamPath: string;
+    readonly upstream: Upstream;
+    readonly agent: AgentEntry;
+    readonly endpoint: ApiFormat | "free";
+    readonly bodyLimit: number;
+    readonly m: StreamMetrics;
+    status: number;
+    outcome: string;
+    bytesIn: number;
+    bytesOut: number;
+    clientGone: boolean;
+    controller?: DispatchController;
+    ticket?: Ticket;
+    meter?: ResponseMeter;
+    metered?: MeterResult;
+}
+
+/** What goes upstream once a request is prepared (and, when metered, reserved). */
+interface Prepared {
+    headers: Record<string, string | string[]>;
+    body: Buffer | null;
+    hideUsageChunk: boolean;
+    maxOutputTokens: number;
+}
+
+/** Reads a request body whole, by events (no async iterator), refusing past `limit` bytes. */
+function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+        const chunks: Buffer[] = [];
+        let total = 0;
+        const onData = (chunk: Buffer) => {
+            total += chunk.length;
+            if (total > limit) {
+                req.off("data", onData);
+                req.resume();
+                return reject(new BodyTooLarge());
+            }
+            chunks.push(chunk);
+        };
+        req.on("data", onData);
+        req.once("end", () => resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, total)));
+        req.once("error", reject);
+        req.once("close", () => {
+            if (!req.complete) reject(new Error("client closed"));
+        });
+    });
 }
 
 function classify(error: unknown, clientAborted: boolean): string {
@@ -403,19 +582,4 @@ function classify(error: unknown, clientAborted: boolean): string {
     if (error instanceof undiciErrors.HeadersTimeoutError || error instanceof undiciErrors.BodyTimeoutError) return "timeout";
     if (error instanceof undiciErrors.ConnectTimeoutError) return "timeout";
     return "upstream_error";
-}
-
-async function readLimited(body: AsyncIterable<Buffer>, limit: number): Promise<string> {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of body) {
-        if (size < limit) chunks.push(chunk.subarray(0, limit - size));
-        size += chunk.length;
-    }
-    return Buffer.concat(chunks).toString("utf8");
-}
-
-async function waitForDrain(res: http.ServerResponse, signal: AbortSignal): Promise<void> {
-    if (signal.aborted) throw signal.reason;
-    await once(res, "drain", { signal });
 }

@@ -7,6 +7,7 @@ import { createHash } from "node:crypto";
 import http from "node:http";
 import type { RecordedResource } from "../../scripts/mockProgram";
 import { reveal } from "../../scripts/mockProgram";
+import { isTlsType, issueTls, withIssued } from "./tlsStandIn";
 
 const API = "/v1.41";
 const SOCKET = "/var/run/docker.sock";
@@ -201,19 +202,29 @@ async function remove(name: string, applied: Applied, state: MaterialState) {
  */
 export async function materialize(resources: RecordedResource[], state: MaterialState, images: Record<string, string>): Promise<void> {
     for (const resource of resources) {
-        if (!IGNORED_TYPES.has(resource.type) && !resource.type.startsWith("openclaw:index:") && !["docker:index/container:Container", "docker:index/network:Network", "docker:index/volume:Volume", "command:local:Command"].includes(resource.type)) {
+        if (!IGNORED_TYPES.has(resource.type) && !isTlsType(resource.type) && !resource.type.startsWith("openclaw:index:") && !["docker:index/container:Container", "docker:index/network:Network", "docker:index/volume:Volume", "command:local:Command"].includes(resource.type)) {
             throw new UntranslatableInput(`resource type ${resource.type} (${resource.name}) is not translated to Docker`);
         }
     }
     const declared = new Set(resources.map((r) => r.name));
     for (const [name, applied] of [...state].reverse()) if (!declared.has(name)) await remove(name, applied, state);
 
-    for (const resource of resources) {
-        if (IGNORED_TYPES.has(resource.type) || resource.type.startsWith("openclaw:index:")) continue;
-        const inputs = reveal(resource.inputs);
+    // The real PEMs of the tls resources issued so far, by the placeholder the mocks gave them.
+    const issued = new Map<string, string>();
+    for (const applied of state.values()) if (isTlsType(applied.type)) for (const [placeholder, pem] of JSON.parse(applied.id)) issued.set(placeholder, pem);
+    for (const declared of resources) {
+        if (IGNORED_TYPES.has(declared.type) || declared.type.startsWith("openclaw:index:")) continue;
+        const inputs = withIssued(reveal(declared.inputs), issued);
+        const resource = { ...declared, inputs };
         const hash = hashOf(inputs);
         const existing = state.get(resource.name);
         if (existing?.hash === hash) continue;
+        if (isTlsType(resource.type)) {
+            const outputs = issueTls(resource.type, resource.name, inputs);
+            for (const [placeholder, pem] of outputs) issued.set(placeholder, pem);
+            state.set(resource.name, { type: resource.type, hash, id: JSON.stringify([...outputs]), inputs });
+            continue;
+        }
         if (resource.type === "command:local:Command") {
             refuseUnknown(resource, COMMAND_INPUTS);
             if (existing && existing.inputs.create === inputs.create && inputs.update) runCommand(resource.name, inputs.update, inputs, state);

@@ -20,7 +20,7 @@ export function testPki(): TestPki {
     const run = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
     run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=openclaw test CA", "-keyout", "ca.key", "-out", "ca.pem", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign");
     run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr");
-    writeFileSync(path.join(dir, "ext.cnf"), "subjectAltName=DNS:localhost,DNS:api.anthropic.com,DNS:api.openai.com,DNS:allowed.example,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
+    writeFileSync(path.join(dir, "ext.cnf"), "subjectAltName=DNS:localhost,DNS:api.anthropic.com,DNS:api.openai.com,DNS:allowed.example,DNS:generativelanguage.googleapis.com,DNS:llm-compat.example,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-out", "server.pem", "-extfile", "ext.cnf");
     // Containers running as a non-root user read the CA from here.
     chmodSync(dir, 0o755);

@@ -61,6 +61,14 @@ function geminiGenerate(res, model, stream) {
     res.end(`data: ${JSON.stringify(answer)}\r\n\r\n`);
 }
 
+/** The text of every user message of a Messages or Chat Completions request (what the agent was asked), if any. */
+function userText(request) {
+    const users = (Array.isArray(request.messages) ? request.messages : []).filter((m) => m && m.role === "user");
+    if (users.length === 0) return null;
+    const text = (content) => (typeof content === "string" ? content : Array.isArray(content) ? content.map((part) => (typeof part?.text === "string" ? part.text : "")).join("") : "");
+    return users.map((m) => text(m.content)).join("\n");
+}
+
 function json(res, value) {
     res.setHeader("content-type", "application/json");
     res.end(JSON.stringify(value));
@@ -70,9 +78,9 @@ const server = https.createServer({ cert: process.env.STANDIN_CERT, key: process
     const chunks = [];
     req.on("data", (c) => chunks.push(c));
     req.on("end", () => {
-        console.log(JSON.stringify({ host: req.headers.host, method: req.method, path: req.url, xApiKey: req.headers["x-api-key"] ?? null, xGoogApiKey: req.headers["x-goog-api-key"] ?? null, authorization: req.headers.authorization ?? null }));
         let request = {};
         try { request = JSON.parse(Buffer.concat(chunks).toString() || "{}"); } catch { /* not JSON */ }
+        console.log(JSON.stringify({ host: req.headers.host, method: req.method, path: req.url, xApiKey: req.headers["x-api-key"] ?? null, xGoogApiKey: req.headers["x-goog-api-key"] ?? null, authorization: req.headers.authorization ?? null, userText: userText(request) }));
         if (req.method === "POST" && req.url === "/v1/messages") return messages(res, request);
         if (req.method === "POST" && req.url === "/v1/chat/completions") return chatCompletions(res, request);
         if (req.method === "POST" && req.url === "/v1/embeddings") return embeddings(res, request);
