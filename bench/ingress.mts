@@ -2,6 +2,7 @@
 // prompt-injection rules), beside the same request direct to the agent's gateway and through KeyProxy's bundle on a
 // metered route, at fixed arrival rates, interleaved in rounds. Traffic stays on 127.0.0.1. Usage: see USAGE.
 import { type ChildProcess } from "node:child_process";
+import { once } from "node:events";
 import { readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -13,7 +14,6 @@ import { keyEnv } from "../providers/index.ts";
 import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { removeTempDirs, tempDir } from "../test/support/tempDirs.ts";
 import { testPki } from "../test/support/tls.ts";
-import { runFixedRate } from "./fixedRate.mts";
 import { cpuSeconds, percentile, rssMb, running, start, startBundle, stopChildren } from "./processes.mts";
 
 const USAGE = `usage: npm run bench:ingress [-- --quick] [-- --out FILE]
@@ -40,7 +40,7 @@ if (unknown !== undefined || (outIndex >= 0 && (outFile === undefined || outFile
 const quick = args.includes("--quick");
 const out = outFile !== undefined ? path.resolve(outFile) : quick ? undefined : path.join(ROOT, "bench", "ingress.md");
 const P = quick ? { rates: [200, 500], seconds: 1, rounds: 1, streams: 20, ruleCalls: 2_000 } : { rates: [200, 500], seconds: 4, rounds: 5, streams: 200, ruleCalls: 20_000 };
-/** Client connections per path: opened while warming up, kept alive, so the measured phases pay no handshakes. */
+/** The open-loop generator's connections per path (it opens 32 before its clock starts, the rest if it falls behind). */
 const CONNECTIONS = 64;
 
 const USER_TOKEN = `oci_${"bench".repeat(10)}ab`;
@@ -152,6 +152,8 @@ const perRule = compiledDefault.map((rule) => ({ id: rule.id, cpuPer10k: median(
 
 interface Path {
     name: string;
+    origin: string;
+    /** The driver's own connections, for the SSE streams. */
     pool: Pool;
     path: string;
     headers: Record<string, string>;
@@ -160,35 +162,32 @@ interface Path {
 }
 const json = { "content-type": "application/json" };
 const PATHS: Path[] = [
-    { name: "direct", pool: new Pool(`http://127.0.0.1:${gatewayPort}`, { connections: CONNECTIONS }), path: "/v1/chat/completions", headers: { ...json, authorization: `Bearer ${GATEWAY_TOKEN}` } },
+    { name: "direct", origin: `http://127.0.0.1:${gatewayPort}`, pool: new Pool(`http://127.0.0.1:${gatewayPort}`), path: "/v1/chat/completions", headers: { ...json, authorization: `Bearer ${GATEWAY_TOKEN}` } },
     {
         name: "Ingress",
-        pool: new Pool(`https://127.0.0.1:${ingress.port}`, { connections: CONNECTIONS, connect: { ca: pki.ca } }),
+        origin: `https://127.0.0.1:${ingress.port}`,
+        pool: new Pool(`https://127.0.0.1:${ingress.port}`, { connect: { ca: pki.ca } }),
         path: "/agents/bart/v1/chat/completions",
         headers: { ...json, authorization: `Bearer ${USER_TOKEN}` },
         pid: ingress.pid,
     },
     {
         name: "Ingress, rules: []",
-        pool: new Pool(`https://127.0.0.1:${ingressNoRules.port}`, { connections: CONNECTIONS, connect: { ca: pki.ca } }),
+        origin: `https://127.0.0.1:${ingressNoRules.port}`,
+        pool: new Pool(`https://127.0.0.1:${ingressNoRules.port}`, { connect: { ca: pki.ca } }),
         path: "/agents/bart/v1/chat/completions",
         headers: { ...json, authorization: `Bearer ${USER_TOKEN}` },
         pid: ingressNoRules.pid,
     },
     {
         name: "KeyProxy",
-        pool: new Pool(`http://127.0.0.1:${keyProxy.line.port}`, { connections: CONNECTIONS }),
+        origin: `http://127.0.0.1:${keyProxy.line.port}`,
+        pool: new Pool(`http://127.0.0.1:${keyProxy.line.port}`),
         path: "/openai/v1/chat/completions",
         headers: { ...json, authorization: `Bearer ${AGENT_TOKEN}` },
         pid: keyProxy.child.pid!,
     },
 ];
-
-async function chat(target: Path, body = BODY): Promise<void> {
-    const answer = await target.pool.request({ method: "POST", path: target.path, headers: target.headers, body });
-    const text = await answer.body.text();
-    if (answer.statusCode !== 200) throw new Error(`${target.name}: ${answer.statusCode} ${text.slice(0, 200)}`);
-}
 
 // --------------------------------------------------------------------------------- fixed-rate requests
 interface Phase {
@@ -200,13 +199,22 @@ interface Phase {
 const phases: Record<number, Record<string, Phase[]>> = {};
 const idleRss = Object.fromEntries(PATHS.filter((p) => p.pid).map((p) => [p.name, rssMb([p.pid!])]));
 
+/**
+ * One phase of `bench/openloop.mts` (its own process) against a path. The proxy's CPU is read from when the
+ * generator's connections are open (TLS handshakes excluded) to when it exits.
+ */
 async function phase(target: Path, rate: number, seconds: number): Promise<Phase> {
     const pids = target.pid ? [target.pid] : [];
+    const options = { url: target.origin + target.path, method: "POST", headers: target.headers, body: BODY, rate, seconds, connections: CONNECTIONS, announceWarm: true };
+    let result: { completed: number; failed: number; p50: number; p99: number } | undefined;
+    const generator = await start(children, process.execPath, [path.join(ROOT, "bench", "openloop.mts"), JSON.stringify(options)], {}, (l) => l.event === "warm", (l) => {
+        if (l.event !== "warm") result = l as typeof result;
+    });
     const before = cpuSeconds(pids);
-    const run = await runFixedRate(rate, seconds, () => chat(target));
+    await once(generator.child, "close");
     const cpu = cpuSeconds(pids) - before;
-    if (run.errors > 0) throw new Error(`${target.name} at ${rate}/s: ${run.errors} failed requests, the first: ${run.firstError}`);
-    return { p50: percentile(run.latencies, 0.5), p99: percentile(run.latencies, 0.99), cpuPer10k: (cpu / run.latencies.length) * 10_000, rss: pids.length ? rssMb(pids) : NaN };
+    if (!result || result.failed > 0) throw new Error(`${target.name} at ${rate}/s: ${result ? `${result.failed} failed requests` : "the generator reported nothing"}`);
+    return { p50: result.p50, p99: result.p99, cpuPer10k: (cpu / result.completed) * 10_000, rss: pids.length ? rssMb(pids) : NaN };
 }
 
 progress("warming up every path (1 s at each rate)");
@@ -217,8 +225,6 @@ for (let round = 0; round < P.rounds; round++) {
     for (const rate of P.rates) {
         for (const target of order) {
             progress(`${target.name}, ${rate} requests/s for ${P.seconds} s, round ${round + 1}`);
-            // Not counted: brings the path's kept-alive connections back (idle ones close while the others run).
-            await phase(target, rate, 0.5);
             ((phases[rate] ??= {})[target.name] ??= []).push(await phase(target, rate, P.seconds));
         }
     }
@@ -270,14 +276,13 @@ lines.push(
     "stand-in as the provider. KeyProxy is here for scale, not as an alternative: in a deployment a chat request",
     "crosses both (Ingress to the agent, the agent to KeyProxy to the provider).",
     "",
-    "Load is open-loop at a fixed arrival rate (`bench/fixedRate.mts`): each request is due at its slot whether or not",
+    "Load is open-loop at a fixed arrival rate (`bench/openloop.mts`, its own process): each request is due at its slot whether or not",
     "earlier ones have answered, and its latency is measured from that scheduled time, so queueing shows. Everything",
     "shares 2 cores with the load generator (which also does the client's TLS), so the comparable numbers are latency",
     "added over direct at the same offered load and each proxy's own CPU time (`/proc/<pid>/task/*/schedstat`, every",
     `thread) per 10,000 requests. ${P.rounds} rounds of ${P.seconds} s per path and rate, the starting path rotating each`,
-    `round, after a 1 s warm-up per path and rate; each measured phase follows 0.5 s at its rate, not counted, so the`,
-    `client's ${CONNECTIONS} kept-alive connections per path are open (the TLS handshakes are not in the numbers). The`,
-    "median round is reported.",
+    "round, after a 1 s warm-up per path and rate. The generator opens its connections before its clock starts and the",
+    "proxy's CPU is read from then, so TLS handshakes are in neither latency nor CPU. The median round is reported.",
     "",
 );
 lines.push("## Added latency over direct, at a fixed arrival rate", "");
