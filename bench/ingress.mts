@@ -160,33 +160,20 @@ interface Path {
     /** The proxy's own process, whose CPU and memory are read (none for direct). */
     pid?: number;
 }
-const json = { "content-type": "application/json" };
+/** A path to `origin` (TLS trusting the test CA when https), with the pool the SSE streams use. */
+const pathTo = (name: string, origin: string, target: string, token: string, pid?: number): Path => ({
+    name,
+    origin,
+    pool: new Pool(origin, origin.startsWith("https:") ? { connect: { ca: pki.ca } } : {}),
+    path: target,
+    headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+    pid,
+});
 const PATHS: Path[] = [
-    { name: "direct", origin: `http://127.0.0.1:${gatewayPort}`, pool: new Pool(`http://127.0.0.1:${gatewayPort}`), path: "/v1/chat/completions", headers: { ...json, authorization: `Bearer ${GATEWAY_TOKEN}` } },
-    {
-        name: "Ingress",
-        origin: `https://127.0.0.1:${ingress.port}`,
-        pool: new Pool(`https://127.0.0.1:${ingress.port}`, { connect: { ca: pki.ca } }),
-        path: "/agents/bart/v1/chat/completions",
-        headers: { ...json, authorization: `Bearer ${USER_TOKEN}` },
-        pid: ingress.pid,
-    },
-    {
-        name: "Ingress, rules: []",
-        origin: `https://127.0.0.1:${ingressNoRules.port}`,
-        pool: new Pool(`https://127.0.0.1:${ingressNoRules.port}`, { connect: { ca: pki.ca } }),
-        path: "/agents/bart/v1/chat/completions",
-        headers: { ...json, authorization: `Bearer ${USER_TOKEN}` },
-        pid: ingressNoRules.pid,
-    },
-    {
-        name: "KeyProxy",
-        origin: `http://127.0.0.1:${keyProxy.line.port}`,
-        pool: new Pool(`http://127.0.0.1:${keyProxy.line.port}`),
-        path: "/openai/v1/chat/completions",
-        headers: { ...json, authorization: `Bearer ${AGENT_TOKEN}` },
-        pid: keyProxy.child.pid!,
-    },
+    pathTo("direct", `http://127.0.0.1:${gatewayPort}`, "/v1/chat/completions", GATEWAY_TOKEN),
+    pathTo("Ingress", `https://127.0.0.1:${ingress.port}`, "/agents/bart/v1/chat/completions", USER_TOKEN, ingress.pid),
+    pathTo("Ingress, rules: []", `https://127.0.0.1:${ingressNoRules.port}`, "/agents/bart/v1/chat/completions", USER_TOKEN, ingressNoRules.pid),
+    pathTo("KeyProxy", `http://127.0.0.1:${keyProxy.line.port}`, "/openai/v1/chat/completions", AGENT_TOKEN, keyProxy.child.pid!),
 ];
 
 // --------------------------------------------------------------------------------- fixed-rate requests
