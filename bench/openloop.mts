@@ -1,8 +1,9 @@
 // A fixed-arrival-rate (open-loop) load generator: request i is due at start + i / rate whether or not earlier
 // ones have answered, and its latency is measured from that due time, so a stall shows in every request it
 // delays (no coordinated omission). Runs as its own process so the benchmark's driver stays free to read logs.
-//   node bench/openloop.mts '<json: {url, method, headers, body?, rate, seconds, connections}>'
-// Prints one JSON line: {sent, completed, failed, late, p50, p99, p999} (milliseconds).
+//   node bench/openloop.mts '<json: {url, method, headers, body?, rate, seconds, connections, announceWarm?}>'
+// Prints one JSON line: {sent, completed, failed, late, p50, p99, p999} (milliseconds). With announceWarm it first
+// prints {"event":"warm"} once its connections are open, so a caller can start its CPU reading there.
 import { Pool } from "undici";
 
 interface Options {
@@ -13,6 +14,7 @@ interface Options {
     rate: number;
     seconds: number;
     connections: number;
+    announceWarm?: boolean;
 }
 
 const options = JSON.parse(process.argv[2]) as Options;
@@ -38,6 +40,7 @@ async function send(due: number) {
 
 // Connections are opened before the clock starts (a TLS handshake storm is not what is measured).
 await Promise.all(Array.from({ length: 32 }, () => pool.request({ method: options.method, path: url.pathname + url.search, headers: options.headers, body: options.body }).then(({ body }) => body.dump())));
+if (options.announceWarm) console.log(JSON.stringify({ event: "warm" }));
 const started = performance.now() + 50;
 const pending: Promise<void>[] = [];
 let next = 0;

@@ -1,8 +1,10 @@
 // What the benchmarks read about the processes they run (start-up, CPU time, resident memory, open descriptors),
 // and the gateway's loopback configuration they share.
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { once } from "node:events";
 import { readFileSync, readdirSync } from "node:fs";
 import { SERVICE_NODE_OPTIONS } from "../infra/topology.ts";
+import { type Service, bundle } from "../scripts/images.mts";
 
 /**
  * Starts a process and resolves with the first stdout line that parses as JSON and satisfies `ready`. Every line,
@@ -44,6 +46,21 @@ export function start(
         });
         child.once("exit", (code) => reject(new Error(`${command} exited with ${code}`)));
     });
+}
+
+export const running = (child: ChildProcess) => child.exitCode === null && child.signalCode === null;
+
+/** Stops every child still running and waits for it: SIGTERM first (a master process stops its workers), SIGKILL after 5 s. */
+export async function stopChildren(children: ChildProcess[]): Promise<void> {
+    await Promise.all(
+        children.filter(running).map(async (child) => {
+            const exited = once(child, "exit");
+            child.kill("SIGTERM");
+            const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+            await exited;
+            clearTimeout(timer);
+        }),
+    );
 }
 
 /** CPU seconds a process's threads have run so far, in nanoseconds from /proc/<pid>/task/<tid>/schedstat. */
@@ -95,4 +112,22 @@ export function loopbackEgressEnv(registryDir: string, config: Record<string, un
             ...config,
         }),
     };
+}
+
+/**
+ * Builds a service's production bundle, registers `entries` through its command line (`register` for agents, or
+ * the verb given), and starts `serve` with the same environment: resolves once it logs `listening`.
+ */
+export async function startBundle(
+    children: ChildProcess[],
+    service: Service,
+    env: NodeJS.ProcessEnv,
+    entries: { verb?: string; entry: object }[],
+    onLine?: (line: Record<string, any>) => void,
+): Promise<{ child: ChildProcess; line: Record<string, any> }> {
+    const file = await bundle(service);
+    for (const { verb = "register", entry } of entries) {
+        execFileSync(process.execPath, [file, verb], { input: JSON.stringify(entry), env: { PATH: process.env.PATH, ...env }, stdio: ["pipe", "ignore", "inherit"] });
+    }
+    return start(children, process.execPath, [file, "serve"], env, (l) => l.event === "listening", onLine);
 }
