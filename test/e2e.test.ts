@@ -441,6 +441,7 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", { timeout: 
             const dir = tempDir("audit");
             docker("cp", `${INGRESS}:/var/lib/ingress/audit/.`, dir);
             docker("cp", `openclaw-${STACK}-egress-gateway:/var/lib/egress/audit/.`, dir);
+            docker("cp", `openclaw-${STACK}-key-proxy:/var/lib/keyproxy/audit/.`, dir);
             return dir;
         };
         const audit = (...args: string[]) => spawnSync(path.join(REPO_ROOT, "node_modules", ".bin", "tsx"), [path.join(REPO_ROOT, "scripts", "audit.mts"), ...args], { encoding: "utf8", timeout: 60_000 });
@@ -503,8 +504,11 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", { timeout: 
             const bart = jsonLines(audit("tail", dir, "--agent", "bart", "--service", "egress", "-n", "500").stdout);
             expect(bart).toContainEqual(expect.objectContaining({ type: "egress_denied", host: "denied.example", port: 443 }));
             expect(bart).toContainEqual(expect.objectContaining({ type: "dns_refused", host: "exfil-secret.example.test" }));
+            // KeyProxy's stream names whose credential came from another agent's network (lisa's, earlier in this run).
+            const keyProxy = jsonLines(audit("tail", dir, "--service", "key-proxy", "-n", "500").stdout);
+            expect(keyProxy).toContainEqual(expect.objectContaining({ type: "auth_failed", reason: "wrong_network", agent: "bart", provider: "anthropic" }));
             // Nothing secret in the trail or the Ingress's log: no user token, no gateway token, no provider key.
-            const written = readFileSync(path.join(dir, "ingress.audit.jsonl"), "utf8") + docker("logs", INGRESS);
+            const written = ["ingress", "egress", "key-proxy"].map((service) => readFileSync(path.join(dir, `${service}.audit.jsonl`), "utf8")).join("") + docker("logs", INGRESS);
             const dashboardToken = resources.find((r) => r.name === "agent-bart-dashboard-token")!;
             const gatewayToken = mockPasswordResult(dashboardToken.name, reveal(dashboardToken.inputs));
             for (const secret of [tokenOf("ann"), tokenOf("ned"), gatewayToken, ...Object.values(FAKE_SECRETS), ...Object.values(MORE_SECRETS)]) expect(written).not.toContain(secret);
