@@ -7,7 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type Admission, type AdmissionRequest, admit } from "../proxy-image/src/admission";
 import { runtimeConfigSchema } from "../proxy-image/src/config";
 import { builtInProvider } from "../providers/index";
-import { LogBuffer } from "../runtime/log";
+import { type LogFields, LogBuffer, jsonLogger } from "../runtime/log";
 import { AGENTS, ANTHROPIC_BODY, type RunningProxy, TOKENS, anthropicHeaders, startKeyProxy } from "./support/keyProxyHarness";
 import { MockUpstream, anthropicStream } from "./support/mockUpstream";
 
@@ -28,6 +28,27 @@ describe("admission (phase 1)", () => {
         ["authentication before anything else", { auth: { ok: false, reason: "unknown" }, route: "/v1/files", active: 99 }, { ok: false, kind: "authentication" }],
     ])("%s", (_case, change, expected) => {
         expect(admit({ ...base, ...change }, LIMITS)).toMatchObject(expected);
+    });
+});
+
+describe("jsonLogger", () => {
+    it.each<[string, string, LogFields | undefined, Record<string, unknown>]>([
+        ["no fields", "listening", undefined, {}],
+        ["empty fields", "listening", {}, {}],
+        ["an access line's fields, in order", "request", { agent: "bart", status: 200, cost_usd: 0.000105, model: null }, { agent: "bart", status: 200, cost_usd: 0.000105, model: null }],
+        ["undefined fields are left out", "request", { agent: "bart", reason: undefined }, { agent: "bart" }],
+        ["quotes, backslashes and line breaks stay inside their strings", 'odd "event"\n', { route: '/v1/"x"\\\n', note: "a\nb" }, { route: '/v1/"x"\\\n', note: "a\nb" }],
+    ])("%s: one JSON line, time, service and event first", (_case, event, fields, expected) => {
+        const lines: string[] = [];
+        jsonLogger("key-proxy", (line) => lines.push(line))(event, fields);
+        expect(lines).toHaveLength(1);
+        expect(lines[0].endsWith("\n")).toBe(true);
+        expect(lines[0].slice(0, -1)).not.toContain("\n");
+        const parsed = JSON.parse(lines[0]);
+        expect(Object.keys(parsed)).toEqual(["ts", "service", "event", ...Object.keys(expected)]);
+        expect(parsed).toEqual({ ts: parsed.ts, service: "key-proxy", event, ...expected });
+        expect(new Date(parsed.ts).toISOString()).toBe(parsed.ts);
+        expect(Math.abs(Date.parse(parsed.ts) - Date.now())).toBeLessThan(60_000);
     });
 });
 
