@@ -42,6 +42,10 @@ interface Upstream {
     key: string;
 }
 
+/** Route decisions remembered, at most, and the longest request target remembered (past it, decided afresh). */
+const MAX_REMEMBERED_ROUTES = 1000;
+const MAX_REMEMBERED_TARGET = 512;
+
 class BodyTooLarge extends Error {}
 
 type DispatchController = Dispatcher.DispatchController;
@@ -74,6 +78,7 @@ export class KeyProxyServer {
     private agentsByDigest = new Map<string, AgentEntry>();
     private readonly activeByAgent = new Map<string, number>();
     private readonly metricChildren = new Map<string, StreamMetrics>();
+    private readonly routes = new Map<string, RouteDecision>();
     private readonly connections = new WeakMap<Duplex, Connection>();
     private readonly secrets: string[];
     private readonly responseSecrets: ResponseSecrets;
@@ -263,6 +268,22 @@ export class KeyProxyServer {
         return connection.auth;
     }
 
+    /**
+     * decideRoute, remembered: agents send the same few targets over and over. Bounded (short targets only, cleared
+     * when full); a decision is a pure function of its method and target, and is never changed after it is made.
+     */
+    private route(method: string, target: string): RouteDecision {
+        if (target.length > MAX_REMEMBERED_TARGET) return decideRoute(method, target, this.routePrefixes);
+        const key = `${method} ${target}`;
+        let decision = this.routes.get(key);
+        if (!decision) {
+            if (this.routes.size >= MAX_REMEMBERED_ROUTES) this.routes.clear();
+            decision = decideRoute(method, target, this.routePrefixes);
+            this.routes.set(key, decision);
+        }
+        return decision;
+    }
+
     /** Counts a finished request in the metrics and writes its access line. */
     private account(m: StreamMetrics, method: string, route: string, started: number, status: number, fields: LogFields) {
         const seconds = (performance.now() - started) / 1000;
@@ -274,7 +295,7 @@ export class KeyProxyServer {
     /** Phase 1, admit: route, credential and the cheap checks, all before a byte of the body is read. */
     private handle(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean, agentPort: number | undefined) {
         const started = performance.now();
-        const decision = decideRoute(req.method ?? "", req.url ?? "", this.routePrefixes);
+        const decision = this.route(req.method ?? "", req.url ?? "");
         if (decision.action === "drop") return this.drop(req, decision.reason, res);
         const { route } = decision;
         const upstream = this.upstreams.get(decision.provider)!;
