@@ -6,6 +6,7 @@ import type net from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type Admission, type AdmissionRequest, admit } from "../proxy-image/src/admission";
 import { runtimeConfigSchema } from "../proxy-image/src/config";
+import { keyProxyMetrics, streamMetrics } from "../proxy-image/src/metrics";
 import { builtInProvider } from "../providers/index";
 import { type LogFields, LogBuffer, jsonLogger } from "../runtime/log";
 import { AGENTS, ANTHROPIC_BODY, type RunningProxy, TOKENS, anthropicHeaders, startKeyProxy } from "./support/keyProxyHarness";
@@ -49,6 +50,40 @@ describe("jsonLogger", () => {
         expect(parsed).toEqual({ ts: parsed.ts, service: "key-proxy", event, ...expected });
         expect(new Date(parsed.ts).toISOString()).toBe(parsed.ts);
         expect(Math.abs(Date.parse(parsed.ts) - Date.now())).toBeLessThan(60_000);
+    });
+});
+
+describe("tallied metrics", () => {
+    const series = async (text: Promise<string>, name: string) => (await text).split("\n").filter((line) => line.startsWith(`${name}{`));
+
+    it("a scrape sees every count so far, cumulative over scrapes; a series nothing touched is absent", async () => {
+        const metrics = keyProxyMetrics();
+        const bart = streamMetrics(metrics, "bart", "anthropic");
+        streamMetrics(metrics, "lisa", "anthropic"); // identified, never counted
+        bart.requests(200).inc();
+        bart.requests(201).inc();
+        bart.requests(502).inc();
+        bart.bytesOut.inc(100);
+        bart.active.inc();
+        bart.active.inc();
+        expect(await series(metrics.registry.metrics(), "keyproxy_requests_total")).toEqual([
+            'keyproxy_requests_total{agent="bart",provider="anthropic",status="2xx"} 2',
+            'keyproxy_requests_total{agent="bart",provider="anthropic",status="5xx"} 1',
+        ]);
+        bart.requests(204).inc();
+        bart.bytesOut.inc(50);
+        bart.active.dec();
+        const text = metrics.registry.metrics();
+        expect(await series(text, "keyproxy_requests_total")).toContain('keyproxy_requests_total{agent="bart",provider="anthropic",status="2xx"} 3');
+        expect(await series(text, "keyproxy_response_bytes_total")).toEqual(['keyproxy_response_bytes_total{agent="bart",provider="anthropic"} 150']);
+        expect(await series(text, "keyproxy_active_streams")).toEqual(['keyproxy_active_streams{agent="bart",provider="anthropic"} 1']);
+        expect(await series(text, "keyproxy_request_bytes_total")).toEqual([]);
+    });
+
+    it("spend is tallied in micro-dollars and read as USD", async () => {
+        const metrics = keyProxyMetrics();
+        for (let i = 0; i < 10; i++) metrics.spend.tally("bart", "anthropic", "claude-sonnet-4-5").inc(111);
+        expect(await series(metrics.registry.metrics(), "keyproxy_spend_usd_total")).toEqual(['keyproxy_spend_usd_total{agent="bart",provider="anthropic",model="claude-sonnet-4-5"} 0.00111']);
     });
 });
 
