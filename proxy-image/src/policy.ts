@@ -109,8 +109,12 @@ const CREDENTIAL_HEADERS = new Set([...KEY_HEADERS, "api-key", "cookie"]);
 /** Headers that would tell the upstream about our internal addresses. */
 const ADDRESS_HEADERS = new Set(["forwarded", "via", "x-real-ip", "client-ip", "true-client-ip", "x-client-ip", "cf-connecting-ip"]);
 
-function namedInConnection(headers: IncomingHttpHeaders): Set<string> {
+const NONE_NAMED: ReadonlySet<string> = new Set();
+
+function namedInConnection(headers: IncomingHttpHeaders): ReadonlySet<string> {
     const value = headers.connection;
+    // The common values name nothing beyond the hop-by-hop headers already dropped.
+    if (value === undefined || value === "" || value === "keep-alive") return NONE_NAMED;
     return new Set(
         (value ?? "")
             .split(",")
@@ -205,6 +209,6 @@ export const MIN_SECRET_LENGTH = 8;
 /** Removes every key-shaped string, and each given secret verbatim, from an upstream error body or header value. */
 export function scrubSecrets(text: string, secrets: readonly string[]): string {
     let out = text;
-    for (const secret of secrets) if (secret.length >= MIN_SECRET_LENGTH) out = out.split(secret).join("[redacted]");
+    for (const secret of secrets) if (secret.length >= MIN_SECRET_LENGTH && out.includes(secret)) out = out.split(secret).join("[redacted]");
     return out.replace(KEY_SHAPED, "[redacted]");
 }
