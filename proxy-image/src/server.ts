@@ -405,9 +405,10 @@ export class KeyProxyServer {
                 x.bytesOut += bytes.length;
                 res.write(bytes);
             };
-            // Chunks the upstream delivers in one pass of the event loop's poll phase (a TLS socket hands over each
-            // record, often one small SSE event, on its own) are metered, scrubbed and written together, once, in
-            // the same loop iteration: one write instead of one per record, and nothing waits for a later iteration.
+            // Chunks of an SSE stream the upstream delivers in one pass of the event loop's poll phase (a TLS socket
+            // hands over each record, often one small event, on its own) are metered, scrubbed and written together,
+            // once, in the same loop iteration: one write instead of one per record, and nothing waits for a later
+            // iteration. Other bodies come in few, large chunks: each goes through as it arrives.
             let pending: Buffer[] = [];
             let scheduled = false;
             const relayPending = () => {
@@ -423,15 +424,18 @@ export class KeyProxyServer {
                     res.once("drain", () => controller.resume());
                 }
             };
+            /** A step that throws aborts the exchange (fixed arity: a rest-parameter wrapper costs more than the step). */
             const guarded =
-                <A extends unknown[]>(step: (controller: DispatchController, ...rest: A) => void) =>
-                (controller: DispatchController, ...rest: A) => {
+                <A, B>(step: (a: A, b: B) => void) =>
+                (controller: DispatchController, a: A, b?: B) => {
                     try {
-                        step(controller, ...rest);
+                        step(a, b as B);
                     } catch (error) {
                         controller.abort(error as Error);
                     }
                 };
+            /** Set for an SSE response: its chunks are batched per loop iteration; any other body's go straight through. */
+            let batched = false;
             x.upstream.pool.dispatch(
                 { method: x.method as "GET" | "POST" | "DELETE", path: x.upstreamPath, headers: prepared.headers, body: prepared.body },
                 {
@@ -439,7 +443,7 @@ export class KeyProxyServer {
                         x.controller = controller;
                         if (x.clientGone) controller.abort(new Error("client closed"));
                     },
-                    onResponseStart: guarded((_controller, status: number, headers: http.IncomingHttpHeaders) => {
+                    onResponseStart: guarded((status: number, headers: http.IncomingHttpHeaders) => {
                         x.m.ttfb.observe((performance.now() - x.started) / 1000);
                         x.status = status;
                         responseHeaders = clientResponseHeaders(headers, this.secrets);
@@ -455,15 +459,17 @@ export class KeyProxyServer {
                         res.writeHead(status, responseHeaders);
                         // A stream's head goes out at once, so the agent sees it start; any other head rides with its body.
                         if (sse) res.flushHeaders();
+                        batched = sse;
                         scrubber = new StreamScrubber(this.responseSecrets);
                     }),
-                    onResponseData: guarded((_controller, chunk: Buffer) => {
+                    onResponseData: guarded((chunk: Buffer) => {
                         if (errorBody) {
                             if (errorBytes < MAX_ERROR_BODY_BYTES) errorBody.push(chunk.subarray(0, MAX_ERROR_BODY_BYTES - errorBytes));
                             errorBytes += chunk.length;
                             return;
                         }
                         pending.push(chunk);
+                        if (!batched) return relayPending();
                         if (!scheduled) {
                             scheduled = true;
                             setImmediate(() => {
