@@ -127,7 +127,9 @@ function namedInConnection(headers: IncomingHttpHeaders): ReadonlySet<string> {
 export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, provider: ProviderSpec, realKey: string): Record<string, string | string[]> {
     const connectionNamed = namedInConnection(incoming);
     const out: Record<string, string | string[]> = {};
-    for (const [name, value] of Object.entries(incoming)) {
+    // for-in, not Object.entries: no [name, value] array per header per request.
+    for (const name in incoming) {
+        const value = incoming[name];
         if (value === undefined) continue;
         if (HOP_BY_HOP.has(name) || CREDENTIAL_HEADERS.has(name) || ADDRESS_HEADERS.has(name) || connectionNamed.has(name)) continue;
         if (name.startsWith("x-forwarded-") || name.startsWith("proxy-")) continue;
@@ -143,7 +145,8 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, provider: 
 export function clientResponseHeaders(upstream: Record<string, string | string[] | undefined>, secrets: readonly string[]): Record<string, string | string[]> {
     const connectionNamed = namedInConnection(upstream as IncomingHttpHeaders);
     const out: Record<string, string | string[]> = {};
-    for (const [name, value] of Object.entries(upstream)) {
+    for (const name in upstream) {
+        const value = upstream[name];
         if (value === undefined) continue;
         const lower = name.toLowerCase();
         if (HOP_BY_HOP.has(lower) || connectionNamed.has(lower) || lower === "set-cookie") continue;
