@@ -1,5 +1,5 @@
 // KeyProxy's metered hot path alone, this build against an earlier bundle, interleaved in one run: CPU-s per 10k
-// requests at 100 concurrent (wrk), and optionally a CPU profile of this build summarised by area.
+// requests at 100 concurrent (wrk), and optionally a CPU profile of each, summarised by area.
 //   npm run bench:hotpath -- --baseline BUNDLE [--rounds N] [--seconds S] [--profile]
 // A few minutes at most; the full comparison with nginx, Portkey and the Node floor is bench/run.mts.
 import { type ChildProcess, execFile, execFileSync } from "node:child_process";
@@ -42,11 +42,11 @@ process.on("exit", () => {
 
 const pki = testPki();
 const upstream = await startProcess(children, process.execPath, [path.join(ROOT, "bench", "upstream.mts"), path.join(pki.dir, "server.pem"), path.join(pki.dir, "server.key")], {}, (l) => typeof l.port === "number");
-const profileDir = path.join(work, "profile");
 
-async function startKeyProxy(bundleFile: string, name: string, withProfile: boolean) {
+async function startKeyProxy(bundleFile: string, name: string) {
+    const profileDir = path.join(work, `${name}-profile`);
     const env = {
-        NODE_OPTIONS: SERVICE_NODE_OPTIONS + (withProfile ? ` --cpu-prof --cpu-prof-dir=${profileDir}` : ""),
+        NODE_OPTIONS: SERVICE_NODE_OPTIONS + (profile ? ` --cpu-prof --cpu-prof-dir=${profileDir}` : ""),
         KEYPROXY_CONFIG: JSON.stringify({
             listen: { host: "127.0.0.1", port: 0 },
             admin: [{ host: "127.0.0.1", port: 0 }],
@@ -64,18 +64,16 @@ async function startKeyProxy(bundleFile: string, name: string, withProfile: bool
     });
     // Every access line is read as it comes, so none queue in the pipe.
     const started = await startProcess(children, process.execPath, [bundleFile, "serve"], env, (l) => l.event === "listening");
-    return { name, port: started.line.port as number, child: started.child };
+    return { name, bundleFile, profileDir, port: started.line.port as number, child: started.child, requests: 0 };
 }
 
-const currentBundle = await bundle("keyProxy");
-const current = await startKeyProxy(currentBundle, "current", profile);
-const before = await startKeyProxy(path.resolve(baselineBundle), "baseline", false);
+const current = await startKeyProxy(await bundle("keyProxy"), "current");
+const before = await startKeyProxy(path.resolve(baselineBundle), "baseline");
 const script = path.join(work, "post.lua");
 writeFileSync(script, `wrk.method = "POST"\nwrk.body = '${MESSAGE}'\nwrk.headers["x-api-key"] = "${TOKEN}"\nwrk.headers["content-type"] = "application/json"\n`);
 const execFileAsync = promisify(execFile);
 
 const per10k: Record<string, number[]> = { baseline: [], current: [] };
-let currentRequests = 0;
 for (let round = 0; round < rounds; round++) {
     for (const target of [before, current]) {
         const cpuBefore = cpuSeconds([target.child.pid!]);
@@ -84,21 +82,27 @@ for (let round = 0; round < rounds; round++) {
         if (/Non-2xx/.test(stdout)) throw new Error(`${target.name}: failed responses\n${stdout}`);
         const requests = Number(/(\d+) requests in/.exec(stdout)![1]);
         per10k[target.name].push((cpu / requests) * 10_000);
-        if (target === current) currentRequests += requests;
+        target.requests += requests;
         console.error(`round ${round + 1} ${target.name}: ${requests} requests, ${((cpu / requests) * 10_000).toFixed(3)} CPU-s per 10k`);
     }
 }
 const med = (values: number[]) => percentile(values, 0.5);
-console.log(`baseline ${med(per10k.baseline).toFixed(3)} CPU-s per 10k, current ${med(per10k.current).toFixed(3)}: ${(med(per10k.baseline) / med(per10k.current)).toFixed(2)}x`);
+// The host's load moves between rounds more than the builds differ: the ratio within each round (both builds ran
+// back to back) is the steadier figure.
+const ratios = per10k.current.map((cpu, round) => per10k.baseline[round] / cpu);
+console.log(`baseline ${med(per10k.baseline).toFixed(3)} CPU-s per 10k, current ${med(per10k.current).toFixed(3)} (medians); baseline over current within a round: median ${med(ratios).toFixed(2)}x (${ratios.map((r) => r.toFixed(2)).join(", ")})`);
 
 if (profile) {
-    const exited = once(current.child, "exit");
-    current.child.kill("SIGTERM");
-    await exited;
-    // The largest profile is the server's (the `register` run before it leaves a small one).
-    const file = readdirSync(profileDir).map((f) => path.join(profileDir, f)).sort((a, b) => statSync(b).size - statSync(a).size)[0];
-    summarise(JSON.parse(readFileSync(file, "utf8")), currentRequests);
-    rmSync(profileDir, { recursive: true, force: true });
+    for (const target of [before, current]) {
+        const exited = once(target.child, "exit");
+        target.child.kill("SIGTERM");
+        await exited;
+        // The largest profile is the server's (the `register` run before it leaves a small one).
+        const file = readdirSync(target.profileDir).map((f) => path.join(target.profileDir, f)).sort((a, b) => statSync(b).size - statSync(a).size)[0];
+        console.log(`\n${target.name}:`);
+        summarise(JSON.parse(readFileSync(file, "utf8")), target.requests, target.bundleFile);
+        rmSync(target.profileDir, { recursive: true, force: true });
+    }
 }
 process.exit(0);
 
@@ -121,8 +125,8 @@ function bundleModules(bundleFile: string): (line: number) => string {
  * Self time of the profile by area (a module of the bundle, a Node internal file, GC) and by function, in µs per
  * request, idle time left out (start-up and shut-down are in it too: small against the measured rounds).
  */
-function summarise(prof: { nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[]; samples: number[]; timeDeltas: number[] }, requests: number) {
-    const moduleOf = bundleModules(currentBundle);
+function summarise(prof: { nodes: { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }[]; samples: number[]; timeDeltas: number[] }, requests: number, bundleFile: string) {
+    const moduleOf = bundleModules(bundleFile);
     const self = new Map<number, number>();
     for (let i = 0; i < prof.samples.length; i++) self.set(prof.samples[i], (self.get(prof.samples[i]) ?? 0) + (prof.timeDeltas[i] ?? 0));
     const byFn = new Map<string, number>();
@@ -133,13 +137,13 @@ function summarise(prof: { nodes: { id: number; callFrame: { functionName: strin
         const { functionName, url, lineNumber } = node.callFrame;
         if (!us || functionName === "(idle)") continue;
         const file = url.replace(/^.*\//, "");
-        const area = file === path.basename(currentBundle) ? moduleOf(lineNumber) : file ? `node:${file.replace(/^node:/, "")}` : functionName;
+        const area = file === path.basename(bundleFile) ? moduleOf(lineNumber) : file ? `node:${file.replace(/^node:/, "")}` : functionName;
         const key = `${functionName || "(anon)"} ${area}:${lineNumber + 1}`;
         byFn.set(key, (byFn.get(key) ?? 0) + us);
         byArea.set(area, (byArea.get(area) ?? 0) + us);
         total += us;
     }
-    console.log(`profile of the current build: ${(total / requests).toFixed(1)} µs of CPU per request on the main thread (${requests} requests, idle left out)`);
+    console.log(`profile: ${(total / requests).toFixed(1)} µs of CPU per request on the main thread (${requests} requests, idle left out)`);
     for (const [name, map, rows] of [["area", byArea, 25], ["function", byFn, 40]] as const) {
         console.log(`top by ${name} (µs self per request):`);
         for (const [k, us] of [...map].sort((a, b) => b[1] - a[1]).slice(0, rows)) console.log(`  ${(us / requests).toFixed(1).padStart(7)}  ${k}`);
