@@ -6,8 +6,9 @@ import type net from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type Admission, type AdmissionRequest, admit } from "../proxy-image/src/admission";
 import { runtimeConfigSchema } from "../proxy-image/src/config";
+import { keyProxyMetrics, streamMetrics } from "../proxy-image/src/metrics";
 import { builtInProvider } from "../providers/index";
-import { LogBuffer } from "../runtime/log";
+import { type LogFields, LogBuffer, jsonLogger } from "../runtime/log";
 import { AGENTS, ANTHROPIC_BODY, type RunningProxy, TOKENS, anthropicHeaders, startKeyProxy } from "./support/keyProxyHarness";
 import { MockUpstream, anthropicStream } from "./support/mockUpstream";
 
@@ -28,6 +29,61 @@ describe("admission (phase 1)", () => {
         ["authentication before anything else", { auth: { ok: false, reason: "unknown" }, route: "/v1/files", active: 99 }, { ok: false, kind: "authentication" }],
     ])("%s", (_case, change, expected) => {
         expect(admit({ ...base, ...change }, LIMITS)).toMatchObject(expected);
+    });
+});
+
+describe("jsonLogger", () => {
+    it.each<[string, string, LogFields | undefined, Record<string, unknown>]>([
+        ["no fields", "listening", undefined, {}],
+        ["empty fields", "listening", {}, {}],
+        ["an access line's fields, in order", "request", { agent: "bart", status: 200, cost_usd: 0.000105, model: null }, { agent: "bart", status: 200, cost_usd: 0.000105, model: null }],
+        ["undefined fields are left out", "request", { agent: "bart", reason: undefined }, { agent: "bart" }],
+        ["quotes, backslashes and line breaks stay inside their strings", 'odd "event"\n', { route: '/v1/"x"\\\n', note: "a\nb" }, { route: '/v1/"x"\\\n', note: "a\nb" }],
+    ])("%s: one JSON line, time, service and event first", (_case, event, fields, expected) => {
+        const lines: string[] = [];
+        jsonLogger("key-proxy", (line) => lines.push(line))(event, fields);
+        expect(lines).toHaveLength(1);
+        expect(lines[0].endsWith("\n")).toBe(true);
+        expect(lines[0].slice(0, -1)).not.toContain("\n");
+        const parsed = JSON.parse(lines[0]);
+        expect(Object.keys(parsed)).toEqual(["ts", "service", "event", ...Object.keys(expected)]);
+        expect(parsed).toEqual({ ts: parsed.ts, service: "key-proxy", event, ...expected });
+        expect(new Date(parsed.ts).toISOString()).toBe(parsed.ts);
+        expect(Math.abs(Date.parse(parsed.ts) - Date.now())).toBeLessThan(60_000);
+    });
+});
+
+describe("tallied metrics", () => {
+    const series = async (text: Promise<string>, name: string) => (await text).split("\n").filter((line) => line.startsWith(`${name}{`));
+
+    it("a scrape sees every count so far, cumulative over scrapes; a series nothing touched is absent", async () => {
+        const metrics = keyProxyMetrics();
+        const bart = streamMetrics(metrics, "bart", "anthropic");
+        streamMetrics(metrics, "lisa", "anthropic"); // identified, never counted
+        bart.requests(200).inc();
+        bart.requests(201).inc();
+        bart.requests(502).inc();
+        bart.bytesOut.inc(100);
+        bart.active.inc();
+        bart.active.inc();
+        expect(await series(metrics.registry.metrics(), "keyproxy_requests_total")).toEqual([
+            'keyproxy_requests_total{agent="bart",provider="anthropic",status="2xx"} 2',
+            'keyproxy_requests_total{agent="bart",provider="anthropic",status="5xx"} 1',
+        ]);
+        bart.requests(204).inc();
+        bart.bytesOut.inc(50);
+        bart.active.dec();
+        const text = metrics.registry.metrics();
+        expect(await series(text, "keyproxy_requests_total")).toContain('keyproxy_requests_total{agent="bart",provider="anthropic",status="2xx"} 3');
+        expect(await series(text, "keyproxy_response_bytes_total")).toEqual(['keyproxy_response_bytes_total{agent="bart",provider="anthropic"} 150']);
+        expect(await series(text, "keyproxy_active_streams")).toEqual(['keyproxy_active_streams{agent="bart",provider="anthropic"} 1']);
+        expect(await series(text, "keyproxy_request_bytes_total")).toEqual([]);
+    });
+
+    it("spend is tallied in micro-dollars and read as USD", async () => {
+        const metrics = keyProxyMetrics();
+        for (let i = 0; i < 10; i++) metrics.spend.tally("bart", "anthropic", "claude-sonnet-4-5").inc(111);
+        expect(await series(metrics.registry.metrics(), "keyproxy_spend_usd_total")).toEqual(['keyproxy_spend_usd_total{agent="bart",provider="anthropic",model="claude-sonnet-4-5"} 0.00111']);
     });
 });
 

@@ -316,7 +316,8 @@ export class ResponseMeter {
             this.state.problems.push("body too large to meter");
             return;
         }
-        const parsed = this.parse(Buffer.concat(this.jsonChunks).toString("utf8"));
+        const body = this.jsonChunks.length === 1 ? this.jsonChunks[0] : Buffer.concat(this.jsonChunks);
+        const parsed = this.parse(body.toString("utf8"));
         if (!parsed) return;
         this.state.complete = true;
         if (typeof parsed.model === "string") this.state.model = parsed.model;

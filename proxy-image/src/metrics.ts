@@ -1,10 +1,83 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, type CounterConfiguration, Gauge, type GaugeConfiguration, Histogram, type LabelValues, Registry, collectDefaultMetrics } from "prom-client";
 
 /** Called at scrape time, so gauges that describe state cost nothing per request. */
 export interface ScrapeHooks {
     budgets?: () => void;
     /** Access and event lines the log buffer dropped because stdout was not read fast enough. */
     logLinesDropped?: () => number;
+}
+
+/** One labelled series counted in memory: what a request does to its metrics costs an addition, no label hashing. */
+export class Tally<L extends string = string> {
+    value = 0;
+    /** Changed since prom-client last read it. */
+    touched = false;
+
+    constructor(readonly labels: LabelValues<L>) {}
+
+    inc(amount = 1) {
+        this.value += amount;
+        this.touched = true;
+    }
+
+    dec(amount = 1) {
+        this.value -= amount;
+        this.touched = true;
+    }
+}
+
+/**
+ * The tallies of one metric, one per label values, kept for the life of the process (as prom-client keeps its
+ * series); `hand` gives prom-client what changed each time the metric is read (a scrape).
+ */
+class Tallies<L extends string> {
+    private readonly byValues = new Map<string, Tally<L>>();
+
+    constructor(private readonly labelNames: readonly L[]) {}
+
+    /** The tally of these label values, given in the metric's label order. */
+    of(...values: string[]): Tally<L> {
+        const key = values.join("\u0000");
+        let tally = this.byValues.get(key);
+        if (!tally) {
+            tally = new Tally(Object.fromEntries(this.labelNames.map((name, i) => [name, values[i]])) as LabelValues<L>);
+            this.byValues.set(key, tally);
+        }
+        return tally;
+    }
+
+    hand(take: (tally: Tally<L>) => void) {
+        for (const tally of this.byValues.values()) {
+            if (!tally.touched) continue;
+            take(tally);
+            tally.touched = false;
+        }
+    }
+}
+
+/**
+ * A prom-client Counter fed by tallies: prom-client hashes a series' labels on every inc, even through a child;
+ * these add in memory and hand their sums over when the counter is read, so a scrape sees every count.
+ */
+function talliedCounter<L extends string>(config: CounterConfiguration<L> & { labelNames: readonly L[] }, unitsPerValue = 1) {
+    const tallies = new Tallies(config.labelNames);
+    const counter = new Counter<L>({
+        ...config,
+        collect() {
+            tallies.hand((tally) => {
+                this.inc(tally.labels, tally.value / unitsPerValue);
+                tally.value = 0;
+            });
+        },
+    });
+    return Object.assign(counter, { tally: (...values: string[]) => tallies.of(...values) });
+}
+
+/** A prom-client Gauge fed by tallies: each tally is its series' level, set when the gauge is read. */
+function talliedGauge<L extends string>(config: GaugeConfiguration<L> & { labelNames: readonly L[] }) {
+    const tallies = new Tallies(config.labelNames);
+    const gauge = new Gauge<L>({ ...config, collect() { tallies.hand((tally) => this.set(tally.labels, tally.value)); } });
+    return Object.assign(gauge, { tally: (...values: string[]) => tallies.of(...values) });
 }
 
 export function keyProxyMetrics() {
@@ -14,7 +87,7 @@ export function keyProxyMetrics() {
     const labelNames = ["agent", "provider"] as const;
     return {
         registry,
-        requests: new Counter({ name: "keyproxy_requests_total", help: "Requests by agent, provider and status class", labelNames: [...labelNames, "status"], registers: [registry] }),
+        requests: talliedCounter({ name: "keyproxy_requests_total", help: "Requests by agent, provider and status class", labelNames: [...labelNames, "status"], registers: [registry] }),
         refusals: new Counter({ name: "keyproxy_refusals_total", help: "Requests refused or dropped by the proxy, by reason", labelNames: [...labelNames, "reason"], registers: [registry] }),
         upstreamErrors: new Counter({ name: "keyproxy_upstream_errors_total", help: "Upstream failures by kind", labelNames: [...labelNames, "kind"], registers: [registry] }),
         duration: new Histogram({
@@ -31,12 +104,13 @@ export function keyProxyMetrics() {
             buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
             registers: [registry],
         }),
-        activeStreams: new Gauge({ name: "keyproxy_active_streams", help: "Requests in flight", labelNames, registers: [registry] }),
-        bytesIn: new Counter({ name: "keyproxy_request_bytes_total", help: "Request body bytes sent upstream", labelNames, registers: [registry] }),
-        bytesOut: new Counter({ name: "keyproxy_response_bytes_total", help: "Response body bytes sent to agents", labelNames, registers: [registry] }),
+        activeStreams: talliedGauge({ name: "keyproxy_active_streams", help: "Requests in flight", labelNames, registers: [registry] }),
+        bytesIn: talliedCounter({ name: "keyproxy_request_bytes_total", help: "Request body bytes sent upstream", labelNames, registers: [registry] }),
+        bytesOut: talliedCounter({ name: "keyproxy_response_bytes_total", help: "Response body bytes sent to agents", labelNames, registers: [registry] }),
         registeredAgents: new Gauge({ name: "keyproxy_registered_agents", help: "Agents in the registry", registers: [registry] }),
-        tokens: new Counter({ name: "keyproxy_tokens_total", help: "Tokens billed, by agent, provider, model and kind", labelNames: [...labelNames, "model", "kind"], registers: [registry] }),
-        spend: new Counter({ name: "keyproxy_spend_usd_total", help: "Settled spend in USD, by agent, provider and model", labelNames: [...labelNames, "model"], registers: [registry] }),
+        tokens: talliedCounter({ name: "keyproxy_tokens_total", help: "Tokens billed, by agent, provider, model and kind", labelNames: [...labelNames, "model", "kind"], registers: [registry] }),
+        // Tallied in micro-dollars (exact integers), read as USD.
+        spend: talliedCounter({ name: "keyproxy_spend_usd_total", help: "Settled spend in USD, by agent, provider and model", labelNames: [...labelNames, "model"], registers: [registry] }, 1_000_000),
         hooks,
         budgetRemaining: new Gauge({
             name: "keyproxy_budget_remaining_usd",
@@ -67,25 +141,25 @@ export function keyProxyMetrics() {
 
 export type KeyProxyMetrics = ReturnType<typeof keyProxyMetrics>;
 
-/** Metric children bound to one agent and provider: label hashing once, not on every request. */
+/** The series of one agent and provider: label hashing once, not on every request. */
 export function streamMetrics(metrics: KeyProxyMetrics, agent: string, provider: string) {
     const labels = { agent, provider };
-    const byStatus = new Map<string, ReturnType<KeyProxyMetrics["requests"]["labels"]>>();
+    const byStatusClass = new Map<number, Tally>();
     return {
         labels,
         duration: metrics.duration.labels(labels),
         ttfb: metrics.ttfb.labels(labels),
-        active: metrics.activeStreams.labels(labels),
-        bytesIn: metrics.bytesIn.labels(labels),
-        bytesOut: metrics.bytesOut.labels(labels),
+        active: metrics.activeStreams.tally(agent, provider),
+        bytesIn: metrics.bytesIn.tally(agent, provider),
+        bytesOut: metrics.bytesOut.tally(agent, provider),
         requests(status: number) {
-            const statusClass = `${Math.floor(status / 100)}xx`;
-            let child = byStatus.get(statusClass);
-            if (!child) {
-                child = metrics.requests.labels({ ...labels, status: statusClass });
-                byStatus.set(statusClass, child);
+            const statusClass = Math.floor(status / 100);
+            let tally = byStatusClass.get(statusClass);
+            if (!tally) {
+                tally = metrics.requests.tally(agent, provider, `${statusClass}xx`);
+                byStatusClass.set(statusClass, tally);
             }
-            return child;
+            return tally;
         },
     };
 }

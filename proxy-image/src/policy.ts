@@ -109,8 +109,12 @@ const CREDENTIAL_HEADERS = new Set([...KEY_HEADERS, "api-key", "cookie"]);
 /** Headers that would tell the upstream about our internal addresses. */
 const ADDRESS_HEADERS = new Set(["forwarded", "via", "x-real-ip", "client-ip", "true-client-ip", "x-client-ip", "cf-connecting-ip"]);
 
-function namedInConnection(headers: IncomingHttpHeaders): Set<string> {
+const NONE_NAMED: ReadonlySet<string> = new Set();
+
+function namedInConnection(headers: IncomingHttpHeaders): ReadonlySet<string> {
     const value = headers.connection;
+    // The common values name nothing beyond the hop-by-hop headers already dropped.
+    if (value === undefined || value === "" || value === "keep-alive") return NONE_NAMED;
     return new Set(
         (value ?? "")
             .split(",")
@@ -123,7 +127,9 @@ function namedInConnection(headers: IncomingHttpHeaders): Set<string> {
 export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, provider: ProviderSpec, realKey: string): Record<string, string | string[]> {
     const connectionNamed = namedInConnection(incoming);
     const out: Record<string, string | string[]> = {};
-    for (const [name, value] of Object.entries(incoming)) {
+    // for-in, not Object.entries: no [name, value] array per header per request.
+    for (const name in incoming) {
+        const value = incoming[name];
         if (value === undefined) continue;
         if (HOP_BY_HOP.has(name) || CREDENTIAL_HEADERS.has(name) || ADDRESS_HEADERS.has(name) || connectionNamed.has(name)) continue;
         if (name.startsWith("x-forwarded-") || name.startsWith("proxy-")) continue;
@@ -139,7 +145,8 @@ export function upstreamRequestHeaders(incoming: IncomingHttpHeaders, provider: 
 export function clientResponseHeaders(upstream: Record<string, string | string[] | undefined>, secrets: readonly string[]): Record<string, string | string[]> {
     const connectionNamed = namedInConnection(upstream as IncomingHttpHeaders);
     const out: Record<string, string | string[]> = {};
-    for (const [name, value] of Object.entries(upstream)) {
+    for (const name in upstream) {
+        const value = upstream[name];
         if (value === undefined) continue;
         const lower = name.toLowerCase();
         if (HOP_BY_HOP.has(lower) || connectionNamed.has(lower) || lower === "set-cookie") continue;
@@ -209,6 +216,6 @@ export const MIN_SECRET_LENGTH = 8;
 /** Removes every key-shaped string, and each given secret verbatim, from an upstream error body or header value. */
 export function scrubSecrets(text: string, secrets: readonly string[]): string {
     let out = text;
-    for (const secret of secrets) if (secret.length >= MIN_SECRET_LENGTH) out = out.split(secret).join("[redacted]");
+    for (const secret of secrets) if (secret.length >= MIN_SECRET_LENGTH && out.includes(secret)) out = out.split(secret).join("[redacted]");
     return out.replace(KEY_SHAPED, "[redacted]");
 }

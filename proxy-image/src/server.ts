@@ -44,6 +44,10 @@ interface Upstream {
     key: string;
 }
 
+/** Route decisions remembered, at most, and the longest request target remembered (past it, decided afresh). */
+const MAX_REMEMBERED_ROUTES = 1000;
+const MAX_REMEMBERED_TARGET = 512;
+
 class BodyTooLarge extends Error {}
 
 type DispatchController = Dispatcher.DispatchController;
@@ -77,6 +81,7 @@ export class KeyProxyServer {
     private agentsByDigest = new Map<string, AgentEntry>();
     private readonly activeByAgent = new Map<string, number>();
     private readonly metricChildren = new Map<string, StreamMetrics>();
+    private readonly routes = new Map<string, RouteDecision>();
     private readonly connections = new WeakMap<Duplex, Connection>();
     private readonly secrets: string[];
     private readonly responseSecrets: ResponseSecrets;
@@ -276,6 +281,22 @@ export class KeyProxyServer {
         return connection.auth;
     }
 
+    /**
+     * decideRoute, remembered: agents send the same few targets over and over. Bounded (short targets only, cleared
+     * when full); a decision is a pure function of its method and target, and is never changed after it is made.
+     */
+    private route(method: string, target: string): RouteDecision {
+        if (target.length > MAX_REMEMBERED_TARGET) return decideRoute(method, target, this.routePrefixes);
+        const key = `${method} ${target}`;
+        let decision = this.routes.get(key);
+        if (!decision) {
+            if (this.routes.size >= MAX_REMEMBERED_ROUTES) this.routes.clear();
+            decision = decideRoute(method, target, this.routePrefixes);
+            this.routes.set(key, decision);
+        }
+        return decision;
+    }
+
     /** Counts a finished request in the metrics and writes its access line. */
     private account(m: StreamMetrics, method: string, route: string, started: number, status: number, fields: LogFields) {
         const seconds = (performance.now() - started) / 1000;
@@ -287,7 +308,7 @@ export class KeyProxyServer {
     /** Phase 1, admit: route, credential and the cheap checks, all before a byte of the body is read. */
     private handle(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean, agentPort: number | undefined) {
         const started = performance.now();
-        const decision = decideRoute(req.method ?? "", req.url ?? "", this.routePrefixes);
+        const decision = this.route(req.method ?? "", req.url ?? "");
         if (decision.action === "drop") return this.drop(req, decision.reason, agentPort, res);
         const { route } = decision;
         const upstream = this.upstreams.get(decision.provider)!;
@@ -401,9 +422,10 @@ export class KeyProxyServer {
                 x.bytesOut += bytes.length;
                 res.write(bytes);
             };
-            // Chunks the upstream delivers in one pass of the event loop's poll phase (a TLS socket hands over each
-            // record, often one small SSE event, on its own) are metered, scrubbed and written together, once, in
-            // the same loop iteration: one write instead of one per record, and nothing waits for a later iteration.
+            // Chunks of an SSE stream the upstream delivers in one pass of the event loop's poll phase (a TLS socket
+            // hands over each record, often one small event, on its own) are metered, scrubbed and written together,
+            // once, in the same loop iteration: one write instead of one per record, and nothing waits for a later
+            // iteration. Other bodies come in few, large chunks: each goes through as it arrives.
             let pending: Buffer[] = [];
             let scheduled = false;
             const relayPending = () => {
@@ -419,15 +441,18 @@ export class KeyProxyServer {
                     res.once("drain", () => controller.resume());
                 }
             };
+            /** A step that throws aborts the exchange (fixed arity: a rest-parameter wrapper costs more than the step). */
             const guarded =
-                <A extends unknown[]>(step: (controller: DispatchController, ...rest: A) => void) =>
-                (controller: DispatchController, ...rest: A) => {
+                <A, B>(step: (a: A, b: B) => void) =>
+                (controller: DispatchController, a: A, b?: B) => {
                     try {
-                        step(controller, ...rest);
+                        step(a, b as B);
                     } catch (error) {
                         controller.abort(error as Error);
                     }
                 };
+            /** Set for an SSE response: its chunks are batched per loop iteration; any other body's go straight through. */
+            let batched = false;
             x.upstream.pool.dispatch(
                 { method: x.method as "GET" | "POST" | "DELETE", path: x.upstreamPath, headers: prepared.headers, body: prepared.body },
                 {
@@ -435,7 +460,7 @@ export class KeyProxyServer {
                         x.controller = controller;
                         if (x.clientGone) controller.abort(new Error("client closed"));
                     },
-                    onResponseStart: guarded((_controller, status: number, headers: http.IncomingHttpHeaders) => {
+                    onResponseStart: guarded((status: number, headers: http.IncomingHttpHeaders) => {
                         x.m.ttfb.observe((performance.now() - x.started) / 1000);
                         x.status = status;
                         responseHeaders = clientResponseHeaders(headers, this.secrets);
@@ -451,15 +476,17 @@ export class KeyProxyServer {
                         res.writeHead(status, responseHeaders);
                         // A stream's head goes out at once, so the agent sees it start; any other head rides with its body.
                         if (sse) res.flushHeaders();
+                        batched = sse;
                         scrubber = new StreamScrubber(this.responseSecrets);
                     }),
-                    onResponseData: guarded((_controller, chunk: Buffer) => {
+                    onResponseData: guarded((chunk: Buffer) => {
                         if (errorBody) {
                             if (errorBytes < MAX_ERROR_BODY_BYTES) errorBody.push(chunk.subarray(0, MAX_ERROR_BODY_BYTES - errorBytes));
                             errorBytes += chunk.length;
                             return;
                         }
                         pending.push(chunk);
+                        if (!batched) return relayPending();
                         if (!scheduled) {
                             scheduled = true;
                             setImmediate(() => {

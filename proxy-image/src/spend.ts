@@ -236,14 +236,18 @@ export class SpendTracker {
         lease.spent += cost;
         lease.inFlight--;
         lease.lastUsed = Date.now();
-        const labels = { agent: ticket.agent.name, provider: ticket.provider, model: known ? model : "other" };
+        const agent = ticket.agent.name;
+        const modelLabel = known ? model : "other";
         if (billable) {
             const { usage } = result;
-            for (const [kind, count] of Object.entries({ input: usage.input, output: usage.output, cache_write: usage.cacheWrite + usage.cacheWrite1h, cache_read: usage.cacheRead })) {
-                if (count > 0) this.metrics.tokens.inc({ ...labels, kind }, count);
-            }
+            const tokens = (kind: string, count: number) => count > 0 && this.metrics.tokens.tally(agent, ticket.provider, modelLabel, kind).inc(count);
+            tokens("input", usage.input);
+            tokens("output", usage.output);
+            tokens("cache_write", usage.cacheWrite + usage.cacheWrite1h);
+            tokens("cache_read", usage.cacheRead);
         }
-        this.metrics.spend.inc(labels, microsToUsd(cost));
+        // In micro-dollars, exact: the counter reads them as USD.
+        this.metrics.spend.tally(agent, ticket.provider, modelLabel).inc(cost);
         // A cost above its maximum may overrun the lease: return it as soon as it is free, so the excess reaches the disk.
         if (lease.covered > lease.micros) lease.retired = true;
         return { cost, committed: lease.retired ? this.retire(lease) : Promise.resolve() };
