@@ -108,7 +108,8 @@ async function startKeyProxy(bundleFile: string, name: string) {
             upstreams: { anthropic: { baseUrl: `https://localhost:${upstreamPort}` } },
             extraCaFile: pki.caFile,
             registryDir: path.join(work, `${name}-agents`),
-            auditDir: path.join(work, `${name}-audit`),
+            // The audit stream is newer than the baseline builds, whose strict config would refuse the setting.
+            ...(name === "keyproxy" && { auditDir: path.join(work, `${name}-audit`) }),
             // Every open stream holds an upstream connection (HTTP/1.1): the pool must hold them all, or streams past
             // it wait unanswered in undici's queue and the memory measured is that of fewer streams.
             limits: { maxConcurrentPerAgent: 100_000, maxUpstreamConnections: P.streams + 100 },
