@@ -12,7 +12,7 @@ import { promisify } from "node:util";
 import { SERVICE_NODE_OPTIONS } from "../infra/topology.ts";
 import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { bundle } from "../scripts/images.mts";
-import { cpuSeconds, loopbackEgressEnv, percentile, rssMb, start as startProcess } from "./processes.mts";
+import { cpuSeconds, loopbackEgressEnv, percentile, rssMb, running, start as startProcess, stopChildren } from "./processes.mts";
 import { freePort } from "../test/support/processes.ts";
 import { removeTempDirs, tempDir } from "../test/support/tempDirs.ts";
 import { testPki } from "../test/support/tls.ts";
@@ -64,19 +64,6 @@ const children: ChildProcess[] = [];
 const began = performance.now();
 const progress = (message: string) => console.error(`[bench ${((performance.now() - began) / 1000).toFixed(1)}s] ${message}`);
 
-const running = (child: ChildProcess) => child.exitCode === null && child.signalCode === null;
-/** Stops every child and waits for it: SIGTERM lets nginx's master stop its workers (SIGKILL would orphan them). */
-async function stopChildren() {
-    await Promise.all(
-        children.filter(running).map(async (child) => {
-            const exited = once(child, "exit");
-            child.kill("SIGTERM");
-            const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
-            await exited;
-            clearTimeout(timer);
-        }),
-    );
-}
 // On any other way out (an error, a signal) the children still get SIGTERM, and the temp dirs go.
 process.on("exit", () => {
     for (const child of children.filter(running)) child.kill("SIGTERM");
@@ -655,7 +642,7 @@ const targets = [
 lines.push("", "## Against the targets", "", "| target | measured | goal | met |", "| --- | ---: | --- | --- |");
 for (const [name, value, goal, met] of targets) lines.push(`| ${name} | ${f(value, 3)} | ${goal} | ${met(value) ? "yes" : "**no**"} |`);
 
-await stopChildren();
+await stopChildren(children);
 removeTempDirs();
 if (out === undefined) {
     process.stdout.write(`${lines.join("\n")}\n`);

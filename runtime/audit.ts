@@ -5,7 +5,10 @@ import { createHash } from "node:crypto";
 import { closeSync, fdatasync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, write, writeFileSync } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
+import type { Counter } from "prom-client";
 import { z } from "zod";
+import type { Logger } from "./log";
+import type { AuditBudget } from "./rateLimiter";
 
 /** Where a service's stream lives in its audit directory. */
 export const auditFileName = (service: string) => `${service}.audit.jsonl`;
@@ -294,5 +297,37 @@ export class AuditLog<E extends AuditEvents> {
         if (this.closed) return;
         this.closed = true;
         closeSync(this.fd);
+    }
+}
+
+/** The counters a service keeps of its audit stream: events given to it and left out (by type), writes lost. */
+export interface AuditCounters {
+    auditEvents: Counter<"type">;
+    auditUnaudited: Counter<"type">;
+    auditFailures: Counter;
+}
+
+/**
+ * Records an event within the audit budget of its kind and `key` (an agent, or an address for an unknown source),
+ * never awaited. `event` gets how many of its kind from that key were left out since the last one written. An event
+ * its declaration refuses is a bug: counted and logged, and the refusal it describes still happens.
+ */
+export function recordWithinBudget<E extends AuditEvents>(
+    stream: AuditLog<E>,
+    budget: AuditBudget,
+    counters: AuditCounters,
+    log: Logger,
+    type: keyof E & string,
+    key: string,
+    event: (unaudited: number) => AuditEventOf<E>,
+): void {
+    const unaudited = budget.admit(`${type}/${key}`);
+    if (unaudited === undefined) return void counters.auditUnaudited.inc({ type });
+    try {
+        void stream.record(event(unaudited));
+        counters.auditEvents.inc({ type });
+    } catch (error) {
+        counters.auditFailures.inc();
+        log("audit_refused", { type, error: (error as Error).message.slice(0, 300) });
     }
 }

@@ -8,7 +8,7 @@ import type { Duplex } from "node:stream";
 import { z } from "zod";
 import { closeServer, portOf, startAdminServers } from "../../runtime/admin";
 import { AgentListeners, arrivalOf } from "../../runtime/agentListeners";
-import { type AuditEventOf, AuditLog, auditAddress, auditField, auditHost } from "../../runtime/audit";
+import { type AuditEventOf, AuditLog, auditAddress, auditField, auditHost, recordWithinBudget } from "../../runtime/audit";
 import type { Logger } from "../../runtime/log";
 import { AuditBudget } from "../../runtime/rateLimiter";
 import type { EgressConfig } from "./config";
@@ -254,16 +254,7 @@ export class EgressGateway {
 
     /** Writes an event within the audit budget of its kind and key (an agent, or `@address` for an unknown source). */
     private audited(type: EgressAuditEvent["type"], key: string, event: (unaudited: number) => EgressAuditEvent) {
-        const unaudited = this.auditBudget.admit(`${type}/${key}`);
-        if (unaudited === undefined) return void this.metrics.auditUnaudited.inc({ type });
-        try {
-            void this.audit.record(event(unaudited));
-            this.metrics.auditEvents.inc({ type });
-        } catch (error) {
-            // A field the declaration refuses: a bug, reported; the request is still refused as it would be.
-            this.metrics.auditFailures.inc();
-            this.log("audit_refused", { type, error: (error as Error).message.slice(0, 300) });
-        }
+        recordWithinBudget(this.audit, this.auditBudget, this.metrics, this.log, type, key, event);
     }
 
     /**

@@ -1,7 +1,7 @@
 // KeyProxy's audit stream (runtime/audit.ts): the security events it writes, with the only fields each may carry,
 // each kind within an audit budget per source. Only refusals are audited: a served request writes nothing.
 import { z } from "zod";
-import { type AuditEventOf, AuditLog, auditAddress, auditField, shortDigest } from "../../runtime/audit";
+import { type AuditEventOf, AuditLog, auditAddress, auditField, recordWithinBudget, shortDigest } from "../../runtime/audit";
 import type { Logger } from "../../runtime/log";
 import { AuditBudget } from "../../runtime/rateLimiter";
 import { WINDOWS, type Window } from "./budget";
@@ -126,16 +126,7 @@ export class RefusalAudit {
 
     /** Writes an event within the audit budget of its kind and source. */
     private write(type: KeyProxyAuditEvent["type"], source: string, event: (unaudited: number) => KeyProxyAuditEvent) {
-        const unaudited = this.budget.admit(`${type}/${source}`);
-        if (unaudited === undefined) return void this.metrics.auditUnaudited.inc({ type });
-        try {
-            void this.stream.record(event(unaudited));
-            this.metrics.auditEvents.inc({ type });
-        } catch (error) {
-            // A field the declaration refuses: a bug, reported; the request is still refused as it would be.
-            this.metrics.auditFailures.inc();
-            this.log("audit_refused", { type, error: (error as Error).message.slice(0, 300) });
-        }
+        recordWithinBudget(this.stream, this.budget, this.metrics, this.log, type, source, event);
     }
 }
 
