@@ -30,6 +30,12 @@ export const SECRET_KEY = /^[a-z][A-Za-z0-9]*ApiKey$/;
 /** The secret config key holding the private key of an operator-supplied Ingress certificate (ingress.certificate). */
 export const INGRESS_TLS_KEY = "ingressTlsKeyPem";
 
+/**
+ * What offline tools (review, bridge) put in place of an encrypted ingressTlsKeyPem they cannot read: the chain is
+ * checked, the key against it at deploy. Not a key: an Ingress handed it would fail to start.
+ */
+export const TLS_KEY_NOT_READ = "<ingressTlsKeyPem: encrypted, not read offline>";
+
 /** Every secret config key: provider keys and the Ingress's TLS key. Their values are plain strings, never printed. */
 export function isSecretKey(key: string): boolean {
     return SECRET_KEY.test(key) || key === INGRESS_TLS_KEY;
@@ -592,7 +598,13 @@ type ProvidersConfig = Record<string, unknown> & { openaiCompatible: z.output<ty
 /** The secret config keys a stack's raw config needs: those of the providers it enables (all, when that is unreadable). */
 export function requiredSecretKeys(raw: Record<string, unknown>): string[] {
     const keyProxy = keyProxySchema.safeParse(raw.keyProxy);
-    return keyProxy.success ? enabledProviders(keyProxy.data).map((p) => p.secretKey) : providerSecretKeys();
+    const ingress = raw.ingress as { certificate?: unknown } | undefined;
+    return [...(keyProxy.success ? enabledProviders(keyProxy.data).map((p) => p.secretKey) : providerSecretKeys()), ...(ingress?.certificate !== undefined ? [INGRESS_TLS_KEY] : [])];
+}
+
+/** The stand-in offline tools give a required secret they cannot read. */
+export function unreadSecretPlaceholder(key: string): string {
+    return key === INGRESS_TLS_KEY ? TLS_KEY_NOT_READ : "checked-at-deploy";
 }
 
 /**
@@ -674,7 +686,7 @@ export function ingressCertificateProblems(config: Pick<ParsedConfig, "ingress" 
     }
     let key;
     try {
-        key = createPrivateKey(keyPem);
+        if (keyPem !== TLS_KEY_NOT_READ) key = createPrivateKey(keyPem);
     } catch {
         problems.push(`${tlsKey}: is not a readable unencrypted PEM private key`);
     }
