@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { canonicalHost } from "../runtime/hostnames";
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { CROSS_FIELD_CHECKS, ConfigError, type ConfigIssue, closest, configFields, enabledProviders, parseEgressRule, parseStackConfig, rawConfigFromPulumi } from "../infra/config";
+import { CROSS_FIELD_CHECKS, ConfigError, type ConfigIssue, closest, configFields, enabledProviders, parseEgressRule, parseStackConfig, rawConfigFromPulumi, requiredSecretKeys, TLS_KEY_NOT_READ } from "../infra/config";
 import { OPENCLAW_IMAGE, OPENCLAW_VERSION } from "../infra/openclaw";
 import { isPinnedImage } from "../infra/securityRules";
 import { readStackFile } from "../scripts/stackFile";
@@ -412,6 +412,13 @@ describe("an operator-supplied Ingress certificate", () => {
     ])("accepts %s, and hands the component the chain and the key", (_, raw) => {
         const config = parseStackConfig(raw());
         expect(config.ingress!.certificate).toEqual({ certPem: raw().ingress.certificate.certPem, keyPem: pki.key });
+    });
+
+    it("offline (review, bridge), an unread key stands in: the chain is still checked, the key at deploy", () => {
+        expect(requiredSecretKeys(withCertificate(pki.chain, undefined))).toContain("ingressTlsKeyPem");
+        expect(requiredSecretKeys(withCertificate(undefined, undefined))).not.toContain("ingressTlsKeyPem");
+        expect(() => parseStackConfig(withCertificate(pki.chain, TLS_KEY_NOT_READ))).not.toThrow();
+        expect(problemsOf(withCertificate(pki.expiredChain, TLS_KEY_NOT_READ))).toEqual([expect.stringMatching(/the leaf certificate expired/)]);
     });
 
     it("without either, the stack's own CA: no certificate in the config", () => {
