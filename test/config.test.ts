@@ -340,6 +340,7 @@ describe("stack files (readStackFile)", () => {
     const anthropicKey = fakeKey("anthropic", "Q".repeat(40));
     const openaiKey = fakeKey("openai", "Q".repeat(40));
     const plainKey = ["sk", "Q".repeat(40)].join("-");
+    const pemKey = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n";
 
     function problemsOfFile(text: string): { file?: string; problems: string[]; message: string } {
         const dir = tempDir("stack-file");
@@ -361,12 +362,13 @@ describe("stack files (readStackFile)", () => {
         ["an OpenAI project key in plain text", `${dev}  openclaw:openaiApiKey: ${openaiKey}\n`, /^openclaw:openaiApiKey: a provider API key in plain text: .*--secret openaiApiKey/],
         ["a plain sk- key in another setting", dev.replace("model: openai/gpt-5.1", `model: ${plainKey}`), /^openclaw:agents\[1\]\.model: a provider API key in plain text: remove it from the file, keep provider keys only in the secrets anthropicApiKey, openaiApiKey and geminiApiKey/],
         ["a key under another namespace", `${dev}  docker:apiKey: ${anthropicKey}\n`, /^docker:apiKey: a provider API key in plain text/],
+        ["the Ingress's TLS key in plain text", `${dev}  openclaw:ingressTlsKeyPem: "${pemKey.replace(/\n/g, "\\n")}"\n`, /^openclaw:ingressTlsKeyPem: a private key in plain text: remove it from the file, store it with `npm run pulumi -- config set --secret ingressTlsKeyPem < key.pem`/],
     ])("%s: names the file, the key and the fix", (_case, text, message) => {
         const { file, problems, message: whole } = problemsOfFile(text);
         expect(file).toMatch(/Pulumi\.pr\.yaml$/);
         expect(whole).toMatch(/^invalid config in .*Pulumi\.pr\.yaml:\n/);
         expect(problems).toEqual([expect.stringMatching(message)]);
-        for (const key of [anthropicKey, openaiKey, plainKey]) expect(whole).not.toContain(key);
+        for (const key of [anthropicKey, openaiKey, plainKey, "MIGHAgEAMBMGByqGSM49"]) expect(whole).not.toContain(key);
     });
 
     it("accepts keys stored encrypted, and reports them as present", () => {
