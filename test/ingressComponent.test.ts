@@ -107,6 +107,15 @@ describe("an operator-supplied certificate", () => {
         expect(reveal(find(resources(), TYPES.container, "ingress-container")!.inputs).labels).toContainEqual({ label: "openclaw.ingress-tls", value: mode });
     });
 
+    it("with a key that is not the leaf's, stops the program before anything is declared, naming the certificate and not the key", async () => {
+        const resources: RecordedResource[] = [];
+        const run = runProgram({ ...withIngress({ ...INGRESS, certificate: { certPem: pki.chain } }), ingressTlsKeyPem: pki.otherKey }).then((r) => resources.push(...r));
+        const error: Error = await run.then(() => new Error("the program ran"), (e: Error) => e);
+        expect(error.message).toMatch(/openclaw:ingress\.certificate\.certPem: the leaf certificate does not belong to the private key in openclaw:ingressTlsKeyPem/);
+        for (const line of pki.otherKey.split("\n").filter((l) => l && !l.startsWith("-----"))) expect(error.message).not.toContain(line);
+        expect(resources).toEqual([]);
+    });
+
     it("changes only the Ingress container when switched from the own CA (and drops the CA's resources)", () => {
         const diff = changed(stack, operator);
         expect(diff.added).toEqual([]);
