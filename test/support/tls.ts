@@ -48,6 +48,8 @@ export interface OperatorPki {
     futureChain: string;
     /** The CA first, then the leaf. */
     reversedChain: string;
+    /** The CA that issued every chain's leaf: what clients trust. */
+    ca: string;
     key: string;
     otherKey: string;
 }
@@ -79,6 +81,7 @@ export function operatorPki(): OperatorPki {
         expiredChain: leaf("expired.pem", "IP:127.0.0.1", ["-startdate", "20200101000000Z", "-enddate", "20200102000000Z"]) + ca,
         futureChain: leaf("future.pem", "IP:127.0.0.1", ["-startdate", "20990101000000Z", "-enddate", "20991231000000Z"]) + ca,
         reversedChain: ca + read("both.pem"),
+        ca,
         key: read("leaf.key"),
         otherKey: read("other.key"),
     };
