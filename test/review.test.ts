@@ -77,6 +77,7 @@ describe("npm run review", () => {
             expect(code).toBe(0);
             expect(stdout).toMatch(/\n {2}TLS: operator certificate CN=agents\.example\.net \(IP Address:127\.0\.0\.1, DNS:agents\.example\.net\), valid until \d{4}-\d\d-\d\dT/);
             expect(stdout).toContain("  ingressTlsKeyPem: encrypted in the stack file, not read offline");
+            expect(stdout).toMatch(/\n {2}warn {2}ingress-operator-certificate \(advisory\) {2}\S+: serves an operator-supplied certificate/);
             expect(stdout).toMatch(/OK: no mandatory violation/);
         });
 
