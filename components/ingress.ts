@@ -3,7 +3,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import { type IngressAgent, type IngressConfigInput, type IngressUser, TLS_ENV, USER_TOKEN, tokenDigest } from "../contracts/ingress";
 import type { IngressStackConfig } from "../infra/config";
-import { ALIASES, INGRESS_DATA_DIR, INGRESS_ENTRY, PORTS, dockerNames } from "../infra/topology";
+import { ALIASES, INGRESS_DATA_DIR, INGRESS_ENTRY, LABELS, PORTS, dockerNames } from "../infra/topology";
 import { ownCa } from "./certificates";
 import { connectAgent, registryCommand, sharedServiceContainer } from "./sharedService";
 
@@ -59,6 +59,24 @@ export function ingressUserEntry(user: { name: string; agents: string[] }, token
     return JSON.stringify(entry);
 }
 
+/** Where the listener's certificate comes from: the operator's (ingress.certificate) or the stack's own CA. */
+export type IngressTlsMode = "operator-certificate" | "own-ca";
+
+export function ingressTlsMode(config: Pick<IngressStackConfig, "certificate">): IngressTlsMode {
+    return config.certificate ? "operator-certificate" : "own-ca";
+}
+
+/**
+ * The listener's chain and key: the operator's as configured (nothing declared for it), or a certificate for the
+ * publish address, localhost and the configured host names from a CA of the stack's own.
+ */
+function listenerCertificate(parent: pulumi.Resource, name: string, args: IngressArgs): { certPem: pulumi.Input<string>; keyPem: pulumi.Input<string>; caCertPem?: pulumi.Output<string> } {
+    const { config, stack, publishAddress } = args;
+    if (config.certificate) return { certPem: config.certificate.certPem, keyPem: pulumi.secret(config.certificate.keyPem) };
+    const ca = ownCa(parent, name, `OpenClaw ${stack} ingress CA`);
+    return { ...ca.issue("server", publishAddress, ["localhost", ...config.hostnames]), caCertPem: ca.caCertPem };
+}
+
 /**
  * The Ingress: TLS on one host port, per-user bearer tokens, prompt-injection rules, and every agent's gateway behind
  * it. Like KeyProxy, its container knows nothing of agents or users: agents are attached and registered by commands,
@@ -68,8 +86,10 @@ export class Ingress extends pulumi.ComponentResource {
     public readonly container: docker.Container;
     public readonly containerName: string;
     public readonly url: string;
-    /** The CA that signed the listener's certificate: clients trust it. */
-    public readonly caCertPem: pulumi.Output<string>;
+    /** The stack's own CA that signed the listener's certificate, for clients to trust; absent with an operator certificate. */
+    public readonly caCertPem?: pulumi.Output<string>;
+    /** Where the listener's certificate comes from. */
+    public readonly tlsMode: IngressTlsMode;
     /** Each user's bearer token (secret): `pulumi stack output --show-secrets ingress`. */
     public readonly userTokens: Record<string, pulumi.Output<string>> = {};
 
@@ -79,10 +99,9 @@ export class Ingress extends pulumi.ComponentResource {
         this.containerName = dockerNames.ingressContainer(stack);
         this.url = `https://${args.publishAddress}:${config.port}/`;
 
-        // The listener's certificate names the publish address, localhost and the configured host names, from a CA of its own.
-        const ca = ownCa(this, name, `OpenClaw ${stack} ingress CA`);
-        const certificate = ca.issue("server", args.publishAddress, ["localhost", ...config.hostnames]);
-        this.caCertPem = ca.caCertPem;
+        const certificate = listenerCertificate(this, name, args);
+        this.tlsMode = ingressTlsMode(config);
+        this.caCertPem = certificate.caCertPem;
         const service = sharedServiceContainer(this, name, {
             stack,
             role: "ingress",
@@ -96,6 +115,7 @@ export class Ingress extends pulumi.ComponentResource {
             uplinkAddress: args.uplinkAddress,
             dockerHost: args.dockerHost,
             alias: ALIASES.ingress,
+            labels: { [LABELS.ingressTls]: this.tlsMode },
             runtimeConfig: { variable: "INGRESS_CONFIG", build: () => ingressRuntimeConfig(config, args.uplinkAddress) },
             envs: pulumi.secret(pulumi.all([certificate.certPem, certificate.keyPem]).apply(([cert, key]) => [`${TLS_ENV.certPem}=${cert}`, `${TLS_ENV.keyPem}=${key}`])),
             metricsPort: PORTS.ingressMetrics,

@@ -1,3 +1,4 @@
+import { X509Certificate, createPrivateKey } from "node:crypto";
 import { statSync } from "node:fs";
 import path from "node:path";
 import ipaddr from "ipaddr.js";
@@ -25,6 +26,20 @@ export const STRING_KEYS = ["backend", "dockerHost"] as const;
 
 /** The secret config keys that hold real provider keys: `<provider>ApiKey` (providers/index.ts secretConfigKey). */
 export const SECRET_KEY = /^[a-z][A-Za-z0-9]*ApiKey$/;
+
+/** The secret config key holding the private key of an operator-supplied Ingress certificate (ingress.certificate). */
+export const INGRESS_TLS_KEY = "ingressTlsKeyPem";
+
+/**
+ * What offline tools (review, bridge) put in place of an encrypted ingressTlsKeyPem they cannot read: the chain is
+ * checked, the key against it at deploy. Not a key: an Ingress handed it would fail to start.
+ */
+export const TLS_KEY_NOT_READ = "<ingressTlsKeyPem: encrypted, not read offline>";
+
+/** Every secret config key: provider keys and the Ingress's TLS key. Their values are plain strings, never printed. */
+export function isSecretKey(key: string): boolean {
+    return SECRET_KEY.test(key) || key === INGRESS_TLS_KEY;
+}
 
 /** Where the stack runs: one Docker host, or a Kubernetes cluster (docs/kubernetes.md). */
 export const BACKENDS = ["docker", "kubernetes"] as const;
@@ -63,6 +78,7 @@ const epoch = z.number().int().min(0);
 
 const ipv4 = z.string().refine((value) => ipaddr.IPv4.isValidFourPartDecimal(value), "must be an IPv4 address");
 const singleAddress = ipv4.refine((address) => !publishesOnEveryAddress(address), "must be one address: 0.0.0.0 would publish on every interface");
+const pemCertificate = z.string().regex(/-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----/, "must be a PEM certificate");
 const SSH_HOST = /^ssh:\/\/([^@\s/]+)@([^\s/:]+)(?::(\d+))?$/;
 
 /** The monitoring stack's services. */
@@ -204,7 +220,7 @@ const keyProxySchema = z
         /** Output cap written into requests that set none, so every reservation is bounded. */
         defaultMaxOutputTokens: z.number().int().min(1).max(1_000_000).default(32_000),
         /** A CA to trust for upstreams besides the system roots (private mirrors, test stand-ins). */
-        extraCaPem: z.string().regex(/-----BEGIN CERTIFICATE-----[\s\S]+-----END CERTIFICATE-----/, "must be a PEM certificate").optional(),
+        extraCaPem: pemCertificate.optional(),
     })
     .prefault({});
 
@@ -215,6 +231,11 @@ const ingress = z.strictObject({
     port: hostPort.default(8443),
     /** DNS names clients reach it by, for its certificate (besides the publish address and localhost). */
     hostnames: z.array(z.string().refine((value) => canonicalHost(value) === value && !value.startsWith("*."), "must be a DNS name in lower case, without a trailing dot")).default([]),
+    /**
+     * An operator-supplied certificate instead of the stack's own CA: the chain (PEM, leaf first); its private key is
+     * the secret `ingressTlsKeyPem`. It must cover network.publishAddress or one of `hostnames`.
+     */
+    certificate: z.strictObject({ certPem: pemCertificate }).optional(),
     users: z
         .array(
             z.strictObject({
@@ -577,7 +598,13 @@ type ProvidersConfig = Record<string, unknown> & { openaiCompatible: z.output<ty
 /** The secret config keys a stack's raw config needs: those of the providers it enables (all, when that is unreadable). */
 export function requiredSecretKeys(raw: Record<string, unknown>): string[] {
     const keyProxy = keyProxySchema.safeParse(raw.keyProxy);
-    return keyProxy.success ? enabledProviders(keyProxy.data).map((p) => p.secretKey) : providerSecretKeys();
+    const ingress = raw.ingress as { certificate?: unknown } | undefined;
+    return [...(keyProxy.success ? enabledProviders(keyProxy.data).map((p) => p.secretKey) : providerSecretKeys()), ...(ingress?.certificate !== undefined ? [INGRESS_TLS_KEY] : [])];
+}
+
+/** The stand-in offline tools give a required secret they cannot read. */
+export function unreadSecretPlaceholder(key: string): string {
+    return key === INGRESS_TLS_KEY ? TLS_KEY_NOT_READ : "checked-at-deploy";
 }
 
 /**
@@ -620,14 +647,77 @@ function secretProblems(secrets: Record<string, unknown>, raw: Record<string, un
     }
     return problems;
 }
+const PEM_CERTIFICATE_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+
+/**
+ * Problems with an operator-supplied Ingress certificate (`ingress.certificate.certPem`) and its secret key
+ * (`ingressTlsKeyPem`): both or neither; the chain parses and is in order, leaf first; the leaf is valid at `now`,
+ * belongs to the key and covers network.publishAddress or one of ingress.hostnames. Names the key, never shows it.
+ */
+export function ingressCertificateProblems(config: Pick<ParsedConfig, "ingress" | "network">, keyPem: unknown, now = new Date()): string[] {
+    const certKey = configKeyPath(["ingress", "certificate", "certPem"]);
+    const tlsKey = configKeyPath([INGRESS_TLS_KEY]);
+    const certPem = config.ingress?.certificate?.certPem;
+    if (certPem === undefined && keyPem === undefined) return [];
+    if (certPem === undefined) {
+        return [`${tlsKey}: set without ${certKey}: add the certificate chain this key belongs to, or remove the key (\`npm run pulumi -- config rm ${INGRESS_TLS_KEY}\`) to use the stack's own CA`];
+    }
+    if (keyPem === undefined) {
+        return [`${certKey}: its private key ${tlsKey} is not set: \`npm run pulumi -- config set --secret ${INGRESS_TLS_KEY} < key.pem\`, or remove ingress.certificate to use the stack's own CA`];
+    }
+    if (typeof keyPem !== "string" || keyPem.trim() === "") return [`${tlsKey}: is empty: \`npm run pulumi -- config set --secret ${INGRESS_TLS_KEY} < key.pem\``];
+    const chain: X509Certificate[] = [];
+    for (const [i, block] of (certPem.match(PEM_CERTIFICATE_BLOCK) ?? []).entries()) {
+        try {
+            chain.push(new X509Certificate(block));
+        } catch {
+            return [`${certKey}: certificate ${i + 1} of the chain does not parse as X.509`];
+        }
+    }
+    const [leaf] = chain;
+    if (leaf === undefined) return [`${certKey}: holds no PEM certificate`];
+    const problems: string[] = [];
+    if (leaf.validFromDate > now) problems.push(`${certKey}: the leaf certificate is not valid before ${leaf.validFromDate.toISOString()}`);
+    if (leaf.validToDate < now) problems.push(`${certKey}: the leaf certificate expired on ${leaf.validToDate.toISOString()}: renew it`);
+    for (let i = 0; i + 1 < chain.length; i++) {
+        if (!chain[i].checkIssued(chain[i + 1]) || !chain[i].verify(chain[i + 1].publicKey)) {
+            problems.push(`${certKey}: certificate ${i + 1} of the chain is not issued by certificate ${i + 2}: list the chain leaf first, each certificate followed by its issuer`);
+        }
+    }
+    let key;
+    try {
+        if (keyPem !== TLS_KEY_NOT_READ) key = createPrivateKey(keyPem);
+    } catch {
+        problems.push(`${tlsKey}: is not a readable unencrypted PEM private key`);
+    }
+    if (key && !leaf.checkPrivateKey(key)) problems.push(`${certKey}: the leaf certificate does not belong to the private key in ${tlsKey}`);
+    const { publishAddress } = config.network;
+    const hostnames = config.ingress?.hostnames ?? [];
+    if (!leaf.checkIP(publishAddress) && !hostnames.some((host) => leaf.checkHost(host, { subject: "never" }) !== undefined)) {
+        problems.push(
+            `${certKey}: the leaf certificate (${leaf.subjectAltName ?? "no subject alternative names"}) covers neither network.publishAddress ${publishAddress} nor any of ingress.hostnames (${hostnames.join(", ") || "none set"}): clients would refuse it`,
+        );
+    }
+    return problems;
+}
+
 export type AgentConfig = ParsedConfig["agents"][number] & { subnet: string };
 export type KeyProxyConfig = ParsedConfig["keyProxy"];
 export type EgressConfig = ParsedConfig["egress"];
 export type MonitoringConfig = NonNullable<ParsedConfig["monitoring"]>;
-export type IngressStackConfig = NonNullable<ParsedConfig["ingress"]>;
+/** An operator-supplied certificate for the Ingress: the chain as the stack file holds it and the secret key. */
+export interface OperatorCertificate {
+    certPem: string;
+    keyPem: string;
+}
+export type IngressStackConfig = Omit<NonNullable<ParsedConfig["ingress"]>, "certificate"> & {
+    /** Absent: the listener's certificate comes from the stack's own CA. */
+    certificate?: OperatorCertificate;
+};
 export type KubernetesConfig = ParsedConfig["kubernetes"];
-export type StackConfig = Omit<ParsedConfig, "agents"> & {
+export type StackConfig = Omit<ParsedConfig, "agents" | "ingress"> & {
     agents: AgentConfig[];
+    ingress?: IngressStackConfig;
     /** The real key of each enabled provider, by provider id. */
     providerKeys: Record<string, string>;
 };
@@ -658,15 +748,20 @@ export function configKeyPath(path: readonly PropertyKey[]): string {
  * config comes from); never declares anything.
  */
 export function parseStackConfig(raw: Record<string, unknown>, file?: string): StackConfig {
-    const secrets = Object.fromEntries(Object.entries(raw).filter(([key]) => SECRET_KEY.test(key)));
-    const result = schema.safeParse(Object.fromEntries(Object.entries(raw).filter(([key]) => !SECRET_KEY.test(key))), { reportInput: true });
-    const problems = [...(result.success ? [] : result.error.issues.flatMap(describeIssue)), ...secretProblems(secrets, raw)];
+    const { [INGRESS_TLS_KEY]: tlsKeyPem, ...rest } = raw;
+    const secrets = Object.fromEntries(Object.entries(rest).filter(([key]) => SECRET_KEY.test(key)));
+    const result = schema.safeParse(Object.fromEntries(Object.entries(rest).filter(([key]) => !SECRET_KEY.test(key))), { reportInput: true });
+    const problems = [
+        ...(result.success ? ingressCertificateProblems(result.data, tlsKeyPem) : result.error.issues.flatMap(describeIssue)),
+        ...secretProblems(secrets, rest),
+    ];
     if (problems.length > 0) throw new ConfigError([...new Set(problems)], file);
     const config = result.data!;
+    const ingress = config.ingress && { ...config.ingress, certificate: config.ingress.certificate && { certPem: config.ingress.certificate.certPem, keyPem: tlsKeyPem as string } };
     const allocation = allocateSubnets(config.network.addressPool, config.network.agentSubnetPrefix, config.agents);
     if (!allocation.ok) throw new ConfigError(allocation.conflicts.map((c) => `${configKeyPath(["agents", c.index, "subnet"])}: ${c.message}`), file);
     const providerKeys = Object.fromEntries(enabledProviders(config.keyProxy).map((p) => [p.id, secrets[p.secretKey] as string]));
-    return { ...config, providerKeys, agents: config.agents.map((a) => ({ ...a, subnet: allocation.subnets.get(a.name)! })) };
+    return { ...config, ingress, providerKeys, agents: config.agents.map((a) => ({ ...a, subnet: allocation.subnets.get(a.name)! })) };
 }
 
 /** The unit a numeric key's name ends in. */
@@ -784,7 +879,7 @@ export function rawConfigFromPulumi(all: Record<string, string>, file?: string):
     for (const [fullKey, value] of Object.entries(all)) {
         if (!fullKey.startsWith(`${NAMESPACE}:`)) continue;
         const key = fullKey.slice(NAMESPACE.length + 1);
-        raw[key] = (STRING_KEYS as readonly string[]).includes(key) || SECRET_KEY.test(key) ? value : decode(value);
+        raw[key] = (STRING_KEYS as readonly string[]).includes(key) || isSecretKey(key) ? value : decode(value);
     }
     return raw;
 }

@@ -106,4 +106,6 @@ export const LABELS = {
     dashboardPort: "openclaw.dashboard-port",
     /** The skills the deploy gate approved for an agent: `name@hash status`, comma-separated. */
     skills: "openclaw.skills",
+    /** The Ingress's listener certificate: `own-ca` or `operator-certificate` (components/ingress.ts ingressTlsMode). */
+    ingressTls: "openclaw.ingress-tls",
 } as const;

@@ -256,6 +256,9 @@ export const POLICIES: OpenClawPolicy[] = [
     containerPolicy("skill-overrides", "Agents run third-party skills only when clean, or overridden by an admin for that exact content hash; overrides are reported.", "advisory", (p) =>
         (labels(p)[EXCEPTION_LABELS.skillOverrides] ?? "").split(";").map((entry) => entry.trim()).filter(Boolean).map((entry) => `quarantined skill ${entry}`),
     ),
+    containerPolicy("ingress-operator-certificate", "The Ingress's listener certificate comes from the stack's own CA; an operator-supplied one is reported (its renewal is the operator's).", "advisory", (p) =>
+        labels(p)[LABELS.ingressTls] === "operator-certificate" ? ["serves an operator-supplied certificate (ingress.certificate): renewing it before it expires is the operator's"] : [],
+    ),
     containerPolicy("healthcheck", "Every long-running container has a healthcheck.", "advisory", (p) =>
         p.attach === true || ((p.healthcheck?.tests ?? []).length > 0 && p.healthcheck.tests[0] !== "NONE") ? [] : ["no healthcheck"],
     ),

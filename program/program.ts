@@ -2,7 +2,7 @@ import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { AgentSandbox } from "../components/agentSandbox";
 import { EgressGateway } from "../components/egressGateway";
-import { Ingress } from "../components/ingress";
+import { Ingress, type IngressTlsMode } from "../components/ingress";
 import { KeyProxy } from "../components/keyProxy";
 import { MonitoringStack } from "../components/monitoringStack";
 import type { WatchedEndpoint } from "../components/monitoringConfig";
@@ -18,8 +18,10 @@ export interface StackOutputs {
     egressGateway: { container: string };
     ingress?: {
         url: string;
-        /** Clients trust it to reach the Ingress over TLS. */
-        caCertPem: pulumi.Output<string>;
+        /** Where the listener's certificate comes from (`own-ca` or `operator-certificate`). */
+        tlsMode: IngressTlsMode;
+        /** The stack's own CA, for clients to trust; absent with an operator certificate (clients trust the operator's PKI). */
+        caCertPem?: pulumi.Output<string>;
         /** Each user's bearer token (secret). */
         userTokens: Record<string, pulumi.Output<string>>;
     };
@@ -145,7 +147,7 @@ function defineDockerStack(config: StackConfig, stack: string, skills: ReadonlyM
         agents,
         keyProxy: { container: keyProxy.containerName },
         egressGateway: { container: egressGateway.containerName },
-        ...(ingress && { ingress: { url: ingress.url, caCertPem: ingress.caCertPem, userTokens: ingress.userTokens } }),
+        ...(ingress && { ingress: { url: ingress.url, tlsMode: ingress.tlsMode, ...(ingress.caCertPem && { caCertPem: ingress.caCertPem }), userTokens: ingress.userTokens } }),
         ...(monitoring && {
             monitoring: {
                 grafanaUrl: monitoring.grafanaUrl,

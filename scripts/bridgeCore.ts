@@ -1,7 +1,7 @@
 // The operator CLI's pure parts: arguments, the agent command, parsing what comes back, adding an agent to a
 // stack file. The shell around them (scripts/bridge.mts) only talks to Docker and prints.
 import { Document, isMap, isSeq, parseDocument } from "yaml";
-import { ConfigError, NAMESPACE, parseStackConfig, requiredSecretKeys } from "../infra/config";
+import { ConfigError, NAMESPACE, parseStackConfig, requiredSecretKeys, unreadSecretPlaceholder } from "../infra/config";
 import { OPENCLAW_AGENT_COMMAND } from "../infra/openclaw";
 import { LABELS, PORTS } from "../infra/topology";
 import { AGENT_NAME } from "../runtime/registry";
@@ -236,7 +236,7 @@ export function addAgentToStackFile(text: string, agent: string, options: { imag
         if (key.startsWith(`${NAMESPACE}:`) && !(value && typeof value === "object" && "secure" in value)) raw[key.slice(NAMESPACE.length + 1)] = value;
     }
     // Secrets are checked at deploy: here only that the agent fits.
-    for (const key of requiredSecretKeys(raw)) raw[key] ??= "checked-at-deploy";
+    for (const key of requiredSecretKeys(raw)) raw[key] ??= unreadSecretPlaceholder(key);
     try {
         parseStackConfig(raw);
     } catch (error) {

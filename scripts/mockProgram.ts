@@ -2,7 +2,7 @@
 // command both use it to see every resource the program declares, with its inputs resolved.
 import { createHash } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
-import { NAMESPACE, providerSecretKeys } from "../infra/config";
+import { INGRESS_TLS_KEY, NAMESPACE, providerSecretKeys } from "../infra/config";
 
 export interface RecordedResource {
     type: string;
@@ -11,7 +11,7 @@ export interface RecordedResource {
     provider?: string;
 }
 
-export const SECRET_CONFIG_KEYS = providerSecretKeys();
+export const SECRET_CONFIG_KEYS = [...providerSecretKeys(), INGRESS_TLS_KEY];
 
 /**
  * The tls provider's products under mocks: placeholders, deterministic per resource. The end-to-end tests issue the

@@ -3,15 +3,15 @@
 // violation.   npm run review -- --stack dev [--json]
 import { existsSync } from "node:fs";
 import path from "node:path";
-import { ConfigError, enabledProviders, parseStackConfig, requiredSecretKeys } from "../infra/config.ts";
+import { ConfigError, type IngressStackConfig, enabledProviders, parseStackConfig, requiredSecretKeys, unreadSecretPlaceholder } from "../infra/config.ts";
+import { ingressTlsMode } from "../components/ingress.ts";
+import { X509Certificate } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
 import { LABELS, agentNetworkAddresses } from "../infra/topology.ts";
 import { CONTAINER, NETWORK, type Verdict, evaluate } from "../policy/policies.ts";
 import { reveal, runUnderMocks } from "./mockProgram.ts";
 import { isKubernetesPolicy, kubernetesReview } from "./reviewKubernetes.ts";
 import { REPO_ROOT, readStackFile } from "./stackFile.ts";
-
-const OFFLINE_SECRET = "offline-review-placeholder";
 
 function usage(message: string): never {
     console.error(`error: ${message}\nusage: npm run review -- --stack <name> [--json] [--config-dir <dir with Pulumi.<name>.yaml>]`);
@@ -37,6 +37,14 @@ function fail(heading: string, errors: readonly string[], file?: string): never 
     process.exit(1);
 }
 
+/** Where the Ingress's certificate comes from; for an operator's, what its leaf names and until when (never the key). */
+function ingressTls(ingress: IngressStackConfig) {
+    const mode = ingressTlsMode(ingress);
+    if (!ingress.certificate) return { mode };
+    const leaf = new X509Certificate(ingress.certificate.certPem);
+    return { mode, subject: leaf.subject.replace(/\n/g, ", "), subjectAltName: leaf.subjectAltName ?? "", validTo: leaf.validToDate.toISOString() };
+}
+
 // Secrets are checked for presence only: offline, an encrypted value cannot be read, and a missing one is set at
 // deploy time from the environment (npm run deploy).
 const secretNotes: string[] = [];
@@ -48,7 +56,7 @@ try {
     for (const key of requiredSecretKeys(raw)) {
         if (raw[key] !== undefined) continue;
         secretNotes.push(`${key}: ${file.encrypted.includes(key) ? "encrypted in the stack file, not read offline" : "not set in the stack file (npm run deploy stores it from the environment)"}`);
-        raw[key] = OFFLINE_SECRET;
+        raw[key] = unreadSecretPlaceholder(key);
     }
     config = parseStackConfig(raw, file.file);
 } catch (error) {
@@ -122,6 +130,7 @@ const plan = {
     // Who may reach which agent through the Ingress, and the rules it applies to their chat requests.
     ingress: config.ingress && {
         url: `https://${config.network.publishAddress}:${config.ingress.port}/`,
+        tls: ingressTls(config.ingress),
         users: config.ingress.users,
         rules: config.ingress.rules,
         limits: config.ingress.limits,
@@ -152,8 +161,9 @@ if (json) {
         out.push(`    networks ${c.networks.join(", ")}  ports ${c.ports.join(", ") || "none"}  tmpfs ${c.tmpfs.join(", ") || "none"}  volumes ${c.volumes.join(", ") || "none"}`);
     }
     if (plan.ingress) {
-        const { url, users, rules, limits } = plan.ingress;
+        const { url, tls, users, rules, limits } = plan.ingress;
         out.push("", "Ingress", `  ${url}  ${limits.ratePerSecond} requests/s per user (burst ${limits.burst}), ${limits.maxConcurrentPerUser} at once`);
+        out.push(`  TLS: ${"subject" in tls ? `operator certificate ${tls.subject} (${tls.subjectAltName}), valid until ${tls.validTo}` : "a certificate from the stack's own CA (stack output ingress.caCertPem)"}`);
         out.push("  users (token epoch): agents they reach");
         for (const u of users) out.push(`    ${u.name} (${u.tokenEpoch}): ${u.agents.join(", ")}`);
         if (users.length === 0) out.push("    none: nobody can reach an agent");

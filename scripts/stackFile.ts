@@ -3,7 +3,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { parseDocument } from "yaml";
-import { ConfigError, NAMESPACE, SECRET_KEY, configKeyPath, namespaceProblems, providerSecretKeys } from "../infra/config";
+import { ConfigError, INGRESS_TLS_KEY, NAMESPACE, SECRET_KEY, configKeyPath, namespaceProblems, providerSecretKeys } from "../infra/config";
 import { PROVIDER_KEY_SHAPE } from "../policy/policies";
 
 export const REPO_ROOT = path.resolve(__dirname, "..");
@@ -50,12 +50,16 @@ export function dockerHostOf(stack: string, dir = REPO_ROOT): string | undefined
     return typeof host === "string" ? host : undefined;
 }
 
-/** A problem for every value shaped like a provider key outside a `secure:` entry (the value itself is never shown). */
+const PRIVATE_KEY_PEM = /-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----/;
+
+/** A problem for every value shaped like a provider key or a PEM private key outside a `secure:` entry (the value itself is never shown). */
 function plainTextKeys(config: Record<string, unknown>): string[] {
     const secretKeys = providerSecretKeys();
     const problems: string[] = [];
     const visit = (value: unknown, at: string, key: string) => {
-        if (typeof value === "string" && PROVIDER_KEY_SHAPE.test(value)) {
+        if (typeof value === "string" && PRIVATE_KEY_PEM.test(value)) {
+            problems.push(`${at}: a private key in plain text: remove it from the file, store it with \`npm run pulumi -- config set --secret ${INGRESS_TLS_KEY} < key.pem\`, and replace the key and its certificate (it has been readable here)`);
+        } else if (typeof value === "string" && PROVIDER_KEY_SHAPE.test(value)) {
             const store = SECRET_KEY.test(key) ? `store it with \`pulumi config set --secret ${key}\`` : `keep provider keys only in the secrets ${secretKeys.slice(0, -1).join(", ")} and ${secretKeys.at(-1)} (\`pulumi config set --secret ...\`)`;
             problems.push(`${at}: a provider API key in plain text: remove it from the file, ${store}, and rotate the key (it has been readable here)`);
         } else if (Array.isArray(value)) value.forEach((item, i) => visit(item, `${at}[${i}]`, key));

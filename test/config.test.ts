@@ -2,13 +2,14 @@ import { describe, expect, it } from "vitest";
 import { canonicalHost } from "../runtime/hostnames";
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { CROSS_FIELD_CHECKS, ConfigError, type ConfigIssue, closest, configFields, enabledProviders, parseEgressRule, parseStackConfig, rawConfigFromPulumi } from "../infra/config";
+import { CROSS_FIELD_CHECKS, ConfigError, type ConfigIssue, closest, configFields, enabledProviders, parseEgressRule, parseStackConfig, rawConfigFromPulumi, requiredSecretKeys, TLS_KEY_NOT_READ } from "../infra/config";
 import { OPENCLAW_IMAGE, OPENCLAW_VERSION } from "../infra/openclaw";
 import { isPinnedImage } from "../infra/securityRules";
 import { readStackFile } from "../scripts/stackFile";
 import { fakeKey } from "./support/fakeKeys";
 import { REPO_ROOT, devConfig } from "./support/mockStack";
 import { tempDir } from "./support/tempDirs";
+import { operatorPki } from "./support/tls";
 
 type Raw = Record<string, any>;
 const agent = (name: string, dashboardPort: number, extra: Raw = {}): Raw => ({
@@ -339,6 +340,7 @@ describe("stack files (readStackFile)", () => {
     const anthropicKey = fakeKey("anthropic", "Q".repeat(40));
     const openaiKey = fakeKey("openai", "Q".repeat(40));
     const plainKey = ["sk", "Q".repeat(40)].join("-");
+    const pemKey = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n";
 
     function problemsOfFile(text: string): { file?: string; problems: string[]; message: string } {
         const dir = tempDir("stack-file");
@@ -360,12 +362,13 @@ describe("stack files (readStackFile)", () => {
         ["an OpenAI project key in plain text", `${dev}  openclaw:openaiApiKey: ${openaiKey}\n`, /^openclaw:openaiApiKey: a provider API key in plain text: .*--secret openaiApiKey/],
         ["a plain sk- key in another setting", dev.replace("model: openai/gpt-5.1", `model: ${plainKey}`), /^openclaw:agents\[1\]\.model: a provider API key in plain text: remove it from the file, keep provider keys only in the secrets anthropicApiKey, openaiApiKey and geminiApiKey/],
         ["a key under another namespace", `${dev}  docker:apiKey: ${anthropicKey}\n`, /^docker:apiKey: a provider API key in plain text/],
+        ["the Ingress's TLS key in plain text", `${dev}  openclaw:ingressTlsKeyPem: "${pemKey.replace(/\n/g, "\\n")}"\n`, /^openclaw:ingressTlsKeyPem: a private key in plain text: remove it from the file, store it with `npm run pulumi -- config set --secret ingressTlsKeyPem < key.pem`/],
     ])("%s: names the file, the key and the fix", (_case, text, message) => {
         const { file, problems, message: whole } = problemsOfFile(text);
         expect(file).toMatch(/Pulumi\.pr\.yaml$/);
         expect(whole).toMatch(/^invalid config in .*Pulumi\.pr\.yaml:\n/);
         expect(problems).toEqual([expect.stringMatching(message)]);
-        for (const key of [anthropicKey, openaiKey, plainKey]) expect(whole).not.toContain(key);
+        for (const key of [anthropicKey, openaiKey, plainKey, "MIGHAgEAMBMGByqGSM49"]) expect(whole).not.toContain(key);
     });
 
     it("accepts keys stored encrypted, and reports them as present", () => {
@@ -387,5 +390,65 @@ describe("rawConfigFromPulumi", () => {
                 "docker:host": "x",
             }),
         ).toEqual({ agents: [{ name: "bart" }], anthropicApiKey: "12345", dockerHost: "unix:///var/run/docker.sock" });
+    });
+
+    it("keeps the Ingress's TLS key as the string it is", () => {
+        expect(rawConfigFromPulumi({ "openclaw:ingressTlsKeyPem": "123" })).toEqual({ ingressTlsKeyPem: "123" });
+    });
+});
+
+describe("an operator-supplied Ingress certificate", () => {
+    const pki = operatorPki();
+    const withCertificate = (certPem: string | undefined, keyPem: string | undefined, ingress: Raw = {}): Raw => ({
+        ...base(),
+        ingress: { ...ingress, ...(certPem !== undefined && { certificate: { certPem } }) },
+        ...(keyPem !== undefined && { ingressTlsKeyPem: keyPem }),
+    });
+    const keyBody = (pem: string) => pem.split("\n").filter((line) => line && !line.startsWith("-----"));
+    const CERT = "openclaw:ingress.certificate.certPem";
+    const KEY = "openclaw:ingressTlsKeyPem";
+
+    it.each<[string, () => Raw]>([
+        ["a chain covering the publish address", () => withCertificate(pki.chain, pki.key)],
+        ["a chain covering only one of ingress.hostnames", () => withCertificate(pki.hostOnlyChain, pki.key, { hostnames: ["other.example.net", "agents.example.net"] })],
+    ])("accepts %s, and hands the component the chain and the key", (_, raw) => {
+        const config = parseStackConfig(raw());
+        expect(config.ingress!.certificate).toEqual({ certPem: raw().ingress.certificate.certPem, keyPem: pki.key });
+    });
+
+    it("offline (review, bridge), an unread key stands in: the chain is still checked, the key at deploy", () => {
+        expect(requiredSecretKeys(withCertificate(pki.chain, undefined))).toContain("ingressTlsKeyPem");
+        expect(requiredSecretKeys(withCertificate(undefined, undefined))).not.toContain("ingressTlsKeyPem");
+        expect(() => parseStackConfig(withCertificate(pki.chain, TLS_KEY_NOT_READ))).not.toThrow();
+        expect(problemsOf(withCertificate(pki.expiredChain, TLS_KEY_NOT_READ))).toEqual([expect.stringMatching(/the leaf certificate expired/)]);
+    });
+
+    it("without either, the stack's own CA: no certificate in the config", () => {
+        expect(parseStackConfig(withCertificate(undefined, undefined)).ingress!.certificate).toBeUndefined();
+    });
+
+    describe.each<[string, () => Raw, RegExp[]]>([
+        ["an expired leaf", () => withCertificate(pki.expiredChain, pki.key), [new RegExp(`^${CERT}: the leaf certificate expired on 2020-01-02T00:00:00.000Z`)]],
+        ["a leaf valid only in the future", () => withCertificate(pki.futureChain, pki.key), [new RegExp(`^${CERT}: the leaf certificate is not valid before 2099-01-01T00:00:00.000Z`)]],
+        ["the key of another certificate", () => withCertificate(pki.chain, pki.otherKey), [new RegExp(`^${CERT}: the leaf certificate does not belong to the private key in ${KEY}$`)]],
+        ["a leaf covering neither the publish address nor a host name", () => withCertificate(pki.hostOnlyChain, pki.key), [new RegExp(`^${CERT}: the leaf certificate \\(DNS:agents.example.net\\) covers neither network.publishAddress 127.0.0.1 nor any of ingress.hostnames \\(none set\\)`)]],
+        ["a leaf for a host name the stack does not use", () => withCertificate(pki.hostOnlyChain, pki.key, { hostnames: ["other.example.net"] }), [/covers neither network.publishAddress 127.0.0.1 nor any of ingress.hostnames \(other.example.net\)/]],
+        ["the chain out of order", () => withCertificate(pki.reversedChain, pki.key), [new RegExp(`^${CERT}: certificate 1 of the chain is not issued by certificate 2`), /does not belong to the private key/, /covers neither/]],
+        ["the key without a certificate", () => withCertificate(undefined, pki.key), [new RegExp(`^${KEY}: set without ${CERT}`)]],
+        ["the key without any ingress", () => ({ ...base(), ingressTlsKeyPem: pki.key }), [new RegExp(`^${KEY}: set without ${CERT}`)]],
+        ["a certificate without the key", () => withCertificate(pki.chain, undefined), [new RegExp(`^${CERT}: its private key ${KEY} is not set`)]],
+        ["an empty key", () => withCertificate(pki.chain, ""), [new RegExp(`^${KEY}: is empty`)]],
+        ["a key that is not a PEM private key", () => withCertificate(pki.chain, "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n"), [new RegExp(`^${KEY}: is not a readable unencrypted PEM private key$`)]],
+        ["garbage instead of PEM", () => withCertificate("not a certificate", pki.key), [new RegExp(`^${CERT}: must be a PEM certificate$`)]],
+        ["garbage inside the PEM armour", () => withCertificate(`${pki.chain}-----BEGIN CERTIFICATE-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE-----\n`, pki.key), [new RegExp(`^${CERT}: certificate 3 of the chain does not parse as X.509$`)]],
+    ])("refuses %s", (_, raw, expected) => {
+        it("naming what is wrong", () => {
+            expect(problemsOf(raw())).toEqual(expected.map((pattern) => expect.stringMatching(pattern)));
+        });
+
+        it("never showing the key", () => {
+            const shown = problemsOf(raw()).join("\n");
+            for (const line of [...keyBody(pki.key), ...keyBody(pki.otherKey)]) expect(shown).not.toContain(line);
+        });
     });
 });

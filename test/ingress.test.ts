@@ -17,7 +17,7 @@ import { ingressConfigSchema } from "../ingress-image/src/config";
 import { type IngressUser, tokenDigest } from "../ingress-image/src/policy";
 import { IngressServer } from "../ingress-image/src/server";
 import { tempDir } from "./support/tempDirs";
-import { testPki } from "./support/tls";
+import { operatorPki, testPki } from "./support/tls";
 
 const TOKENS = { ann: "oci_annAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnn1", bob: "oci_bobBobBobBobBobBobBobBobBobBobBobBobBobBob2" };
 const GATEWAY_TOKEN = "gateway-token-of-bart-0123456789";
@@ -359,5 +359,23 @@ describe("metrics and the audit trail", () => {
         expect(verifyChain(text)).toMatchObject({ ok: true, lines: 4 });
         for (const secret of [...Object.values(TOKENS), GATEWAY_TOKEN, "system prompt"]) expect(text).not.toContain(secret);
         for (const line of [...logged]) for (const secret of [...Object.values(TOKENS), GATEWAY_TOKEN]) expect(line).not.toContain(secret);
+    });
+});
+
+describe("an operator-supplied chain", () => {
+    it("is served whole: a client trusting only the operator's CA verifies the host name it names", async () => {
+        const operator = operatorPki();
+        const config = ingressConfigSchema.parse({ listen: { host: "127.0.0.1", port: 0 }, admin: [{ host: "127.0.0.1", port: 0 }], tls: { certPem: operator.chain, keyPem: operator.key }, dataDir: tempDir("ingress-operator") });
+        const server = new IngressServer(config, () => undefined);
+        const { port: operatorPort } = await server.listen();
+        try {
+            const socket = tls.connect({ host: "127.0.0.1", port: operatorPort, ca: operator.ca, servername: "agents.example.net" });
+            await once(socket, "secureConnect");
+            expect(socket.authorized).toBe(true);
+            expect(socket.getPeerCertificate().subject.CN).toBe("agents.example.net");
+            socket.destroy();
+        } finally {
+            await server.close();
+        }
     });
 });

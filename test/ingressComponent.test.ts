@@ -7,6 +7,7 @@ import { ConfigError, parseStackConfig } from "../infra/config";
 import { agentNetworkAddresses, uplinkAddresses } from "../infra/topology";
 import { tokenDigest } from "../ingress-image/src/policy";
 import { DEFAULT_RULES } from "../ingress-image/src/rules";
+import { operatorPki } from "./support/tls";
 import { type RecordedResource, TYPES, agentConfigUpload, devConfig, isSecret, reveal, runProgram } from "./support/mockStack";
 
 const INGRESS = { port: 8443, users: [{ name: "ann", agents: ["bart"] }, { name: "ned", agents: ["bart", "lisa"] }] };
@@ -67,6 +68,59 @@ describe("the Ingress container", () => {
     it("does not exist without ingress config, and agents keep their chat endpoint off then", () => {
         expect(plain.filter((r) => r.name.startsWith("ingress"))).toEqual([]);
         expect(agentConfigUpload(plain, "bart").gateway.http.endpoints.chatCompletions.enabled).toBe(false);
+    });
+});
+
+describe("an operator-supplied certificate", () => {
+    const pki = operatorPki();
+    let operator: RecordedResource[];
+    beforeAll(async () => {
+        operator = await runProgram({ ...withIngress({ ...INGRESS, certificate: { certPem: pki.chain } }), ingressTlsKeyPem: pki.key });
+    });
+    /** Inputs with every secret's value blanked: what anyone reading the plan would see. */
+    const visible = (value: unknown): unknown =>
+        isSecret(value) ? "[secret]" : Array.isArray(value) ? value.map(visible) : value && typeof value === "object" ? Object.fromEntries(Object.entries(value).map(([k, v]) => [k, visible(v)])) : value;
+    const keyLines = pki.key.split("\n").filter((line) => line && !line.startsWith("-----"));
+
+    it("declares no CA, key or certificate of the stack's own", () => {
+        expect(operator.filter((r) => r.type.startsWith("tls:"))).toEqual([]);
+        expect(stack.filter((r) => r.type.startsWith("tls:") && r.name.startsWith("ingress-")).map((r) => r.name).sort()).toEqual(["ingress-ca", "ingress-ca-key", "ingress-server-cert", "ingress-server-csr", "ingress-server-key"]);
+    });
+
+    it("hands the container the operator's chain and key in the TLS variables, as a secret", () => {
+        const c = find(operator, TYPES.container, "ingress-container")!.inputs;
+        expect(isSecret(c.envs)).toBe(true);
+        const envs: string[] = reveal(c.envs);
+        expect(envs).toContain(`INGRESS_TLS_CERT_PEM=${pki.chain}`);
+        expect(envs).toContain(`INGRESS_TLS_KEY_PEM=${pki.key}`);
+    });
+
+    it("shows the key nowhere outside a secret", () => {
+        const shown = JSON.stringify(operator.map((r) => visible(r.inputs)));
+        for (const line of keyLines) expect(shown).not.toContain(line);
+    });
+
+    it.each<[string, () => RecordedResource[], string]>([
+        ["the operator's certificate", () => operator, "operator-certificate"],
+        ["the stack's own CA", () => stack, "own-ca"],
+    ])("labels the container with where its certificate comes from: %s", (_, resources, mode) => {
+        expect(reveal(find(resources(), TYPES.container, "ingress-container")!.inputs).labels).toContainEqual({ label: "openclaw.ingress-tls", value: mode });
+    });
+
+    it("with a key that is not the leaf's, stops the program before anything is declared, naming the certificate and not the key", async () => {
+        const resources: RecordedResource[] = [];
+        const run = runProgram({ ...withIngress({ ...INGRESS, certificate: { certPem: pki.chain } }), ingressTlsKeyPem: pki.otherKey }).then((r) => resources.push(...r));
+        const error: Error = await run.then(() => new Error("the program ran"), (e: Error) => e);
+        expect(error.message).toMatch(/openclaw:ingress\.certificate\.certPem: the leaf certificate does not belong to the private key in openclaw:ingressTlsKeyPem/);
+        for (const line of pki.otherKey.split("\n").filter((l) => l && !l.startsWith("-----"))) expect(error.message).not.toContain(line);
+        expect(resources).toEqual([]);
+    });
+
+    it("changes only the Ingress container when switched from the own CA (and drops the CA's resources)", () => {
+        const diff = changed(stack, operator);
+        expect(diff.added).toEqual([]);
+        expect(diff.removed.every((k) => k.startsWith("tls:"))).toBe(true);
+        expect(diff.changed).toEqual([`${TYPES.container}::ingress-container`]);
     });
 });
 

@@ -124,6 +124,11 @@ const FIXTURES: Record<string, [pass: PolicyResource, fail: PolicyResource, mess
     ],
     "k8s-probes": [workload(), workload((_p, c) => delete c.livenessProbe), /no liveness probe/],
     "image-digest": [container((p) => (p.image = `openclaw@sha256:${"a".repeat(64)}`)), container(), /not digest/],
+    "ingress-operator-certificate": [
+        container((p) => p.labels.push({ label: "openclaw.ingress-tls", value: "own-ca" })),
+        container((p) => p.labels.push({ label: "openclaw.ingress-tls", value: "operator-certificate" })),
+        /serves an operator-supplied certificate/,
+    ],
     healthcheck: [container(), container((p) => delete p.healthcheck), /no healthcheck/],
     "restart-policy": [container(), container((p) => (p.restart = "no")), /restart/],
     "log-rotation": [container(), container((p) => delete p.logOpts), /not rotated/],

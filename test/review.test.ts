@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import { fakeKey } from "./support/fakeKeys";
 import { REPO_ROOT } from "./support/mockStack";
 import { tempDir } from "./support/tempDirs";
+import { operatorPki } from "./support/tls";
 
 function review(...args: string[]) {
     const result = spawnSync(path.join(REPO_ROOT, "node_modules", ".bin", "tsx"), [path.join(REPO_ROOT, "scripts", "review.mts"), ...args], { encoding: "utf8", timeout: 60_000 });
@@ -48,6 +49,7 @@ describe("npm run review", () => {
             [
                 "Ingress",
                 "  https://127.0.0.1:9443/  5 requests/s per user (burst 20), 8 at once",
+                "  TLS: a certificate from the stack's own CA (stack output ingress.caCertPem)",
                 "  users (token epoch): agents they reach",
                 "    ann (1): bart",
                 "    ned (3): bart, lisa",
@@ -58,6 +60,32 @@ describe("npm run review", () => {
         );
         expect(stdout).toMatch(/openclaw-pr-ingress .* read-only, caps dropped, no-new-privileges, unprivileged .*\n {4}networks openclaw-pr-uplink \(10\.63\.255\.4\) {2}ports 127\.0\.0\.1:9443->8443 /);
         expect(stdout).toMatch(/OK: no mandatory violation/);
+    });
+
+    describe("with an operator certificate whose key is encrypted in the stack file", () => {
+        const pki = operatorPki();
+        const withCertificate = (chain: string) => {
+            const dev = readFileSync(path.join(REPO_ROOT, "Pulumi.dev.yaml"), "utf8");
+            const certPem = chain.trimEnd().split("\n").map((line) => `        ${line}`).join("\n");
+            const ingress = `  openclaw:ingress:\n    certificate:\n      certPem: |\n${certPem}\n  openclaw:ingressTlsKeyPem:\n    secure: v1:abc:def\n`;
+            return stackDir(dev.replace("config:\n", `config:\n${ingress}`));
+        };
+
+        it("says the Ingress serves it, what its leaf names and until when, and that the key waits for deploy", () => {
+            const { code, stdout, stderr } = review("--stack", "pr", "--config-dir", withCertificate(pki.chain));
+            expect(stderr).toBe("");
+            expect(code).toBe(0);
+            expect(stdout).toMatch(/\n {2}TLS: operator certificate CN=agents\.example\.net \(IP Address:127\.0\.0\.1, DNS:agents\.example\.net\), valid until \d{4}-\d\d-\d\dT/);
+            expect(stdout).toContain("  ingressTlsKeyPem: encrypted in the stack file, not read offline");
+            expect(stdout).toMatch(/\n {2}warn {2}ingress-operator-certificate \(advisory\) {2}\S+: serves an operator-supplied certificate/);
+            expect(stdout).toMatch(/OK: no mandatory violation/);
+        });
+
+        it("fails on an expired one, naming the key path", () => {
+            const { code, stderr } = review("--stack", "pr", "--config-dir", withCertificate(pki.expiredChain));
+            expect(code).toBe(1);
+            expect(stderr).toMatch(/openclaw:ingress\.certificate\.certPem: the leaf certificate expired on 2020-01-02/);
+        });
     });
 
     it("says which host each container lands on, and the monitoring stack's exceptions with their reasons", () => {
