@@ -56,6 +56,7 @@ export function keyProxyRuntimeConfig(config: KeyProxyConfig, remoteAdmin?: List
             ledgerFile: `${KEY_PROXY_DATA_DIR}/ledger.log`,
             timeZone: config.budgetTimeZone,
             defaultMaxOutputTokens: config.defaultMaxOutputTokens,
+            leaseUsd: config.budgetLeaseUsd,
             prices: config.prices,
             ...(config.fallbackPrice ? { fallbackPrice: config.fallbackPrice } : {}),
         },

@@ -219,6 +219,11 @@ const keyProxySchema = z
         fallbackPrice: priceSchema.optional(),
         /** Output cap written into requests that set none, so every reservation is bounded. */
         defaultMaxOutputTokens: z.number().int().min(1).max(1_000_000).default(32_000),
+        /**
+         * The budget lease: the slice of an agent's budget written to the ledger at once, then spent in memory. A crash
+         * over-counts an agent by at most this much; 0 writes every request's reservation (docs/ledger.md).
+         */
+        budgetLeaseUsd: z.number().min(0).max(100).default(0.25),
         /** A CA to trust for upstreams besides the system roots (private mirrors, test stand-ins). */
         extraCaPem: pemCertificate.optional(),
     })

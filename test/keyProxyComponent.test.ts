@@ -85,8 +85,21 @@ describe("budgets", () => {
             ledgerFile: "/var/lib/keyproxy/ledger.log",
             timeZone: "Europe/Berlin",
             defaultMaxOutputTokens: 32_000,
+            leaseUsd: 0.25,
             prices: { "my-model": { input: 1, output: 2, cacheWrite: 1, cacheWrite1h: 2, cacheRead: 0.1 } },
         });
+    });
+
+    it.each([[0, 0], [1.5, 1.5]])("hand the stack's budget lease (%d USD) to the proxy", (lease, expected) => {
+        const config = parseStackConfig({ ...devConfig(), keyProxy: { budgetLeaseUsd: lease } });
+        expect(keyProxyRuntimeConfig(config.keyProxy).metering.leaseUsd).toBe(expected);
+    });
+
+    it.each([
+        [-0.01, /keyProxy\.budgetLeaseUsd: must be at least 0, not -0\.01/],
+        [101, /keyProxy\.budgetLeaseUsd: must be at most 100, not 101/],
+    ])("refuse a budget lease of %d USD, naming the key and the bound", (lease, message) => {
+        expect(() => parseStackConfig({ ...devConfig(), keyProxy: { budgetLeaseUsd: lease } })).toThrow(message);
     });
 });
 
