@@ -5,8 +5,10 @@ import type { AgentConfig, EnabledProvider } from "../infra/config";
 import { providerKind } from "../providers/index";
 import type { ApprovedSkill } from "../infra/skills";
 import { AGENT_HOME, AGENT_USER, ALIASES, EXCEPTION_LABELS, LABELS, PORTS, agentNetworkAddresses, dockerNames } from "../infra/topology";
+import { GATEWAY_IDENTITY, agentBasePath } from "../contracts/ingress";
 import { AGENT_CREDENTIAL } from "../runtime/registry";
 import { hardenedContainer } from "./hardening";
+import type { GatewayIngressAccess } from "./ingress";
 
 export interface ServiceEndpoint {
     address: pulumi.Input<string>;
@@ -28,6 +30,8 @@ export interface AgentSandboxArgs {
     dnsServer: pulumi.Input<string>;
     /** Skills the deploy gate approved (infra/skills.ts), delivered read-only beside the config. */
     skills: readonly ApprovedSkill[];
+    /** The Ingress, when users reach this agent through it (gatewayIngressAccess). */
+    ingress?: GatewayIngressAccess;
 }
 
 /**
@@ -63,16 +67,18 @@ export interface OpenClawConfigInput {
     dashboardOrigins: string[];
     /** Whether approved skills are delivered (then OpenClaw loads them from OPENCLAW_SKILLS_DIR). */
     withSkills?: boolean;
+    /** The Ingress, when users reach this agent through it. */
+    ingress?: GatewayIngressAccess;
 }
 
 /**
  * The agent's OpenClaw config. Both providers point at KeyProxy with the agent's credential as their key (the
  * only place the credential is given: no API-key variables in the environment); `models.mode: replace` so no
  * catalog the agent writes can add or redirect a provider; telemetry, update checks, the hosted model catalog and
- * mDNS off; the gateway's OpenAI-compatible HTTP endpoints off unless the stack turns on chat completions; failed sign-ins
- * rate-limited.
+ * mDNS off; the gateway's OpenAI-compatible HTTP endpoints off unless the stack turns on chat completions or users
+ * reach the agent through the Ingress; failed sign-ins rate-limited.
  */
-export function openClawConfig({ agent, providers, keyProxyUrl, credential, dashboardToken, dashboardOrigins, withSkills = false }: OpenClawConfigInput) {
+export function openClawConfig({ agent, providers, keyProxyUrl, credential, dashboardToken, dashboardOrigins, withSkills = false, ingress }: OpenClawConfigInput) {
     // With `replace` there is no discovery: the catalog is what is declared here, the agent's own model.
     const [modelProvider, modelId] = [agent.model.slice(0, agent.model.indexOf("/")), agent.model.slice(agent.model.indexOf("/") + 1)];
     const models = (provider: string) => (provider === modelProvider ? [{ id: modelId, name: modelId }] : []);
@@ -81,9 +87,8 @@ export function openClawConfig({ agent, providers, keyProxyUrl, credential, dash
             mode: "local",
             bind: "lan",
             port: PORTS.agentDashboard,
-            auth: { mode: "token", token: dashboardToken, rateLimit: DASHBOARD_AUTH_RATE_LIMIT },
-            controlUi: { allowedOrigins: dashboardOrigins },
-            http: { endpoints: { chatCompletions: { enabled: agent.chatCompletionsApi }, responses: { enabled: false } } },
+            ...(ingress ? behindIngress(agent.name, ingress, dashboardToken, dashboardOrigins) : { auth: { mode: "token", token: dashboardToken, rateLimit: DASHBOARD_AUTH_RATE_LIMIT }, controlUi: { allowedOrigins: dashboardOrigins } }),
+            http: { endpoints: { chatCompletions: { enabled: agent.chatCompletionsApi || ingress !== undefined }, responses: { enabled: false } } },
         },
         models: {
             mode: "replace",
@@ -100,6 +105,31 @@ export function openClawConfig({ agent, providers, keyProxyUrl, credential, dash
         telemetry: { enabled: false },
         update: { checkOnStart: false, auto: { enabled: false } },
         ...(withSkills && { skills: { load: { extraDirs: [OPENCLAW_SKILLS_DIR] } } }),
+    };
+}
+
+/**
+ * The gateway behind the Ingress (OpenClaw's trusted-proxy auth): it believes who is asking only from the Ingress's
+ * address on this network and only for the users the stack lets reach this agent, caps them to GATEWAY_IDENTITY's
+ * scopes, and enrols their browsers without a manual pairing. The Control UI moves under `/agents/<name>` as the
+ * Ingress serves it. Callers inside the container (`npm run bridge -- send`, the forwarded dashboard) sign in with
+ * the dashboard token as the gateway's local password: trusted-proxy mode refuses a shared token.
+ */
+function behindIngress(agent: string, ingress: GatewayIngressAccess, dashboardToken: string, dashboardOrigins: string[]) {
+    return {
+        trustedProxies: [ingress.address],
+        auth: {
+            mode: "trusted-proxy",
+            password: dashboardToken,
+            rateLimit: DASHBOARD_AUTH_RATE_LIMIT,
+            trustedProxy: {
+                userHeader: GATEWAY_IDENTITY.userHeader,
+                requiredHeaders: [...GATEWAY_IDENTITY.requiredHeaders],
+                allowUsers: ingress.users,
+                deviceAutoApprove: { enabled: true, scopes: [...GATEWAY_IDENTITY.scopes] },
+            },
+        },
+        controlUi: { basePath: agentBasePath(agent), allowedOrigins: [...dashboardOrigins, ...ingress.origins] },
     };
 }
 
@@ -200,7 +230,7 @@ export function skillLabels(skills: readonly ApprovedSkill[]): Record<string, st
  * What makes an agent's identity and its OpenClaw config, on either backend: its KeyProxy credential (rotated by
  * `credentialEpoch`), its dashboard token, and the config text (secret) pointing both providers at KeyProxy.
  */
-export function agentSecrets(name: string, agent: AgentConfig, providers: readonly EnabledProvider[], keyProxy: ServiceEndpoint, parent: pulumi.Resource, withSkills = false) {
+export function agentSecrets(name: string, agent: AgentConfig, providers: readonly EnabledProvider[], keyProxy: ServiceEndpoint, parent: pulumi.Resource, withSkills = false, ingress?: GatewayIngressAccess) {
     const credential = new random.RandomPassword(
         `${name}-credential`,
         { length: AGENT_CREDENTIAL.randomChars, special: false, keepers: { agent: agent.name, epoch: String(agent.credentialEpoch) } },
@@ -216,7 +246,7 @@ export function agentSecrets(name: string, agent: AgentConfig, providers: readon
     const config = pulumi
         .all([keyProxyUrl, secrets.credential, secrets.dashboardToken])
         .apply(([url, cred, token]) =>
-            JSON.stringify(openClawConfig({ agent, providers, keyProxyUrl: url, credential: cred, dashboardToken: token, dashboardOrigins: secrets.origins, withSkills }), null, 2),
+            JSON.stringify(openClawConfig({ agent, providers, keyProxyUrl: url, credential: cred, dashboardToken: token, dashboardOrigins: secrets.origins, withSkills, ingress }), null, 2),
         );
     return { ...secrets, config: pulumi.secret(config) };
 }
@@ -265,7 +295,7 @@ export class AgentSandbox extends pulumi.ComponentResource {
             { parent: this },
         );
 
-        const secrets = agentSecrets(name, agent, args.providers, args.keyProxy, this, args.skills.length > 0);
+        const secrets = agentSecrets(name, agent, args.providers, args.keyProxy, this, args.skills.length > 0, args.ingress);
         this.credential = secrets.credential;
         this.dashboardToken = secrets.dashboardToken;
         const { config, origins } = secrets;

@@ -16,8 +16,31 @@ export interface IngressAgentLink {
     address: string;
     /** Where the agent's OpenClaw gateway listens on that network. */
     gatewayAddress: string;
-    /** The gateway's auth token (secret): the Ingress attaches it to what it forwards. */
-    gatewayToken: pulumi.Input<string>;
+}
+
+/**
+ * What an agent's gateway is told of the Ingress (openClawConfig's `ingress`): the one address it trusts to say who
+ * is asking, the users it accepts from there, and the browser origins the Control UI is opened from.
+ */
+export interface GatewayIngressAccess {
+    address: string;
+    users: string[];
+    origins: string[];
+}
+
+/**
+ * Pure: the origins a browser has on the Ingress: `https://` and each name its certificate carries (the publish
+ * address unless it is a wildcard, localhost, the host names), with the port unless it is 443.
+ */
+export function ingressOrigins(publishAddress: string, port: number, hostnames: readonly string[]): string[] {
+    const hosts = [...(["0.0.0.0", "::"].includes(publishAddress) ? [] : [publishAddress.includes(":") ? `[${publishAddress}]` : publishAddress]), "localhost", ...hostnames];
+    return hosts.map((host) => (port === 443 ? `https://${host}` : `https://${host}:${port}`));
+}
+
+/** Pure: the agent's side of the Ingress, or none when no user may reach it (its gateway then keeps token auth). */
+export function gatewayIngressAccess(config: Pick<IngressStackConfig, "users" | "port" | "hostnames">, publishAddress: string, agent: string, ingressAddress: string): GatewayIngressAccess | undefined {
+    const users = config.users.filter((user) => user.agents.includes(agent)).map((user) => user.name);
+    return users.length === 0 ? undefined : { address: ingressAddress, users, origins: ingressOrigins(publishAddress, config.port, config.hostnames) };
 }
 
 export interface IngressArgs {
@@ -48,8 +71,8 @@ export function ingressRuntimeConfig(config: Pick<IngressStackConfig, "rules" | 
 }
 
 /** Pure: an agent's registry entry, as `ingress register` reads it on stdin. */
-export function ingressAgentEntry(agent: Pick<IngressAgentLink, "name" | "gatewayAddress">, gatewayToken: string): string {
-    const entry: IngressAgent = { name: agent.name, gateway: { host: agent.gatewayAddress, port: PORTS.agentDashboard }, gatewayToken };
+export function ingressAgentEntry(agent: Pick<IngressAgentLink, "name" | "gatewayAddress">): string {
+    const entry: IngressAgent = { name: agent.name, gateway: { host: agent.gatewayAddress, port: PORTS.agentDashboard } };
     return JSON.stringify(entry);
 }
 
@@ -124,7 +147,7 @@ export class Ingress extends pulumi.ComponentResource {
         this.container = service.container;
 
         for (const agent of args.agents) {
-            connectAgent(this, name, service, agent, pulumi.secret(pulumi.output(agent.gatewayToken).apply((token) => ingressAgentEntry(agent, token))));
+            connectAgent(this, name, service, agent, ingressAgentEntry(agent));
         }
         for (const user of config.users) {
             const password = new random.RandomPassword(

@@ -2,7 +2,7 @@ import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { AgentSandbox } from "../components/agentSandbox";
 import { EgressGateway } from "../components/egressGateway";
-import { Ingress, type IngressTlsMode } from "../components/ingress";
+import { Ingress, type IngressTlsMode, gatewayIngressAccess } from "../components/ingress";
 import { KeyProxy } from "../components/keyProxy";
 import { MonitoringStack } from "../components/monitoringStack";
 import type { WatchedEndpoint } from "../components/monitoringConfig";
@@ -72,14 +72,14 @@ function defineDockerStack(config: StackConfig, stack: string, skills: ReadonlyM
             `agent-${agent.name}`,
             {
                 stack,
-                // Behind the Ingress, users reach agents through the gateway's OpenAI-compatible chat endpoint.
-                agent: config.ingress ? { ...agent, chatCompletionsApi: true } : agent,
+                agent,
                 providers: enabledProviders(config.keyProxy),
                 dockerHost: config.dockerHost,
                 keyProxy: { address: addresses.keyProxy, port: PORTS.keyProxy },
                 egressGateway: { address: addresses.egressGateway, port: PORTS.egressProxy },
                 dnsServer: addresses.egressGateway,
                 skills: skills.get(agent.name) ?? [],
+                ingress: config.ingress && gatewayIngressAccess(config.ingress, config.network.publishAddress, agent.name, addresses.ingress),
             },
             onAgentsHost,
         );
@@ -129,7 +129,7 @@ function defineDockerStack(config: StackConfig, stack: string, skills: ReadonlyM
                 uplinkNetwork: uplink.name,
                 uplinkAddress: uplinkAt.ingress,
                 dockerHost: config.dockerHost,
-                agents: sandboxes.map((sandbox) => ({ ...sandbox.link("ingress"), gatewayAddress: sandbox.addresses.agent, gatewayToken: sandbox.dashboardToken })),
+                agents: sandboxes.map((sandbox) => ({ ...sandbox.link("ingress"), gatewayAddress: sandbox.addresses.agent })),
             },
             onAgentsHost,
         );

@@ -132,12 +132,12 @@ async function forwardDashboard(env: NodeJS.ProcessEnv, stack: string, command: 
         pipe.on("exit", () => socket.destroy());
     });
     await new Promise<void>((resolve, reject) => server.once("error", reject).listen(port, "127.0.0.1", resolve));
-    let url = `http://127.0.0.1:${port}/`;
-    if (command.withToken) {
-        const token = docker(env, ["exec", agent.container, "node", "-e", `process.stdout.write(require(process.env.OPENCLAW_CONFIG_PATH).gateway.auth.token)`]);
-        if (token.status !== 0) throw new BridgeError(`could not read the gateway token: ${token.stderr.trim()}`, EXIT.commandFailed);
-        url += `#token=${token.stdout.trim()}`;
-    }
+    // Behind the Ingress the dashboard lives under its base path, and the token is the gateway's local password.
+    const read = docker(env, ["exec", agent.container, "node", "-e", `const g=require(process.env.OPENCLAW_CONFIG_PATH).gateway;process.stdout.write(JSON.stringify({basePath:g.controlUi?.basePath??"",secret:g.auth.token??g.auth.password}))`]);
+    if (read.status !== 0) throw new BridgeError(`could not read the agent's gateway config: ${read.stderr.trim()}`, EXIT.commandFailed);
+    const gateway = JSON.parse(read.stdout) as { basePath: string; secret: string };
+    let url = `http://127.0.0.1:${port}${gateway.basePath}/`;
+    if (command.withToken) url += `#token=${gateway.secret}`;
     console.log(`dashboard of '${command.agent}' at ${url} (Ctrl-C to stop)`);
     if (!command.withToken) console.log("sign in with the agent's gateway token (shown by --with-token, or `pulumi stack output --show-secrets`)");
     await new Promise<void>((resolve) => {

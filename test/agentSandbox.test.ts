@@ -65,6 +65,29 @@ describe.each([
     });
 });
 
+describe("openClawConfig behind the Ingress", () => {
+    const ingress = { address: "10.64.0.5", users: ["ann", "ned"], origins: ["https://127.0.0.1:8443"] };
+    const config = openClawConfig({ agent: bart, providers: enabledProviders(dev.keyProxy), keyProxyUrl: KEY_PROXY_URL, credential: CREDENTIAL, dashboardToken: TOKEN, dashboardOrigins: dashboardOrigins(bart.dashboardPort), ingress });
+
+    it("trusts only the Ingress's address to name the user, only those users, capped to reading and chatting", () => {
+        expect(config.gateway).toMatchObject({ trustedProxies: ["10.64.0.5"] });
+        expect(config.gateway.auth).toEqual({
+            mode: "trusted-proxy",
+            password: TOKEN,
+            rateLimit: { maxAttempts: 10, windowMs: 60_000, lockoutMs: 300_000 },
+            trustedProxy: { userHeader: "x-forwarded-user", requiredHeaders: ["x-forwarded-proto", "x-forwarded-host"], allowUsers: ["ann", "ned"], deviceAutoApprove: { enabled: true, scopes: ["operator.read", "operator.write"] } },
+        });
+    });
+
+    it("serves the Control UI under /agents/<name> to the Ingress's origins and the forwarded dashboard's", () => {
+        expect(config.gateway.controlUi).toEqual({ basePath: "/agents/bart", allowedOrigins: [...dashboardOrigins(bart.dashboardPort), "https://127.0.0.1:8443"] });
+    });
+
+    it("turns on chat completions, never the responses endpoint", () => {
+        expect(config.gateway.http.endpoints).toEqual({ chatCompletions: { enabled: true }, responses: { enabled: false } });
+    });
+});
+
 describe("openClawConfig options", () => {
     it("turns on chat completions only when the agent asks, and never the responses endpoint", () => {
         expect(configOf({ ...bart, chatCompletionsApi: true }).gateway.http.endpoints).toEqual({ chatCompletions: { enabled: true }, responses: { enabled: false } });

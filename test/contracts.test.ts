@@ -89,8 +89,8 @@ describe("Ingress", () => {
     });
 
     it("parses the agent registry entry the component writes", () => {
-        const entry = ingressAgentSchema.parse(JSON.parse(ingressAgentEntry({ name: "bart", gatewayAddress: "10.64.0.20" }, "g".repeat(32))));
-        expect(entry).toEqual({ name: "bart", gateway: { host: "10.64.0.20", port: PORTS.agentDashboard }, gatewayToken: "g".repeat(32) });
+        const entry = ingressAgentSchema.parse(JSON.parse(ingressAgentEntry({ name: "bart", gatewayAddress: "10.64.0.20" })));
+        expect(entry).toEqual({ name: "bart", gateway: { host: "10.64.0.20", port: PORTS.agentDashboard } });
     });
 
     it("parses the user registry entry the component writes: the token's digest, which authenticates that token only", () => {

@@ -1,7 +1,9 @@
 // The Ingress's pure decisions: the token check, routing, the rate limiter and the prompt-injection rule engine.
 import { describe, expect, it } from "vitest";
-import { type IngressUser, authenticate, isChatRequest, isUnreadPrompt, openAiError, routeRequest, tokenDigest } from "../ingress-image/src/policy";
+import { gatewayIngressAccess, ingressOrigins } from "../components/ingress";
+import { type IngressUser, authenticate, isChatRequest, isPageLoad, isSameOrigin, isUnreadPrompt, openAiError, routeRequest, signInNext, tokenDigest } from "../ingress-image/src/policy";
 import { DEFAULT_RULES, applyRules, compileRules } from "../ingress-image/src/rules";
+import { SessionStore, cookiesForGateway, sessionCookie, sessionFromCookies } from "../ingress-image/src/sessions";
 
 const TOKENS = { ann: "oci_annAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnn1", bob: "oci_bobBobBobBobBobBobBobBobBobBobBobBobBobBob2" };
 const USERS: IngressUser[] = [
@@ -36,16 +38,134 @@ describe("the token check", () => {
     });
 });
 
+describe("browser sign-in decisions", () => {
+    it.each<[string, string | undefined, string | undefined]>([
+        ["an agent's Control UI", "/agents/bart/", "/agents/bart/"],
+        ["a deep UI path with a query", "/agents/bart/chat/main?x=1", "/agents/bart/chat/main?x=1"],
+        ["nothing", undefined, undefined],
+        ["another host", "https://evil.example/agents/bart/", undefined],
+        ["a scheme-relative URL", "//evil.example/agents/bart/", undefined],
+        ["a backslash trick", "/\\evil.example/", undefined],
+        ["the API", "/agents/bart/v1/chat/completions", undefined],
+        ["a traversal", "/agents/bart/../lisa/", undefined],
+        ["the sign-in page", "/signin", undefined],
+        ["javascript", "javascript:alert(1)", undefined],
+    ])("signInNext: %s", (_, next, expected) => {
+        expect(signInNext(next)).toBe(expected);
+    });
+
+    it.each<[string | undefined, string | undefined, boolean]>([
+        ["https://127.0.0.1:8443", "127.0.0.1:8443", true],
+        ["https://Agents.Example.net", "agents.example.net", true],
+        ["http://127.0.0.1:8443", "127.0.0.1:8443", false],
+        ["https://127.0.0.1:8443", "127.0.0.1:9443", false],
+        ["https://evil.example", "127.0.0.1:8443", false],
+        ["null", "127.0.0.1:8443", false],
+        [undefined, "127.0.0.1:8443", false],
+        ["https://127.0.0.1:8443", undefined, false],
+    ])("isSameOrigin(%s, %s) is %s", (origin, host, expected) => {
+        expect(isSameOrigin(origin, host)).toBe(expected);
+    });
+
+    it.each<[string, string | undefined, boolean]>([
+        ["GET", "text/html,application/xhtml+xml,*/*;q=0.8", true],
+        ["HEAD", "text/html", true],
+        ["GET", "application/json", false],
+        ["GET", undefined, false],
+        ["POST", "text/html", false],
+    ])("isPageLoad(%s, %s) is %s", (method, accept, expected) => {
+        expect(isPageLoad(method, accept)).toBe(expected);
+    });
+
+    const id = "A".repeat(43);
+    it.each<[string, string | undefined, string | undefined]>([
+        ["the cookie alone", `__Host-openclaw-session=${id}`, id],
+        ["among others", `theme=dark; __Host-openclaw-session=${id}; x=1`, id],
+        ["no cookie header", undefined, undefined],
+        ["two session cookies", `__Host-openclaw-session=${id}; __Host-openclaw-session=${"B".repeat(43)}`, undefined],
+        ["a malformed value", "__Host-openclaw-session=short", undefined],
+        ["the name without the prefix", `openclaw-session=${id}`, undefined],
+    ])("sessionFromCookies: %s", (_, header, expected) => {
+        expect(sessionFromCookies(header)).toBe(expected);
+    });
+
+    it.each<[string | undefined, string | undefined]>([
+        [`theme=dark; __Host-openclaw-session=${id}; x=1`, "theme=dark; x=1"],
+        [`__Host-openclaw-session=${id}`, undefined],
+        ["theme=dark", "theme=dark"],
+        [undefined, undefined],
+    ])("cookiesForGateway(%s) is %s", (header, expected) => {
+        expect(cookiesForGateway(header)).toBe(expected);
+    });
+
+    it("sets the cookie host-only, Secure, HttpOnly, SameSite=Strict, for its lifetime", () => {
+        expect(sessionCookie(id, 60)).toBe(`__Host-openclaw-session=${id}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=60`);
+    });
+});
+
+describe("the session store", () => {
+    it("knows a session until it expires, then forgets it", () => {
+        let now = 0;
+        const store = new SessionStore(1000, 4, () => now);
+        const session = store.create("ann");
+        expect(session).toMatch(/^[A-Za-z0-9_-]{43}$/);
+        expect(store.userOf(session)).toBe("ann");
+        expect(store.userOf(`${session.slice(0, -1)}x`)).toBeUndefined();
+        now = 999;
+        expect(store.userOf(session)).toBe("ann");
+        now = 1000;
+        expect(store.userOf(session)).toBeUndefined();
+        expect(store.size).toBe(0);
+    });
+
+    it("keeps at most the cap per user, dropping the oldest", () => {
+        let now = 0;
+        const store = new SessionStore(10_000, 2, () => now);
+        const sessions = [0, 1, 2].map((t) => ((now = t), store.create("ann")));
+        const bob = store.create("bob");
+        expect(sessions.map((s) => store.userOf(s))).toEqual([undefined, "ann", "ann"]);
+        expect(store.userOf(bob)).toBe("bob");
+    });
+
+    it("ends every session of one user, and one session on sign-out", () => {
+        const store = new SessionStore(10_000, 4);
+        const [a1, a2, b] = [store.create("ann"), store.create("ann"), store.create("bob")];
+        store.remove(a1);
+        expect(store.userOf(a1)).toBeUndefined();
+        expect(store.revokeUser("ann")).toBe(1);
+        expect(store.userOf(a2)).toBeUndefined();
+        expect(store.userOf(b)).toBe("bob");
+    });
+});
+
+describe("what an agent's gateway is told of the Ingress", () => {
+    it.each<[string, number, string[], string[]]>([
+        ["127.0.0.1", 8443, [], ["https://127.0.0.1:8443", "https://localhost:8443"]],
+        ["0.0.0.0", 443, ["agents.example.net"], ["https://localhost", "https://agents.example.net"]],
+        ["::1", 8443, [], ["https://[::1]:8443", "https://localhost:8443"]],
+    ])("ingressOrigins(%s, %i, %j)", (address, port, hostnames, origins) => {
+        expect(ingressOrigins(address, port, hostnames)).toEqual(origins);
+    });
+
+    it("names the users who may reach the agent, or nothing when none may", () => {
+        const config = { port: 8443, hostnames: [], users: [{ name: "ann", agents: ["bart"] }, { name: "ned", agents: ["bart", "lisa"] }] } as never;
+        expect(gatewayIngressAccess(config, "127.0.0.1", "bart", "10.64.0.5")).toEqual({ address: "10.64.0.5", users: ["ann", "ned"], origins: ["https://127.0.0.1:8443", "https://localhost:8443"] });
+        expect(gatewayIngressAccess(config, "127.0.0.1", "homer", "10.64.0.5")).toBeUndefined();
+    });
+});
+
 describe("routing", () => {
     it.each<[string, string, string]>([
+        // The OpenAI-compatible API is at the gateway's root; the Control UI under its base path, /agents/<name>.
         ["/agents/bart/v1/chat/completions", "bart", "/v1/chat/completions"],
-        ["/agents/bart/", "bart", "/"],
-        ["/agents/bart", "bart", "/"],
-        ["/agents/bart?x=1", "bart", "/?x=1"],
         ["/agents/bart/v1/models?limit=2", "bart", "/v1/models?limit=2"],
-        ["/agents/lisa-2/ws", "lisa-2", "/ws"],
-        ["/agents/bart/a%20b", "bart", "/a%20b"],
-        ["/agents/bart/x?path=../../etc", "bart", "/x?path=../../etc"],
+        ["/agents/bart/", "bart", "/agents/bart/"],
+        ["/agents/bart", "bart", "/agents/bart"],
+        ["/agents/bart?x=1", "bart", "/agents/bart?x=1"],
+        ["/agents/bart/v1", "bart", "/agents/bart/v1"],
+        ["/agents/lisa-2/ws", "lisa-2", "/agents/lisa-2/ws"],
+        ["/agents/bart/a%20b", "bart", "/agents/bart/a%20b"],
+        ["/agents/bart/x?path=../../etc", "bart", "/agents/bart/x?path=../../etc"],
     ])("%s goes to %s at %s", (target, agent, path) => {
         expect(routeRequest(target)).toEqual({ ok: true, agent, path });
     });

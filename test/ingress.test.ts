@@ -1,6 +1,7 @@
 // The Ingress over loopback TLS in front of a loopback stand-in for an agent's OpenClaw gateway: forwarding (HTTP,
-// SSE unbuffered, WebSocket upgrade), the gateway's token in place of the user's, refusals (401/403/429/400 by
-// rule) with nothing echoed, stripping, revocation, metrics, and the audit stream every refusal lands in.
+// SSE unbuffered, WebSocket upgrade), who is asking in place of the user's token, browser sign-in with a session
+// cookie, refusals (401/403/429/400 by rule) with nothing echoed, stripping, revocation, metrics, and the audit
+// stream every refusal lands in.
 import { createHash } from "node:crypto";
 import { once } from "node:events";
 import { readFileSync } from "node:fs";
@@ -20,7 +21,6 @@ import { tempDir } from "./support/tempDirs";
 import { operatorPki, testPki } from "./support/tls";
 
 const TOKENS = { ann: "oci_annAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnn1", bob: "oci_bobBobBobBobBobBobBobBobBobBobBobBobBobBob2" };
-const GATEWAY_TOKEN = "gateway-token-of-bart-0123456789";
 const USERS: IngressUser[] = [
     { name: "ann", tokenSha256: tokenDigest(TOKENS.ann), agents: ["bart"] },
     { name: "bob", tokenSha256: tokenDigest(TOKENS.bob), agents: ["lisa"] },
@@ -66,7 +66,7 @@ class MockGateway {
         const chunks: Buffer[] = [];
         for await (const chunk of req) chunks.push(chunk as Buffer);
         this.received.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, body: Buffer.concat(chunks).toString() });
-        if (req.url === "/sse") {
+        if (req.url?.endsWith("/sse")) {
             res.writeHead(200, { "content-type": "text/event-stream" });
             res.flushHeaders();
             for (const n of [1, 2, 3]) {
@@ -106,8 +106,8 @@ function start(limits: Record<string, number> = {}, now?: () => number) {
     ingress = new IngressServer(config, (event, fields) => logged.push(JSON.stringify({ event, ...fields })), now);
     ingress.setUsers(USERS);
     ingress.setAgents([
-        { name: "bart", gateway: { host: "127.0.0.1", port: gateway.port }, gatewayToken: GATEWAY_TOKEN },
-        { name: "lisa", gateway: { host: "127.0.0.1", port: gateway.port }, gatewayToken: "gateway-token-of-lisa-0123456789" },
+        { name: "bart", gateway: { host: "127.0.0.1", port: gateway.port } },
+        { name: "lisa", gateway: { host: "127.0.0.1", port: gateway.port } },
     ]);
     return ingress.listen().then((ports) => {
         port = ports.port;
@@ -145,11 +145,11 @@ async function auditLines() {
 }
 
 /** A raw WebSocket handshake over TLS; resolves with the socket and the response head. */
-async function upgrade(target: string, token?: string): Promise<{ socket: tls.TLSSocket; head: string }> {
+async function upgrade(target: string, token?: string, extra: string[] = []): Promise<{ socket: tls.TLSSocket; head: string }> {
     const socket = tls.connect({ host: "127.0.0.1", port, ca: pki.ca, servername: "localhost" });
     await once(socket, "secureConnect");
     socket.write(
-        [`GET ${target} HTTP/1.1`, "Host: localhost", "Connection: Upgrade", "Upgrade: websocket", "Sec-WebSocket-Version: 13", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", ...(token ? [`Authorization: Bearer ${token}`] : []), "", ""].join("\r\n"),
+        [`GET ${target} HTTP/1.1`, "Host: localhost", "Connection: Upgrade", "Upgrade: websocket", "Sec-WebSocket-Version: 13", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", ...(token ? [`Authorization: Bearer ${token}`] : []), ...extra, "", ""].join("\r\n"),
     );
     let head = "";
     while (!head.includes("\r\n\r\n")) {
@@ -175,24 +175,36 @@ afterEach(async () => {
 });
 
 describe("forwarding", () => {
-    it("sends a chat request to the agent's gateway with the gateway's token, never the user's", async () => {
-        const res = await send("/agents/bart/v1/chat/completions", { token: TOKENS.ann, body: chat("What is 2+2?"), headers: { "x-forwarded-for": "6.6.6.6", forwarded: "for=6.6.6.6" } });
+    it("sends a chat request to the agent's gateway saying who asks, never the user's token, whatever the client claims", async () => {
+        const claims = { "x-forwarded-for": "6.6.6.6", forwarded: "for=6.6.6.6", "x-forwarded-user": "bob", "x-forwarded-host": "evil.example", "x-openclaw-scopes": "operator.admin", "x-real-ip": "6.6.6.6" };
+        const res = await send("/agents/bart/v1/chat/completions", { token: TOKENS.ann, body: chat("What is 2+2?"), headers: claims });
         expect(res.status).toBe(200);
         expect(res.headers.get("x-gateway")).toBe("yes");
         expect(await res.json()).toMatchObject({ object: "chat.completion" });
         expect(gateway.received).toEqual([expect.objectContaining({ method: "POST", url: "/v1/chat/completions", body: JSON.stringify(chat("What is 2+2?")) })]);
         const { headers } = gateway.received[0];
-        expect(headers.authorization).toBe(`Bearer ${GATEWAY_TOKEN}`);
-        expect(headers.host).toBe(`127.0.0.1:${gateway.port}`);
-        expect(headers["x-forwarded-for"]).toBeUndefined();
+        expect(headers).toMatchObject({
+            "x-forwarded-user": "ann",
+            "x-forwarded-proto": "https",
+            "x-forwarded-host": `127.0.0.1:${port}`,
+            "x-forwarded-for": "127.0.0.1",
+            "x-openclaw-scopes": "operator.read,operator.write",
+            host: `127.0.0.1:${port}`,
+        });
+        expect(headers.authorization).toBeUndefined();
         expect(headers.forwarded).toBeUndefined();
+        expect(headers["x-real-ip"]).toBeUndefined();
         expect(JSON.stringify(headers)).not.toContain(TOKENS.ann);
     });
 
-    it("streams other paths with their query, as they come", async () => {
-        const res = await send("/agents/bart/v1/models?limit=1", { token: TOKENS.ann });
+    it.each([
+        ["the API, at the gateway's root", "/agents/bart/v1/models?limit=1", "/v1/models?limit=1"],
+        ["the Control UI, under its base path", "/agents/bart/assets/index.js?v=1", "/agents/bart/assets/index.js?v=1"],
+        ["the Control UI's root", "/agents/bart", "/agents/bart"],
+    ])("forwards %s with the query", async (_, target, forwarded) => {
+        const res = await send(target, { token: TOKENS.ann });
         expect(res.status).toBe(200);
-        expect(gateway.received[0]).toMatchObject({ method: "GET", url: "/v1/models?limit=1" });
+        expect(gateway.received[0]).toMatchObject({ method: "GET", url: forwarded });
     });
 
     it("passes server-sent events through without buffering: each event arrives before the next is written", async () => {
@@ -208,11 +220,12 @@ describe("forwarding", () => {
         expect((await reader.read()).done).toBe(true);
     });
 
-    it("upgrades a WebSocket to the gateway with the gateway's token, and relays both ways", async () => {
+    it("upgrades a WebSocket to the Control UI's path on the gateway saying who asks, and relays both ways", async () => {
         const { socket, head } = await upgrade("/agents/bart/ws", TOKENS.ann);
         expect(head).toMatch(/^HTTP\/1\.1 101 Switching Protocols\r\n/);
         expect(head).toMatch(/Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK\+xOo=/i);
-        expect(gateway.received).toEqual([expect.objectContaining({ url: "/ws", headers: expect.objectContaining({ authorization: `Bearer ${GATEWAY_TOKEN}`, upgrade: "websocket" }) })]);
+        expect(gateway.received).toEqual([expect.objectContaining({ url: "/agents/bart/ws", headers: expect.objectContaining({ "x-forwarded-user": "ann", upgrade: "websocket" }) })]);
+        expect(gateway.received[0].headers.authorization).toBeUndefined();
         socket.write("ping");
         const [data] = (await once(socket, "data")) as [Buffer];
         expect(data.toString()).toBe("echo:ping");
@@ -338,6 +351,116 @@ describe("revocation", () => {
     });
 });
 
+describe("browser sign-in", () => {
+    const origin = () => `https://127.0.0.1:${port}`;
+    const signIn = (form: Record<string, string>, headers: Record<string, string> = { origin: origin() }) =>
+        fetch(`${origin()}/signin`, { dispatcher: client, method: "POST", redirect: "manual", headers: { "content-type": "application/x-www-form-urlencoded", ...headers }, body: new URLSearchParams(form).toString() });
+    /** Signs ann in: the session cookie as a browser would send it back. */
+    const annSession = async () => {
+        const res = await signIn({ token: TOKENS.ann, next: "/agents/bart/" });
+        return res.headers.get("set-cookie")!.split(";")[0];
+    };
+    const withCookie = (target: string, cookie: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}) =>
+        fetch(`${origin()}${target}`, { dispatcher: client, redirect: "manual", method: init.method ?? "GET", headers: { cookie, ...init.headers }, body: init.body });
+
+    it("sends a page load without a sign-in to the sign-in page, keeping where it was going, unaudited", async () => {
+        const res = await fetch(`${origin()}/agents/bart/chat/main`, { dispatcher: client, redirect: "manual", headers: { accept: "text/html,*/*" } });
+        expect(res.status).toBe(303);
+        expect(res.headers.get("location")).toBe("/signin?next=%2Fagents%2Fbart%2Fchat%2Fmain");
+        expect(gateway.received).toEqual([]);
+        expect(await auditLines()).toEqual([]);
+    });
+
+    it("serves a sign-in form with no script, a strict CSP, and `next` escaped", async () => {
+        const res = await fetch(`${origin()}/signin?next=${encodeURIComponent('/agents/bart/"><script>alert(1)</script>')}`, { dispatcher: client });
+        expect(res.status).toBe(200);
+        expect(res.headers.get("content-security-policy")).toContain("default-src 'none'");
+        expect(res.headers.get("cache-control")).toBe("no-store");
+        const html = await res.text();
+        expect(html).toContain('<form method="post" action="/signin">');
+        expect(html).not.toContain("<script");
+        expect(html).toContain("&#34;&#62;&#60;script&#62;");
+    });
+
+    it("exchanges a valid token for a Secure, HttpOnly, SameSite=Strict host cookie and goes on; the cookie then reaches the agent as the user", async () => {
+        const res = await signIn({ token: TOKENS.ann, next: "/agents/bart/chat/main" });
+        expect(res.status).toBe(303);
+        expect(res.headers.get("location")).toBe("/agents/bart/chat/main");
+        const cookie = res.headers.get("set-cookie")!;
+        expect(cookie).toMatch(/^__Host-openclaw-session=[A-Za-z0-9_-]{43}; Path=\/; Secure; HttpOnly; SameSite=Strict; Max-Age=28800$/);
+        expect(cookie).not.toContain(TOKENS.ann);
+        const page = await withCookie("/agents/bart/chat/main", `theme=dark; ${cookie.split(";")[0]}`);
+        expect(page.status).toBe(200);
+        expect(gateway.received[0]).toMatchObject({ url: "/agents/bart/chat/main", headers: expect.objectContaining({ "x-forwarded-user": "ann", cookie: "theme=dark" }) });
+        expect((await auditLines()).map((l) => [l.type, l.user])).toEqual([["signed_in", "ann"]]);
+    });
+
+    it.each<[string, Record<string, string>, Record<string, string>, number]>([
+        ["a wrong token", { token: `${TOKENS.ann.slice(0, -1)}X` }, {}, 401],
+        ["no token", {}, {}, 401],
+        ["a form posted from another origin", { token: TOKENS.ann }, { origin: "https://evil.example" }, 403],
+        ["a form with no Origin", { token: TOKENS.ann }, { origin: "" }, 403],
+    ])("refuses %s: no cookie", async (_, form, headers, status) => {
+        const res = await signIn(form, { origin: origin(), ...headers });
+        expect(res.status).toBe(status);
+        expect(res.headers.get("set-cookie")).toBeNull();
+        const body = await res.text();
+        for (const secret of Object.values(TOKENS)) expect(body).not.toContain(secret);
+        if (status === 401) expect(body).toContain("That token was not accepted.");
+    });
+
+    it.each([
+        ["another host", "https://evil.example/"],
+        ["a scheme-relative URL", "//evil.example/agents/bart/"],
+        ["an API path", "/agents/bart/v1/chat/completions"],
+        ["a traversal", "/agents/bart/../lisa/"],
+    ])("sends the browser to the user's first agent, not to %s", async (_, next) => {
+        const res = await signIn({ token: TOKENS.ann, next });
+        expect(res.status).toBe(303);
+        expect(res.headers.get("location")).toBe("/agents/bart/");
+    });
+
+    it("refuses a cookie-borne write or WebSocket from another origin, and takes it from its own", async () => {
+        const cookie = await annSession();
+        const body = JSON.stringify(chat("hi"));
+        const json = { "content-type": "application/json" };
+        expect((await withCookie("/agents/bart/v1/chat/completions", cookie, { method: "POST", body, headers: { ...json, origin: "https://evil.example" } })).status).toBe(403);
+        expect((await withCookie("/agents/bart/v1/chat/completions", cookie, { method: "POST", body, headers: json })).status).toBe(403);
+        expect(gateway.received).toEqual([]);
+        expect((await withCookie("/agents/bart/v1/chat/completions", cookie, { method: "POST", body, headers: { ...json, origin: origin() } })).status).toBe(200);
+        const foreign = await upgrade("/agents/bart", undefined, [`Cookie: ${cookie}`, "Origin: https://evil.example"]);
+        expect(foreign.head).toMatch(/^HTTP\/1\.1 403 /);
+        foreign.socket.destroy();
+        const own = await upgrade("/agents/bart", undefined, [`Cookie: ${cookie}`, "Origin: https://localhost"]);
+        expect(own.head).toMatch(/^HTTP\/1\.1 101 /);
+        own.socket.destroy();
+        expect(gateway.received.at(-1)).toMatchObject({ url: "/agents/bart", headers: expect.objectContaining({ "x-forwarded-user": "ann" }) });
+        expect(gateway.received.at(-1)!.headers.cookie).toBeUndefined();
+        expect((await auditLines()).filter((l) => l.type === "route_refused").map((l) => l.reason)).toEqual(["cross_origin", "cross_origin", "cross_origin"]);
+    });
+
+    it("still limits a signed-in user to their agents", async () => {
+        const cookie = await annSession();
+        expect((await withCookie("/agents/lisa/", cookie)).status).toBe(403);
+    });
+
+    it("ends the user's sessions when their entry changes, and a signed-out cookie no longer works", async () => {
+        const kept = await annSession();
+        const signedOut = await annSession();
+        const out = await withCookie("/signout", signedOut, { method: "POST", headers: { origin: origin() } });
+        expect(out.status).toBe(303);
+        expect(out.headers.get("set-cookie")).toMatch(/^__Host-openclaw-session=; .*Max-Age=0$/);
+        expect((await withCookie("/agents/bart/x", signedOut)).status).toBe(401);
+        expect((await withCookie("/agents/bart/x", kept)).status).toBe(200);
+        ingress.setUsers([{ ...USERS[0], tokenSha256: tokenDigest("oci_rotated") }, USERS[1]]);
+        expect((await withCookie("/agents/bart/x", kept)).status).toBe(401);
+        const lines = await auditLines();
+        expect(lines.map((l) => l.type)).toEqual(["signed_in", "signed_in", "signed_out", "auth_failed", "revoked", "auth_failed"]);
+        expect(lines[4]).toMatchObject({ user: "ann", sessions: 1 });
+        expect(lines[5]).toMatchObject({ reason: "no_session" });
+    });
+});
+
 describe("metrics and the audit trail", () => {
     it("counts refusals and rule hits on the admin listener, without any token", async () => {
         await send("/agents/bart/x", { token: "nope" });
@@ -346,7 +469,7 @@ describe("metrics and the audit trail", () => {
         expect(text).toMatch(/ingress_refusals_total\{reason="bad_token"\} 1/);
         expect(text).toMatch(/ingress_rule_hits_total\{rule="ignore-previous-instructions",action="reject"\} 1/);
         expect(text).toMatch(/ingress_registered_users 2/);
-        for (const secret of [...Object.values(TOKENS), GATEWAY_TOKEN]) expect(text).not.toContain(secret);
+        for (const secret of Object.values(TOKENS)) expect(text).not.toContain(secret);
     });
 
     it("writes one chain that verifies, and nothing secret, across every kind of event", async () => {
@@ -357,8 +480,8 @@ describe("metrics and the audit trail", () => {
         await ingress.close();
         const text = auditText();
         expect(verifyChain(text)).toMatchObject({ ok: true, lines: 4 });
-        for (const secret of [...Object.values(TOKENS), GATEWAY_TOKEN, "system prompt"]) expect(text).not.toContain(secret);
-        for (const line of [...logged]) for (const secret of [...Object.values(TOKENS), GATEWAY_TOKEN]) expect(line).not.toContain(secret);
+        for (const secret of [...Object.values(TOKENS), "system prompt"]) expect(text).not.toContain(secret);
+        for (const line of [...logged]) for (const secret of Object.values(TOKENS)) expect(line).not.toContain(secret);
     });
 });
 

@@ -132,13 +132,25 @@ describe.each(["bart", "lisa"])("agent %s behind the Ingress", (name) => {
         expect(attach.create).toContain(`docker network connect --ip ${addresses.ingress} --alias ingress openclaw-dev-net-agent-${name} openclaw-dev-ingress`);
     });
 
-    it("is registered with its gateway's address and token (secret), and has its chat endpoint on", () => {
+    it("is registered with its gateway's address and no secret, and has its chat endpoint on", () => {
         const register = find(stack, TYPES.command, `ingress-register-${name}`)!.inputs;
         expect(register.create).toBe("docker exec -i openclaw-dev-ingress /nodejs/bin/node /app/ingress.cjs register");
-        expect(isSecret(register.stdin)).toBe(true);
-        const openclaw = agentConfigUpload(stack, name);
-        expect(JSON.parse(reveal(register.stdin))).toEqual({ name, gateway: { host: addresses.agent, port: 18789 }, gatewayToken: openclaw.gateway.auth.token });
-        expect(openclaw.gateway.http.endpoints.chatCompletions.enabled).toBe(true);
+        expect(JSON.parse(reveal(register.stdin))).toEqual({ name, gateway: { host: addresses.agent, port: 18789 } });
+        expect(agentConfigUpload(stack, name).gateway.http.endpoints.chatCompletions.enabled).toBe(true);
+    });
+
+    it("has a gateway that trusts only the Ingress's address to name the user, only the users who may reach it, the Control UI under /agents/<name>", () => {
+        const { gateway } = agentConfigUpload(stack, name);
+        const users = INGRESS.users.filter((u) => u.agents.includes(name)).map((u) => u.name);
+        expect(gateway.trustedProxies).toEqual([addresses.ingress]);
+        expect(gateway.auth).toMatchObject({
+            mode: "trusted-proxy",
+            password: expect.stringMatching(/^\w{40}$/),
+            trustedProxy: { userHeader: "x-forwarded-user", requiredHeaders: ["x-forwarded-proto", "x-forwarded-host"], allowUsers: users, deviceAutoApprove: { enabled: true, scopes: ["operator.read", "operator.write"] } },
+        });
+        expect(gateway.auth.token).toBeUndefined();
+        expect(gateway.controlUi.basePath).toBe(`/agents/${name}`);
+        expect(gateway.controlUi.allowedOrigins).toEqual(expect.arrayContaining(["https://127.0.0.1:8443", "https://localhost:8443"]));
     });
 });
 
@@ -160,14 +172,18 @@ describe("users", () => {
         expect(digests[0]).not.toBe(tokenDigest(""));
     });
 
-    it("adding a user adds only that user's token and registration: neither the Ingress nor any agent changes", async () => {
+    // The agents the user reaches get a new config (their gateway's allowUsers) through the one-shot writer, which
+    // the gateway reloads: no agent container is recreated.
+    it("adding a user adds only that user's token and registration, and rewrites the config of the agents they reach", async () => {
         const grown = await runProgram(withIngress({ ...INGRESS, users: [...INGRESS.users, { name: "otto", agents: ["lisa"] }] }));
-        expect(changed(stack, grown)).toEqual({ added: [`${TYPES.command}::ingress-user-otto`, `${TYPES.password}::ingress-user-otto-token`], removed: [], changed: [] });
+        expect(changed(stack, grown)).toEqual({ added: [`${TYPES.command}::ingress-user-otto`, `${TYPES.password}::ingress-user-otto-token`], removed: [], changed: [`${TYPES.container}::agent-lisa-config-writer-container`] });
+        expect(agentConfigUpload(grown, "lisa").gateway.auth.trustedProxy.allowUsers).toEqual(["ned", "otto"]);
     });
 
-    it("removing a user removes only theirs", async () => {
+    it("removing a user removes only theirs, and the agents they reached stop accepting them", async () => {
         const shrunk = await runProgram(withIngress({ ...INGRESS, users: [INGRESS.users[1]] }));
-        expect(changed(stack, shrunk)).toEqual({ added: [], removed: [`${TYPES.command}::ingress-user-ann`, `${TYPES.password}::ingress-user-ann-token`], changed: [] });
+        expect(changed(stack, shrunk)).toEqual({ added: [], removed: [`${TYPES.command}::ingress-user-ann`, `${TYPES.password}::ingress-user-ann-token`], changed: [`${TYPES.container}::agent-bart-config-writer-container`] });
+        expect(agentConfigUpload(shrunk, "bart").gateway.auth.trustedProxy.allowUsers).toEqual(["ned"]);
     });
 
     it("bumping a user's tokenEpoch rotates only that user's token and registration", async () => {

@@ -4,7 +4,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import type { IngressUser } from "../../contracts/ingress";
 import { AGENT_NAME } from "../../runtime/registry";
 
-export { type IngressAgent, type IngressUser, USER_TOKEN, tokenDigest } from "../../contracts/ingress";
+export { GATEWAY_IDENTITY, type IngressAgent, type IngressUser, USER_TOKEN, tokenDigest } from "../../contracts/ingress";
 
 export type Authentication = { ok: true; user: IngressUser } | { ok: false; reason: "no_token" | "bad_token" };
 
@@ -28,9 +28,11 @@ export type Route = { ok: true; agent: string; path: string } | { ok: false; sta
 const ROUTE = /^\/agents\/([^/?#]*)(\/[^?#]*)?(\?[^#]*)?$/;
 
 /**
- * Splits `/agents/<name>/<rest>` into the agent and the path its gateway gets (`/<rest>` with the query). The name
- * is taken as written: no decoding, no case folding. Refused: anything else, and any target a server behind could
- * read differently: `.`/`..` segments (also percent-encoded), encoded slashes or backslashes, `//`, control bytes.
+ * Splits `/agents/<name>/<rest>` into the agent and the path its gateway gets: the OpenAI-compatible API (`/v1/...`)
+ * lives at the gateway's root, so `/<rest>` with the query; everything else is the Control UI, which the gateway
+ * serves under `/agents/<name>` (its base path), so the target unchanged. The name is taken as written: no decoding,
+ * no case folding. Refused: anything else, and any target a server behind could read differently: `.`/`..` segments
+ * (also percent-encoded), encoded slashes or backslashes, `//`, control bytes.
  */
 export function routeRequest(target: string): Route {
     if (!target.startsWith("/")) return { ok: false, status: 400, reason: "absolute_target" };
@@ -41,7 +43,33 @@ export function routeRequest(target: string): Route {
     if (!AGENT_NAME.test(name)) return { ok: false, status: 404, reason: "no_route" };
     const segments = rest.split("/").map((segment) => segment.replace(/%2e/gi, "."));
     if (segments.some((segment) => segment === "." || segment === "..")) return { ok: false, status: 400, reason: "bad_path" };
-    return { ok: true, agent: name, path: `${rest}${query}` };
+    return { ok: true, agent: name, path: rest.startsWith(API_PREFIX) ? `${rest}${query}` : target };
+}
+
+/** The gateway's OpenAI-compatible API, at its root. */
+const API_PREFIX = "/v1/";
+
+/**
+ * Where a sign-in may send the browser next: a path to an agent's Control UI, as `routeRequest` accepts it, and
+ * nothing else (no other host, no scheme, no API path), so the sign-in page is no open redirect.
+ */
+export function signInNext(next: string | undefined): string | undefined {
+    if (next === undefined || !next.startsWith("/agents/")) return undefined;
+    const route = routeRequest(next);
+    return route.ok && route.path === next ? next : undefined;
+}
+
+/** A browser's page load: answered with the sign-in page instead of a 401 in JSON. */
+export function isPageLoad(method: string | undefined, accept: string | undefined): boolean {
+    return (method === "GET" || method === "HEAD") && /\btext\/html\b/i.test(accept ?? "");
+}
+
+/**
+ * A cookie-borne request that could change something (any method but GET/HEAD, and every WebSocket upgrade) must
+ * come from a page of the Ingress's own origin: the browser's Origin is `https://` and the Host it asked for.
+ */
+export function isSameOrigin(origin: string | undefined, host: string | undefined): boolean {
+    return origin !== undefined && host !== undefined && origin.toLowerCase() === `https://${host.toLowerCase()}`;
 }
 
 export function mayReach(user: IngressUser, agent: string): boolean {

@@ -1,5 +1,6 @@
 // The transport around the Ingress's policy: TLS in, the agent's gateway out (HTTP with streaming, SSE, WebSocket
-// upgrades), the gateway's own token attached and the user's removed.
+// upgrades), the user's credential removed and who they are attached for the gateway's trusted-proxy auth. Browsers
+// sign in at /signin and carry a session cookie instead of a bearer header.
 import { once } from "node:events";
 import http from "node:http";
 import https from "node:https";
@@ -11,8 +12,10 @@ import type { Logger } from "../../runtime/log";
 import { AuditBudget, RateLimiter } from "../../runtime/rateLimiter";
 import { type IngressConfig, registryDirs } from "./config";
 import { type IngressMetrics, ingressMetrics } from "./metrics";
-import { type IngressAgent, type IngressUser, authenticate, isChatRequest, isUnreadPrompt, mayReach, openAiError, routeRequest } from "./policy";
+import { GATEWAY_IDENTITY, type IngressAgent, type IngressUser, authenticate, isChatRequest, isPageLoad, isSameOrigin, isUnreadPrompt, mayReach, openAiError, routeRequest, signInNext } from "./policy";
 import { type CompiledRule, applyRules, compileRules } from "./rules";
+import { CLEARED_SESSION_COOKIE, SessionStore, cookiesForGateway, sessionCookie, sessionFromCookies } from "./sessions";
+import { SIGN_IN_PAGE_HEADERS, SIGN_IN_PATH, SIGN_OUT_PATH, signInPage } from "./signInPage";
 
 /** Every security event the Ingress writes to its audit stream, with the only fields each may carry. */
 export const INGRESS_AUDIT_EVENTS = {
@@ -22,22 +25,41 @@ export const INGRESS_AUDIT_EVENTS = {
     forbidden: z.object({ user: auditField.name, agent: auditField.name }),
     rate_limited: z.object({ user: auditField.name, agent: auditField.name, limit: z.enum(["rate", "concurrency"]) }),
     rule_hit: z.object({ user: auditField.name, agent: auditField.name, rule: auditField.name, action: z.enum(["strip", "reject"]), role: auditField.name, textSha256: auditField.digest }),
-    revoked: z.object({ user: auditField.name, connections: auditField.count }),
+    revoked: z.object({ user: auditField.name, connections: auditField.count, sessions: auditField.count }),
+    signed_in: z.object({ user: auditField.name, remote: auditField.address }),
+    signed_out: z.object({ user: auditField.name }),
 };
 
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te", "trailer", "transfer-encoding", "upgrade", "host"]);
-/** Client headers the gateway never gets: the user's credential, and claims about the client only the Ingress may make. */
-const WITHHELD = new Set(["authorization", "forwarded", "x-real-ip", "content-length"]);
+/**
+ * Client headers the gateway never gets as sent: the user's credential and cookies (the session cookie is taken
+ * out, the rest re-added), and claims about the client only the Ingress may make (identity, scopes, addresses).
+ */
+const WITHHELD = new Set(["authorization", "cookie", "forwarded", "x-real-ip", "content-length"]);
+const withheld = (name: string) => WITHHELD.has(name) || name.startsWith("x-forwarded-") || name.startsWith("x-openclaw-") || name.startsWith("proxy-");
 
-function upstreamHeaders(headers: http.IncomingHttpHeaders, keepUpgrade: boolean): Record<string, string | string[]> {
+/** What the agent's gateway gets: the client's headers as allowed, and who is asking, as only the Ingress may say. */
+function gatewayHeaders(req: http.IncomingMessage, user: IngressUser, keepUpgrade: boolean): Record<string, string | string[]> {
+    const { headers } = req;
     const named = new Set((headers.connection ?? "").split(",").map((t) => t.trim().toLowerCase()));
     const out: Record<string, string | string[]> = {};
     for (const [name, value] of Object.entries(headers)) {
-        if (value === undefined || WITHHELD.has(name) || name.startsWith("x-forwarded-") || name.startsWith("proxy-")) continue;
+        if (value === undefined || withheld(name)) continue;
         if ((HOP_BY_HOP.has(name) || named.has(name)) && !(keepUpgrade && (name === "connection" || name === "upgrade"))) continue;
         out[name] = value;
     }
-    return out;
+    const host = headers.host ?? "ingress";
+    const cookie = cookiesForGateway(headers.cookie);
+    return {
+        ...out,
+        host,
+        ...(cookie && { cookie }),
+        [GATEWAY_IDENTITY.userHeader]: user.name,
+        "x-forwarded-proto": "https",
+        "x-forwarded-host": host,
+        "x-forwarded-for": (req.socket.remoteAddress ?? "").replace(/^::ffff:/, ""),
+        [GATEWAY_IDENTITY.scopesHeader]: GATEWAY_IDENTITY.scopes.join(","),
+    };
 }
 
 function downstreamHeaders(headers: http.IncomingHttpHeaders): Record<string, string | string[]> {
@@ -74,6 +96,8 @@ interface Refusal {
     status: number;
     code: string;
     message: string;
+    /** A browser's page load without a sign-in: sent to the sign-in page instead. */
+    signIn?: string;
 }
 type Admission = { ok: true; user: IngressUser; agent: IngressAgent; path: string; release: () => void } | Refusal;
 
@@ -90,6 +114,7 @@ export class IngressServer {
     private readonly limiter: RateLimiter;
     private readonly failureAudit: AuditBudget;
     private readonly active = new Map<string, number>();
+    private readonly sessions: SessionStore;
     /** Open client connections by user and by agent: closed when either is removed or changed. */
     private readonly byUser = new Map<string, Set<Duplex>>();
     private readonly byAgent = new Map<string, Set<Duplex>>();
@@ -104,6 +129,7 @@ export class IngressServer {
         this.rules = compileRules(config.rules);
         this.limiter = new RateLimiter(config.limits.ratePerSecond, config.limits.burst, now);
         this.failureAudit = new AuditBudget(config.limits.auditedAuthFailuresPerSecond, config.limits.auditedAuthFailuresBurst, now);
+        this.sessions = new SessionStore(config.limits.sessionSeconds * 1000, config.limits.maxSessionsPerUser);
         this.audit = new AuditLog({
             dir: registryDirs(config).audit,
             service: "ingress",
@@ -140,8 +166,9 @@ export class IngressServer {
         for (const user of this.users) {
             if (next.get(user.name) === JSON.stringify(user)) continue;
             const closed = this.closeAll(this.byUser, user.name);
+            const sessions = this.sessions.revokeUser(user.name);
             this.limiter.forget(user.name);
-            void this.audit.record({ type: "revoked", user: user.name, connections: closed });
+            void this.audit.record({ type: "revoked", user: user.name, connections: closed, sessions });
         }
         this.users = [...users];
         this.metrics.registeredUsers.set(users.length);
@@ -194,14 +221,38 @@ export class IngressServer {
         return set;
     }
 
-    /** Who is asking, for which agent, and whether they may now: every refusal is counted and audited here. */
-    private admit(req: http.IncomingMessage): Admission {
-        const auth = authenticate(req.headers.authorization, this.users);
-        if (!auth.ok) {
-            this.auditAuthFailure(auth.reason, auditAddress(req.socket.remoteAddress));
-            return this.refused(refusal(401, "unauthorized", "a valid bearer token is required"), auth.reason);
+    /**
+     * Who is asking: the bearer token when the request carries one, else the browser's session cookie (then
+     * `viaCookie`, and anything but a read must come from the Ingress's own origin).
+     */
+    private identify(req: http.IncomingMessage): { ok: true; user: IngressUser; viaCookie: boolean } | { ok: false; reason: string } {
+        if (req.headers.authorization !== undefined) {
+            const auth = authenticate(req.headers.authorization, this.users);
+            return auth.ok ? { ...auth, viaCookie: false } : auth;
         }
-        const { user } = auth;
+        const session = sessionFromCookies(req.headers.cookie);
+        const name = this.sessions.userOf(session);
+        const user = name === undefined ? undefined : this.users.find((u) => u.name === name);
+        if (user) return { ok: true, user, viaCookie: true };
+        return { ok: false, reason: session === undefined ? "no_token" : "no_session" };
+    }
+
+    /** Who is asking, for which agent, and whether they may now: every refusal is counted and audited here. */
+    private admit(req: http.IncomingMessage, upgrade = false): Admission {
+        const identity = this.identify(req);
+        if (!identity.ok) {
+            if (!upgrade && isPageLoad(req.method, req.headers.accept)) {
+                const next = signInNext(req.url);
+                return this.refused({ ...refusal(303, "sign_in", "sign in first"), signIn: next ? `${SIGN_IN_PATH}?${new URLSearchParams({ next })}` : SIGN_IN_PATH }, "sign_in");
+            }
+            this.auditAuthFailure(identity.reason, auditAddress(req.socket.remoteAddress));
+            return this.refused(refusal(401, "unauthorized", "a valid bearer token is required"), identity.reason);
+        }
+        const { user } = identity;
+        if (identity.viaCookie && (upgrade || !(req.method === "GET" || req.method === "HEAD")) && !isSameOrigin(req.headers.origin, req.headers.host)) {
+            void this.audit.record({ type: "route_refused", user: user.name, reason: "cross_origin" });
+            return this.refused(refusal(403, "cross_origin", "a signed-in browser may send this only from the Ingress's own pages"), "cross_origin");
+        }
         const route = routeRequest(req.url ?? "");
         if (!route.ok) {
             void this.audit.record({ type: "route_refused", user: user.name, reason: route.reason });
@@ -247,6 +298,10 @@ export class IngressServer {
     }
 
     private async handle(req: http.IncomingMessage, res: http.ServerResponse) {
+        const target = (req.url ?? "").split("?")[0];
+        if (target === SIGN_IN_PATH) return this.signIn(req, res);
+        if (target === SIGN_OUT_PATH) return this.signOut(req, res);
+        if (target === "/" && isPageLoad(req.method, req.headers.accept)) return this.redirect(res, SIGN_IN_PATH);
         const admission = this.admit(req);
         if (!admission.ok) return this.answer(res, admission);
         const { user, agent, path, release } = admission;
@@ -266,9 +321,7 @@ export class IngressServer {
             agent: this.upstreamAgent,
             timeout: this.config.limits.connectTimeoutMs,
             headers: {
-                ...upstreamHeaders(req.headers, false),
-                host: `${agent.gateway.host}:${agent.gateway.port}`,
-                authorization: `Bearer ${agent.gatewayToken}`,
+                ...gatewayHeaders(req, user, false),
                 ...(body ? { "content-length": String(body.length) } : req.headers["content-length"] ? { "content-length": req.headers["content-length"] } : {}),
             },
         });
@@ -319,7 +372,58 @@ export class IngressServer {
         return { ok: true, body: verdict.body === undefined ? raw : Buffer.from(JSON.stringify(verdict.body)) };
     }
 
+    /**
+     * GET: the sign-in form (saying who is signed in, if anyone). POST (a form with `token` and `next`): a valid
+     * token gets a session cookie and a redirect to `next` (an agent's Control UI) or the user's first agent.
+     */
+    private async signIn(req: http.IncomingMessage, res: http.ServerResponse) {
+        const query = new URLSearchParams((req.url ?? "").split("?")[1] ?? "");
+        if (req.method === "GET" || req.method === "HEAD") return this.page(res, 200, { next: signInNext(query.get("next") ?? undefined) });
+        if (req.method !== "POST") return this.answer(res, refusal(405, "method_not_allowed", "use GET or POST"));
+        const remote = auditAddress(req.socket.remoteAddress);
+        // A browser always names the page a form came from: one of another origin would sign its visitor in here.
+        if (!isSameOrigin(req.headers.origin, req.headers.host)) return this.answer(res, this.refused(refusal(403, "cross_origin", "sign in from the Ingress's own page"), "cross_origin"));
+        const raw = await readBounded(req, 8192);
+        if (!raw) return this.answer(res, this.refused(refusal(413, "body_too_large", "the request body is too large"), "body_too_large"));
+        const form = new URLSearchParams(raw.toString("utf8"));
+        const next = signInNext(form.get("next") ?? undefined);
+        const auth = authenticate(`Bearer ${form.get("token") ?? ""}`, this.users);
+        if (!auth.ok) {
+            this.auditAuthFailure(auth.reason, remote);
+            this.refused(refusal(401, "unauthorized", ""), auth.reason);
+            return this.page(res, 401, { next, failed: true });
+        }
+        const { user } = auth;
+        const session = this.sessions.create(user.name);
+        void this.audit.record({ type: "signed_in", user: user.name, remote });
+        this.redirect(res, next ?? (user.agents.length > 0 ? `/agents/${user.agents[0]}/` : SIGN_IN_PATH), sessionCookie(session, this.config.limits.sessionSeconds));
+    }
+
+    /** POST from the Ingress's own page: ends the session and clears the cookie. */
+    private signOut(req: http.IncomingMessage, res: http.ServerResponse) {
+        if (req.method !== "POST") return this.answer(res, refusal(405, "method_not_allowed", "use POST"));
+        if (!isSameOrigin(req.headers.origin, req.headers.host)) return this.answer(res, this.refused(refusal(403, "cross_origin", "sign out from the Ingress's own page"), "cross_origin"));
+        req.resume();
+        const session = sessionFromCookies(req.headers.cookie);
+        const user = this.sessions.userOf(session);
+        this.sessions.remove(session);
+        if (user !== undefined) void this.audit.record({ type: "signed_out", user });
+        this.redirect(res, SIGN_IN_PATH, CLEARED_SESSION_COOKIE);
+    }
+
+    private page(res: http.ServerResponse, status: number, content: Parameters<typeof signInPage>[0]) {
+        const html = signInPage(content);
+        res.writeHead(status, { ...SIGN_IN_PAGE_HEADERS, "content-length": Buffer.byteLength(html) });
+        res.end(html);
+    }
+
+    private redirect(res: http.ServerResponse, location: string, cookie?: string) {
+        res.writeHead(303, { location, "content-length": 0, "cache-control": "no-store", ...(cookie && { "set-cookie": cookie }) });
+        res.end();
+    }
+
     private answer(res: http.ServerResponse, answer: Refusal) {
+        if (answer.signIn) return this.redirect(res, answer.signIn);
         const { status, body } = openAiError(answer.status, answer.code, answer.message);
         res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(body), ...(status === 401 ? { "www-authenticate": "Bearer" } : {}), connection: "close" });
         res.end(body);
@@ -327,7 +431,7 @@ export class IngressServer {
 
     private handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer) {
         socket.on("error", () => socket.destroy());
-        const admission = this.admit(req);
+        const admission = this.admit(req, true);
         if (!admission.ok) return this.answerRaw(socket, admission);
         const { user, agent, path, release } = admission;
         socket.once("close", release);
@@ -337,7 +441,7 @@ export class IngressServer {
             method: req.method,
             path,
             timeout: this.config.limits.connectTimeoutMs,
-            headers: { ...upstreamHeaders(req.headers, true), host: `${agent.gateway.host}:${agent.gateway.port}`, authorization: `Bearer ${agent.gatewayToken}` },
+            headers: gatewayHeaders(req, user, true),
         });
         upstream.once("timeout", () => upstream.destroy(new Error("connect timeout")));
         upstream.once("upgrade", (answer, upSocket, upHead) => {
