@@ -164,7 +164,7 @@ if (json) {
         const { url, tls, users, rules, limits } = plan.ingress;
         out.push("", "Ingress", `  ${url}  ${limits.ratePerSecond} requests/s per user (burst ${limits.burst}), ${limits.maxConcurrentPerUser} at once`);
         out.push(`  TLS: ${"subject" in tls ? `operator certificate ${tls.subject} (${tls.subjectAltName}), valid until ${tls.validTo}` : "a certificate from the stack's own CA (stack output ingress.caCertPem)"}`);
-        out.push("  users (token epoch): agents they reach");
+        out.push("  users (token epoch): agents they reach (the API at /agents/<name>/v1, the Control UI at /agents/<name>/ after /signin)");
         for (const u of users) out.push(`    ${u.name} (${u.tokenEpoch}): ${u.agents.join(", ")}`);
         if (users.length === 0) out.push("    none: nobody can reach an agent");
         out.push("  prompt-injection rules (RE2, case-insensitive): id  action  roles  pattern");

@@ -4,9 +4,10 @@
 // the uplink answers as the providers and one allowlisted web host; every packet stays between containers this
 // test creates and the host's loopback.
 import { execFileSync, spawn, spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
+import { X509Certificate, createHash } from "node:crypto";
 import net from "node:net";
 import path from "node:path";
+import { connect as tlsConnect } from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import OpenAI from "openai";
@@ -33,8 +34,14 @@ const PROBE = "openclaw-e2e-probe:1";
 /** The stack's OpenClaw image, built here from the npm package of the same version. */
 const IMAGES: Record<string, string> = {};
 const STANDIN = "openclaw-e2e-standin";
-/** Warnings of `openclaw security audit` that docs/openclaw.md explains (none may be critical). */
-const EXPLAINED_AUDIT_WARNINGS = ["gateway.probe_failed"];
+/**
+ * Findings of `openclaw security audit` that docs/openclaw.md explains. The one critical is the reminder OpenClaw
+ * raises whenever trusted-proxy auth is on (the agents are behind the Ingress), by design.
+ */
+const EXPLAINED_AUDIT_FINDINGS = {
+    critical: ["gateway.trusted_proxy_auth"],
+    warn: ["gateway.probe_failed", "gateway.trusted_proxy_device_auto_approve", "config.secrets.gateway_password_in_config"],
+};
 /** Debian's Chromium, headless, with nothing that reaches out on its own. */
 const CHROMIUM = "/usr/bin/chromium";
 const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
@@ -226,11 +233,11 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", { timeout: 
         expect(probe("bart", "write", "/etc/openclaw/skills/string-utils/index.js")).toEqual({ write: "EROFS", rename: "EROFS", remove: "EROFS", chmod: "EROFS" });
     });
 
-    it.each([["--json"], ["--deep", "--json"]])("passes OpenClaw's own security audit (%s) with no critical finding, and only the warnings docs/openclaw.md explains", (...flags) => {
+    it.each([["--json"], ["--deep", "--json"]])("passes OpenClaw's own security audit (%s) with only the findings docs/openclaw.md explains", (...flags) => {
         const audit = JSON.parse(docker("exec", container("bart"), "node", "openclaw.mjs", "security", "audit", ...flags));
-        expect(audit.summary.critical).toBe(0);
-        const warnings = audit.findings.filter((f: { severity: string }) => f.severity === "warn").map((f: { checkId: string }) => f.checkId);
-        expect(warnings.filter((id: string) => !EXPLAINED_AUDIT_WARNINGS.includes(id))).toEqual([]);
+        const ids = (severity: "critical" | "warn") => audit.findings.filter((f: { severity: string }) => f.severity === severity).map((f: { checkId: string }) => f.checkId);
+        expect(ids("critical")).toEqual(EXPLAINED_AUDIT_FINDINGS.critical);
+        expect(ids("warn").filter((id: string) => !EXPLAINED_AUDIT_FINDINGS.warn.includes(id))).toEqual([]);
     });
 
     it("blocks an agent from another agent, the uplink and the host", () => {
@@ -357,7 +364,8 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", { timeout: 
                 let printed = "";
                 forwarder.stdout.on("data", (chunk) => (printed += chunk));
                 await waitUntil(() => printed.includes("#token="), "the dashboard forwarder to print its URL", 30_000);
-                const url = /http:\/\/127\.0\.0\.1:\d+\/#token=\S+/.exec(printed)![0];
+                // Behind the Ingress the gateway serves its Control UI under /agents/<name>.
+                const url = /http:\/\/127\.0\.0\.1:\d+\/agents\/bart\/#token=\S+/.exec(printed)![0];
                 /** Opens the URL; resolves with the gateway's answer to the UI's connect request. */
                 const open = async (target: string) => {
                     const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
@@ -375,7 +383,7 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", { timeout: 
                 await signedIn.page.getByText("Main Session").waitFor({ timeout: 30_000 });
                 mkdirSync(ARTIFACTS, { recursive: true });
                 await signedIn.page.screenshot({ path: path.join(ARTIFACTS, "dashboard-bart.png") });
-                const anonymous = await open(`http://127.0.0.1:${port}/`);
+                const anonymous = await open(`http://127.0.0.1:${port}/agents/bart/`);
                 expect(anonymous.answer.ok).toBe(false);
                 expect(anonymous.answer.error?.message).toMatch(/unauthorized: gateway token missing/);
                 await anonymous.page.getByText("This Gateway expects its token").waitFor({ timeout: 30_000 });
@@ -488,6 +496,60 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", { timeout: 
             // A user's Ingress token is no gateway token.
             expect(direct(`Bearer ${tokenOf("ann")}`)).toBe("401");
         });
+
+        it("leaves the agent's gateway refusing the Ingress's identity headers from any other address", () => {
+            const { agent } = addressesOf(resources, "bart");
+            const spoofed = docker("exec", `openclaw-${STACK}-key-proxy`, "/nodejs/bin/node", "-e", `fetch('http://${agent}:18789/v1/chat/completions',{method:'POST',headers:{'content-type':'application/json','x-forwarded-user':'ann','x-forwarded-proto':'https','x-forwarded-host':'127.0.0.1:${INGRESS_PORT}','x-forwarded-for':'10.9.9.9','x-openclaw-scopes':'operator.write'},body:JSON.stringify({model:'openclaw:main',messages:[{role:'user',content:'hi'}]})}).then(r=>console.log(r.status))`).trim();
+            expect(spoofed).toBe("401");
+        });
+
+        it("signs a person in with a browser and opens bart's Control UI through the Ingress; the gateway knows them as ann, and ned's sign-in may not open it", async () => {
+            const leaf = await new Promise<Buffer>((resolve, reject) => {
+                const socket = tlsConnect({ host: "127.0.0.1", port: INGRESS_PORT, ca: ingressCa(), servername: "localhost" }, () => {
+                    resolve(socket.getPeerCertificate().raw);
+                    socket.destroy();
+                }).once("error", reject);
+            });
+            // Chromium trusts exactly the Ingress's key (the stack's own CA is in no system store here).
+            const spki = createHash("sha256").update(new X509Certificate(leaf).publicKey.export({ type: "spki", format: "der" })).digest("base64");
+            const browser = await chromium.launch({ executablePath: CHROMIUM, args: [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${spki}`] });
+            const origin = `https://127.0.0.1:${INGRESS_PORT}`;
+            try {
+                const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+                const connected = new Promise<{ ok: boolean; payload?: { auth?: { method: string; scopes: string[] } } }>((resolve) => {
+                    page.on("websocket", (ws) => ws.on("framereceived", ({ payload }) => {
+                        const frame = JSON.parse(String(payload));
+                        if (frame.type === "res" && frame.id.startsWith("1:")) resolve(frame);
+                    }));
+                });
+                await page.goto(`${origin}/agents/bart/`);
+                expect(page.url()).toBe(`${origin}/signin?next=%2Fagents%2Fbart%2F`);
+                await page.getByLabel("Your Ingress token").fill(tokenOf("ann"));
+                await page.getByRole("button", { name: "Sign in" }).click();
+                const hello = await connected;
+                expect(hello.ok).toBe(true);
+                expect(hello.payload?.auth).toMatchObject({ method: "trusted-proxy", scopes: ["operator.read", "operator.write"] });
+                expect(page.url()).toMatch(new RegExp(`^${origin}/agents/bart/`));
+                await page.getByText("Main Session").waitFor({ timeout: 60_000 });
+                mkdirSync(ARTIFACTS, { recursive: true });
+                await page.screenshot({ path: path.join(ARTIFACTS, "ingress-control-ui-bart.png") });
+                const cookies = await page.context().cookies();
+                expect(cookies.map((c) => [c.name, c.secure, c.httpOnly, c.sameSite])).toEqual([["__Host-openclaw-session", true, true, "Strict"]]);
+
+                const ned = await browser.newPage();
+                await ned.goto(`${origin}/signin?next=%2Fagents%2Flisa%2F`);
+                await ned.getByLabel("Your Ingress token").fill(tokenOf("ned"));
+                await ned.getByRole("button", { name: "Sign in" }).click();
+                await ned.waitForURL(`${origin}/agents/lisa/**`);
+                const refused = await ned.goto(`${origin}/agents/bart/`);
+                expect(refused?.status()).toBe(403);
+            } finally {
+                await browser.close();
+            }
+            const lines = jsonLines(readFileSync(path.join(auditDir(), "ingress.audit.jsonl"), "utf8"));
+            expect(lines).toContainEqual(expect.objectContaining({ type: "signed_in", user: "ann" }));
+            expect(lines).toContainEqual(expect.objectContaining({ type: "forbidden", user: "ned", agent: "bart" }));
+        }, 240_000);
 
         it("writes every one of those events to its audit trail; the chain verifies, and an edited line is named", () => {
             const dir = auditDir();

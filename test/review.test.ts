@@ -50,7 +50,7 @@ describe("npm run review", () => {
                 "Ingress",
                 "  https://127.0.0.1:9443/  5 requests/s per user (burst 20), 8 at once",
                 "  TLS: a certificate from the stack's own CA (stack output ingress.caCertPem)",
-                "  users (token epoch): agents they reach",
+                "  users (token epoch): agents they reach (the API at /agents/<name>/v1, the Control UI at /agents/<name>/ after /signin)",
                 "    ann (1): bart",
                 "    ned (3): bart, lisa",
                 "  prompt-injection rules (RE2, case-insensitive): id  action  roles  pattern",
