@@ -33,9 +33,12 @@ export const DEFAULT_RULES: Rule[] = [
 
 /** Each user's limits: also what the stack config takes (infra/config.ts). */
 export const userLimits = {
-    /** Each user's sustained request rate, and the burst above it. */
+    /** Each user's sustained rate of requests that may cost something (any but GET/HEAD, and WebSockets), and the burst above it. */
     ratePerSecond: z.number().positive().default(5),
     burst: z.number().int().positive().default(20),
+    /** Each user's rate of reads (GET/HEAD): a Control UI loads some hundred files at once. */
+    readsPerSecond: z.number().positive().default(50),
+    readBurst: z.number().int().positive().default(400),
     /** Requests and WebSocket connections one user may have open at once. */
     maxConcurrentPerUser: z.number().int().positive().default(8),
     /** How long a browser sign-in (the session cookie) lasts, at most a week, and how many one user may hold. */

@@ -85,12 +85,50 @@ function textSlots(body: unknown): TextSlot[] | string {
     return slots;
 }
 
+/** Nesting deeper than this in a WebSocket request's params is refused rather than read. */
+const MAX_FRAME_DEPTH = 32;
+
+/**
+ * The text a WebSocket request frame carries (the Control UI's `{"type":"req","method":"chat.send","params":
+ * {"message": ...}}` and every other method): every string anywhere in `params`, as the user's, since the Ingress
+ * cannot know which of a method's fields reach the model. A client sends only requests: any other frame is refused.
+ */
+function frameSlots(frame: unknown): TextSlot[] | string {
+    if (typeof frame !== "object" || frame === null || Array.isArray(frame)) return "frame is not a JSON object";
+    if ((frame as { type?: unknown }).type !== "req") return "not a request frame";
+    const slots: TextSlot[] = [];
+    const visit = (container: Record<string, unknown> | unknown[], depth: number): string | undefined => {
+        if (depth > MAX_FRAME_DEPTH) return "params nest too deep";
+        for (const key of Object.keys(container)) {
+            const value = (container as Record<string, unknown>)[key];
+            if (typeof value === "string") slots.push({ role: "user", get: () => (container as Record<string, string>)[key], set: (text) => ((container as Record<string, string>)[key] = text) });
+            else if (typeof value === "object" && value !== null) {
+                const problem = visit(value as Record<string, unknown>, depth + 1);
+                if (problem) return problem;
+            }
+        }
+        return undefined;
+    };
+    const params = (frame as { params?: unknown }).params;
+    if (typeof params === "string") return "params is a string";
+    const problem = typeof params === "object" && params !== null ? visit(params as Record<string, unknown>, 0) : undefined;
+    return problem ?? slots;
+}
+
 /**
  * Applies the rules to a parsed chat request (which it may change in place: strip). Any reject hit rejects the
  * request, naming the first rule that did; otherwise every strip rule's matches are cut out.
  */
 export function applyRules(body: unknown, rules: readonly CompiledRule[]): RuleVerdict {
-    const slots = textSlots(body);
+    return applyToSlots(textSlots(body), body, rules);
+}
+
+/** The same for a WebSocket request frame (frameSlots): the rules for the `user` role read every string of its params. */
+export function applyFrameRules(frame: unknown, rules: readonly CompiledRule[]): RuleVerdict {
+    return applyToSlots(frameSlots(frame), frame, rules);
+}
+
+function applyToSlots(slots: TextSlot[] | string, body: unknown, rules: readonly CompiledRule[]): RuleVerdict {
     if (typeof slots === "string") return { kind: "malformed", reason: slots };
     const hits: RuleHit[] = [];
     let stripped = false;

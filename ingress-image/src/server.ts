@@ -5,6 +5,7 @@ import { once } from "node:events";
 import http from "node:http";
 import https from "node:https";
 import type { Duplex } from "node:stream";
+import { WebSocket, WebSocketServer } from "ws";
 import { z } from "zod";
 import { closeServer, portOf, startAdminServers } from "../../runtime/admin";
 import { AuditLog, auditAddress, auditField } from "../../runtime/audit";
@@ -13,7 +14,7 @@ import { AuditBudget, RateLimiter } from "../../runtime/rateLimiter";
 import { type IngressConfig, registryDirs } from "./config";
 import { type IngressMetrics, ingressMetrics } from "./metrics";
 import { GATEWAY_IDENTITY, type IngressAgent, type IngressUser, authenticate, isChatRequest, isPageLoad, isSameOrigin, isUnreadPrompt, mayReach, openAiError, routeRequest, signInNext } from "./policy";
-import { type CompiledRule, applyRules, compileRules } from "./rules";
+import { type CompiledRule, applyFrameRules, applyRules, compileRules } from "./rules";
 import { CLEARED_SESSION_COOKIE, SessionStore, cookiesForGateway, sessionCookie, sessionFromCookies } from "./sessions";
 import { SIGN_IN_PAGE_HEADERS, SIGN_IN_PATH, SIGN_OUT_PATH, signInPage } from "./signInPage";
 
@@ -23,7 +24,7 @@ export const INGRESS_AUDIT_EVENTS = {
     auth_failed: z.object({ reason: auditField.name, remote: auditField.address, unaudited: auditField.count }),
     route_refused: z.object({ user: auditField.name, reason: auditField.name }),
     forbidden: z.object({ user: auditField.name, agent: auditField.name }),
-    rate_limited: z.object({ user: auditField.name, agent: auditField.name, limit: z.enum(["rate", "concurrency"]) }),
+    rate_limited: z.object({ user: auditField.name, agent: auditField.name, limit: z.enum(["rate", "read_rate", "concurrency"]) }),
     rule_hit: z.object({ user: auditField.name, agent: auditField.name, rule: auditField.name, action: z.enum(["strip", "reject"]), role: auditField.name, textSha256: auditField.digest }),
     revoked: z.object({ user: auditField.name, connections: auditField.count, sessions: auditField.count }),
     signed_in: z.object({ user: auditField.name, remote: auditField.address }),
@@ -39,13 +40,13 @@ const WITHHELD = new Set(["authorization", "cookie", "forwarded", "x-real-ip", "
 const withheld = (name: string) => WITHHELD.has(name) || name.startsWith("x-forwarded-") || name.startsWith("x-openclaw-") || name.startsWith("proxy-");
 
 /** What the agent's gateway gets: the client's headers as allowed, and who is asking, as only the Ingress may say. */
-function gatewayHeaders(req: http.IncomingMessage, user: IngressUser, keepUpgrade: boolean): Record<string, string | string[]> {
+function gatewayHeaders(req: http.IncomingMessage, user: IngressUser): Record<string, string | string[]> {
     const { headers } = req;
     const named = new Set((headers.connection ?? "").split(",").map((t) => t.trim().toLowerCase()));
     const out: Record<string, string | string[]> = {};
     for (const [name, value] of Object.entries(headers)) {
         if (value === undefined || withheld(name)) continue;
-        if ((HOP_BY_HOP.has(name) || named.has(name)) && !(keepUpgrade && (name === "connection" || name === "upgrade"))) continue;
+        if (HOP_BY_HOP.has(name) || named.has(name)) continue;
         out[name] = value;
     }
     const host = headers.host ?? "ingress";
@@ -91,6 +92,9 @@ function readBounded(req: http.IncomingMessage, max: number): Promise<Buffer | u
     });
 }
 
+/** The close codes an endpoint may send (RFC 6455 7.4): the others only describe a close that had none. */
+const SENDABLE_CLOSE_CODE = (code: number) => (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
+
 interface Refusal {
     ok: false;
     status: number;
@@ -112,9 +116,13 @@ export class IngressServer {
     private agents = new Map<string, IngressAgent>();
     private readonly rules: CompiledRule[];
     private readonly limiter: RateLimiter;
+    private readonly readLimiter: RateLimiter;
     private readonly failureAudit: AuditBudget;
     private readonly active = new Map<string, number>();
     private readonly sessions: SessionStore;
+    private readonly webSockets: WebSocketServer;
+    /** The subprotocol the gateway chose, for the client's handshake. */
+    private readonly chosenProtocols = new WeakMap<http.IncomingMessage, string>();
     /** Open client connections by user and by agent: closed when either is removed or changed. */
     private readonly byUser = new Map<string, Set<Duplex>>();
     private readonly byAgent = new Map<string, Set<Duplex>>();
@@ -128,8 +136,15 @@ export class IngressServer {
     ) {
         this.rules = compileRules(config.rules);
         this.limiter = new RateLimiter(config.limits.ratePerSecond, config.limits.burst, now);
+        this.readLimiter = new RateLimiter(config.limits.readsPerSecond, config.limits.readBurst, now);
         this.failureAudit = new AuditBudget(config.limits.auditedAuthFailuresPerSecond, config.limits.auditedAuthFailuresBurst, now);
         this.sessions = new SessionStore(config.limits.sessionSeconds * 1000, config.limits.maxSessionsPerUser);
+        this.webSockets = new WebSocketServer({
+            noServer: true,
+            perMessageDeflate: false,
+            maxPayload: config.limits.maxChatBodyBytes,
+            handleProtocols: (_offered, req) => this.chosenProtocols.get(req) ?? false,
+        });
         this.audit = new AuditLog({
             dir: registryDirs(config).audit,
             service: "ingress",
@@ -168,6 +183,7 @@ export class IngressServer {
             const closed = this.closeAll(this.byUser, user.name);
             const sessions = this.sessions.revokeUser(user.name);
             this.limiter.forget(user.name);
+            this.readLimiter.forget(user.name);
             void this.audit.record({ type: "revoked", user: user.name, connections: closed, sessions });
         }
         this.users = [...users];
@@ -194,6 +210,7 @@ export class IngressServer {
 
     async close(): Promise<void> {
         for (const sockets of this.byUser.values()) for (const socket of sockets) socket.destroy();
+        this.webSockets.close();
         await Promise.all([this.server, ...this.adminServers].map(closeServer));
         this.upstreamAgent.destroy();
         await this.audit.close();
@@ -268,10 +285,11 @@ export class IngressServer {
         }
         const agent = this.agents.get(route.agent);
         if (!agent) return this.refused(refusal(503, "agent_unavailable", "that agent is not available"), "agent_unavailable");
-        const limit = !this.limiter.take(user.name) ? "rate" : (this.active.get(user.name) ?? 0) >= this.config.limits.maxConcurrentPerUser ? "concurrency" : undefined;
+        const read = !upgrade && (req.method === "GET" || req.method === "HEAD");
+        const limit = !(read ? this.readLimiter : this.limiter).take(user.name) ? (read ? "read_rate" : "rate") : (this.active.get(user.name) ?? 0) >= this.config.limits.maxConcurrentPerUser ? "concurrency" : undefined;
         if (limit) {
             void this.audit.record({ type: "rate_limited", user: user.name, agent: agent.name, limit });
-            return this.refused(refusal(429, `${limit}_limited`, limit === "rate" ? "too many requests" : "too many requests at once"), `${limit}_limited`);
+            return this.refused(refusal(429, `${limit}_limited`, limit === "concurrency" ? "too many requests at once" : "too many requests"), `${limit}_limited`);
         }
         this.active.set(user.name, (this.active.get(user.name) ?? 0) + 1);
         this.metrics.active.inc({ user: user.name });
@@ -321,7 +339,7 @@ export class IngressServer {
             agent: this.upstreamAgent,
             timeout: this.config.limits.connectTimeoutMs,
             headers: {
-                ...gatewayHeaders(req, user, false),
+                ...gatewayHeaders(req, user),
                 ...(body ? { "content-length": String(body.length) } : req.headers["content-length"] ? { "content-length": req.headers["content-length"] } : {}),
             },
         });
@@ -429,40 +447,84 @@ export class IngressServer {
         res.end(body);
     }
 
+    /**
+     * A WebSocket is ended here and opened again to the gateway (both without compression), so the rules read every
+     * request frame the Control UI sends. The client's handshake completes only once the gateway accepted its own.
+     */
     private handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer) {
         socket.on("error", () => socket.destroy());
         const admission = this.admit(req, true);
         if (!admission.ok) return this.answerRaw(socket, admission);
         const { user, agent, path, release } = admission;
         socket.once("close", release);
-        const upstream = http.request({
-            host: agent.gateway.host,
-            port: agent.gateway.port,
-            method: req.method,
-            path,
-            timeout: this.config.limits.connectTimeoutMs,
-            headers: gatewayHeaders(req, user, true),
+        const protocols = (req.headers["sec-websocket-protocol"] ?? "").split(",").map((p) => p.trim()).filter((p) => p !== "");
+        const headers = Object.fromEntries(Object.entries(gatewayHeaders(req, user)).filter(([name]) => !name.startsWith("sec-websocket-")));
+        const upstream = new WebSocket(`ws://${agent.gateway.host}:${agent.gateway.port}${path}`, protocols, {
+            headers,
+            perMessageDeflate: false,
+            followRedirects: false,
+            handshakeTimeout: this.config.limits.connectTimeoutMs,
         });
-        upstream.once("timeout", () => upstream.destroy(new Error("connect timeout")));
-        upstream.once("upgrade", (answer, upSocket, upHead) => {
-            upstream.setTimeout(0);
-            const lines = [`HTTP/1.1 101 Switching Protocols`];
-            for (let i = 0; i < answer.rawHeaders.length; i += 2) lines.push(`${answer.rawHeaders[i]}: ${answer.rawHeaders[i + 1]}`);
-            socket.write(`${lines.join("\r\n")}\r\n\r\n`);
-            if (upHead.length > 0) socket.write(upHead);
-            if (head.length > 0) upSocket.write(head);
-            upSocket.on("error", () => socket.destroy());
-            socket.once("close", () => upSocket.destroy());
-            upSocket.once("close", () => socket.destroy());
-            upSocket.pipe(socket).pipe(upSocket);
-            this.metrics.requests.inc({ user: user.name, agent: agent.name, status: "1xx" });
-        });
-        upstream.once("response", (answer) => {
+        let opened = false;
+        upstream.once("unexpected-response", (_request, answer) => {
             answer.resume();
             this.answerRaw(socket, refusal(answer.statusCode ?? 502, "upgrade_refused", "the agent's gateway refused the upgrade"));
+            upstream.terminate();
         });
-        upstream.once("error", () => this.answerRaw(socket, refusal(502, "agent_unreachable", "the agent's gateway did not answer")));
-        upstream.end();
+        upstream.on("error", () => (opened ? undefined : this.answerRaw(socket, refusal(502, "agent_unreachable", "the agent's gateway did not answer"))));
+        socket.once("close", () => upstream.terminate());
+        upstream.once("open", () => {
+            opened = true;
+            if (socket.destroyed) return upstream.terminate();
+            if (upstream.protocol) this.chosenProtocols.set(req, upstream.protocol);
+            this.webSockets.handleUpgrade(req, socket, head, (client) => this.relay(client, upstream, user, agent));
+        });
+    }
+
+    /** Gateway to client as it comes; client to gateway through the rules, a rejected request answered here. */
+    private relay(client: WebSocket, upstream: WebSocket, user: IngressUser, agent: IngressAgent) {
+        this.metrics.requests.inc({ user: user.name, agent: agent.name, status: "1xx" });
+        upstream.on("message", (data, binary) => client.send(data as Buffer, { binary }));
+        client.on("message", (data, binary) => {
+            const frame = this.readFrame(data as Buffer, user, agent);
+            if (frame.kind === "forward") upstream.send(frame.data, { binary: binary && frame.data === data });
+            else if (frame.kind === "answer") client.send(frame.reply);
+            else client.close(1008, "unreadable request");
+        });
+        const closeWith = (other: WebSocket) => (code: number, reason: Buffer) => {
+            if (other.readyState === WebSocket.OPEN) other.close(SENDABLE_CLOSE_CODE(code) ? code : 1000, reason);
+            else other.terminate();
+        };
+        client.once("close", closeWith(upstream));
+        upstream.once("close", closeWith(client));
+        client.on("error", () => upstream.terminate());
+        upstream.on("error", () => client.terminate());
+    }
+
+    /** One client frame through the rules: what to forward, the answer to a rejected request, or unreadable. */
+    private readFrame(data: Buffer, user: IngressUser, agent: IngressAgent): { kind: "forward"; data: Buffer | string } | { kind: "answer"; reply: string } | { kind: "unreadable" } {
+        let frame: unknown;
+        try {
+            frame = JSON.parse(data.toString("utf8"));
+        } catch {
+            this.refused(refusal(400, "invalid_frame", ""), "invalid_frame");
+            return { kind: "unreadable" };
+        }
+        const verdict = applyFrameRules(frame, this.rules);
+        if (verdict.kind === "malformed") {
+            this.refused(refusal(400, "invalid_frame", ""), "invalid_frame");
+            return { kind: "unreadable" };
+        }
+        for (const hit of verdict.hits) {
+            this.metrics.ruleHits.inc({ rule: hit.rule, action: hit.action });
+            void this.audit.record({ type: "rule_hit", user: user.name, agent: agent.name, ...hit });
+        }
+        if (verdict.kind === "reject") {
+            this.refused(refusal(400, "prompt_rejected", ""), "prompt_rejected");
+            const id = (frame as { id?: unknown }).id;
+            return { kind: "answer", reply: JSON.stringify({ type: "res", id: typeof id === "string" ? id : null, ok: false, error: { code: "INVALID_REQUEST", message: `the request was rejected by rule '${verdict.rule}'` } }) };
+        }
+        return { kind: "forward", data: verdict.body === undefined ? data : JSON.stringify(verdict.body) };
     }
 
     private answerRaw(socket: Duplex, answer: Refusal) {

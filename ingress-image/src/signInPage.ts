@@ -8,7 +8,8 @@ export const SIGN_IN_PAGE_HEADERS = {
     "content-type": "text/html; charset=utf-8",
     "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "cache-control": "no-store",
-    "referrer-policy": "no-referrer",
+    // Not no-referrer: with it a browser sends `Origin: null` on the form post, which the origin check refuses.
+    "referrer-policy": "same-origin",
     "x-content-type-options": "nosniff",
 } as const;
 
