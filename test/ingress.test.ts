@@ -47,7 +47,8 @@ class MockGateway {
             this.received.push({ method: req.method ?? "", url: req.url ?? "", headers: req.headers, body: "" });
             socket.on("message", (data) => {
                 this.messages.push(String(data));
-                socket.send(`echo:${data}`);
+                if (String(data).includes('"method":"flood"')) for (let i = 0; i < 48; i++) socket.send(Buffer.alloc(1024 * 1024, 120));
+                else socket.send(`echo:${data}`);
             });
         });
     }
@@ -288,6 +289,19 @@ describe("the rules on WebSocket requests (the Control UI's chat)", () => {
         const [code] = (await closed) as [number];
         expect(code).toBe(1008);
         expect(gateway.messages).toEqual([]);
+    });
+});
+
+describe("a WebSocket client that does not read", () => {
+    it("is cut off once 16 MiB wait for it, instead of being buffered for", async () => {
+        const { socket } = await upgrade("/agents/bart", TOKENS.ann);
+        socket.pause();
+        // One masked text frame (a zero mask leaves the payload as it is).
+        const payload = Buffer.from(JSON.stringify({ type: "req", id: "1", method: "flood", params: {} }));
+        socket.write(Buffer.concat([Buffer.from([0x81, 0x80 | payload.length, 0, 0, 0, 0]), payload]));
+        const metrics = async () => (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+        await expect.poll(metrics, { timeout: 10_000 }).toMatch(/ingress_refusals_total\{reason="slow_consumer"\} 1/);
+        socket.destroy();
     });
 });
 

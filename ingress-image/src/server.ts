@@ -95,6 +95,9 @@ function readBounded(req: http.IncomingMessage, max: number): Promise<Buffer | u
 /** The close codes an endpoint may send (RFC 6455 7.4): the others only describe a close that had none. */
 const SENDABLE_CLOSE_CODE = (code: number) => (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
 
+/** What may wait unsent to one side of a WebSocket before the connection is cut. */
+const MAX_WEBSOCKET_BUFFER = 16 * 1024 * 1024;
+
 interface Refusal {
     ok: false;
     status: number;
@@ -484,11 +487,19 @@ export class IngressServer {
     /** Gateway to client as it comes; client to gateway through the rules, a rejected request answered here. */
     private relay(client: WebSocket, upstream: WebSocket, user: IngressUser, agent: IngressAgent) {
         this.metrics.requests.inc({ user: user.name, agent: agent.name, status: "1xx" });
-        upstream.on("message", (data, binary) => client.send(data as Buffer, { binary }));
+        // A side that does not read what is sent to it is cut off rather than buffered for without bound.
+        const send = (to: WebSocket, data: Buffer | string, binary: boolean) => {
+            if (to.bufferedAmount > MAX_WEBSOCKET_BUFFER) {
+                this.refused(refusal(503, "slow_consumer", ""), "slow_consumer");
+                client.terminate();
+                upstream.terminate();
+            } else to.send(data, { binary });
+        };
+        upstream.on("message", (data, binary) => send(client, data as Buffer, binary));
         client.on("message", (data, binary) => {
             const frame = this.readFrame(data as Buffer, user, agent);
-            if (frame.kind === "forward") upstream.send(frame.data, { binary: binary && frame.data === data });
-            else if (frame.kind === "answer") client.send(frame.reply);
+            if (frame.kind === "forward") send(upstream, frame.data, binary && frame.data === data);
+            else if (frame.kind === "answer") send(client, frame.reply, false);
             else client.close(1008, "unreadable request");
         });
         const closeWith = (other: WebSocket) => (code: number, reason: Buffer) => {
