@@ -24,7 +24,7 @@ export const GENESIS = "0".repeat(64);
 /** When the live file is rotated into a segment, and how many segments are kept (each service's runtime config). */
 export const auditRotationSchema = z.strictObject({
     /** A group that would take the live file past this size is written to a new live file, the old one becoming a segment. */
-    maxFileBytes: z.number().int().min(4096).default(64 * 1024 * 1024),
+    maxFileBytes: z.number().int().min(1024).default(64 * 1024 * 1024),
     /** Segments kept besides the live file; the oldest beyond this are deleted after a rotation. */
     keepSegments: z.number().int().min(1).default(10),
 });
