@@ -196,6 +196,7 @@ export function verifyChain(text: string, start: ChainStart = CHAIN_START): Chai
 }
 
 export interface DirectoryVerdict {
+    service: string;
     file: string;
     verdict: ChainVerdict;
 }
@@ -206,7 +207,7 @@ export interface DirectoryVerdict {
  * before it must start the chain. After a broken file, the next is checked on its own.
  */
 export function verifyDirectory(dir: string): DirectoryVerdict[] {
-    return [...auditStreams(dir).values()].flatMap((files) => {
+    return [...auditStreams(dir)].flatMap(([service, files]) => {
         let end: ChainPoint | undefined;
         return files.map(({ file, firstSeq }, index) => {
             const start: ChainStart = end ?? (firstSeq !== undefined ? { seq: firstSeq - 1, hash: undefined } : index === 0 ? CHAIN_START : { seq: undefined, hash: undefined });
@@ -215,7 +216,7 @@ export function verifyDirectory(dir: string): DirectoryVerdict[] {
                 verdict = { ok: false, lines: verdict.lines, line: 1, problem: `its name says it starts at seq ${firstSeq}, its first line is seq ${verdict.last.seq - verdict.lines + 1}: it was renamed` };
             }
             end = verdict.ok ? (verdict.last ?? end) : undefined;
-            return { file, verdict };
+            return { service, file, verdict };
         });
     });
 }

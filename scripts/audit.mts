@@ -13,13 +13,14 @@ export function verifyCommand(dir: string, print: (line: string) => void): numbe
         return 1;
     }
     let broken = 0;
-    for (const { file, verdict } of results) {
+    for (const [index, { service, file, verdict }] of results.entries()) {
         if (!verdict.ok) {
             broken += 1;
             print(`BROKEN  ${file}:${verdict.line}: ${verdict.problem}`);
         } else if (verdict.resumedFrom) {
             const { seq, hash } = verdict.resumedFrom;
-            print(`ok      ${file}: ${verdict.lines} lines, chain intact, resumed from ${hash} (seq ${seq}, in no file here: older segments deleted)`);
+            const why = index === 0 || results[index - 1].service !== service ? "in no file here: older segments deleted" : "checked on its own after the break above";
+            print(`ok      ${file}: ${verdict.lines} lines, chain intact, resumed from ${hash} (seq ${seq}, ${why})`);
         } else print(`ok      ${file}: ${verdict.lines} lines, chain intact`);
     }
     return broken === 0 ? 0 : 1;

@@ -316,6 +316,20 @@ describe("rotation", () => {
         expect(first).toMatch(problem);
     });
 
+    it("after a broken file checks the next on its own, and says so", async () => {
+        const dir = await rotatedStream(22);
+        const files = streamFiles(dir);
+        editLines(files[2], (l) => l.map((line, i) => (i === 1 ? line.replace('"lisa"', '"bart"') : line)));
+        const printed: string[] = [];
+        expect(verifyCommand(dir, (text) => printed.push(text))).toBe(1);
+        const resumedAt = fileLines(files[3])[0].prev;
+        expect(printed.slice(2, 4)).toEqual([
+            expect.stringMatching(new RegExp(`^BROKEN  ${files[2]}:2: its hash does not match`)),
+            `ok      ${files[3]}: 4 lines, chain intact, resumed from ${resumedAt} (seq 12, checked on its own after the break above)`,
+        ]);
+        expect(printed[4]).toBe(`ok      ${files[4]}: 4 lines, chain intact`);
+    });
+
     it("keeps only the newest segments; verify notes the oldest kept as resumed, and still catches a cut start", async () => {
         const dir = await rotatedStream(30, { ...SMALL, keepSegments: 2 });
         const files = streamFiles(dir);

@@ -200,7 +200,7 @@ describe("each refusal is one audit line with only its declared fields", () => {
         expect(declaredFields(lines[0])).toEqual(expected);
         expect(Object.keys(KEYPROXY_AUDIT_EVENTS)).toContain(lines[0].type);
         expect(lines[0]).toMatchObject({ seq: 1, service: "key-proxy" });
-        expect(verifyDirectory(p.config.auditDir)).toEqual([{ file: streamFile(p), verdict: { ok: true, lines: 1, last: { seq: 1, hash: lines[0].hash } } }]);
+        expect(verifyDirectory(p.config.auditDir)).toEqual([{ service: "key-proxy", file: streamFile(p), verdict: { ok: true, lines: 1, last: { seq: 1, hash: lines[0].hash } } }]);
         for (const secret of [SECRET, WRONG_TOKEN, HOMER_TOKEN, TOKENS.bart, TOKENS.lisa, ...Object.values(REAL_KEYS), "token="]) expect(text).not.toContain(secret);
     });
 
