@@ -5,6 +5,7 @@ import { Resolver } from "node:dns";
 import ipaddr from "ipaddr.js";
 import { z } from "zod";
 import { adminListenSchema, listenSchema } from "../runtime/admin";
+import { auditRotationSchema } from "../runtime/audit";
 import { type AgentIdentity, agentEntrySchema } from "../runtime/registry";
 
 export interface AllowRule {
@@ -33,8 +34,10 @@ export const egressConfigSchema = z.strictObject({
     dns: listenSchema.default({ host: "0.0.0.0", port: 53 }),
     admin: z.array(adminListenSchema).min(1).default([{ host: "127.0.0.1", port: 9465 }]),
     registryDir: z.string().default("/var/lib/egress/agents"),
-    /** The audit stream's directory (`egress.audit.jsonl`, docs/audit.md). */
+    /** The audit stream's directory (`egress.audit.jsonl` and its segments, docs/audit.md). */
     auditDir: z.string().default("/var/lib/egress/audit"),
+    /** When the live audit file becomes a segment, and how many segments are kept (docs/audit.md). */
+    auditRotation: auditRotationSchema.prefault({}),
     /** Exempt from the private-range denial. Off (empty) by default: exists so tests can reach loopback servers. */
     allowRanges: z.array(z.string().refine((cidr) => ipaddr.isValidCIDR(cidr), "must be a CIDR range")).default([]),
     /**

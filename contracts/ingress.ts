@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import { z } from "zod";
 import { adminListenSchema, listenSchema } from "../runtime/admin";
+import { auditRotationSchema } from "../runtime/audit";
 import { AGENT_NAME } from "../runtime/registry";
 
 export const RULE_ROLES = ["system", "developer", "user", "assistant", "tool"] as const;
@@ -53,6 +54,8 @@ export const ingressConfigSchema = z.strictObject({
     admin: z.array(adminListenSchema).min(1).default([{ host: "127.0.0.1", port: 9466 }]),
     /** Agents: `<dataDir>/agents`, users: `<dataDir>/users`, the audit stream: `<dataDir>/audit`. */
     dataDir: z.string().default("/var/lib/ingress"),
+    /** When the live audit file becomes a segment, and how many segments are kept (docs/audit.md). */
+    auditRotation: auditRotationSchema.prefault({}),
     rules: z.array(ruleSchema).default(DEFAULT_RULES),
     limits: z
         .strictObject({

@@ -4,6 +4,7 @@
 import { z } from "zod";
 import { FALLBACK_PRICE, PROVIDER_ID, type Price, providerOfKind } from "../providers/index";
 import { adminListenSchema, listenSchema } from "../runtime/admin";
+import { auditRotationSchema } from "../runtime/audit";
 import { type AgentIdentity, agentEntrySchema as registryEntrySchema } from "../runtime/registry";
 
 export function isTimeZone(name: string): boolean {
@@ -60,8 +61,10 @@ export const runtimeConfigSchema = z.strictObject({
     extraCaFile: z.string().optional(),
     extraCaPem: z.string().optional(),
     registryDir: z.string().default("/var/lib/keyproxy/agents"),
-    /** The audit stream's directory (`key-proxy.audit.jsonl`, runtime/audit.ts). */
+    /** The audit stream's directory (`key-proxy.audit.jsonl` and its segments, runtime/audit.ts). */
     auditDir: z.string().default("/var/lib/keyproxy/audit"),
+    /** When the live audit file becomes a segment, and how many segments are kept (docs/audit.md). */
+    auditRotation: auditRotationSchema.prefault({}),
     limits: z
         .strictObject({
             maxBodyBytes: z.number().int().positive().default(64 * 1024 * 1024),

@@ -1,8 +1,10 @@
-// The audit trail: one append-only JSON Lines file per service on its volume, every line hash-chained to the one
-// before, written in groups that share one fdatasync (the ledger's group commit, docs/ledger.md). Only events a
-// service declares, with only the fields it declares, can be written: nothing else (a token, a message) gets in.
+// The audit trail: one append-only JSON Lines stream per service on its volume, every line hash-chained to the one
+// before, written in groups that share one fdatasync (the ledger's group commit, docs/ledger.md). The stream is a live
+// file and the segments rotated out of it, the chain running on across them. Only events a service declares, with
+// only the fields it declares, can be written: nothing else (a token, a message) gets in.
 import { createHash } from "node:crypto";
-import { closeSync, fdatasync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, write, writeFileSync } from "node:fs";
+import { closeSync, existsSync, fdatasync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, write, writeFileSync } from "node:fs";
+import { open, readdir, rename, unlink } from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import type { Counter } from "prom-client";
@@ -10,12 +12,44 @@ import { z } from "zod";
 import type { Logger } from "./log";
 import type { AuditBudget } from "./rateLimiter";
 
-/** Where a service's stream lives in its audit directory. */
+/** Where a service's live file is in its audit directory. */
 export const auditFileName = (service: string) => `${service}.audit.jsonl`;
-export const AUDIT_FILE = /^([a-z][a-z0-9-]*)\.audit\.jsonl$/;
+/** A segment rotated out of the live file, named by the seq of its first line (padded, so names sort in chain order). */
+export const auditSegmentName = (service: string, firstSeq: number) => `${service}.audit.${String(firstSeq).padStart(12, "0")}.jsonl`;
+const STREAM_FILE = /^([a-z][a-z0-9-]*)\.audit\.(?:(\d{12,})\.)?jsonl$/;
 
 /** The `prev` of a stream's first line. */
 export const GENESIS = "0".repeat(64);
+
+/** When the live file is rotated into a segment, and how many segments are kept (each service's runtime config). */
+export const auditRotationSchema = z.strictObject({
+    /** A group that would take the live file past this size is written to a new live file, the old one becoming a segment. */
+    maxFileBytes: z.number().int().min(1024).default(64 * 1024 * 1024),
+    /** Segments kept besides the live file; the oldest beyond this are deleted after a rotation. */
+    keepSegments: z.number().int().min(1).default(10),
+});
+export type AuditRotation = z.output<typeof auditRotationSchema>;
+
+/** One file of a stream: a segment (`firstSeq` from its name) or the live file (`firstSeq` undefined). */
+export interface StreamFile {
+    file: string;
+    firstSeq: number | undefined;
+}
+
+/** Each service's files in a directory, in chain order: its segments by the seq they start at, then its live file. */
+export function auditStreams(dir: string, names: readonly string[] = readdirSync(dir)): Map<string, StreamFile[]> {
+    const streams = new Map<string, StreamFile[]>();
+    for (const name of names) {
+        const match = STREAM_FILE.exec(name);
+        if (!match) continue;
+        const files = streams.get(match[1]) ?? [];
+        files.push({ file: path.join(dir, name), firstSeq: match[2] === undefined ? undefined : Number(match[2]) });
+        streams.set(match[1], files);
+    }
+    const order = (f: StreamFile) => f.firstSeq ?? Number.POSITIVE_INFINITY;
+    for (const files of streams.values()) files.sort((a, b) => order(a) - order(b));
+    return new Map([...streams].sort(([a], [b]) => a.localeCompare(b)));
+}
 
 /**
  * Field values an audit line may carry. Each is a short identifier or a number: no free text, so nothing a client
@@ -87,21 +121,39 @@ export interface AuditLine {
     [field: string]: unknown;
 }
 
-export type ChainVerdict =
-    | { ok: true; lines: number; last: { seq: number; hash: string } | undefined }
-    | { ok: false; lines: number; line: number; problem: string };
+/** Where a chain stands: a line's seq and hash (before a stream's first line: seq 0 and GENESIS). */
+export interface ChainPoint {
+    seq: number;
+    hash: string;
+}
+export const CHAIN_START: ChainPoint = { seq: 0, hash: GENESIS };
 
 /**
- * Checks one stream's text (pure). Reports the first line that is not what the chain says it must be: its own hash
- * (an edit), its seq (a deletion, insertion or reorder), its prev (a line replaced together with its hash). A last
- * line without its newline is a torn write (a crash mid-append), reported as such.
+ * Where the chain stands before a file's first line: the end of the file before it. A file checked on its own (the
+ * oldest segment kept, whose predecessors were deleted, or one after a broken file) has no hash to continue from,
+ * and a segment has its seq from its name.
  */
-export function verifyChain(text: string): ChainVerdict {
+export type ChainStart = ChainPoint | { seq: number | undefined; hash: undefined };
+
+export type ChainVerdict =
+    | { ok: true; lines: number; last: ChainPoint | undefined; resumedFrom?: ChainPoint }
+    | { ok: false; lines: number; line: number; problem: string };
+
+const CHAIN_HASH = /^[0-9a-f]{64}$/;
+
+/**
+ * Checks one file of a stream (pure), from where the chain stands before it. Reports the first line that is not what
+ * the chain says it must be: its own hash (an edit), its seq (a deletion, insertion or reorder), its prev (a line
+ * replaced together with its hash). A last line without its newline is a torn write (a crash mid-append), reported as
+ * such. A file starting with no known hash before it that continues from one is `resumedFrom` that point.
+ */
+export function verifyChain(text: string, start: ChainStart = CHAIN_START): ChainVerdict {
     if (text === "") return { ok: true, lines: 0, last: undefined };
     const lines = text.split("\n");
     const torn = !text.endsWith("\n");
     if (!torn) lines.pop();
-    let prev = GENESIS;
+    let { seq, hash: prev } = start as { seq: number | undefined; hash: string | undefined };
+    let resumedFrom: ChainPoint | undefined;
     let service: string | undefined;
     for (const [index, line] of lines.entries()) {
         const number = index + 1;
@@ -117,26 +169,56 @@ export function verifyChain(text: string): ChainVerdict {
         } catch {
             return fail("not JSON");
         }
-        if (body.seq !== number) return fail(`seq ${String(body.seq)} where ${number} was due: a line was deleted, inserted or moved`);
-        if (body.prev !== prev) return fail(`prev does not match line ${number - 1}'s hash: this line or the one before was replaced`);
+        if (seq === undefined) {
+            if (typeof body.seq !== "number" || !Number.isSafeInteger(body.seq) || body.seq < 1) return fail(`seq ${String(body.seq)} is not a line number`);
+            seq = body.seq - 1;
+        }
+        if (body.seq !== seq + 1) {
+            if (number === 1 && prev === undefined) return fail(`seq ${String(body.seq)} where its name says ${seq + 1}: lines were cut from its start, or it was renamed`);
+            if (number === 1 && seq > 0) return fail(`seq ${String(body.seq)} where ${seq + 1} was due after the file before it: lines or a whole segment are missing, or the segments are out of order`);
+            return fail(`seq ${String(body.seq)} where ${seq + 1} was due: a line was deleted, inserted or moved`);
+        }
+        if (prev === undefined) {
+            if (seq > 0 && (typeof body.prev !== "string" || !CHAIN_HASH.test(body.prev))) return fail("prev is not a hash");
+            prev = seq === 0 ? GENESIS : (body.prev as string);
+            if (seq > 0) resumedFrom = { seq, hash: prev };
+        }
+        if (body.prev !== prev) {
+            if (number > 1 || seq === 0) return fail(`prev does not match ${number > 1 ? `line ${number - 1}'s hash` : "the start of the chain"}: this line or the one before was replaced`);
+            return fail("prev does not match the last line of the file before it: a segment was replaced, or the segments are out of order");
+        }
         if (typeof body.service !== "string" || (service !== undefined && body.service !== service)) return fail("service differs from the stream's");
         service = body.service;
+        seq += 1;
         prev = suffix[1];
     }
-    return { ok: true, lines: lines.length, last: lines.length > 0 ? { seq: lines.length, hash: prev } : undefined };
+    return { ok: true, lines: lines.length, last: { seq: seq!, hash: prev! }, ...(resumedFrom && { resumedFrom }) };
 }
 
 export interface DirectoryVerdict {
+    service: string;
     file: string;
     verdict: ChainVerdict;
 }
 
-/** Verifies every stream (`*.audit.jsonl`) in a directory. */
+/**
+ * Verifies every stream in a directory, each file in chain order from where the file before it ends. The oldest
+ * segment kept may start mid-chain (`resumedFrom`: the segments before it were deleted); a live file with no segment
+ * before it must start the chain. After a broken file, the next is checked on its own.
+ */
 export function verifyDirectory(dir: string): DirectoryVerdict[] {
-    return readdirSync(dir)
-        .filter((name) => AUDIT_FILE.test(name))
-        .sort()
-        .map((name) => ({ file: path.join(dir, name), verdict: verifyChain(readFileSync(path.join(dir, name), "utf8")) }));
+    return [...auditStreams(dir)].flatMap(([service, files]) => {
+        let end: ChainPoint | undefined;
+        return files.map(({ file, firstSeq }, index) => {
+            const start: ChainStart = end ?? (firstSeq !== undefined ? { seq: firstSeq - 1, hash: undefined } : index === 0 ? CHAIN_START : { seq: undefined, hash: undefined });
+            let verdict = verifyChain(readFileSync(file, "utf8"), start);
+            if (verdict.ok && verdict.last && firstSeq !== undefined && verdict.last.seq - verdict.lines + 1 !== firstSeq) {
+                verdict = { ok: false, lines: verdict.lines, line: 1, problem: `its name says it starts at seq ${firstSeq}, its first line is seq ${verdict.last.seq - verdict.lines + 1}: it was renamed` };
+            }
+            end = verdict.ok ? (verdict.last ?? end) : undefined;
+            return { service, file, verdict };
+        });
+    });
 }
 
 /** Parses a stream's complete lines (for reading, after or without verification). */
@@ -147,30 +229,61 @@ export function readAuditLines(text: string): AuditLine[] {
         .map((line) => JSON.parse(line) as AuditLine);
 }
 
-/** The file calls of the append path, in one object so tests can make them fail. */
+/** The file calls of the append path and of rotation, in one object so tests can make them fail. */
 export const auditIo = {
     write: promisify(write) as (fd: number, buffer: Buffer, offset: number, length: number) => Promise<{ bytesWritten: number }>,
     fdatasync: promisify(fdatasync),
+    rename,
+    /** Makes a directory's entries durable: a rename, a file just created. */
+    async syncDirectory(dir: string): Promise<void> {
+        const handle = await open(dir, "r");
+        try {
+            await handle.sync();
+        } finally {
+            await handle.close();
+        }
+    },
 };
+
+function syncDirectorySync(dir: string) {
+    const fd = openSync(dir, "r");
+    try {
+        fsyncSync(fd);
+    } finally {
+        closeSync(fd);
+    }
+}
 
 /** How long an event may wait for others to share its fdatasync. */
 export const AUDIT_GROUP_MS = 20;
 /** The most bytes of a stream's end read at start to find where the chain stands. */
 const TAIL_READ_BYTES = 64 * 1024;
 
+export type AuditProblem =
+    | { kind: "torn_tail"; bytes: number; savedAs: string }
+    | { kind: "write_failed"; error: string; lost: number }
+    | { kind: "rotate_failed"; error: string }
+    | { kind: "prune_failed"; error: string };
+
 export interface AuditLogOptions<E extends AuditEvents> {
     dir: string;
     service: string;
     events: E;
-    /** Told when a crash left a torn last line (moved aside to `.torn-<time>`) and when a write fails. */
-    onProblem(problem: { kind: "torn_tail"; bytes: number; savedAs: string } | { kind: "write_failed"; error: string; lost: number }): void;
+    /** The defaults of auditRotationSchema when not given. */
+    rotation?: AuditRotation;
+    /**
+     * Told when a crash left a torn last line (moved aside to `.torn-<time>`), when a write fails, and when a rotation
+     * or the deletion of old segments fails (the group is then written to the live file anyway, and the next one tries again).
+     */
+    onProblem(problem: AuditProblem): void;
     now?: () => Date;
 }
 
 const RESERVED_FIELDS = new Set(["seq", "ts", "service", "type", "prev", "hash"]);
+const LINE_SEQ = /^\{"seq":(\d+),/;
 
-/** Where the chain stands at the end of a file: its last complete line. */
-function chainEnd(fd: number, size: number): { seq: number; hash: string; complete: number } {
+/** Where the chain stands at the end of a file: its last complete line (CHAIN_START for none), and that line's end. */
+function chainEnd(fd: number, size: number): ChainPoint & { complete: number } {
     const start = Math.max(0, size - TAIL_READ_BYTES);
     const buffer = Buffer.alloc(size - start);
     readSync(fd, buffer, 0, buffer.length, start);
@@ -178,23 +291,58 @@ function chainEnd(fd: number, size: number): { seq: number; hash: string; comple
     const complete = start + Buffer.byteLength(text.slice(0, text.lastIndexOf("\n") + 1));
     const lines = text.slice(0, text.lastIndexOf("\n")).split("\n");
     const last = lines[lines.length - 1];
-    if (complete === 0 || !last) return { seq: 0, hash: GENESIS, complete };
+    if (complete === 0 || !last) return { ...CHAIN_START, complete };
     const suffix = HASH_SUFFIX.exec(last);
-    const seq = suffix ? /^\{"seq":(\d+),/.exec(last)?.[1] : undefined;
+    const seq = suffix ? LINE_SEQ.exec(last)?.[1] : undefined;
     if (!suffix || seq === undefined) throw new Error("the audit stream's last line is not an audit line: check it with npm run audit -- verify, and move the file aside");
     return { seq: Number(seq), hash: suffix[1], complete };
+}
+
+/** The seq of a file's first line (which names the segment it becomes). */
+function firstSeqOf(fd: number): number {
+    const buffer = Buffer.alloc(64);
+    const read = readSync(fd, buffer, 0, buffer.length, 0);
+    const seq = LINE_SEQ.exec(buffer.toString("latin1", 0, read))?.[1];
+    if (seq === undefined) throw new Error("the audit stream's first line is not an audit line: check it with npm run audit -- verify, and move the file aside");
+    return Number(seq);
+}
+
+/** A service's segments in chain order (its files without the live one). */
+const segmentsOf = (dir: string, service: string, names?: readonly string[]) => (auditStreams(dir, names).get(service) ?? []).filter((f) => f.firstSeq !== undefined);
+
+/**
+ * Where the chain stands at the end of the newest segment, for a live file that is empty: a rotation (or a crash
+ * during one) left it so, or the stream is new (CHAIN_START, with no segment).
+ */
+function segmentsEnd(dir: string, service: string): ChainPoint {
+    const newest = segmentsOf(dir, service).at(-1);
+    if (!newest) return CHAIN_START;
+    const fd = openSync(newest.file, "r");
+    try {
+        const size = fstatSync(fd).size;
+        const { complete, ...end } = chainEnd(fd, size);
+        if (complete === 0 || complete < size) throw new Error(`the audit segment ${newest.file} is empty or ends in an incomplete line, which no rotation leaves: check it with npm run audit -- verify, and move it aside`);
+        return end;
+    } finally {
+        closeSync(fd);
+    }
 }
 
 /**
  * A service's audit stream. `record` validates the event against the service's declared events (throwing on an
  * undeclared type or field: a programming error, never a runtime choice) and queues it; the chain (seq, prev) is
- * assigned when the group is written, so a failed write leaves no gap.
+ * assigned when the group is written, so a failed write leaves no gap. A group that would take the live file past
+ * `rotation.maxFileBytes` first rotates it into a segment; the new live file's first line continues the chain.
  */
 export class AuditLog<E extends AuditEvents> {
     private fd: number;
     private seq: number;
     private prev: string;
     private committedBytes: number;
+    /** The seq of the live file's first line: the name of the segment it becomes. */
+    private firstSeq: number;
+    /** A rotation renamed the live file but failed before a new one was open: `fd` is on the segment. */
+    private renamed = false;
     private queue: { ts: string; event: Record<string, unknown>; done: () => void }[] = [];
     private timer: NodeJS.Timeout | undefined;
     private flushing: Promise<void> | undefined;
@@ -202,6 +350,7 @@ export class AuditLog<E extends AuditEvents> {
     /** Whether the last write failed (the service reports itself unhealthy then). */
     failing = false;
     readonly file: string;
+    private readonly rotation: AuditRotation;
 
     /** Each declared event's schema, strict (any other field refused), built once. */
     private readonly schemas: Map<string, z.ZodObject>;
@@ -212,9 +361,13 @@ export class AuditLog<E extends AuditEvents> {
             const clash = Object.keys(schema.shape).find((field) => RESERVED_FIELDS.has(field));
             if (clash) throw new Error(`audit: event '${type}' declares the reserved field '${clash}'`);
         }
+        this.rotation = options.rotation ?? auditRotationSchema.parse({});
         mkdirSync(options.dir, { recursive: true, mode: 0o700 });
         this.file = path.join(options.dir, auditFileName(options.service));
         this.fd = openSync(this.file, "a+", 0o600);
+        // The live file may just have been made (here, or by a rotation a crash cut short): its entry must be durable
+        // before any line in it is.
+        syncDirectorySync(options.dir);
         const size = fstatSync(this.fd).size;
         const end = chainEnd(this.fd, size);
         if (end.complete < size) {
@@ -225,9 +378,11 @@ export class AuditLog<E extends AuditEvents> {
             ftruncateSync(this.fd, end.complete);
             options.onProblem({ kind: "torn_tail", bytes: torn.length, savedAs });
         }
-        this.seq = end.seq;
-        this.prev = end.hash;
+        const from = end.complete > 0 ? end : segmentsEnd(options.dir, options.service);
+        this.seq = from.seq;
+        this.prev = from.hash;
         this.committedBytes = end.complete;
+        this.firstSeq = end.complete > 0 ? firstSeqOf(this.fd) : from.seq + 1;
     }
 
     /** Queues an event; the promise resolves once it is on disk (callers need not wait). */
@@ -271,6 +426,7 @@ export class AuditLog<E extends AuditEvents> {
             prev = encoded.hash;
         }
         const bytes = Buffer.from(lines.join(""));
+        if (this.committedBytes > 0 && this.committedBytes + bytes.length > this.rotation.maxFileBytes) await this.rotate();
         try {
             for (let written = 0; written < bytes.length; ) written += (await auditIo.write(this.fd, bytes, written, bytes.length - written)).bytesWritten;
             await auditIo.fdatasync(this.fd);
@@ -289,6 +445,52 @@ export class AuditLog<E extends AuditEvents> {
             this.options.onProblem({ kind: "write_failed", error: (error as Error).message.slice(0, 200), lost: batch.length });
         }
         for (const item of batch) item.done();
+    }
+
+    /**
+     * Renames the live file to its segment and opens a new, empty live file, synced into the directory before any line
+     * is written to it. A crash leaves the old state or the new one: a live file full as before, or no live file or an
+     * empty one, from which the next start resumes at the newest segment's end. A failure is reported and leaves the
+     * descriptor on the file the group is then written to (a rename done stays done: the next attempt only opens).
+     */
+    private async rotate(): Promise<void> {
+        const { dir, service } = this.options;
+        try {
+            if (!this.renamed) {
+                const segment = path.join(dir, auditSegmentName(service, this.firstSeq));
+                // rename() would replace a segment already there (copied back by hand): refuse rather than lose it.
+                if (existsSync(segment)) throw new Error(`${segment} already exists`);
+                await auditIo.rename(this.file, segment);
+                this.renamed = true;
+            }
+            const fd = openSync(this.file, "a+", 0o600);
+            try {
+                await auditIo.syncDirectory(dir);
+            } catch (error) {
+                closeSync(fd);
+                throw error;
+            }
+            closeSync(this.fd);
+            this.fd = fd;
+            this.renamed = false;
+            this.committedBytes = 0;
+            this.firstSeq = this.seq + 1;
+        } catch (error) {
+            this.options.onProblem({ kind: "rotate_failed", error: (error as Error).message.slice(0, 200) });
+            return;
+        }
+        await this.prune();
+    }
+
+    /** Deletes the oldest segments past `keepSegments` (a resurrected one after a crash is harmless: it goes next time). */
+    private async prune(): Promise<void> {
+        const { dir, service } = this.options;
+        try {
+            const segments = segmentsOf(dir, service, await readdir(dir));
+            for (const { file } of segments.slice(0, Math.max(0, segments.length - this.rotation.keepSegments))) await unlink(file);
+        } catch (error) {
+            this.options.onProblem({ kind: "prune_failed", error: (error as Error).message.slice(0, 200) });
+        }
     }
 
     /** Writes what is queued, then closes the file (once; later calls do nothing). */

@@ -3,7 +3,7 @@
 // Loopback only: nothing is ever dialled (every case is refused before a dial).
 import dgram from "node:dgram";
 import { once } from "node:events";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -11,7 +11,7 @@ import { egressConfigSchema } from "../egress-image/src/config";
 import type { EgressAgent } from "../egress-image/src/policy";
 import { EgressGateway } from "../egress-image/src/server";
 import { INGRESS_AUDIT_EVENTS } from "../ingress-image/src/server";
-import { AuditLog, type AuditLine, readAuditLines, shortDigest, verifyChain } from "../runtime/audit";
+import { AuditLog, type AuditLine, type AuditRotation, readAuditLines, shortDigest, verifyChain } from "../runtime/audit";
 import { jsonLogger } from "../runtime/log";
 import { tailCommand, verifyCommand } from "../scripts/audit.mts";
 import { tempDir } from "./support/tempDirs";
@@ -31,7 +31,7 @@ let auditDir: string;
 let clock = 0;
 const logs: string[] = [];
 
-async function start(limits: { auditedDenialsPerSecond?: number; auditedDenialsBurst?: number } = {}) {
+async function start(limits: { auditedDenialsPerSecond?: number; auditedDenialsBurst?: number } = {}, auditRotation?: AuditRotation) {
     auditDir = tempDir("egress-audit");
     const config = egressConfigSchema.parse({
         listen: { host: "127.0.0.1", port: 0 },
@@ -39,6 +39,7 @@ async function start(limits: { auditedDenialsPerSecond?: number; auditedDenialsB
         admin: [{ host: "127.0.0.1", port: 0 }],
         auditDir,
         limits,
+        ...(auditRotation && { auditRotation }),
     });
     const deps = {
         resolve: async () => ["93.184.216.34"],
@@ -211,6 +212,25 @@ describe("shutdown", () => {
         await exchange(again.port, BART, "CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n");
         const { text } = await linesAfter(2);
         expect(verifyChain(text)).toMatchObject({ ok: true, lines: 2 });
+    });
+});
+
+describe("rotation", () => {
+    it("follows auditRotation: the stream rotates, the oldest segments go, the chain verifies, no segment holds a secret", async () => {
+        expect(egressConfigSchema.parse({}).auditRotation).toEqual({ maxFileBytes: 64 * 1024 * 1024, keepSegments: 10 });
+        const { port } = await start({ auditedDenialsBurst: 100 }, { maxFileBytes: 1024, keepSegments: 2 });
+        for (let i = 0; i < 16; i++) {
+            expect(await exchange(port, BART, connectWithSecrets(`evil${i}.test:443`))).toMatch(/^HTTP\/1\.1 403 /);
+            // one line to a group, each on disk before the next is asked for
+            await expect.poll(() => tailCommand(auditDir, { count: 100 }).at(-1)?.host, { interval: 5 }).toBe(`evil${i}.test`);
+        }
+        await stop();
+        const names = readdirSync(auditDir);
+        expect(names.filter((name) => /^egress\.audit\.\d{12}\.jsonl$/.test(name))).toHaveLength(2);
+        const printed: string[] = [];
+        expect(verifyCommand(auditDir, (line) => printed.push(line))).toBe(0);
+        expect(printed[0]).toMatch(/chain intact, resumed from [0-9a-f]{64}/);
+        for (const name of names) expect(readFileSync(path.join(auditDir, name), "utf8")).not.toContain(SECRET);
     });
 });
 

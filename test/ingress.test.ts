@@ -3,7 +3,7 @@
 // cookie, refusals (401/403/429/400 by rule) with nothing echoed, stripping, revocation, metrics, and the audit
 // stream every refusal lands in.
 import { once } from "node:events";
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
 import type { AddressInfo } from "node:net";
@@ -13,7 +13,8 @@ import { Agent, fetch } from "undici";
 import { type ClientOptions, WebSocket, WebSocketServer } from "ws";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { closeServer } from "../runtime/admin";
-import { readAuditLines, verifyChain } from "../runtime/audit";
+import { type AuditRotation, readAuditLines, verifyChain } from "../runtime/audit";
+import { tailCommand, verifyCommand } from "../scripts/audit.mts";
 import { ingressConfigSchema } from "../ingress-image/src/config";
 import { type IngressUser, tokenDigest } from "../ingress-image/src/policy";
 import { IngressServer } from "../ingress-image/src/server";
@@ -101,7 +102,7 @@ const logged: string[] = [];
 
 let clock = 0;
 
-function start(limits: Record<string, number> = {}, now?: () => number) {
+function start(limits: Record<string, number> = {}, now?: () => number, auditRotation?: AuditRotation) {
     dataDir = tempDir("ingress");
     const config = ingressConfigSchema.parse({
         listen: { host: "127.0.0.1", port: 0 },
@@ -109,6 +110,7 @@ function start(limits: Record<string, number> = {}, now?: () => number) {
         tls: { certPem: pki.cert, keyPem: pki.key },
         dataDir,
         limits: { ratePerSecond: 1000, burst: 1000, ...limits },
+        ...(auditRotation && { auditRotation }),
     });
     ingress = new IngressServer(config, (event, fields) => logged.push(JSON.stringify({ event, ...fields })), now);
     ingress.setUsers(USERS);
@@ -566,6 +568,24 @@ describe("metrics and the audit trail", () => {
         expect(verifyChain(text)).toMatchObject({ ok: true, lines: 4 });
         for (const secret of [...Object.values(TOKENS), "system prompt"]) expect(text).not.toContain(secret);
         for (const line of [...logged]) for (const secret of Object.values(TOKENS)) expect(line).not.toContain(secret);
+    });
+
+    it("rotates as auditRotation says: the oldest segments go, the chain verifies, no segment holds a token", async () => {
+        await ingress.close();
+        await start({}, undefined, { maxFileBytes: 1024, keepSegments: 2 });
+        const auditDir = path.join(dataDir, "audit");
+        for (let i = 0; i < 16; i++) {
+            expect((await send("/agents/lisa/x", { token: TOKENS.ann })).status).toBe(403);
+            // one line to a group, each on disk before the next is sent
+            await expect.poll(() => tailCommand(auditDir, { count: 100 }).at(-1)?.seq, { interval: 5 }).toBe(i + 1);
+        }
+        await ingress.close();
+        const names = readdirSync(auditDir);
+        expect(names.filter((name) => /^ingress\.audit\.\d{12}\.jsonl$/.test(name))).toHaveLength(2);
+        const printed: string[] = [];
+        expect(verifyCommand(auditDir, (line) => printed.push(line))).toBe(0);
+        expect(printed[0]).toMatch(/chain intact, resumed from [0-9a-f]{64}/);
+        for (const name of names) for (const secret of Object.values(TOKENS)) expect(readFileSync(path.join(auditDir, name), "utf8")).not.toContain(secret);
     });
 });
 

@@ -1,7 +1,7 @@
 // KeyProxy's audit stream (runtime/audit.ts): every auth failure, drop, endpoint refusal, budget refusal and ledger
 // failure is one chained line with only its declared fields; nothing a request carried (its credential, a header, a
 // query) gets in; a flood is bounded per source; a served request writes nothing. Loopback only.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import path from "node:path";
@@ -10,6 +10,7 @@ import { ledgerIo } from "../proxy-image/src/ledgerStore";
 import { type AgentEntry, credentialDigest } from "../proxy-image/src/policy";
 import { KEYPROXY_AUDIT_EVENTS } from "../proxy-image/src/audit";
 import { type AuditLine, auditIo, readAuditLines, shortDigest, verifyDirectory } from "../runtime/audit";
+import { tailCommand, verifyCommand } from "../scripts/audit.mts";
 import {
     AGENTS,
     ANTHROPIC_BODY,
@@ -199,7 +200,7 @@ describe("each refusal is one audit line with only its declared fields", () => {
         expect(declaredFields(lines[0])).toEqual(expected);
         expect(Object.keys(KEYPROXY_AUDIT_EVENTS)).toContain(lines[0].type);
         expect(lines[0]).toMatchObject({ seq: 1, service: "key-proxy" });
-        expect(verifyDirectory(p.config.auditDir)).toEqual([{ file: streamFile(p), verdict: { ok: true, lines: 1, last: { seq: 1, hash: lines[0].hash } } }]);
+        expect(verifyDirectory(p.config.auditDir)).toEqual([{ service: "key-proxy", file: streamFile(p), verdict: { ok: true, lines: 1, last: { seq: 1, hash: lines[0].hash } } }]);
         for (const secret of [SECRET, WRONG_TOKEN, HOMER_TOKEN, TOKENS.bart, TOKENS.lisa, ...Object.values(REAL_KEYS), "token="]) expect(text).not.toContain(secret);
     });
 
@@ -292,5 +293,28 @@ describe("the stream", () => {
             [2, "dropped"],
         ]);
         expect(verifyDirectory(first.config.auditDir).map((r) => r.verdict)).toEqual([{ ok: true, lines: 2, last: { seq: 2, hash: lines[1].hash } }]);
+    });
+});
+
+describe("rotation", () => {
+    it("follows auditRotation: the stream rotates, the oldest segments go, the chain verifies, no segment holds a secret", async () => {
+        const p = await startKeyProxy(upstream, { limits: { auditedRefusalsBurst: 100 }, auditRotation: { maxFileBytes: 1024, keepSegments: 2 } });
+        proxy = p;
+        expect(p.config.auditRotation).toEqual({ maxFileBytes: 1024, keepSegments: 2 });
+        for (let i = 0; i < 16; i++) {
+            expect((await attempt(p.port, { path: `/anthropic/v1/messages${secretQuery}`, headers: anthropicWithSecrets(WRONG_TOKEN), body: ANTHROPIC_BODY })).status).toBe(401);
+            // one line to a group, each on disk before the next is sent
+            await expect.poll(() => tailCommand(p.config.auditDir, { count: 100 }).at(-1)?.seq, { interval: 5 }).toBe(i + 1);
+        }
+        await stop();
+        const names = readdirSync(p.config.auditDir);
+        expect(names.filter((name) => /^key-proxy\.audit\.\d{12}\.jsonl$/.test(name))).toHaveLength(2);
+        const printed: string[] = [];
+        expect(verifyCommand(p.config.auditDir, (line) => printed.push(line))).toBe(0);
+        expect(printed[0]).toMatch(/chain intact, resumed from [0-9a-f]{64}/);
+        for (const name of names) {
+            const text = readFileSync(path.join(p.config.auditDir, name), "utf8");
+            for (const secret of [SECRET, WRONG_TOKEN, ...Object.values(REAL_KEYS)]) expect(text).not.toContain(secret);
+        }
     });
 });

@@ -151,6 +151,7 @@ export class EgressGateway {
             dir: config.auditDir,
             service: "egress",
             events: EGRESS_AUDIT_EVENTS,
+            rotation: config.auditRotation,
             onProblem: (problem) => {
                 if (problem.kind === "write_failed") this.metrics.auditFailures.inc(problem.lost);
                 log(`audit_${problem.kind}`, problem);

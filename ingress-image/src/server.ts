@@ -152,6 +152,7 @@ export class IngressServer {
             dir: registryDirs(config).audit,
             service: "ingress",
             events: INGRESS_AUDIT_EVENTS,
+            rotation: config.auditRotation,
             onProblem: (problem) => {
                 if (problem.kind === "write_failed") this.metrics.auditFailures.inc(problem.lost);
                 log(`audit_${problem.kind}`, problem);

@@ -65,7 +65,7 @@ export class RefusalAudit {
     private readonly budget: AuditBudget;
 
     constructor(
-        config: Pick<RuntimeConfig, "auditDir" | "limits">,
+        config: Pick<RuntimeConfig, "auditDir" | "auditRotation" | "limits">,
         private readonly metrics: KeyProxyMetrics,
         private readonly log: Logger,
         /** Whether an agent-chosen text is, or holds, a secret (a key, a registered credential). */
@@ -77,6 +77,7 @@ export class RefusalAudit {
             dir: config.auditDir,
             service: "key-proxy",
             events: KEYPROXY_AUDIT_EVENTS,
+            rotation: config.auditRotation,
             onProblem: (problem) => {
                 if (problem.kind === "write_failed") metrics.auditFailures.inc(problem.lost);
                 log(`audit_${problem.kind}`, problem);
