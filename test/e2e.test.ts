@@ -59,7 +59,7 @@ const INGRESS = `openclaw-${STACK}-ingress`;
 const MORE_SECRETS = { geminiApiKey: fakeKey("gemini", `${"FAKE".repeat(8)}-test`), compatApiKey: fakeKey("openai", `${"COMPAT".repeat(7)}-test`) };
 const container = (agent: string) => `openclaw-${STACK}-agent-${agent}`;
 
-function e2eConfig(extraAgents: Record<string, unknown>[] = []) {
+function e2eConfig(extraAgents: Record<string, unknown>[] = [], extraUsers: { name: string; agents: string[] }[] = []) {
     const dev = devConfig();
     // bart runs one third-party skill, which the deploy gate scans and the config writer delivers read-only.
     const agents = (dev.agents as Record<string, unknown>[]).map((a, i) => ({ ...a, dashboardPort: 28801 + i, egress: { allow: ["allowed.example"] }, ...(i === 0 && { skills: [SKILL] }) }));
@@ -75,7 +75,7 @@ function e2eConfig(extraAgents: Record<string, unknown>[] = []) {
         ingress: {
             image: "openclaw-ingress:e2e",
             port: INGRESS_PORT,
-            users: [{ name: "ann", agents: ["bart"] }, { name: "ned", agents: ["lisa", ...extraAgents.map((a) => a.name as string)] }],
+            users: [{ name: "ann", agents: ["bart"] }, { name: "ned", agents: ["lisa", ...extraAgents.map((a) => a.name as string)] }, ...extraUsers],
         },
         // The stand-in lives on the uplink, a private subnet.
         egress: { image: "openclaw-egress-gateway:e2e", allowPrivateRanges: [parseStackConfig(dev).network.uplinkSubnet] },
@@ -629,18 +629,40 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", { timeout: 
         expect(probe("bart", "connect", "allowed.example:443").status).toBe("HTTP/1.1 200 Connection Established");
     }, 600_000);
 
-    it("adds an agent without touching any other container", async () => {
+    it("adds an agent, and a user who reaches bart, without touching any other container: bart's gateway reloads and takes the new user", async () => {
         const started = (name: string) => {
             const c = JSON.parse(docker("inspect", name))[0];
             return `${c.Id} ${c.State.StartedAt}`;
         };
         const existing = ["agent-bart", "agent-lisa", "egress-gateway", "ingress", "key-proxy"].map((n) => `openclaw-${STACK}-${n}`);
         const before = existing.map(started);
-        const grown = await runProgram(e2eConfig([{ name: "homer", dashboardPort: 28803, model: "gemini/gemini-2.5-flash", budget: { dailyUsd: 1 }, egress: { allow: ["allowed.example"] } }]), STACK);
+        const homer = { name: "homer", dashboardPort: 28803, model: "gemini/gemini-2.5-flash", budget: { dailyUsd: 1 }, egress: { allow: ["allowed.example"] } };
+        const grown = await runProgram(e2eConfig([homer], [{ name: "otto", agents: ["bart"] }]), STACK);
         await materialize(grown, state, IMAGES);
         expect(existing.map(started)).toEqual(before);
         await waitUntil(() => gatewayLogs().includes('"agents":"bart,homer,lisa"'), "homer's egress registration");
         expect(probe("homer", "connect", "allowed.example:443").status).toBe("HTTP/1.1 200 Connection Established");
+        // otto's token works on bart once bart's gateway has reloaded its config (allowUsers) from the writer.
+        const password = grown.find((r) => r.name === "ingress-user-otto-token")!;
+        const otto = `${USER_TOKEN.prefix}${mockPasswordResult(password.name, reveal(password.inputs))}`;
+        const ca = new Map<string, string>(JSON.parse(state.get("ingress-ca")!.id)).get(TLS_PLACEHOLDERS["tls:index/selfSignedCert:SelfSignedCert"]("ingress-ca").certPem)!;
+        const dispatcher = new Agent({ connect: { ca } });
+        try {
+            const chat = async () => {
+                const answer = await request(`https://127.0.0.1:${INGRESS_PORT}/agents/bart/v1/chat/completions`, {
+                    dispatcher,
+                    method: "POST",
+                    headers: { authorization: `Bearer ${otto}`, "content-type": "application/json" },
+                    body: JSON.stringify({ model: "openclaw:main", messages: [{ role: "user", content: "say hello" }] }),
+                });
+                const text = await answer.body.text();
+                return answer.statusCode === 200 && text.includes(ANSWER);
+            };
+            await waitUntil(chat, "bart's gateway to take otto", 120_000, 2000);
+        } finally {
+            await dispatcher.close();
+        }
+        expect(started(container("bart"))).toBe(before[0]);
     });
 
     it("runs homer's Gemini model in the real OpenClaw: its call reaches the stand-in through KeyProxy with the real Gemini key", async () => {

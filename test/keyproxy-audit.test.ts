@@ -42,7 +42,6 @@ let homerPort: number;
 
 beforeAll(async () => {
     await upstream.start();
-    homerPort = await freePort();
 });
 afterEach(async () => {
     vi.restoreAllMocks();
@@ -62,6 +61,8 @@ const agents = (bartBudget?: AgentEntry["budget"]): AgentEntry[] => [
 
 /** A proxy whose audit budget runs on `clock` (milliseconds the tests move). */
 async function start(limits: Record<string, number> = {}, bartBudget?: AgentEntry["budget"], leaseUsd = 0.25) {
+    // Chosen just before it is bound: a port found free at the file's start may be another file's by now.
+    homerPort = await freePort();
     proxy = await startKeyProxy(upstream, { limits, metering: { ledgerFile: path.join(tempDir("keyproxy-ledger"), "ledger.log"), leaseUsd } }, true, undefined, undefined, () => clock);
     await proxy.server.setAgents(agents(bartBudget));
     return proxy;
