@@ -44,7 +44,7 @@ const P = quick ? { rates: [200, 500], seconds: 1, rounds: 1, streams: 20, ruleC
 const CONNECTIONS = 64;
 
 const USER_TOKEN = `oci_${"bench".repeat(10)}ab`;
-const GATEWAY_TOKEN = "bench-gateway-token-0123456789";
+const STANDIN_TOKEN = "bench-gateway-token-0123456789";
 const AGENT_TOKEN = "ocp_benchbenchbenchbenchbenchbenchbenchbenchbenchbe";
 const work = tempDir("openclaw-bench-ingress");
 const children: ChildProcess[] = [];
@@ -79,7 +79,7 @@ async function startIngress(name: string, rules?: []) {
         INGRESS_TLS_KEY_PEM: pki.key,
     };
     const { child, line } = await startBundle(children, "ingress", env, [
-        { entry: { name: "bart", gateway: { host: "127.0.0.1", port: gatewayPort }, gatewayToken: GATEWAY_TOKEN } },
+        { entry: { name: "bart", gateway: { host: "127.0.0.1", port: gatewayPort } } },
         { verb: "register-user", entry: { name: "ann", tokenSha256: tokenDigest(USER_TOKEN), agents: ["bart"] } },
     ]);
     return { pid: child.pid!, port: line.port as number };
@@ -171,7 +171,7 @@ const pathTo = (name: string, origin: string, target: string, token: string, pid
     pid,
 });
 const PATHS: Path[] = [
-    pathTo("direct", `http://127.0.0.1:${gatewayPort}`, "/v1/chat/completions", GATEWAY_TOKEN),
+    pathTo("direct", `http://127.0.0.1:${gatewayPort}`, "/v1/chat/completions", STANDIN_TOKEN),
     pathTo("Ingress", `https://127.0.0.1:${ingress.port}`, "/agents/bart/v1/chat/completions", USER_TOKEN, ingress.pid),
     pathTo("Ingress, rules: []", `https://127.0.0.1:${ingressNoRules.port}`, "/agents/bart/v1/chat/completions", USER_TOKEN, ingressNoRules.pid),
     pathTo("KeyProxy", `http://127.0.0.1:${keyProxy.line.port}`, "/openai/v1/chat/completions", AGENT_TOKEN, keyProxy.child.pid!),
