@@ -30,13 +30,14 @@ export interface EgressGatewayArgs {
 }
 
 /** Pure: the EGRESS_CONFIG the service reads. */
-export function egressRuntimeConfig(config: Pick<EgressConfig, "allowPrivateRanges">, remoteAdmin?: Listen) {
+export function egressRuntimeConfig(config: Pick<EgressConfig, "allowPrivateRanges" | "auditRotation">, remoteAdmin?: Listen) {
     return {
         listen: { host: "0.0.0.0", port: PORTS.egressProxy },
         dns: { host: "0.0.0.0", port: PORTS.egressDns },
         admin: [{ host: "127.0.0.1", port: PORTS.egressMetrics }, ...(remoteAdmin ? [remoteAdmin] : [])],
         registryDir: `${EGRESS_DATA_DIR}/agents`,
         auditDir: `${EGRESS_DATA_DIR}/audit`,
+        auditRotation: config.auditRotation,
         ...(config.allowPrivateRanges.length > 0 ? { allowRanges: config.allowPrivateRanges } : {}),
     } satisfies EgressConfigInput;
 }

@@ -60,13 +60,14 @@ export interface IngressArgs {
  * arrives: on the agents' networks nothing of the Ingress answers. The certificate and key travel in their own
  * (secret) variables.
  */
-export function ingressRuntimeConfig(config: Pick<IngressStackConfig, "rules" | "limits">, uplinkAddress: string) {
+export function ingressRuntimeConfig(config: Pick<IngressStackConfig, "rules" | "limits" | "auditRotation">, uplinkAddress: string) {
     return {
         listen: { host: uplinkAddress, port: PORTS.ingress },
         admin: [{ host: "127.0.0.1", port: PORTS.ingressMetrics }],
         dataDir: INGRESS_DATA_DIR,
         rules: config.rules,
         limits: config.limits,
+        auditRotation: config.auditRotation,
     } satisfies Omit<IngressConfigInput, "tls">;
 }
 

@@ -49,6 +49,7 @@ export function keyProxyRuntimeConfig(config: KeyProxyConfig, remoteAdmin?: List
         upstreams,
         registryDir: `${KEY_PROXY_DATA_DIR}/agents`,
         auditDir: `${KEY_PROXY_DATA_DIR}/audit`,
+        auditRotation: config.auditRotation,
         drainSeconds: DRAIN_SECONDS,
         agentProbe: { port: PORTS.agentDashboard, intervalMs: 1000 },
         ...(config.extraCaPem ? { extraCaPem: config.extraCaPem } : {}),

@@ -5,6 +5,7 @@ import ipaddr from "ipaddr.js";
 import { z } from "zod";
 import { budgetSchema, isTimeZone, priceSchema } from "../contracts/keyProxy";
 import { BUILT_IN, OPENAI_COMPATIBLE_KIND, PROVIDER_ID, type Price, secretConfigKey, secretEnv } from "../providers/index";
+import { auditRotationSchema } from "../runtime/audit";
 import { canonicalHost } from "../runtime/hostnames";
 import { AGENT_NAME } from "../runtime/registry";
 import { type Block, DOCKER_DEFAULT_POOLS, PRIVATE_RANGES, allocateSubnets, contains, overlaps, parseBlock, slotCount } from "./subnets";
@@ -224,6 +225,8 @@ const keyProxySchema = z
          * over-counts an agent by at most this much; 0 writes every request's reservation (docs/ledger.md).
          */
         budgetLeaseUsd: z.number().min(0).max(100).default(0.25),
+        /** When its audit stream becomes a segment, and how many segments are kept (docs/audit.md). */
+        auditRotation: auditRotationSchema.prefault({}),
         /** A CA to trust for upstreams besides the system roots (private mirrors, test stand-ins). */
         extraCaPem: pemCertificate.optional(),
     })
@@ -255,6 +258,7 @@ const ingress = z.strictObject({
     /** Prompt-injection rules on chat requests (RE2 patterns); absent: the default set (contracts/ingress.ts). */
     rules: z.array(ruleSchema).default(DEFAULT_RULES),
     limits: z.strictObject(userLimits).prefault({}),
+    auditRotation: auditRotationSchema.prefault({}),
     resources: resources({ memoryMb: 256, cpus: 0.5, pids: 256 }),
 });
 
@@ -315,6 +319,7 @@ export const configFields = z
                 allowPrivateRanges: z
                     .array(z.string().refine((cidr) => { try { parseBlock(cidr); return true; } catch { return false; } }, "must be an IPv4 CIDR"))
                     .default([]),
+                auditRotation: auditRotationSchema.prefault({}),
             })
             .prefault({}),
         monitoring: z

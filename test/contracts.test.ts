@@ -60,7 +60,7 @@ describe("KeyProxy", () => {
 
 describe("EgressGateway", () => {
     it.each([[[]], [["10.0.0.0/24"]]])("parses the runtime config the component writes (allowPrivateRanges %j)", (allowPrivateRanges) => {
-        expect(() => egressConfigSchema.parse(JSON.parse(JSON.stringify(egressRuntimeConfig({ allowPrivateRanges }, REMOTE_ADMIN))))).not.toThrow();
+        expect(() => egressConfigSchema.parse(JSON.parse(JSON.stringify(egressRuntimeConfig({ allowPrivateRanges, auditRotation: { maxFileBytes: 1 << 20, keepSegments: 3 } }, REMOTE_ADMIN))))).not.toThrow();
     });
 
     it("parses the registry entry the component writes", () => {

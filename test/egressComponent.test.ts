@@ -27,8 +27,9 @@ describe("the EgressGateway container", () => {
     });
 
     it("passes a private-range override through only when the stack sets one", () => {
-        expect(egressRuntimeConfig({ allowPrivateRanges: ["172.16.0.0/12"] }).allowRanges).toEqual(["172.16.0.0/12"]);
-        expect(egressRuntimeConfig({ allowPrivateRanges: [] })).not.toHaveProperty("allowRanges");
+        const auditRotation = { maxFileBytes: 1 << 20, keepSegments: 3 };
+        expect(egressRuntimeConfig({ allowPrivateRanges: ["172.16.0.0/12"], auditRotation }).allowRanges).toEqual(["172.16.0.0/12"]);
+        expect(egressRuntimeConfig({ allowPrivateRanges: [], auditRotation })).not.toHaveProperty("allowRanges");
     });
 });
 

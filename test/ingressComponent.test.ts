@@ -216,3 +216,21 @@ describe("stack config", () => {
         expect(() => parseStackConfig(withIngress(ingress))).toThrow(message);
     });
 });
+
+describe("audit rotation from the stack config", () => {
+    it.each<[string, string, string]>([
+        ["keyProxy", "key-proxy-container", "KEYPROXY_CONFIG"],
+        ["egress", "egress-gateway-container", "EGRESS_CONFIG"],
+        ["ingress", "ingress-container", "INGRESS_CONFIG"],
+    ])("%s's reaches its service's runtime config, the defaults otherwise", async (section, container, variable) => {
+        const rotation = { maxFileBytes: 2 * 1024 * 1024, keepSegments: 3 };
+        const base = withIngress();
+        const set = await runProgram({ ...base, [section]: { ...(base[section] as object), auditRotation: rotation } });
+        const runtimeOf = (resources: RecordedResource[]) => {
+            const envs: string[] = reveal(find(resources, TYPES.container, container)!.inputs.envs);
+            return JSON.parse(envs.find((e) => e.startsWith(`${variable}=`))!.slice(variable.length + 1));
+        };
+        expect(runtimeOf(set).auditRotation).toEqual(rotation);
+        expect(runtimeOf(stack).auditRotation).toEqual({ maxFileBytes: 64 * 1024 * 1024, keepSegments: 10 });
+    });
+});
