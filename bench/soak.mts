@@ -1,6 +1,8 @@
 // The KeyProxy soak: many long-lived metered SSE streams at once, for a minute, through the production bundle.
 //   npm run bench:soak                                        1,000 streams for 60 s, writes bench/soak.md
 //   npm run bench:soak -- --streams 100 --seconds 10 --out F   a short run
+//   ... -- --http1                                            the mock upstream speaks HTTP/1.1 only (no h2 in ALPN)
+//   ... -- --bundle FILE                                      another KeyProxy bundle (an earlier build) instead of this one
 // Loopback only; bounded in streams and time (a deadline ends it with an error); stops by itself.
 import type { ChildProcess } from "node:child_process";
 import { execFileSync } from "node:child_process";
@@ -20,6 +22,8 @@ const args = process.argv.slice(2);
 const option = (name: string, fallback: number) => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) : fallback);
 const STREAMS = option("--streams", 1000);
 const SECONDS = option("--seconds", 60);
+const HTTP1 = args.includes("--http1");
+const otherBundle = args.includes("--bundle") ? path.resolve(args[args.indexOf("--bundle") + 1]) : undefined;
 const out = args.includes("--out") ? path.resolve(args[args.indexOf("--out") + 1]) : path.join(ROOT, "bench", "soak.md");
 const SAMPLE_MS = 5000;
 /** Each stream sends one event a second for the whole soak, then its usage and end. */
@@ -51,7 +55,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ---------------------------------------------------------------------------------------------- set-up
 const pki = testPki();
-const upstream = await start(children, process.execPath, [path.join(ROOT, "bench", "upstream.mts"), path.join(pki.dir, "server.pem"), path.join(pki.dir, "server.key")], {}, (l) => typeof l.port === "number");
+const upstream = await start(children, process.execPath, [path.join(ROOT, "bench", "upstream.mts"), path.join(pki.dir, "server.pem"), path.join(pki.dir, "server.key"), ...(HTTP1 ? ["--http1"] : [])], {}, (l) => typeof l.port === "number");
 const tokens = Array.from({ length: AGENTS }, (_, i) => `ocp_soak${String(i).padStart(4, "0")}${"s".repeat(40)}`);
 const keyProxyEnv = {
     NODE_OPTIONS: SERVICE_NODE_OPTIONS,
@@ -68,7 +72,7 @@ const keyProxyEnv = {
     }),
     KEYPROXY_KEY_ANTHROPIC: "soak-upstream-key",
 };
-const keyProxyBundle = await bundle("keyProxy");
+const keyProxyBundle = otherBundle ?? (await bundle("keyProxy"));
 for (const [i, token] of tokens.entries()) {
     execFileSync(process.execPath, [keyProxyBundle, "register"], {
         input: JSON.stringify({ name: `soak-${i}`, credentialSha256: credentialDigest(token), subnet: "127.0.0.0/8", budget: { totalUsd: 1_000_000 } }),

@@ -49,6 +49,11 @@ const MAX_REMEMBERED_ROUTES = 1000;
 const MAX_REMEMBERED_TARGET = 512;
 
 class BodyTooLarge extends Error {}
+class StreamCutUpstream extends Error {
+    constructor() {
+        super("the upstream ended the stream before its final event");
+    }
+}
 
 type DispatchController = Dispatcher.DispatchController;
 
@@ -113,10 +118,12 @@ export class KeyProxyServer {
                 provider,
                 pool: new Pool(url.origin, {
                     connections: config.limits.maxUpstreamConnections,
+                    // HTTP/2 offered first, so a server that picks by the client's preference picks it too.
+                    allowH2: config.upstreamHttp2,
                     keepAliveTimeout: 30_000,
                     headersTimeout: config.limits.headersTimeoutMs,
                     bodyTimeout: config.limits.bodyIdleTimeoutMs,
-                    connect: { secureContext, timeout: config.limits.connectTimeoutMs, rejectUnauthorized: true },
+                    connect: { secureContext, timeout: config.limits.connectTimeoutMs, rejectUnauthorized: true, preferH2: config.upstreamHttp2 },
                 }),
                 basePath: url.pathname.replace(/\/$/, ""),
                 key: keys[id],
@@ -509,6 +516,9 @@ export class KeyProxyServer {
                             relayPending();
                             for (const piece of this.endMeter(x)) forward(scrubber!.push(piece));
                             forward(scrubber!.end());
+                            // An SSE stream without its final event was cut upstream: over HTTP/2 a reset stream (RST_STREAM)
+                            // reaches here as an end. The agent must see a truncated stream, not a finished one.
+                            if (batched && x.metered && !x.metered.complete) return reject(new StreamCutUpstream());
                             res.end();
                         }
                         resolve();
