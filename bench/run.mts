@@ -26,6 +26,8 @@ const USAGE = `usage: npm run bench [-- --quick] [-- --out FILE] [-- --baseline 
   --baseline BUNDLE
                also run another KeyProxy bundle (an earlier build) as "KeyProxy before" in the wrk and
                fixed-rate scenarios, interleaved with the others: before/after in one run
+  --baseline-node-options=OPTIONS
+               the baseline's NODE_OPTIONS, as its build deployed them (default: this build's)
   --help       this text`;
 
 const ROOT = path.resolve(import.meta.dirname, "..");
@@ -47,8 +49,10 @@ function flagValue(flag: string, what: string): string | undefined {
 }
 const outFile = flagValue("--out", "a file");
 const baselineBundle = flagValue("--baseline", "a KeyProxy bundle");
+const BASELINE_NODE_OPTIONS = "--baseline-node-options=";
+const baselineNodeOptions = args.find((arg) => arg.startsWith(BASELINE_NODE_OPTIONS))?.slice(BASELINE_NODE_OPTIONS.length) ?? SERVICE_NODE_OPTIONS;
 const valueIndexes = ["--out", "--baseline"].map((flag) => args.indexOf(flag)).filter((i) => i >= 0).map((i) => i + 1);
-const unknown = args.find((arg, i) => !["--quick", "--out", "--baseline"].includes(arg) && !valueIndexes.includes(i));
+const unknown = args.find((arg, i) => !["--quick", "--out", "--baseline"].includes(arg) && !arg.startsWith(BASELINE_NODE_OPTIONS) && !valueIndexes.includes(i));
 if (unknown !== undefined) usageError(`unknown argument ${unknown}`);
 const quick = args.includes("--quick");
 /** Where the report goes: a file, or (quick mode without --out) standard output. */
@@ -87,8 +91,8 @@ let accessLines = 0;
 /** Starts a KeyProxy bundle with its own registry and ledger, the bench agent registered. */
 async function startKeyProxy(bundleFile: string, name: string) {
     const env = {
-        // As in the image: the services' Node options come from infra/topology.ts.
-        NODE_OPTIONS: SERVICE_NODE_OPTIONS,
+        // As in the image: the services' Node options come from infra/topology.ts (the baseline's, as given).
+        NODE_OPTIONS: name === "baseline" ? baselineNodeOptions : SERVICE_NODE_OPTIONS,
         KEYPROXY_CONFIG: JSON.stringify({
             listen: { host: "127.0.0.1", port: 0 },
             admin: [{ host: "127.0.0.1", port: 0 }],
@@ -97,8 +101,9 @@ async function startKeyProxy(bundleFile: string, name: string) {
             registryDir: path.join(work, `${name}-agents`),
             // The audit stream is newer than the baseline builds, whose strict config would refuse the setting.
             ...(name === "keyproxy" && { auditDir: path.join(work, `${name}-audit`) }),
-            // Every open stream holds an upstream connection (HTTP/1.1): the pool must hold them all, or streams past
-            // it wait unanswered in undici's queue and the memory measured is that of fewer streams.
+            // Over HTTP/1.1 every open stream holds an upstream connection: the pool must hold them all, or streams past
+            // it wait unanswered in undici's queue and the memory measured is that of fewer streams (the baseline may
+            // be such a build; over HTTP/2 a connection carries 100).
             limits: { maxConcurrentPerAgent: 100_000, maxUpstreamConnections: P.streams + 100 },
             metering: { ledgerFile: path.join(work, `${name}-ledger.log`) },
         }),
@@ -529,6 +534,9 @@ lines.push(
     "as its production bundle with metering, budgets and its durable ledger on; nginx (1 worker) does the same job minus",
     "those: TLS upstream with keep-alive, key injection, no buffering. The Portkey AI gateway (npm `@portkey-ai/gateway`,",
     "TypeScript on Node, as it ships) routes by its `x-portkey-custom-host` header to the same mock upstream.",
+    "The mock upstream speaks HTTP/2 and HTTP/1.1 over TLS, ALPN choosing, as the providers' APIs do: KeyProxy and the",
+    "Node floor (undici) talk HTTP/2 to it, nginx (`proxy_pass`) and Portkey (Node's `fetch`) HTTP/1.1, as each would to a provider.",
+    `KeyProxy runs with \`NODE_OPTIONS=${SERVICE_NODE_OPTIONS}\`${baseline ? `, the baseline with \`${baselineNodeOptions}\`` : ""}.`,
     "",
 );
 lines.push("## Added latency over direct (non-streaming POST /v1/messages, wrk, closed loop)", "");
