@@ -10,7 +10,7 @@ import { promisify } from "node:util";
 import { SERVICE_NODE_OPTIONS } from "../infra/topology.ts";
 import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { bundle } from "../scripts/images.mts";
-import { cpuSeconds, percentile, start as startProcess } from "./processes.mts";
+import { auditDirSetting, cpuSeconds, percentile, start as startProcess } from "./processes.mts";
 import { removeTempDirs, tempDir } from "../test/support/tempDirs.ts";
 import { testPki } from "../test/support/tls.ts";
 
@@ -55,6 +55,7 @@ async function startKeyProxy(bundleFile: string, name: string) {
             upstreams: { anthropic: { baseUrl: `https://localhost:${upstream.line.port}` } },
             extraCaFile: pki.caFile,
             registryDir: path.join(work, `${name}-agents`),
+            ...auditDirSetting(bundleFile, path.join(work, `${name}-audit`)),
             limits: { maxConcurrentPerAgent: 100_000, maxUpstreamConnections: 200 },
             metering: { ledgerFile: path.join(work, `${name}-ledger.log`) },
         }),

@@ -12,7 +12,7 @@ import { promisify } from "node:util";
 import { SERVICE_NODE_OPTIONS } from "../infra/topology.ts";
 import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { bundle } from "../scripts/images.mts";
-import { cpuSeconds, loopbackEgressEnv, percentile, rssMb, running, start as startProcess, stopChildren } from "./processes.mts";
+import { auditDirSetting, cpuSeconds, loopbackEgressEnv, percentile, rssMb, running, start as startProcess, stopChildren } from "./processes.mts";
 import { freePort } from "../test/support/processes.ts";
 import { removeTempDirs, tempDir } from "../test/support/tempDirs.ts";
 import { testPki } from "../test/support/tls.ts";
@@ -99,8 +99,7 @@ async function startKeyProxy(bundleFile: string, name: string) {
             upstreams: { anthropic: { baseUrl: `https://localhost:${upstreamPort}` } },
             extraCaFile: pki.caFile,
             registryDir: path.join(work, `${name}-agents`),
-            // The audit stream is newer than the baseline builds, whose strict config would refuse the setting.
-            ...(name === "keyproxy" && { auditDir: path.join(work, `${name}-audit`) }),
+            ...auditDirSetting(bundleFile, path.join(work, `${name}-audit`)),
             // Over HTTP/1.1 every open stream holds an upstream connection: the pool must hold them all, or streams past
             // it wait unanswered in undici's queue and the memory measured is that of fewer streams (the baseline may
             // be such a build; over HTTP/2 a connection carries 100).
