@@ -53,7 +53,9 @@ const answer = (req: http.IncomingMessage | http2.Http2ServerRequest, raw: http.
     });
 };
 const tls = { cert: readFileSync(certFile), key: readFileSync(keyFile) };
-const server = mode === "--http1" ? https.createServer({ ...tls, keepAliveTimeout: 65_000 }, answer) : http2.createSecureServer({ ...tls, allowHTTP1: true }, answer);
+// node:http sets TCP_NODELAY on its sockets; node:http2's server leaves Nagle on unless asked, which delays a
+// response's DATA frame behind its HEADERS frame until the peer's ACK.
+const server = mode === "--http1" ? https.createServer({ ...tls, keepAliveTimeout: 65_000 }, answer) : http2.createSecureServer({ ...tls, allowHTTP1: true, noDelay: true }, answer);
 const plain = http.createServer({ keepAliveTimeout: 65_000 }, answer);
 const listening = (s: net.Server) => new Promise<number>((resolve) => s.listen(0, "127.0.0.1", () => resolve((s.address() as net.AddressInfo).port)));
 const [port, plainPort] = await Promise.all([listening(server), listening(plain)]);
