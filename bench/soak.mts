@@ -66,7 +66,7 @@ const keyProxyEnv = {
         extraCaFile: pki.caFile,
         registryDir: path.join(work, "agents"),
         auditDir: path.join(work, "audit"),
-        // One upstream connection per stream (HTTP/1.1): the default of 512 would queue the rest, unanswered.
+        // Over HTTP/1.1 (`--http1`) each stream holds an upstream connection: the pool must hold them all.
         limits: { maxUpstreamConnections: STREAMS },
         metering: { ledgerFile: path.join(work, "ledger.log") },
     }),
@@ -210,11 +210,11 @@ const f = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "
 const lines = [
     "# KeyProxy soak",
     "",
-    `Command: \`npm run bench:soak${STREAMS !== 1000 || SECONDS !== 60 ? ` -- --streams ${STREAMS} --seconds ${SECONDS}` : ""}\` (bench/soak.mts), ${new Date().toISOString().slice(0, 10)}.`,
+    `Command: \`npm run bench:soak${args.length > 0 ? ` -- ${args.join(" ")}` : ""}\` (bench/soak.mts), ${new Date().toISOString().slice(0, 10)}.`,
     `Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "unknown"}), ${Math.round(os.totalmem() / 2 ** 30)} GiB; Node ${process.version}; KeyProxy as its production bundle (\`${SERVICE_NODE_OPTIONS}\`).`,
     "",
     `${STREAMS} metered \`POST /anthropic/v1/messages\` SSE streams through KeyProxy at once, each ${chunks} events ${EVENT_INTERVAL_MS} ms apart`,
-    `(about ${SECONDS} s), from the mock HTTPS upstream (\`bench/upstream.mts\`) on loopback. ${AGENTS} agents with the default ${PER_AGENT}`,
+    `(about ${SECONDS} s), from the mock HTTPS upstream (\`bench/upstream.mts\`, ${HTTP1 ? "HTTP/1.1 only" : "HTTP/2"}) on loopback. ${AGENTS} agents with the default ${PER_AGENT}`,
     `concurrent streams each; \`limits.maxUpstreamConnections\` ${STREAMS}. Budgets and the fsynced ledger on. KeyProxy's log is read as it is written.`,
     "",
     "| measure | value |",
