@@ -100,6 +100,60 @@ describe("streams to an upstream that speaks HTTP/2", () => {
         expect(metrics).toMatch(/^keyproxy_active_streams\{agent="bart",provider="anthropic"\} 0$/m);
     });
 
+    it("paused agents hold back only their own streams: another agent's, on the same upstream connection, still flows", async () => {
+        const upstream = await h2Upstream();
+        const proxy = await proxyTo(upstream);
+        const chunk = "x".repeat(64 * 1024);
+        const CHUNKS = 100;
+        /** Three stalled streams' windows (256 KiB each, undici's) are past the connection's (512 KiB): were it not replenished, the next stream would stall. */
+        const SLOW = 3;
+        let written = 0;
+        let slowDone = 0;
+        const allSlowDone = Promise.withResolvers<void>();
+        upstream.handler = async (req, res) => {
+            if (req.url?.startsWith("/v1/models")) {
+                res.writeHead(200, { "content-type": "application/octet-stream" });
+                for (let i = 0; i < CHUNKS; i++) {
+                    written++;
+                    if (!res.write(chunk)) await once(res, "drain");
+                }
+                res.end();
+                if (++slowDone === SLOW) allSlowDone.resolve();
+                return;
+            }
+            res.writeHead(200, { "content-type": "text/event-stream" });
+            for (const event of anthropicStream()) res.write(event);
+            res.end();
+        };
+        const pausedReader = () =>
+            new Promise<http.IncomingMessage>((resolve) => {
+                const req = http.request({ host: "127.0.0.1", port: proxy.port, method: "GET", path: "/anthropic/v1/models", headers: anthropicHeaders(), agent: false }, (res) => {
+                    res.once("data", () => {
+                        res.pause();
+                        resolve(res);
+                    });
+                });
+                req.end();
+            });
+        const slow = await Promise.all(Array.from({ length: SLOW }, pausedReader));
+        for (let i = 0; i < 3; i++) {
+            const other = await send(proxy.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: STREAMED });
+            expect(other.body).toBe(anthropicStream().join(""));
+        }
+        expect(upstream.tlsConnections).toBe(1);
+        // With their readers paused, only each stream's window and the sockets' buffers are in flight.
+        expect(written).toBeLessThan((SLOW * CHUNKS) / 2);
+        const read = slow.map((res) => {
+            let bytes = 0;
+            res.on("data", (c: Buffer) => (bytes += c.length));
+            res.resume();
+            return once(res, "end").then(() => bytes);
+        });
+        await allSlowDone.promise;
+        // Each had its first chunk's bytes before it paused; the rest arrive once it reads again.
+        for (const bytes of await Promise.all(read)) expect(bytes).toBeGreaterThan((CHUNKS - 2) * chunk.length);
+    });
+
     it("cuts only the agent whose stream the upstream resets; the streams sharing its connection finish", async () => {
         const upstream = await h2Upstream();
         const proxy = await proxyTo(upstream);
