@@ -154,6 +154,36 @@ describe("streams to an upstream that speaks HTTP/2", () => {
         for (const bytes of await Promise.all(read)) expect(bytes).toBeGreaterThan((CHUNKS - 2) * chunk.length);
     });
 
+    it.each<[string, boolean, boolean]>([
+        // Over HTTP/2 an end without the final event cannot be told from a reset (undici reports both as an end).
+        ["HTTP/2: cut", true, false],
+        // Over HTTP/1.1 a cut chunked body is an error: an end is an end, and the agent's stream ends too.
+        ["HTTP/1.1: ended", false, true],
+    ])("a stream the upstream ends without its final event: %s", async (_name, speaksHttp2, ended) => {
+        const upstream = speaksHttp2 ? await h2Upstream() : await new MockUpstream().start();
+        if (!speaksHttp2) cleanups.push(() => upstream.stop());
+        const proxy = await proxyTo(upstream);
+        upstream.handler = (_req, res) => {
+            res.writeHead(200, { "content-type": "text/event-stream" });
+            for (const event of anthropicStream().slice(0, 3)) res.write(event);
+            res.end();
+        };
+        const outcome = await new Promise<boolean>((resolve, reject) => {
+            const req = http.request({ host: "127.0.0.1", port: proxy.port, method: "POST", path: "/anthropic/v1/messages", headers: anthropicHeaders(), agent: false }, (res) => {
+                let finished = false;
+                res.on("data", () => undefined);
+                res.on("end", () => (finished = res.complete));
+                res.on("close", () => resolve(finished));
+                res.on("error", () => undefined);
+            });
+            req.on("error", reject);
+            req.end(STREAMED);
+        });
+        expect(outcome).toBe(ended);
+        // Billed for what streamed either way: never free once output showed.
+        expect(proxy.server.spend.settled("bart", "total")).toBeGreaterThan(0);
+    });
+
     it("cuts only the agent whose stream the upstream resets; the streams sharing its connection finish", async () => {
         const upstream = await h2Upstream();
         const proxy = await proxyTo(upstream);

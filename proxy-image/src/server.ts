@@ -1,6 +1,7 @@
 // The transport around the policy core: an HTTP server that streams each request to its fixed upstream.
 import { once } from "node:events";
 import http from "node:http";
+import { sensitiveHeaders } from "node:http2";
 import type { Duplex } from "node:stream";
 import { createSecureContext, rootCertificates } from "node:tls";
 import { type Dispatcher, Pool, errors as undiciErrors } from "undici";
@@ -51,7 +52,7 @@ const MAX_REMEMBERED_TARGET = 512;
 class BodyTooLarge extends Error {}
 class StreamCutUpstream extends Error {
     constructor() {
-        super("the upstream ended the stream before its final event");
+        super("the upstream ended an HTTP/2 stream before its final event");
     }
 }
 
@@ -491,6 +492,8 @@ class Relay implements Dispatcher.DispatchHandler {
     private scheduled = false;
     /** Set for an SSE response: its chunks are batched per loop iteration; any other body's go straight through. */
     private batched = false;
+    /** The response came over HTTP/2: node:http2 marks the headers it parsed with its `sensitiveHeaders` symbol. */
+    private overHttp2 = false;
 
     constructor(
         private readonly context: RelayContext,
@@ -542,6 +545,7 @@ class Relay implements Dispatcher.DispatchHandler {
         const { x, prepared } = this;
         x.m.ttfb.observe((performance.now() - x.started) / 1000);
         x.status = status;
+        this.overHttp2 = sensitiveHeaders in headers;
         this.responseHeaders = clientResponseHeaders(headers, this.context.secrets);
         if (status >= 400) {
             this.errorBody = [];
@@ -585,9 +589,10 @@ class Relay implements Dispatcher.DispatchHandler {
             this.relayPending();
             for (const piece of endMeter(x)) this.forward(this.scrubber!.push(piece));
             this.forward(this.scrubber!.end());
-            // An SSE stream without its final event was cut upstream: over HTTP/2 a reset stream (RST_STREAM)
-            // reaches here as an end. The agent must see a truncated stream, not a finished one.
-            if (this.batched && x.metered && !x.metered.complete) return this.reject(new StreamCutUpstream());
+            // Over HTTP/2 undici reports a stream the upstream reset (RST_STREAM) as an end: an SSE stream that ends
+            // without its final event may be one, and the agent must see a truncated stream, not a finished one.
+            // (Over HTTP/1.1 a cut chunked body is an error, and an end is an end.)
+            if (this.batched && this.overHttp2 && x.metered && !x.metered.complete) return this.reject(new StreamCutUpstream());
             x.res.end();
         }
         this.resolve();
