@@ -16,7 +16,7 @@ afterAll(async () => {
     for (const cleanup of cleanups.reverse()) await cleanup();
 });
 
-async function proxyTo(upstream: MockUpstream, overrides: Record<string, unknown> = {}): Promise<RunningProxy> {
+async function proxyTo(upstream: Pick<MockUpstream, "baseUrl">, overrides: Record<string, unknown> = {}): Promise<RunningProxy> {
     const proxy = await startKeyProxy(upstream, overrides);
     cleanups.push(() => proxy.server.close());
     return proxy;
@@ -47,7 +47,7 @@ describe("ALPN", () => {
         ["with upstreamHttp2 false, HTTP/1.1 only", { upstreamHttp2: false }, ["http/1.1"]],
     ])("offers %s", async (_name, overrides, offered) => {
         const recorder = await alpnRecorder();
-        const proxy = await proxyTo({ baseUrl: recorder.baseUrl } as MockUpstream, overrides);
+        const proxy = await proxyTo(recorder, overrides);
         const response = await send(proxy.port, { path: "/anthropic/v1/messages", headers: anthropicHeaders(), body: ANTHROPIC_BODY });
         // The recorder hangs up after the handshake: the agent gets a 502, and the offer is what this test is about.
         expect(response.status).toBe(502);
