@@ -1,6 +1,6 @@
 // KeyProxy's metered hot path alone, this build against an earlier bundle, interleaved in one run: CPU-s per 10k
 // requests at 100 concurrent (wrk), and optionally a CPU profile of each, summarised by area.
-//   npm run bench:hotpath -- --baseline BUNDLE [--rounds N] [--seconds S] [--profile]
+//   npm run bench:hotpath -- --baseline BUNDLE [--baseline-node-options=OPTIONS] [--rounds N] [--seconds S] [--profile]
 // A few minutes at most; the full comparison with nginx, Portkey and the Node floor is bench/run.mts.
 import { type ChildProcess, execFile, execFileSync } from "node:child_process";
 import { once } from "node:events";
@@ -10,11 +10,11 @@ import { promisify } from "node:util";
 import { SERVICE_NODE_OPTIONS } from "../infra/topology.ts";
 import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { bundle } from "../scripts/images.mts";
-import { cpuSeconds, percentile, start as startProcess } from "./processes.mts";
+import { auditDirSetting, cpuSeconds, percentile, start as startProcess } from "./processes.mts";
 import { removeTempDirs, tempDir } from "../test/support/tempDirs.ts";
 import { testPki } from "../test/support/tls.ts";
 
-const USAGE = "usage: npm run bench:hotpath -- --baseline BUNDLE [--rounds N] [--seconds S] [--profile]";
+const USAGE = "usage: npm run bench:hotpath -- --baseline BUNDLE [--baseline-node-options=OPTIONS] [--rounds N] [--seconds S] [--profile]";
 const args = process.argv.slice(2);
 const flag = (name: string) => {
     const i = args.indexOf(name);
@@ -28,6 +28,8 @@ if (baselineBundle === undefined) {
 const rounds = Number(flag("--rounds") ?? 3);
 const seconds = Number(flag("--seconds") ?? 5);
 const profile = args.includes("--profile");
+/** The baseline's NODE_OPTIONS as its build deployed them (default: this build's). */
+const baselineNodeOptions = args.find((arg) => arg.startsWith("--baseline-node-options="))?.slice("--baseline-node-options=".length) ?? SERVICE_NODE_OPTIONS;
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const TOKEN = "ocp_benchbenchbenchbenchbenchbenchbenchbenchbenchbe";
@@ -46,13 +48,14 @@ const upstream = await startProcess(children, process.execPath, [path.join(ROOT,
 async function startKeyProxy(bundleFile: string, name: string) {
     const profileDir = path.join(work, `${name}-profile`);
     const env = {
-        NODE_OPTIONS: SERVICE_NODE_OPTIONS + (profile ? ` --cpu-prof --cpu-prof-dir=${profileDir}` : ""),
+        NODE_OPTIONS: (name === "baseline" ? baselineNodeOptions : SERVICE_NODE_OPTIONS) + (profile ? ` --cpu-prof --cpu-prof-dir=${profileDir}` : ""),
         KEYPROXY_CONFIG: JSON.stringify({
             listen: { host: "127.0.0.1", port: 0 },
             admin: [{ host: "127.0.0.1", port: 0 }],
             upstreams: { anthropic: { baseUrl: `https://localhost:${upstream.line.port}` } },
             extraCaFile: pki.caFile,
             registryDir: path.join(work, `${name}-agents`),
+            ...auditDirSetting(bundleFile, path.join(work, `${name}-audit`)),
             limits: { maxConcurrentPerAgent: 100_000, maxUpstreamConnections: 200 },
             metering: { ledgerFile: path.join(work, `${name}-ledger.log`) },
         }),

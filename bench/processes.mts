@@ -87,6 +87,14 @@ export function openDescriptors(pid: number): number {
     return readdirSync(`/proc/${pid}/fd`).length;
 }
 
+/**
+ * The audit stream's directory setting for a KeyProxy bundle that has one (builds before the audit trail refuse the
+ * key; they write no audit stream either): without it a build writes to its default, /var/lib/keyproxy/audit.
+ */
+export function auditDirSetting(bundleFile: string, dir: string): { auditDir?: string } {
+    return readFileSync(bundleFile, "utf8").includes("auditDir") ? { auditDir: dir } : {};
+}
+
 export const percentile = (values: number[], q: number) => {
     const sorted = [...values].sort((a, b) => a - b);
     return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;

@@ -12,7 +12,7 @@ import { promisify } from "node:util";
 import { SERVICE_NODE_OPTIONS } from "../infra/topology.ts";
 import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { bundle } from "../scripts/images.mts";
-import { cpuSeconds, loopbackEgressEnv, percentile, rssMb, running, start as startProcess, stopChildren } from "./processes.mts";
+import { auditDirSetting, cpuSeconds, loopbackEgressEnv, percentile, rssMb, running, start as startProcess, stopChildren } from "./processes.mts";
 import { freePort } from "../test/support/processes.ts";
 import { removeTempDirs, tempDir } from "../test/support/tempDirs.ts";
 import { testPki } from "../test/support/tls.ts";
@@ -26,6 +26,8 @@ const USAGE = `usage: npm run bench [-- --quick] [-- --out FILE] [-- --baseline 
   --baseline BUNDLE
                also run another KeyProxy bundle (an earlier build) as "KeyProxy before" in the wrk and
                fixed-rate scenarios, interleaved with the others: before/after in one run
+  --baseline-node-options=OPTIONS
+               the baseline's NODE_OPTIONS, as its build deployed them (default: this build's)
   --help       this text`;
 
 const ROOT = path.resolve(import.meta.dirname, "..");
@@ -47,8 +49,10 @@ function flagValue(flag: string, what: string): string | undefined {
 }
 const outFile = flagValue("--out", "a file");
 const baselineBundle = flagValue("--baseline", "a KeyProxy bundle");
+const BASELINE_NODE_OPTIONS = "--baseline-node-options=";
+const baselineNodeOptions = args.find((arg) => arg.startsWith(BASELINE_NODE_OPTIONS))?.slice(BASELINE_NODE_OPTIONS.length) ?? SERVICE_NODE_OPTIONS;
 const valueIndexes = ["--out", "--baseline"].map((flag) => args.indexOf(flag)).filter((i) => i >= 0).map((i) => i + 1);
-const unknown = args.find((arg, i) => !["--quick", "--out", "--baseline"].includes(arg) && !valueIndexes.includes(i));
+const unknown = args.find((arg, i) => !["--quick", "--out", "--baseline"].includes(arg) && !arg.startsWith(BASELINE_NODE_OPTIONS) && !valueIndexes.includes(i));
 if (unknown !== undefined) usageError(`unknown argument ${unknown}`);
 const quick = args.includes("--quick");
 /** Where the report goes: a file, or (quick mode without --out) standard output. */
@@ -87,18 +91,18 @@ let accessLines = 0;
 /** Starts a KeyProxy bundle with its own registry and ledger, the bench agent registered. */
 async function startKeyProxy(bundleFile: string, name: string) {
     const env = {
-        // As in the image: the services' Node options come from infra/topology.ts.
-        NODE_OPTIONS: SERVICE_NODE_OPTIONS,
+        // As in the image: the services' Node options come from infra/topology.ts (the baseline's, as given).
+        NODE_OPTIONS: name === "baseline" ? baselineNodeOptions : SERVICE_NODE_OPTIONS,
         KEYPROXY_CONFIG: JSON.stringify({
             listen: { host: "127.0.0.1", port: 0 },
             admin: [{ host: "127.0.0.1", port: 0 }],
             upstreams: { anthropic: { baseUrl: `https://localhost:${upstreamPort}` } },
             extraCaFile: pki.caFile,
             registryDir: path.join(work, `${name}-agents`),
-            // The audit stream is newer than the baseline builds, whose strict config would refuse the setting.
-            ...(name === "keyproxy" && { auditDir: path.join(work, `${name}-audit`) }),
-            // Every open stream holds an upstream connection (HTTP/1.1): the pool must hold them all, or streams past
-            // it wait unanswered in undici's queue and the memory measured is that of fewer streams.
+            ...auditDirSetting(bundleFile, path.join(work, `${name}-audit`)),
+            // Over HTTP/1.1 every open stream holds an upstream connection: the pool must hold them all, or streams past
+            // it wait unanswered in undici's queue and the memory measured is that of fewer streams (the baseline may
+            // be such a build; over HTTP/2 a connection carries 100).
             limits: { maxConcurrentPerAgent: 100_000, maxUpstreamConnections: P.streams + 100 },
             metering: { ledgerFile: path.join(work, `${name}-ledger.log`) },
         }),
@@ -155,9 +159,12 @@ await waitForPort(nginxPort);
 const nginxPids = execFileSync("pgrep", ["-P", String(nginx.pid)], { encoding: "utf8" }).trim().split("\n").map(Number).concat(nginx.pid!);
 freshRss.nginx = rssMb(nginxPids);
 
-// The floor of any Node proxy: node:http + undici dispatch + key injection, nothing else (bench/floor.mts).
-const floor = await start(process.execPath, [path.join(ROOT, "bench", "floor.mts"), `https://localhost:${upstreamPort}`, pki.caFile, KEY], {}, (l) => typeof l.port === "number");
+// The floor of any Node proxy: node:http + undici dispatch + key injection, nothing else (bench/floor.mts), with the
+// services' Node options, so its memory compares with KeyProxy's too.
+const floor = await start(process.execPath, [path.join(ROOT, "bench", "floor.mts"), `https://localhost:${upstreamPort}`, pki.caFile, KEY], { NODE_OPTIONS: SERVICE_NODE_OPTIONS }, (l) => typeof l.port === "number");
 const floorPort: number = floor.line.port;
+const floorPid = floor.child.pid!;
+freshRss.floor = rssMb([floorPid]);
 
 // The Portkey AI gateway (TypeScript, Hono on Node), as it ships, pointed at the mock upstream by its custom-host
 // header; it trusts the test CA through NODE_EXTRA_CA_CERTS.
@@ -215,7 +222,7 @@ const TARGETS: Target[] = [
         body: MESSAGE,
         pids: [portkeyPid],
     },
-    { name: "Node floor", url: `http://127.0.0.1:${floorPort}/anthropic/v1/messages`, method: "POST", headers: { "content-type": "application/json" }, body: MESSAGE, pids: [floor.child.pid!] },
+    { name: "Node floor", url: `http://127.0.0.1:${floorPort}/anthropic/v1/messages`, method: "POST", headers: { "content-type": "application/json" }, body: MESSAGE, pids: [floorPid] },
     ...(baseline ? [{ name: "KeyProxy before", url: `http://127.0.0.1:${baseline.port}/anthropic/v1/messages`, method: "POST" as const, headers: { "x-api-key": TOKEN, "content-type": "application/json" }, body: MESSAGE, pids: [baseline.pid] }] : []),
     { name: "KeyProxy", url: `http://127.0.0.1:${keyProxyPort}/anthropic/v1/messages`, method: "POST", headers: { "x-api-key": TOKEN, "content-type": "application/json" }, body: MESSAGE, pids: [keyProxyPid] },
 ];
@@ -330,6 +337,11 @@ const streamTargets: StreamTarget[] = [
         request: (query) => http.request({ host: "127.0.0.1", port: keyProxyPort, method: "POST", path: `/anthropic/v1/messages?${query}`, headers: { "x-api-key": TOKEN, "content-type": "application/json" }, agent: false }),
     },
 ];
+/** The Node floor holds open streams too (memory only: its chunk delays are not measured). */
+const floorStreams: StreamTarget = {
+    name: "Node floor",
+    request: (query) => http.request({ host: "127.0.0.1", port: floorPort, method: "POST", path: `/anthropic/v1/messages?${query}`, headers: { "content-type": "application/json" }, agent: false }),
+};
 
 interface StreamRun {
     delays: number[];
@@ -427,7 +439,7 @@ async function openStreams(target: StreamTarget, count: number): Promise<{ reque
     );
     return { requests, flowing: () => open };
 }
-progress(`holding ${P.streams} open streams through KeyProxy, then nginx`);
+progress(`holding ${P.streams} open streams through KeyProxy, then nginx, then the Node floor`);
 const heldKp = await openStreams(streamTargets[2], P.streams);
 const streamsRss: Record<string, number> = { keyProxy: rssMb([keyProxyPid]), keyProxyFlowing: heldKp.flowing() };
 for (const req of heldKp.requests) req.destroy();
@@ -435,6 +447,10 @@ const heldNginx = await openStreams(streamTargets[1], P.streams);
 streamsRss.nginx = rssMb(nginxPids);
 streamsRss.nginxFlowing = heldNginx.flowing();
 for (const req of heldNginx.requests) req.destroy();
+const heldFloor = await openStreams(floorStreams, P.streams);
+streamsRss.floor = rssMb([floorPid]);
+streamsRss.floorFlowing = heldFloor.flowing();
+for (const req of heldFloor.requests) req.destroy();
 const loadEnded = performance.now();
 
 // -------------------------------------------------------------------------------------- EgressGateway
@@ -509,7 +525,7 @@ if (settleMs > 0) {
     progress(`waiting ${(settleMs / 1000).toFixed(0)} s more before reading memory ${P.afterLoadSeconds} s after the load`);
     await new Promise((resolve) => setTimeout(resolve, settleMs));
 }
-const idleRss = { keyProxy: rssMb([keyProxyPid]), nginx: rssMb(nginxPids), portkey: rssMb([portkeyPid]) };
+const idleRss = { keyProxy: rssMb([keyProxyPid]), nginx: rssMb(nginxPids), portkey: rssMb([portkeyPid]), floor: rssMb([floorPid]) };
 const loggedLines = accessLines;
 
 // ------------------------------------------------------------------------------------------- report
@@ -529,6 +545,9 @@ lines.push(
     "as its production bundle with metering, budgets and its durable ledger on; nginx (1 worker) does the same job minus",
     "those: TLS upstream with keep-alive, key injection, no buffering. The Portkey AI gateway (npm `@portkey-ai/gateway`,",
     "TypeScript on Node, as it ships) routes by its `x-portkey-custom-host` header to the same mock upstream.",
+    "The mock upstream speaks HTTP/2 and HTTP/1.1 over TLS, ALPN choosing, as the providers' APIs do: KeyProxy and the",
+    "Node floor (undici) talk HTTP/2 to it, nginx (`proxy_pass`) and Portkey (Node's `fetch`) HTTP/1.1, as each would to a provider.",
+    `KeyProxy and the Node floor run with \`NODE_OPTIONS=${SERVICE_NODE_OPTIONS}\`${baseline ? `, the baseline with \`${baselineNodeOptions}\`` : ""}.`,
     "",
 );
 lines.push("## Added latency over direct (non-streaming POST /v1/messages, wrk, closed loop)", "");
@@ -617,6 +636,7 @@ lines.push(`| process | fresh RSS MB | RSS MB with ${P.streams} open streams | s
 lines.push(`| KeyProxy | ${f(freshRss.keyProxy, 1)} | ${f(streamsRss.keyProxy, 1)} | ${streamsRss.keyProxyFlowing} of ${P.streams} | ${f(idleRss.keyProxy, 1)} |`);
 lines.push(`| nginx (master + worker) | ${f(freshRss.nginx, 1)} | ${f(streamsRss.nginx, 1)} | ${streamsRss.nginxFlowing} of ${P.streams} | ${f(idleRss.nginx, 1)} |`);
 lines.push(`| Portkey | ${f(freshRss.portkey, 1)} | - | - | ${f(idleRss.portkey, 1)} |`);
+lines.push(`| Node floor (node:http + undici, nothing else) | ${f(freshRss.floor, 1)} | ${f(streamsRss.floor, 1)} | ${streamsRss.floorFlowing} of ${P.streams} | ${f(idleRss.floor, 1)} |`);
 
 const meteringOverhead = (name: string) => median(cpuPerMb[name].metered.map((m, i) => (m / cpuPerMb[name].passthrough[i] - 1) * 100));
 const overhead = meteringOverhead("KeyProxy");

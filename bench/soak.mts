@@ -1,6 +1,8 @@
 // The KeyProxy soak: many long-lived metered SSE streams at once, for a minute, through the production bundle.
 //   npm run bench:soak                                        1,000 streams for 60 s, writes bench/soak.md
 //   npm run bench:soak -- --streams 100 --seconds 10 --out F   a short run
+//   ... -- --http1                                            the mock upstream speaks HTTP/1.1 only (no h2 in ALPN)
+//   ... -- --bundle FILE                                      another KeyProxy bundle (an earlier build) instead of this one
 // Loopback only; bounded in streams and time (a deadline ends it with an error); stops by itself.
 import type { ChildProcess } from "node:child_process";
 import { execFileSync } from "node:child_process";
@@ -20,6 +22,8 @@ const args = process.argv.slice(2);
 const option = (name: string, fallback: number) => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) : fallback);
 const STREAMS = option("--streams", 1000);
 const SECONDS = option("--seconds", 60);
+const HTTP1 = args.includes("--http1");
+const otherBundle = args.includes("--bundle") ? path.resolve(args[args.indexOf("--bundle") + 1]) : undefined;
 const out = args.includes("--out") ? path.resolve(args[args.indexOf("--out") + 1]) : path.join(ROOT, "bench", "soak.md");
 const SAMPLE_MS = 5000;
 /** Each stream sends one event a second for the whole soak, then its usage and end. */
@@ -51,7 +55,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ---------------------------------------------------------------------------------------------- set-up
 const pki = testPki();
-const upstream = await start(children, process.execPath, [path.join(ROOT, "bench", "upstream.mts"), path.join(pki.dir, "server.pem"), path.join(pki.dir, "server.key")], {}, (l) => typeof l.port === "number");
+const upstream = await start(children, process.execPath, [path.join(ROOT, "bench", "upstream.mts"), path.join(pki.dir, "server.pem"), path.join(pki.dir, "server.key"), ...(HTTP1 ? ["--http1"] : [])], {}, (l) => typeof l.port === "number");
 const tokens = Array.from({ length: AGENTS }, (_, i) => `ocp_soak${String(i).padStart(4, "0")}${"s".repeat(40)}`);
 const keyProxyEnv = {
     NODE_OPTIONS: SERVICE_NODE_OPTIONS,
@@ -62,13 +66,13 @@ const keyProxyEnv = {
         extraCaFile: pki.caFile,
         registryDir: path.join(work, "agents"),
         auditDir: path.join(work, "audit"),
-        // One upstream connection per stream (HTTP/1.1): the default of 512 would queue the rest, unanswered.
+        // Over HTTP/1.1 (`--http1`) each stream holds an upstream connection: the pool must hold them all.
         limits: { maxUpstreamConnections: STREAMS },
         metering: { ledgerFile: path.join(work, "ledger.log") },
     }),
     KEYPROXY_KEY_ANTHROPIC: "soak-upstream-key",
 };
-const keyProxyBundle = await bundle("keyProxy");
+const keyProxyBundle = otherBundle ?? (await bundle("keyProxy"));
 for (const [i, token] of tokens.entries()) {
     execFileSync(process.execPath, [keyProxyBundle, "register"], {
         input: JSON.stringify({ name: `soak-${i}`, credentialSha256: credentialDigest(token), subnet: "127.0.0.0/8", budget: { totalUsd: 1_000_000 } }),
@@ -206,11 +210,11 @@ const f = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "
 const lines = [
     "# KeyProxy soak",
     "",
-    `Command: \`npm run bench:soak${STREAMS !== 1000 || SECONDS !== 60 ? ` -- --streams ${STREAMS} --seconds ${SECONDS}` : ""}\` (bench/soak.mts), ${new Date().toISOString().slice(0, 10)}.`,
+    `Command: \`npm run bench:soak${args.length > 0 ? ` -- ${args.join(" ")}` : ""}\` (bench/soak.mts), ${new Date().toISOString().slice(0, 10)}.`,
     `Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "unknown"}), ${Math.round(os.totalmem() / 2 ** 30)} GiB; Node ${process.version}; KeyProxy as its production bundle (\`${SERVICE_NODE_OPTIONS}\`).`,
     "",
     `${STREAMS} metered \`POST /anthropic/v1/messages\` SSE streams through KeyProxy at once, each ${chunks} events ${EVENT_INTERVAL_MS} ms apart`,
-    `(about ${SECONDS} s), from the mock HTTPS upstream (\`bench/upstream.mts\`) on loopback. ${AGENTS} agents with the default ${PER_AGENT}`,
+    `(about ${SECONDS} s), from the mock HTTPS upstream (\`bench/upstream.mts\`, ${HTTP1 ? "HTTP/1.1 only" : "HTTP/2"}) on loopback. ${AGENTS} agents with the default ${PER_AGENT}`,
     `concurrent streams each; \`limits.maxUpstreamConnections\` ${STREAMS}. Budgets and the fsynced ledger on. KeyProxy's log is read as it is written.`,
     "",
     "| measure | value |",

@@ -60,6 +60,11 @@ export const runtimeConfigSchema = z.strictObject({
     /** An extra CA to trust besides the system roots (tests, private mirrors): a file, or the PEM itself. */
     extraCaFile: z.string().optional(),
     extraCaPem: z.string().optional(),
+    /**
+     * Offer HTTP/2 to the upstreams, first (ALPN h2, then http/1.1): concurrent requests share a few TLS connections
+     * instead of holding one each. false: HTTP/1.1 only. An upstream that does not speak h2 gets HTTP/1.1 either way.
+     */
+    upstreamHttp2: z.boolean().default(true),
     registryDir: z.string().default("/var/lib/keyproxy/agents"),
     /** The audit stream's directory (`key-proxy.audit.jsonl` and its segments, runtime/audit.ts). */
     auditDir: z.string().default("/var/lib/keyproxy/audit"),
@@ -73,8 +78,9 @@ export const runtimeConfigSchema = z.strictObject({
             maxHeaderBytes: z.number().int().positive().default(64 * 1024),
             maxConcurrentPerAgent: z.number().int().positive().default(32),
             /**
-             * Connections to each upstream (HTTP/1.1: one request each). A request past it waits in a queue, unanswered,
-             * until one frees: size it to at least the agents times maxConcurrentPerAgent.
+             * Connections to each upstream. Over HTTP/1.1 each carries one request at a time, so a request past it waits in
+             * a queue, unanswered, until one frees: size it to at least the agents times maxConcurrentPerAgent. Over
+             * HTTP/2 each carries up to 100 requests (fewer if the upstream says so).
              */
             maxUpstreamConnections: z.number().int().positive().default(2048),
             /** The upstream timeouts are checked on undici's 0.5 s tick: each fires up to about 0.5 s off its value. */

@@ -22,8 +22,10 @@ export function geminiUsage(meta: Record<string, unknown>): Usage {
     return { input, output, cacheWrite: 0, cacheWrite1h: 0, cacheRead: cached };
 }
 
+/** A candidate says why it finished, or the prompt was blocked (then there are no candidates: its feedback ends the answer). */
 const finished = (body: Record<string, unknown>) =>
-    Array.isArray(body.candidates) && body.candidates.some((c) => typeof c === "object" && c !== null && typeof (c as Record<string, unknown>).finishReason === "string");
+    (Array.isArray(body.candidates) && body.candidates.some((c) => typeof c === "object" && c !== null && typeof (c as Record<string, unknown>).finishReason === "string")) ||
+    typeof (body.promptFeedback as Record<string, unknown> | undefined)?.blockReason === "string";
 
 function read(body: Record<string, unknown>, state: MeterState) {
     if (typeof body.modelVersion === "string") state.model = body.modelVersion;
@@ -58,7 +60,7 @@ export const geminiGenerate: WireFormat = {
     readEvent(event, state) {
         const { raw } = event;
         const hasUsage = raw.includes('"usageMetadata"');
-        const hasFinish = raw.includes('"finishReason"');
+        const hasFinish = raw.includes('"finishReason"') || raw.includes('"blockReason"');
         if (!hasUsage && !hasFinish) return false;
         const parsed = event.json();
         if (!parsed) return false;

@@ -137,6 +137,15 @@ describe("metering (pure)", () => {
         }
     });
 
+    it("takes a prompt blocked in a stream (feedback, no candidates) as a finished answer with no output", () => {
+        const blocked = `data: ${JSON.stringify({ promptFeedback: { blockReason: "SAFETY" }, usageMetadata: { promptTokenCount: 7, totalTokenCount: 7 }, modelVersion: "gemini-2.5-flash" })}\r\n\r\n`;
+        const meter = new ResponseMeter("gemini-generate", true, false, 64);
+        meter.push(Buffer.from(blocked));
+        const { result } = meter.end();
+        expect(result).toMatchObject({ complete: true, problems: [] });
+        expect(result.usage).toEqual({ input: 7, output: 0, cacheWrite: 0, cacheWrite1h: 0, cacheRead: 0 });
+    });
+
     it("bills a stream cut before its last chunk by its bytes, never past the cap", () => {
         const first = geminiStream()[0];
         const meter = new ResponseMeter("gemini-generate", true, false, 5);

@@ -3,6 +3,7 @@
 import { EventEmitter } from "node:events";
 import http from "node:http";
 import type net from "node:net";
+import { Histogram, Registry } from "prom-client";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type Admission, type AdmissionRequest, admit } from "../proxy-image/src/admission";
 import { runtimeConfigSchema } from "../proxy-image/src/config";
@@ -78,6 +79,22 @@ describe("tallied metrics", () => {
         expect(await series(text, "keyproxy_response_bytes_total")).toEqual(['keyproxy_response_bytes_total{agent="bart",provider="anthropic"} 150']);
         expect(await series(text, "keyproxy_active_streams")).toEqual(['keyproxy_active_streams{agent="bart",provider="anthropic"} 1']);
         expect(await series(text, "keyproxy_request_bytes_total")).toEqual([]);
+    });
+
+    it("a tallied histogram's exposition is prom-client's own for the same observations, bounds and overflow included", async () => {
+        const metrics = keyProxyMetrics();
+        const referenceRegistry = new Registry();
+        const reference = new Histogram({ name: "keyproxy_request_duration_seconds", help: "reference", labelNames: ["agent", "provider"], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600], registers: [referenceRegistry] });
+        const bart = streamMetrics(metrics, "bart", "anthropic");
+        streamMetrics(metrics, "lisa", "anthropic"); // identified, never observed: absent, as in prom-client
+        for (const seconds of [0, 0.004, 0.005, 0.0051, 0.3, 1, 599.9, 600, 601, 7200]) {
+            bart.duration.observe(seconds);
+            reference.observe({ agent: "bart", provider: "anthropic" }, seconds);
+        }
+        const lines = (text: string) => text.split("\n").filter((line) => line.startsWith("keyproxy_request_duration_seconds_"));
+        const expected = lines(await referenceRegistry.metrics());
+        expect(expected).toHaveLength(16 + 3);
+        expect(lines(await metrics.registry.metrics())).toEqual(expected);
     });
 
     it("spend is tallied in micro-dollars and read as USD", async () => {

@@ -12,6 +12,8 @@ import { MockUpstream, anthropicStream } from "./support/mockUpstream";
 import { fakeKey } from "./support/fakeKeys";
 
 const upstream = new MockUpstream();
+/** Speaks HTTP/2 as well, as the providers' APIs do: KeyProxy's streams to it share one connection. */
+const upstreamH2 = new MockUpstream({ http2: true });
 const proxies: RunningProxy[] = [];
 /** Everything an agent or an operator could see: response heads and bodies, log lines, metrics. */
 const observed: string[] = [];
@@ -40,15 +42,20 @@ function raw(port: number, text: string): Promise<string> {
 }
 
 let main: RunningProxy;
+let mainH2: RunningProxy;
 beforeAll(async () => {
-    await upstream.start();
+    await Promise.all([upstream.start(), upstreamH2.start()]);
     main = await proxy();
+    mainH2 = await startKeyProxy(upstreamH2);
+    proxies.push(mainH2);
 });
 afterEach(() => {
     upstream.handler = undefined;
+    upstreamH2.handler = undefined;
 });
 afterAll(async () => {
     // Invariant 6: no real key and no agent token ever reaches a response, a log line or a metric.
+    await upstreamH2.stop();
     const everything = await closeAndCheckNoSecretLeaked(proxies, upstream, observed, [...Object.values(REAL_KEYS), ...Object.values(TOKENS)]);
     expect(everything.length).toBeGreaterThan(1000);
     expect(everything).not.toMatch(/sk-(ant|proj)-[A-Za-z0-9]{8}/);
@@ -174,12 +181,17 @@ describe("registry", () => {
     });
 });
 
-describe("streaming", () => {
+describe.each([
+    ["HTTP/1.1", "1.1", () => ({ upstream, proxy: main })],
+    ["HTTP/2", "2.0", () => ({ upstream: upstreamH2, proxy: mainH2 })],
+])("streaming from an upstream speaking %s", (_protocol, httpVersion, subject) => {
+    afterEach(() => expect(subject().upstream.received.at(-1)?.httpVersion).toBe(httpVersion));
+
     it("delivers each upstream chunk to the client before the upstream writes the next", async () => {
         const events = anthropicStream();
         const received: { index: number; delayMs: number }[] = [];
         const waiters = events.map(() => Promise.withResolvers<void>());
-        upstream.handler = async (_req, res) => {
+        subject().upstream.handler = async (_req, res) => {
             res.writeHead(200, { "content-type": "text/event-stream" });
             for (const [index, event] of events.entries()) {
                 res.write(event.replace("\n\n", `\nid: ${index}:${performance.timeOrigin + performance.now()}\n\n`));
@@ -189,7 +201,7 @@ describe("streaming", () => {
             res.end();
         };
         await new Promise<void>((resolve, reject) => {
-            const req = http.request({ host: "127.0.0.1", port: main.port, method: "POST", path: "/anthropic/v1/messages", headers: anthropicHeaders(), agent: false }, (res) => {
+            const req = http.request({ host: "127.0.0.1", port: subject().proxy.port, method: "POST", path: "/anthropic/v1/messages", headers: anthropicHeaders(), agent: false }, (res) => {
                 let buffer = "";
                 res.on("data", (chunk) => {
                     const now = performance.timeOrigin + performance.now();
@@ -213,7 +225,7 @@ describe("streaming", () => {
     it("cancels the upstream request when the client goes away", async () => {
         const upstreamClosed = Promise.withResolvers<number>();
         const firstChunk = Promise.withResolvers<void>();
-        upstream.handler = (_req, res) => {
+        subject().upstream.handler = (_req, res) => {
             res.writeHead(200, { "content-type": "text/event-stream" });
             res.write(anthropicStream()[0]);
             const timer = setInterval(() => res.write(": keep-alive\n\n"), 200);
@@ -222,7 +234,7 @@ describe("streaming", () => {
                 upstreamClosed.resolve(performance.now());
             });
         };
-        const req = http.request({ host: "127.0.0.1", port: main.port, method: "POST", path: "/anthropic/v1/messages", headers: anthropicHeaders(), agent: false }, (res) => {
+        const req = http.request({ host: "127.0.0.1", port: subject().proxy.port, method: "POST", path: "/anthropic/v1/messages", headers: anthropicHeaders(), agent: false }, (res) => {
             res.once("data", () => firstChunk.resolve());
         });
         req.on("error", () => undefined);
@@ -232,14 +244,14 @@ describe("streaming", () => {
         req.destroy();
         const closedAt = await Promise.race([upstreamClosed.promise, new Promise<number>((_, reject) => setTimeout(() => reject(new Error("upstream still open 3 s after the client left")), 3000))]);
         expect(closedAt).toBeGreaterThanOrEqual(abortedAt);
-        await expect.poll(() => main.logs.some((l) => l.includes('"outcome":"client_abort"'))).toBe(true);
+        await expect.poll(() => subject().proxy.logs.some((l) => l.includes('"outcome":"client_abort"'))).toBe(true);
     });
 
     it("honours backpressure: a slow reader holds the upstream back instead of filling memory", async () => {
         const chunk = "x".repeat(64 * 1024);
         let written = 0;
         const upstreamDone = Promise.withResolvers<void>();
-        upstream.handler = async (_req, res) => {
+        subject().upstream.handler = async (_req, res) => {
             res.writeHead(200, { "content-type": "application/octet-stream" });
             for (let i = 0; i < 400; i++) {
                 written++;
@@ -250,7 +262,7 @@ describe("streaming", () => {
         };
         let readBytes = 0;
         const paused = Promise.withResolvers<http.IncomingMessage>();
-        const req = http.request({ host: "127.0.0.1", port: main.port, method: "GET", path: "/anthropic/v1/models", headers: anthropicHeaders(), agent: false }, (res) => {
+        const req = http.request({ host: "127.0.0.1", port: subject().proxy.port, method: "GET", path: "/anthropic/v1/models", headers: anthropicHeaders(), agent: false }, (res) => {
             res.once("data", (c: Buffer) => {
                 readBytes += c.length;
                 res.pause();

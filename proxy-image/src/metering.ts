@@ -185,7 +185,8 @@ export const BYTES_PER_UNREPORTED_TOKEN = 4;
  * streams whose usage we asked for, the whole events received so far minus that usage chunk.
  */
 export class ResponseMeter {
-    private readonly splitter = new SseSplitter();
+    /** SSE only: a JSON body needs no splitter (nor its StringDecoder). */
+    private readonly splitter: SseSplitter | undefined;
     private readonly jsonChunks: Buffer[] = [];
     private jsonBytes = 0;
     private readonly state: MeterState = { usage: { ...NO_USAGE }, model: undefined, complete: false, reported: false, outputReported: false, problems: [] };
@@ -208,6 +209,7 @@ export class ResponseMeter {
     ) {
         this.wire = wireFormat(format);
         this.markers = NAMED_EVENTS.get(format);
+        this.splitter = sse ? new SseSplitter() : undefined;
     }
 
     push(chunk: Buffer): Buffer[] {
@@ -221,7 +223,7 @@ export class ResponseMeter {
             this.skim(chunk, this.markers);
             return [chunk];
         }
-        const events = this.splitter.push(chunk);
+        const events = this.splitter!.push(chunk);
         if (!this.hideUsageChunk) {
             for (const event of events) this.observe(event);
             return [chunk];
@@ -246,9 +248,9 @@ export class ResponseMeter {
             // Up to the next blank line: the end of the captured event, or (when the blank line straddled the
             // seam) of a later one, which only decodes a little more.
             const end = separatorEnd(rest);
-            for (const event of this.splitter.push(end < 0 ? rest : rest.subarray(0, end))) this.observe(event);
+            for (const event of this.splitter!.push(end < 0 ? rest : rest.subarray(0, end))) this.observe(event);
             rest = end < 0 ? undefined : rest.subarray(end);
-            if (!this.splitter.inEvent) {
+            if (!this.splitter!.inEvent) {
                 // Between events: the next byte starts one, and so a line.
                 this.capturing = false;
                 this.windowStartsLine = true;
@@ -284,7 +286,7 @@ export class ResponseMeter {
         const rest: Buffer[] = [];
         const state = this.state;
         if (this.sse) {
-            const tail = this.splitter.rest();
+            const tail = this.splitter!.rest();
             if (tail.trim().length > 0) {
                 state.problems.push("stream ended inside an event");
                 this.observe(tail);

@@ -1,4 +1,4 @@
-import { Counter, type CounterConfiguration, Gauge, type GaugeConfiguration, Histogram, type LabelValues, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, type CounterConfiguration, Gauge, type GaugeConfiguration, Histogram, type HistogramConfiguration, type LabelValues, Registry, collectDefaultMetrics } from "prom-client";
 
 /** Called at scrape time, so gauges that describe state cost nothing per request. */
 export interface ScrapeHooks {
@@ -73,6 +73,79 @@ function talliedCounter<L extends string>(config: CounterConfiguration<L> & { la
     return Object.assign(counter, { tally: (...values: string[]) => tallies.of(...values) });
 }
 
+/** One labelled histogram series counted in memory: an observation costs a bucket search and three additions. */
+export class HistogramTally {
+    /** Observations per bucket (not cumulative); past the last bound they count in `count` only, as +Inf. */
+    readonly counts: number[];
+    sum = 0;
+    count = 0;
+
+    constructor(
+        readonly labels: LabelValues<string>,
+        private readonly bounds: readonly number[],
+    ) {
+        this.counts = bounds.map(() => 0);
+    }
+
+    observe(value: number) {
+        const { bounds } = this;
+        for (let i = 0; i < bounds.length; i++) {
+            if (value <= bounds[i]) {
+                this.counts[i]++;
+                break;
+            }
+        }
+        this.sum += value;
+        this.count++;
+    }
+}
+
+/**
+ * A prom-client Histogram whose series are tallies: prom-client's `observe` validates and hashes the labels and
+ * allocates on every call, even through a child. Read by prom-client's own exposition (the same lines).
+ */
+class TalliedHistogram<L extends string> extends Histogram<L> {
+    private readonly series = new Map<string, HistogramTally>();
+
+    constructor(
+        private readonly config: HistogramConfiguration<L> & { labelNames: readonly L[]; buckets: number[] },
+    ) {
+        super(config);
+    }
+
+    /** The tally of these label values, given in the metric's label order. */
+    tally(...values: string[]): HistogramTally {
+        const key = values.join("\u0000");
+        let tally = this.series.get(key);
+        if (!tally) {
+            tally = new HistogramTally(Object.fromEntries(this.config.labelNames.map((name, i) => [name, values[i]])), this.config.buckets);
+            this.series.set(key, tally);
+        }
+        return tally;
+    }
+
+    /** prom-client's exposition reads this: each series' cumulative buckets, +Inf, sum and count, as Histogram gives them. */
+    async getForPromString() {
+        const { name } = this.config;
+        const values: { labels: LabelValues<string>; sharedLabels: LabelValues<string>; value: number; metricName: string }[] = [];
+        for (const tally of this.series.values()) {
+            // As prom-client: a series appears once observed.
+            if (tally.count === 0) continue;
+            let cumulative = 0;
+            this.config.buckets.forEach((le, i) => {
+                cumulative += tally.counts[i];
+                values.push({ labels: { le }, sharedLabels: tally.labels, value: cumulative, metricName: `${name}_bucket` });
+            });
+            values.push(
+                { labels: { le: "+Inf" }, sharedLabels: tally.labels, value: tally.count, metricName: `${name}_bucket` },
+                { labels: {}, sharedLabels: tally.labels, value: tally.sum, metricName: `${name}_sum` },
+                { labels: {}, sharedLabels: tally.labels, value: tally.count, metricName: `${name}_count` },
+            );
+        }
+        return { name, help: this.config.help, type: "histogram", values, aggregator: "sum" };
+    }
+}
+
 /** A prom-client Gauge fed by tallies: each tally is its series' level, set when the gauge is read. */
 function talliedGauge<L extends string>(config: GaugeConfiguration<L> & { labelNames: readonly L[] }) {
     const tallies = new Tallies(config.labelNames);
@@ -90,17 +163,17 @@ export function keyProxyMetrics() {
         requests: talliedCounter({ name: "keyproxy_requests_total", help: "Requests by agent, provider and status class", labelNames: [...labelNames, "status"], registers: [registry] }),
         refusals: new Counter({ name: "keyproxy_refusals_total", help: "Requests refused or dropped by the proxy, by reason", labelNames: [...labelNames, "reason"], registers: [registry] }),
         upstreamErrors: new Counter({ name: "keyproxy_upstream_errors_total", help: "Upstream failures by kind", labelNames: [...labelNames, "kind"], registers: [registry] }),
-        duration: new Histogram({
+        duration: new TalliedHistogram({
             name: "keyproxy_request_duration_seconds",
             help: "Whole request duration, including streaming",
-            labelNames,
+            labelNames: [...labelNames],
             buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600],
             registers: [registry],
         }),
-        ttfb: new Histogram({
+        ttfb: new TalliedHistogram({
             name: "keyproxy_upstream_ttfb_seconds",
             help: "Time to the upstream's response headers",
-            labelNames,
+            labelNames: [...labelNames],
             buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
             registers: [registry],
         }),
@@ -147,8 +220,8 @@ export function streamMetrics(metrics: KeyProxyMetrics, agent: string, provider:
     const byStatusClass = new Map<number, Tally>();
     return {
         labels,
-        duration: metrics.duration.labels(labels),
-        ttfb: metrics.ttfb.labels(labels),
+        duration: metrics.duration.tally(agent, provider),
+        ttfb: metrics.ttfb.tally(agent, provider),
         active: metrics.activeStreams.tally(agent, provider),
         bytesIn: metrics.bytesIn.tally(agent, provider),
         bytesOut: metrics.bytesOut.tally(agent, provider),

@@ -1,6 +1,7 @@
 // The transport around the policy core: an HTTP server that streams each request to its fixed upstream.
 import { once } from "node:events";
 import http from "node:http";
+import { sensitiveHeaders } from "node:http2";
 import type { Duplex } from "node:stream";
 import { createSecureContext, rootCertificates } from "node:tls";
 import { type Dispatcher, Pool, errors as undiciErrors } from "undici";
@@ -49,6 +50,11 @@ const MAX_REMEMBERED_ROUTES = 1000;
 const MAX_REMEMBERED_TARGET = 512;
 
 class BodyTooLarge extends Error {}
+class StreamCutUpstream extends Error {
+    constructor() {
+        super("the upstream ended an HTTP/2 stream before its final event");
+    }
+}
 
 type DispatchController = Dispatcher.DispatchController;
 
@@ -85,6 +91,7 @@ export class KeyProxyServer {
     private readonly connections = new WeakMap<Duplex, Connection>();
     private readonly secrets: string[];
     private readonly responseSecrets: ResponseSecrets;
+    private readonly relayContext: RelayContext;
     private inFlight = 0;
     private draining = false;
     private closed = false;
@@ -113,10 +120,12 @@ export class KeyProxyServer {
                 provider,
                 pool: new Pool(url.origin, {
                     connections: config.limits.maxUpstreamConnections,
+                    // HTTP/2 offered first, so a server that picks by the client's preference picks it too.
+                    allowH2: config.upstreamHttp2,
                     keepAliveTimeout: 30_000,
                     headersTimeout: config.limits.headersTimeoutMs,
                     bodyTimeout: config.limits.bodyIdleTimeoutMs,
-                    connect: { secureContext, timeout: config.limits.connectTimeoutMs, rejectUnauthorized: true },
+                    connect: { secureContext, timeout: config.limits.connectTimeoutMs, rejectUnauthorized: true, preferH2: config.upstreamHttp2 },
                 }),
                 basePath: url.pathname.replace(/\/$/, ""),
                 key: keys[id],
@@ -128,6 +137,7 @@ export class KeyProxyServer {
             literals: this.secrets.filter((key) => key.length >= MIN_SECRET_LENGTH).map((key) => Buffer.from(key)),
             isCredential: (sha256) => this.agentsByDigest.has(sha256),
         };
+        this.relayContext = { secrets: this.secrets, responseSecrets: this.responseSecrets };
         this.server = this.createListener(undefined);
         this.agentListeners = new AgentListeners(config.listen.host, (port) => this.createListener(port), log);
     }
@@ -407,128 +417,17 @@ export class KeyProxyServer {
     /**
      * Phase 3, relay: undici's dispatch API hands each upstream chunk to a callback, which meters, scrubs and writes
      * it to the agent; when the agent's socket is full the upstream is paused until it drains. No Readable, no async
-     * iteration, no promise per chunk.
+     * iteration, no promise per chunk, and one handler object per exchange (no closure per callback).
      */
     private relay(x: Exchange, prepared: Prepared): Promise<void> {
-        const { res } = x;
         return new Promise((resolve, reject) => {
-            let responseHeaders: Record<string, string | string[]> = {};
-            /** Set when the upstream answered with an error: its (small) body is collected, scrubbed and sent whole. */
-            let errorBody: Buffer[] | undefined;
-            let errorBytes = 0;
-            let scrubber: StreamScrubber | undefined;
-            const forward = (bytes: Buffer) => {
-                if (bytes.length === 0) return;
-                x.bytesOut += bytes.length;
-                res.write(bytes);
-            };
-            // Chunks of an SSE stream the upstream delivers in one pass of the event loop's poll phase (a TLS socket
-            // hands over each record, often one small event, on its own) are metered, scrubbed and written together,
-            // once, in the same loop iteration: one write instead of one per record, and nothing waits for a later
-            // iteration. Other bodies come in few, large chunks: each goes through as it arrives.
-            let pending: Buffer[] = [];
-            let scheduled = false;
-            const relayPending = () => {
-                scheduled = false;
-                if (pending.length === 0 || res.destroyed) return;
-                const chunk = pending.length === 1 ? pending[0] : Buffer.concat(pending);
-                pending = [];
-                if (x.meter) for (const piece of x.meter.push(chunk)) forward(scrubber!.push(piece));
-                else forward(scrubber!.push(chunk));
-                const controller = x.controller!;
-                if (res.writableNeedDrain && !controller.paused) {
-                    controller.pause();
-                    res.once("drain", () => controller.resume());
-                }
-            };
-            /** A step that throws aborts the exchange (fixed arity: a rest-parameter wrapper costs more than the step). */
-            const guarded =
-                <A, B>(step: (a: A, b: B) => void) =>
-                (controller: DispatchController, a: A, b?: B) => {
-                    try {
-                        step(a, b as B);
-                    } catch (error) {
-                        controller.abort(error as Error);
-                    }
-                };
-            /** Set for an SSE response: its chunks are batched per loop iteration; any other body's go straight through. */
-            let batched = false;
             x.upstream.pool.dispatch(
                 { method: x.method as "GET" | "POST" | "DELETE", path: x.upstreamPath, headers: prepared.headers, body: prepared.body },
-                {
-                    onRequestStart: (controller) => {
-                        x.controller = controller;
-                        if (x.clientGone) controller.abort(new Error("client closed"));
-                    },
-                    onResponseStart: guarded((status: number, headers: http.IncomingHttpHeaders) => {
-                        x.m.ttfb.observe((performance.now() - x.started) / 1000);
-                        x.status = status;
-                        responseHeaders = clientResponseHeaders(headers, this.secrets);
-                        if (status >= 400) {
-                            errorBody = [];
-                            return;
-                        }
-                        // Embeddings never stream: their body is metered as JSON whatever its content type says.
-                        const sse = x.endpoint !== "free" && mayStream(x.endpoint) && String(headers["content-type"] ?? "").includes("text/event-stream");
-                        if (x.endpoint !== "free") x.meter = new ResponseMeter(x.endpoint, sse, prepared.hideUsageChunk && sse, prepared.maxOutputTokens);
-                        // A hidden usage chunk changes the length: let Node frame the body itself.
-                        if (prepared.hideUsageChunk && sse) delete responseHeaders["content-length"];
-                        res.writeHead(status, responseHeaders);
-                        // A stream's head goes out at once, so the agent sees it start; any other head rides with its body.
-                        if (sse) res.flushHeaders();
-                        batched = sse;
-                        scrubber = new StreamScrubber(this.responseSecrets);
-                    }),
-                    onResponseData: guarded((chunk: Buffer) => {
-                        if (errorBody) {
-                            if (errorBytes < MAX_ERROR_BODY_BYTES) errorBody.push(chunk.subarray(0, MAX_ERROR_BODY_BYTES - errorBytes));
-                            errorBytes += chunk.length;
-                            return;
-                        }
-                        pending.push(chunk);
-                        if (!batched) return relayPending();
-                        if (!scheduled) {
-                            scheduled = true;
-                            setImmediate(() => {
-                                try {
-                                    relayPending();
-                                } catch (error) {
-                                    x.controller!.abort(error as Error);
-                                }
-                            });
-                        }
-                    }),
-                    onResponseEnd: guarded(() => {
-                        if (errorBody) {
-                            const text = scrubSecrets(Buffer.concat(errorBody).toString("utf8"), this.secrets);
-                            delete responseHeaders["content-length"];
-                            x.bytesOut = Buffer.byteLength(text);
-                            res.writeHead(x.status, { ...responseHeaders, "content-length": x.bytesOut });
-                            res.end(text);
-                        } else {
-                            relayPending();
-                            for (const piece of this.endMeter(x)) forward(scrubber!.push(piece));
-                            forward(scrubber!.end());
-                            res.end();
-                        }
-                        resolve();
-                    }),
-                    onResponseError: (_controller, error) => {
-                        pending = [];
-                        reject(error);
-                    },
-                },
+                new Relay(this.relayContext, x, prepared, resolve, reject),
             );
         });
     }
 
-    /** What the meter still holds back at the end of a response (a hidden usage chunk's neighbours); meters once. */
-    private endMeter(x: Exchange): Buffer[] {
-        if (!x.meter || x.metered) return [];
-        const { result, rest } = x.meter.end();
-        x.metered = result;
-        return rest;
-    }
 
     private fail(x: Exchange, error: unknown) {
         x.outcome = classify(error, x.clientGone);
@@ -552,13 +451,181 @@ export class KeyProxyServer {
         x.m.bytesOut.inc(x.bytesOut);
         let costUsd: number | null = null;
         if (x.ticket) {
-            this.endMeter(x);
+            endMeter(x);
             const settlement = this.spend.settle(x.ticket, x.status, x.metered);
             costUsd = microsToUsd(settlement.cost);
             const ticket = x.ticket;
             settlement.committed.catch((error: Error) => this.log("ledger_write_failed", { agent: ticket.agent.name, error: error.message.slice(0, 200) }));
         }
         this.account(x.m, x.method, x.route, x.started, x.status, { bytes_in: x.bytesIn, bytes_out: x.bytesOut, outcome: x.outcome, cost_usd: costUsd, model: x.ticket?.model.slice(0, 100) ?? null });
+    }
+}
+
+/** What every relay shares: the secrets scrubbed from what upstreams answer. */
+interface RelayContext {
+    secrets: readonly string[];
+    responseSecrets: ResponseSecrets;
+}
+
+/** What the meter still holds back at the end of a response (a hidden usage chunk's neighbours); meters once. */
+function endMeter(x: Exchange): Buffer[] {
+    if (!x.meter || x.metered) return [];
+    const { result, rest } = x.meter.end();
+    x.metered = result;
+    return rest;
+}
+
+/**
+ * One exchange's undici dispatch handler. A step that throws aborts the exchange. Chunks of an SSE stream the
+ * upstream delivers in one pass of the event loop's poll phase (a TLS socket hands over each record, often one
+ * small event, on its own) are metered, scrubbed and written together, once, in the same loop iteration: one write
+ * instead of one per record, and nothing waits for a later iteration. Other bodies come in few, large chunks: each
+ * goes through as it arrives.
+ */
+class Relay implements Dispatcher.DispatchHandler {
+    private responseHeaders: Record<string, string | string[]> = {};
+    /** Set when the upstream answered with an error: its (small) body is collected, scrubbed and sent whole. */
+    private errorBody: Buffer[] | undefined;
+    private errorBytes = 0;
+    private scrubber: StreamScrubber | undefined;
+    private pending: Buffer[] = [];
+    private scheduled = false;
+    /** Set for an SSE response: its chunks are batched per loop iteration; any other body's go straight through. */
+    private batched = false;
+    /** The response came over HTTP/2: node:http2 marks the headers it parsed with its `sensitiveHeaders` symbol. */
+    private overHttp2 = false;
+
+    constructor(
+        private readonly context: RelayContext,
+        private readonly x: Exchange,
+        private readonly prepared: Prepared,
+        private readonly resolve: () => void,
+        private readonly reject: (error: Error) => void,
+    ) {}
+
+    onRequestStart(controller: DispatchController) {
+        this.x.controller = controller;
+        if (this.x.clientGone) controller.abort(new Error("client closed"));
+    }
+
+    onResponseStart(controller: DispatchController, status: number, headers: http.IncomingHttpHeaders) {
+        try {
+            this.start(status, headers);
+        } catch (error) {
+            controller.abort(error as Error);
+        }
+    }
+
+    onResponseData(controller: DispatchController, chunk: Buffer) {
+        try {
+            this.data(chunk);
+        } catch (error) {
+            controller.abort(error as Error);
+        }
+    }
+
+    onResponseEnd(controller: DispatchController) {
+        try {
+            this.end();
+        } catch (error) {
+            controller.abort(error as Error);
+        }
+    }
+
+    abort(error: Error) {
+        this.x.controller!.abort(error);
+    }
+
+    onResponseError(_controller: DispatchController, error: Error) {
+        this.pending = [];
+        this.reject(error);
+    }
+
+    private start(status: number, headers: http.IncomingHttpHeaders) {
+        const { x, prepared } = this;
+        x.m.ttfb.observe((performance.now() - x.started) / 1000);
+        x.status = status;
+        this.overHttp2 = sensitiveHeaders in headers;
+        this.responseHeaders = clientResponseHeaders(headers, this.context.secrets);
+        if (status >= 400) {
+            this.errorBody = [];
+            return;
+        }
+        // Embeddings never stream: their body is metered as JSON whatever its content type says.
+        const sse = x.endpoint !== "free" && mayStream(x.endpoint) && String(headers["content-type"] ?? "").includes("text/event-stream");
+        if (x.endpoint !== "free") x.meter = new ResponseMeter(x.endpoint, sse, prepared.hideUsageChunk && sse, prepared.maxOutputTokens);
+        // A hidden usage chunk changes the length: let Node frame the body itself.
+        if (prepared.hideUsageChunk && sse) delete this.responseHeaders["content-length"];
+        x.res.writeHead(status, this.responseHeaders);
+        // A stream's head goes out at once, so the agent sees it start; any other head rides with its body.
+        if (sse) x.res.flushHeaders();
+        this.batched = sse;
+        this.scrubber = new StreamScrubber(this.context.responseSecrets);
+    }
+
+    private data(chunk: Buffer) {
+        if (this.errorBody) {
+            if (this.errorBytes < MAX_ERROR_BODY_BYTES) this.errorBody.push(chunk.subarray(0, MAX_ERROR_BODY_BYTES - this.errorBytes));
+            this.errorBytes += chunk.length;
+            return;
+        }
+        this.pending.push(chunk);
+        if (!this.batched) return this.relayPending();
+        if (!this.scheduled) {
+            this.scheduled = true;
+            setImmediate(relayPendingOf, this);
+        }
+    }
+
+    private end() {
+        const { x } = this;
+        if (this.errorBody) {
+            const text = scrubSecrets(Buffer.concat(this.errorBody).toString("utf8"), this.context.secrets);
+            delete this.responseHeaders["content-length"];
+            x.bytesOut = Buffer.byteLength(text);
+            x.res.writeHead(x.status, { ...this.responseHeaders, "content-length": x.bytesOut });
+            x.res.end(text);
+        } else {
+            this.relayPending();
+            for (const piece of endMeter(x)) this.forward(this.scrubber!.push(piece));
+            this.forward(this.scrubber!.end());
+            // Over HTTP/2 undici reports a stream the upstream reset (RST_STREAM) as an end: an SSE stream that ends
+            // without its final event may be one, and the agent must see a truncated stream, not a finished one.
+            // (Over HTTP/1.1 a cut chunked body is an error, and an end is an end.)
+            if (this.batched && this.overHttp2 && x.metered && !x.metered.complete) return this.reject(new StreamCutUpstream());
+            x.res.end();
+        }
+        this.resolve();
+    }
+
+    private forward(bytes: Buffer) {
+        if (bytes.length === 0) return;
+        this.x.bytesOut += bytes.length;
+        this.x.res.write(bytes);
+    }
+
+    relayPending() {
+        this.scheduled = false;
+        const { x, pending } = this;
+        if (pending.length === 0 || x.res.destroyed) return;
+        const chunk = pending.length === 1 ? pending[0] : Buffer.concat(pending);
+        this.pending = [];
+        if (x.meter) for (const piece of x.meter.push(chunk)) this.forward(this.scrubber!.push(piece));
+        else this.forward(this.scrubber!.push(chunk));
+        const controller = x.controller!;
+        if (x.res.writableNeedDrain && !controller.paused) {
+            controller.pause();
+            x.res.once("drain", () => controller.resume());
+        }
+    }
+}
+
+/** The batched chunks of an SSE stream, relayed once per loop iteration (setImmediate's argument: no closure). */
+function relayPendingOf(relay: Relay) {
+    try {
+        relay.relayPending();
+    } catch (error) {
+        relay.abort(error as Error);
     }
 }
 

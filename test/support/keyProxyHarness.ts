@@ -34,7 +34,7 @@ export interface RunningProxy {
 }
 
 export async function startKeyProxy(
-    upstream: MockUpstream,
+    upstream: Pick<MockUpstream, "baseUrl">,
     overrides: Record<string, unknown> = {},
     trustTestCa = true,
     now?: () => Date,

@@ -2,8 +2,9 @@
 // generateContent APIs, records what it receives, and lets a test take over any request.
 import { once } from "node:events";
 import https from "node:https";
+import http2 from "node:http2";
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import { testPki } from "./tls";
 
 export interface ReceivedRequest {
@@ -12,6 +13,8 @@ export interface ReceivedRequest {
     headers: IncomingHttpHeaders;
     body: string;
     servername: string | undefined;
+    /** "1.1", or "2.0" when the request came over HTTP/2. */
+    httpVersion: string;
 }
 
 export type Handler = (req: IncomingMessage, res: ServerResponse, body: string) => void | Promise<void>;
@@ -136,13 +139,25 @@ export class MockUpstream {
     handler: Handler | undefined;
     /** TLS connections accepted so far: keep-alive reuse shows as requests outnumbering these. */
     tlsConnections = 0;
-    private server: https.Server;
+    private readonly server: https.Server | http2.Http2SecureServer;
+    private readonly sockets = new Set<Socket>();
     port = 0;
 
-    constructor() {
+    /**
+     * `http2`: speaks HTTP/2 and HTTP/1.1, ALPN choosing, as the providers' APIs do; handlers then get node:http2's
+     * compatibility request and response, which answer to the same calls. Otherwise HTTP/1.1 only.
+     */
+    constructor({ http2: speaksHttp2 = false } = {}) {
         const { cert, key } = testPki();
-        this.server = https.createServer({ cert, key }, (req, res) => void this.serve(req, res));
-        this.server.on("secureConnection", () => this.tlsConnections++);
+        const serve = (req: IncomingMessage, res: ServerResponse) => void this.serve(req, res);
+        this.server = speaksHttp2
+            ? http2.createSecureServer({ cert, key, allowHTTP1: true }, serve as unknown as (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => void)
+            : https.createServer({ cert, key }, serve);
+        this.server.on("secureConnection", (socket: Socket) => {
+            this.tlsConnections++;
+            this.sockets.add(socket);
+            socket.once("close", () => this.sockets.delete(socket));
+        });
     }
 
     get baseUrl() {
@@ -157,7 +172,7 @@ export class MockUpstream {
     }
 
     async stop() {
-        this.server.closeAllConnections();
+        for (const socket of this.sockets) socket.destroy();
         await new Promise((r) => this.server.close(r));
     }
 
@@ -165,7 +180,7 @@ export class MockUpstream {
         const chunks: Buffer[] = [];
         for await (const chunk of req) chunks.push(chunk as Buffer);
         const body = Buffer.concat(chunks).toString("utf8");
-        this.received.push({ method: req.method!, path: req.url!, headers: req.headers, body, servername: (req.socket as { servername?: string }).servername });
+        this.received.push({ method: req.method!, path: req.url!, headers: req.headers, body, servername: (req.socket as { servername?: string }).servername, httpVersion: req.httpVersion });
         await (this.handler ?? defaultHandler)(req, res, body);
     }
 }
