@@ -14,7 +14,7 @@ import { AuditBudget, RateLimiter } from "../../runtime/rateLimiter";
 import { type IngressConfig, registryDirs } from "./config";
 import { type IngressMetrics, ingressMetrics } from "./metrics";
 import { GATEWAY_IDENTITY, type IngressAgent, type IngressUser, authenticate, isChatRequest, isPageLoad, isSameOrigin, isUnreadPrompt, mayReach, openAiError, routeRequest, signInNext } from "./policy";
-import { type CompiledRule, applyFrameRules, applyRules, compileRules } from "./rules";
+import { type CompiledRule, type RuleHit, applyFrameRules, applyRules, compileRules } from "./rules";
 import { CLEARED_SESSION_COOKIE, SessionStore, cookiesForGateway, sessionCookie, sessionFromCookies } from "./sessions";
 import { SIGN_IN_PAGE_HEADERS, SIGN_IN_PATH, SIGN_OUT_PATH, signInPage } from "./signInPage";
 
@@ -270,7 +270,9 @@ export class IngressServer {
             return this.refused(refusal(401, "unauthorized", "a valid bearer token is required"), identity.reason);
         }
         const { user } = identity;
-        if (identity.viaCookie && (upgrade || !(req.method === "GET" || req.method === "HEAD")) && !isSameOrigin(req.headers.origin, req.headers.host)) {
+        // A read (GET/HEAD, never an upgrade) changes nothing: it needs no origin check and has its own rate.
+        const read = !upgrade && (req.method === "GET" || req.method === "HEAD");
+        if (identity.viaCookie && !read && !isSameOrigin(req.headers.origin, req.headers.host)) {
             void this.audit.record({ type: "route_refused", user: user.name, reason: "cross_origin" });
             return this.refused(refusal(403, "cross_origin", "a signed-in browser may send this only from the Ingress's own pages"), "cross_origin");
         }
@@ -289,7 +291,6 @@ export class IngressServer {
         }
         const agent = this.agents.get(route.agent);
         if (!agent) return this.refused(refusal(503, "agent_unavailable", "that agent is not available"), "agent_unavailable");
-        const read = !upgrade && (req.method === "GET" || req.method === "HEAD");
         const limit = !(read ? this.readLimiter : this.limiter).take(user.name) ? (read ? "read_rate" : "rate") : (this.active.get(user.name) ?? 0) >= this.config.limits.maxConcurrentPerUser ? "concurrency" : undefined;
         if (limit) {
             void this.audit.record({ type: "rate_limited", user: user.name, agent: agent.name, limit });
@@ -386,12 +387,17 @@ export class IngressServer {
         }
         const verdict = applyRules(parsed, this.rules);
         if (verdict.kind === "malformed") return this.refused(refusal(400, "invalid_request", `the request is not a chat completion request: ${verdict.reason}`), "invalid_request");
-        for (const hit of verdict.hits) {
+        this.recordHits(verdict.hits, user, agent);
+        if (verdict.kind === "reject") return this.refused(refusal(400, "prompt_rejected", `the request was rejected by rule '${verdict.rule}'`), "prompt_rejected");
+        return { ok: true, body: verdict.body === undefined ? raw : Buffer.from(JSON.stringify(verdict.body)) };
+    }
+
+    /** Every rule hit, counted and audited: a chat request's or a WebSocket frame's. */
+    private recordHits(hits: readonly RuleHit[], user: IngressUser, agent: IngressAgent) {
+        for (const hit of hits) {
             this.metrics.ruleHits.inc({ rule: hit.rule, action: hit.action });
             void this.audit.record({ type: "rule_hit", user: user.name, agent: agent.name, ...hit });
         }
-        if (verdict.kind === "reject") return this.refused(refusal(400, "prompt_rejected", `the request was rejected by rule '${verdict.rule}'`), "prompt_rejected");
-        return { ok: true, body: verdict.body === undefined ? raw : Buffer.from(JSON.stringify(verdict.body)) };
     }
 
     /**
@@ -412,7 +418,7 @@ export class IngressServer {
         const auth = authenticate(`Bearer ${form.get("token") ?? ""}`, this.users);
         if (!auth.ok) {
             this.auditAuthFailure(auth.reason, remote);
-            this.refused(refusal(401, "unauthorized", ""), auth.reason);
+            this.metrics.refusals.inc({ reason: auth.reason });
             return this.page(res, 401, { next, failed: true });
         }
         const { user } = auth;
@@ -491,7 +497,7 @@ export class IngressServer {
         // A side that does not read what is sent to it is cut off rather than buffered for without bound.
         const send = (to: WebSocket, data: Buffer | string, binary: boolean) => {
             if (to.bufferedAmount > MAX_WEBSOCKET_BUFFER) {
-                this.refused(refusal(503, "slow_consumer", ""), "slow_consumer");
+                this.metrics.refusals.inc({ reason: "slow_consumer" });
                 client.terminate();
                 upstream.terminate();
             } else to.send(data, { binary });
@@ -519,20 +525,16 @@ export class IngressServer {
         try {
             frame = JSON.parse(data.toString("utf8"));
         } catch {
-            this.refused(refusal(400, "invalid_frame", ""), "invalid_frame");
-            return { kind: "unreadable" };
+            // Not JSON: the rules take it as malformed, as any frame that is not an object.
         }
         const verdict = applyFrameRules(frame, this.rules);
         if (verdict.kind === "malformed") {
-            this.refused(refusal(400, "invalid_frame", ""), "invalid_frame");
+            this.metrics.refusals.inc({ reason: "invalid_frame" });
             return { kind: "unreadable" };
         }
-        for (const hit of verdict.hits) {
-            this.metrics.ruleHits.inc({ rule: hit.rule, action: hit.action });
-            void this.audit.record({ type: "rule_hit", user: user.name, agent: agent.name, ...hit });
-        }
+        this.recordHits(verdict.hits, user, agent);
         if (verdict.kind === "reject") {
-            this.refused(refusal(400, "prompt_rejected", ""), "prompt_rejected");
+            this.metrics.refusals.inc({ reason: "prompt_rejected" });
             const id = (frame as { id?: unknown }).id;
             return { kind: "answer", reply: JSON.stringify({ type: "res", id: typeof id === "string" ? id : null, ok: false, error: { code: "INVALID_REQUEST", message: `the request was rejected by rule '${verdict.rule}'` } }) };
         }
