@@ -26,28 +26,39 @@ export class Tally<L extends string = string> {
     }
 }
 
-/**
- * The tallies of one metric, one per label values, kept for the life of the process (as prom-client keeps its
- * series); `hand` gives prom-client what changed each time the metric is read (a scrape).
- */
-class Tallies<L extends string> {
-    private readonly byValues = new Map<string, Tally<L>>();
+/** One series of a metric per label values, made on first use and kept for the life of the process (as prom-client keeps its series). */
+class SeriesByLabels<L extends string, S> {
+    private readonly byValues = new Map<string, S>();
 
-    constructor(private readonly labelNames: readonly L[]) {}
+    constructor(
+        private readonly labelNames: readonly L[],
+        private readonly make: (labels: LabelValues<L>) => S,
+    ) {}
 
-    /** The tally of these label values, given in the metric's label order. */
-    of(...values: string[]): Tally<L> {
+    /** The series of these label values, given in the metric's label order. */
+    of(...values: string[]): S {
         const key = values.join("\u0000");
-        let tally = this.byValues.get(key);
-        if (!tally) {
-            tally = new Tally(Object.fromEntries(this.labelNames.map((name, i) => [name, values[i]])) as LabelValues<L>);
-            this.byValues.set(key, tally);
+        let series = this.byValues.get(key);
+        if (!series) {
+            series = this.make(Object.fromEntries(this.labelNames.map((name, i) => [name, values[i]])) as LabelValues<L>);
+            this.byValues.set(key, series);
         }
-        return tally;
+        return series;
+    }
+
+    all(): IterableIterator<S> {
+        return this.byValues.values();
+    }
+}
+
+/** The tallies of one metric; `hand` gives prom-client what changed each time the metric is read (a scrape). */
+class Tallies<L extends string> extends SeriesByLabels<L, Tally<L>> {
+    constructor(labelNames: readonly L[]) {
+        super(labelNames, (labels) => new Tally(labels));
     }
 
     hand(take: (tally: Tally<L>) => void) {
-        for (const tally of this.byValues.values()) {
+        for (const tally of this.all()) {
             if (!tally.touched) continue;
             take(tally);
             tally.touched = false;
@@ -105,30 +116,25 @@ export class HistogramTally {
  * allocates on every call, even through a child. Read by prom-client's own exposition (the same lines).
  */
 class TalliedHistogram<L extends string> extends Histogram<L> {
-    private readonly series = new Map<string, HistogramTally>();
+    private readonly series: SeriesByLabels<L, HistogramTally>;
 
     constructor(
         private readonly config: HistogramConfiguration<L> & { labelNames: readonly L[]; buckets: number[] },
     ) {
         super(config);
+        this.series = new SeriesByLabels(config.labelNames, (labels) => new HistogramTally(labels, config.buckets));
     }
 
     /** The tally of these label values, given in the metric's label order. */
     tally(...values: string[]): HistogramTally {
-        const key = values.join("\u0000");
-        let tally = this.series.get(key);
-        if (!tally) {
-            tally = new HistogramTally(Object.fromEntries(this.config.labelNames.map((name, i) => [name, values[i]])), this.config.buckets);
-            this.series.set(key, tally);
-        }
-        return tally;
+        return this.series.of(...values);
     }
 
     /** prom-client's exposition reads this: each series' cumulative buckets, +Inf, sum and count, as Histogram gives them. */
     async getForPromString() {
         const { name } = this.config;
         const values: { labels: LabelValues<string>; sharedLabels: LabelValues<string>; value: number; metricName: string }[] = [];
-        for (const tally of this.series.values()) {
+        for (const tally of this.series.all()) {
             // As prom-client: a series appears once observed.
             if (tally.count === 0) continue;
             let cumulative = 0;

@@ -428,7 +428,6 @@ export class KeyProxyServer {
         });
     }
 
-
     private fail(x: Exchange, error: unknown) {
         x.outcome = classify(error, x.clientGone);
         this.metrics.upstreamErrors.inc({ ...x.m.labels, kind: x.outcome });
