@@ -7,10 +7,9 @@ import { once } from "node:events";
 import { readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
-import { SERVICE_NODE_OPTIONS } from "../infra/topology.ts";
 import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { bundle } from "../scripts/images.mts";
-import { auditDirSetting, cpuSeconds, percentile, start as startProcess } from "./processes.mts";
+import { auditDirSetting, cpuSeconds, nodeOptionsOf, percentile, start as startProcess } from "./processes.mts";
 import { removeTempDirs, tempDir } from "../test/support/tempDirs.ts";
 import { testPki } from "../test/support/tls.ts";
 
@@ -29,7 +28,7 @@ const rounds = Number(flag("--rounds") ?? 3);
 const seconds = Number(flag("--seconds") ?? 5);
 const profile = args.includes("--profile");
 /** The baseline's NODE_OPTIONS as its build deployed them (default: this build's). */
-const baselineNodeOptions = args.find((arg) => arg.startsWith("--baseline-node-options="))?.slice("--baseline-node-options=".length) ?? SERVICE_NODE_OPTIONS;
+const baselineNodeOptions = args.find((arg) => arg.startsWith("--baseline-node-options="))?.slice("--baseline-node-options=".length) ?? nodeOptionsOf("keyProxy");
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const TOKEN = "ocp_benchbenchbenchbenchbenchbenchbenchbenchbenchbe";
@@ -48,7 +47,7 @@ const upstream = await startProcess(children, process.execPath, [path.join(ROOT,
 async function startKeyProxy(bundleFile: string, name: string) {
     const profileDir = path.join(work, `${name}-profile`);
     const env = {
-        NODE_OPTIONS: (name === "baseline" ? baselineNodeOptions : SERVICE_NODE_OPTIONS) + (profile ? ` --cpu-prof --cpu-prof-dir=${profileDir}` : ""),
+        NODE_OPTIONS: (name === "baseline" ? baselineNodeOptions : nodeOptionsOf("keyProxy")) + (profile ? ` --cpu-prof --cpu-prof-dir=${profileDir}` : ""),
         KEYPROXY_CONFIG: JSON.stringify({
             listen: { host: "127.0.0.1", port: 0 },
             admin: [{ host: "127.0.0.1", port: 0 }],

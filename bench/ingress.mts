@@ -7,14 +7,13 @@ import { readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Pool } from "undici";
-import { SERVICE_NODE_OPTIONS } from "../infra/topology.ts";
 import { tokenDigest } from "../ingress-image/src/policy.ts";
 import { DEFAULT_RULES, applyRules, compileRules } from "../ingress-image/src/rules.ts";
 import { keyEnv } from "../providers/index.ts";
 import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { removeTempDirs, tempDir } from "../test/support/tempDirs.ts";
 import { testPki } from "../test/support/tls.ts";
-import { cpuSeconds, percentile, rssMb, running, start, startBundle, stopChildren } from "./processes.mts";
+import { cpuSeconds, nodeOptionsOf, percentile, rssMb, running, start, startBundle, stopChildren } from "./processes.mts";
 
 const USAGE = `usage: npm run bench:ingress [-- --quick] [-- --out FILE]
 
@@ -67,7 +66,7 @@ const gatewayPort: number = gateway.line.port;
 /** An Ingress bundle in front of the stand-in, with one agent and one user who may reach it; limits out of the way. */
 async function startIngress(name: string, rules?: []) {
     const env = {
-        NODE_OPTIONS: SERVICE_NODE_OPTIONS,
+        NODE_OPTIONS: nodeOptionsOf("ingress"),
         INGRESS_CONFIG: JSON.stringify({
             listen: { host: "127.0.0.1", port: 0 },
             admin: [{ host: "127.0.0.1", port: 0 }],
@@ -91,7 +90,7 @@ const keyProxy = await startBundle(
     children,
     "keyProxy",
     {
-        NODE_OPTIONS: SERVICE_NODE_OPTIONS,
+        NODE_OPTIONS: nodeOptionsOf("keyProxy"),
         KEYPROXY_CONFIG: JSON.stringify({
             listen: { host: "127.0.0.1", port: 0 },
             admin: [{ host: "127.0.0.1", port: 0 }],
@@ -252,7 +251,7 @@ const cpuModel = /model name\s*:\s*(.*)/.exec(readFileSync("/proc/cpuinfo", "utf
 const lines: string[] = [];
 lines.push(`# The Ingress beside KeyProxy${quick ? " (quick mode: proves the benchmark runs; numbers are not meaningful)" : ""}`, "");
 lines.push(`Command: \`npm run bench:ingress${quick ? " -- --quick" : ""}\` (bench/ingress.mts), ${new Date().toISOString().slice(0, 10)}.`);
-lines.push(`Machine: ${os.cpus().length} cores (${cpuModel}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}; Node ${process.version}; services as their production bundles with \`${SERVICE_NODE_OPTIONS}\`. Load average (1 min) at the start ${f(loadAtStart, 1)}, at the end ${f(os.loadavg()[0], 1)}: the machine is shared with other work.`);
+lines.push(`Machine: ${os.cpus().length} cores (${cpuModel}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}; Node ${process.version}; services as their production bundles with their containers' default Node options (Ingress \`${nodeOptionsOf("ingress")}\`, KeyProxy \`${nodeOptionsOf("keyProxy")}\`). Load average (1 min) at the start ${f(loadAtStart, 1)}, at the end ${f(os.loadavg()[0], 1)}: the machine is shared with other work.`);
 lines.push(
     "",
     "One chat request, `POST /v1/chat/completions` with about 1.5 KB of user text (non-streaming; a short SSE stream",

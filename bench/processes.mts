@@ -3,7 +3,8 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
 import { readFileSync, readdirSync } from "node:fs";
-import { SERVICE_NODE_OPTIONS } from "../infra/topology.ts";
+import { SERVICE_RESOURCES } from "../infra/config.ts";
+import { serviceNodeOptions } from "../infra/topology.ts";
 import { type Service, bundle } from "../scripts/images.mts";
 
 /**
@@ -105,11 +106,13 @@ export const percentile = (values: number[], q: number) => {
  * private-range denial. Upstreams listen on 127.0.0.2: the gateway refuses its own addresses, and it shares
  * 127.0.0.1 with the host here. The audit stream goes beside the registry (`<registryDir>-audit`).
  */
+/** A service's Node options as its container gets them by default (infra/topology.ts, with the default memory limit). */
+export const nodeOptionsOf = (service: keyof typeof SERVICE_RESOURCES) => serviceNodeOptions(SERVICE_RESOURCES[service].memoryMb);
+
 export function loopbackEgressEnv(registryDir: string, config: Record<string, unknown>) {
     const auditDir = `${registryDir}-audit`;
     return {
-        // As in the image: the services' Node options come from infra/topology.ts.
-        NODE_OPTIONS: SERVICE_NODE_OPTIONS,
+        NODE_OPTIONS: nodeOptionsOf("egressGateway"),
         EGRESS_CONFIG: JSON.stringify({
             listen: { host: "127.0.0.1", port: 0 },
             dns: { host: "127.0.0.1", port: 0 },

@@ -9,10 +9,9 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { SERVICE_NODE_OPTIONS } from "../infra/topology.ts";
 import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { bundle } from "../scripts/images.mts";
-import { auditDirSetting, cpuSeconds, loopbackEgressEnv, percentile, rssMb, running, start as startProcess, stopChildren } from "./processes.mts";
+import { auditDirSetting, cpuSeconds, loopbackEgressEnv, nodeOptionsOf, percentile, rssMb, running, start as startProcess, stopChildren } from "./processes.mts";
 import { freePort } from "../test/support/processes.ts";
 import { removeTempDirs, tempDir } from "../test/support/tempDirs.ts";
 import { testPki } from "../test/support/tls.ts";
@@ -31,6 +30,8 @@ const USAGE = `usage: npm run bench [-- --quick] [-- --out FILE] [-- --baseline 
   --help       this text`;
 
 const ROOT = path.resolve(import.meta.dirname, "..");
+/** KeyProxy's Node options as its container gets them by default; the Node floor runs with them too. */
+const KEYPROXY_NODE_OPTIONS = nodeOptionsOf("keyProxy");
 const args = process.argv.slice(2);
 function usageError(message: string): never {
     console.error(`error: ${message}\n\n${USAGE}`);
@@ -50,7 +51,7 @@ function flagValue(flag: string, what: string): string | undefined {
 const outFile = flagValue("--out", "a file");
 const baselineBundle = flagValue("--baseline", "a KeyProxy bundle");
 const BASELINE_NODE_OPTIONS = "--baseline-node-options=";
-const baselineNodeOptions = args.find((arg) => arg.startsWith(BASELINE_NODE_OPTIONS))?.slice(BASELINE_NODE_OPTIONS.length) ?? SERVICE_NODE_OPTIONS;
+const baselineNodeOptions = args.find((arg) => arg.startsWith(BASELINE_NODE_OPTIONS))?.slice(BASELINE_NODE_OPTIONS.length) ?? KEYPROXY_NODE_OPTIONS;
 const valueIndexes = ["--out", "--baseline"].map((flag) => args.indexOf(flag)).filter((i) => i >= 0).map((i) => i + 1);
 const unknown = args.find((arg, i) => !["--quick", "--out", "--baseline"].includes(arg) && !arg.startsWith(BASELINE_NODE_OPTIONS) && !valueIndexes.includes(i));
 if (unknown !== undefined) usageError(`unknown argument ${unknown}`);
@@ -92,7 +93,7 @@ let accessLines = 0;
 async function startKeyProxy(bundleFile: string, name: string) {
     const env = {
         // As in the image: the services' Node options come from infra/topology.ts (the baseline's, as given).
-        NODE_OPTIONS: name === "baseline" ? baselineNodeOptions : SERVICE_NODE_OPTIONS,
+        NODE_OPTIONS: name === "baseline" ? baselineNodeOptions : KEYPROXY_NODE_OPTIONS,
         KEYPROXY_CONFIG: JSON.stringify({
             listen: { host: "127.0.0.1", port: 0 },
             admin: [{ host: "127.0.0.1", port: 0 }],
@@ -161,7 +162,7 @@ freshRss.nginx = rssMb(nginxPids);
 
 // The floor of any Node proxy: node:http + undici dispatch + key injection, nothing else (bench/floor.mts), with the
 // services' Node options, so its memory compares with KeyProxy's too.
-const floor = await start(process.execPath, [path.join(ROOT, "bench", "floor.mts"), `https://localhost:${upstreamPort}`, pki.caFile, KEY], { NODE_OPTIONS: SERVICE_NODE_OPTIONS }, (l) => typeof l.port === "number");
+const floor = await start(process.execPath, [path.join(ROOT, "bench", "floor.mts"), `https://localhost:${upstreamPort}`, pki.caFile, KEY], { NODE_OPTIONS: KEYPROXY_NODE_OPTIONS }, (l) => typeof l.port === "number");
 const floorPort: number = floor.line.port;
 const floorPid = floor.child.pid!;
 freshRss.floor = rssMb([floorPid]);
@@ -547,7 +548,7 @@ lines.push(
     "TypeScript on Node, as it ships) routes by its `x-portkey-custom-host` header to the same mock upstream.",
     "The mock upstream speaks HTTP/2 and HTTP/1.1 over TLS, ALPN choosing, as the providers' APIs do: KeyProxy and the",
     "Node floor (undici) talk HTTP/2 to it, nginx (`proxy_pass`) and Portkey (Node's `fetch`) HTTP/1.1, as each would to a provider.",
-    `KeyProxy and the Node floor run with \`NODE_OPTIONS=${SERVICE_NODE_OPTIONS}\`${baseline ? `, the baseline with \`${baselineNodeOptions}\`` : ""}.`,
+    `KeyProxy and the Node floor run with \`NODE_OPTIONS=${KEYPROXY_NODE_OPTIONS}\`${baseline ? `, the baseline with \`${baselineNodeOptions}\`` : ""}.`,
     "",
 );
 lines.push("## Added latency over direct (non-streaming POST /v1/messages, wrk, closed loop)", "");

@@ -136,6 +136,13 @@ const egressRule = z.string().transform((value, ctx): EgressRule => {
     return parsed;
 });
 
+/** The shared services' container limits when the stack sets none (the benchmarks run the services with these too). */
+export const SERVICE_RESOURCES = {
+    keyProxy: { memoryMb: 512, cpus: 1, pids: 256 },
+    ingress: { memoryMb: 256, cpus: 0.5, pids: 256 },
+    egressGateway: { memoryMb: 256, cpus: 0.5, pids: 256 },
+} as const;
+
 const resources = (defaults: { memoryMb: number; cpus: number; pids: number }) =>
     z
         .strictObject({
@@ -211,7 +218,7 @@ const keyProxySchema = z
                     seen.add(instance.id);
                 });
             }),
-        resources: resources({ memoryMb: 512, cpus: 1, pids: 256 }),
+        resources: resources(SERVICE_RESOURCES.keyProxy),
         /** Budgets' days and months start at midnight in this IANA time zone. */
         budgetTimeZone: z.string().refine(isTimeZone, "must be an IANA time zone such as UTC or Europe/Berlin").default("UTC"),
         /** USD per million tokens by model id prefix, merged over the built-in list prices. */
@@ -259,7 +266,7 @@ const ingress = z.strictObject({
     rules: z.array(ruleSchema).default(DEFAULT_RULES),
     limits: z.strictObject(userLimits).prefault({}),
     auditRotation: auditRotationSchema.prefault({}),
-    resources: resources({ memoryMb: 256, cpus: 0.5, pids: 256 }),
+    resources: resources(SERVICE_RESOURCES.ingress),
 });
 
 /** A Kubernetes object name that must also be a DNS label (namespaces). */
@@ -314,7 +321,7 @@ export const configFields = z
                 image: image.default("openclaw-egress-gateway:0.1.0"),
                 defaultPorts: z.array(port).min(1).default([443]),
                 allowForAll: z.array(egressRule).default([]),
-                resources: resources({ memoryMb: 256, cpus: 0.5, pids: 256 }),
+                resources: resources(SERVICE_RESOURCES.egressGateway),
                 /** Private ranges agents may reach after all. Empty by default: only for stand-in upstreams in tests. */
                 allowPrivateRanges: z
                     .array(z.string().refine((cidr) => { try { parseBlock(cidr); return true; } catch { return false; } }, "must be an IPv4 CIDR"))

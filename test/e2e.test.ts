@@ -16,7 +16,7 @@ import { Agent, fetch as undiciFetch, request } from "undici";
 import { USER_TOKEN } from "../ingress-image/src/policy";
 import { parseStackConfig } from "../infra/config";
 import { OPENCLAW_IMAGE } from "../infra/openclaw";
-import { agentNetworkAddresses } from "../infra/topology";
+import { agentNetworkAddresses, serviceNodeOptions } from "../infra/topology";
 import { buildAgentImage } from "./e2e/agentImage";
 import { buildImage, buildLocalNodeBase } from "../scripts/images.mts";
 import { docker, dockerWithInput, requireDocker } from "./support/docker";
@@ -289,6 +289,17 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", { timeout: 
         // Long-running containers have their pids limit; a writer exited before a command could set one.
         for (const c of inspected) expect(c.HostConfig.PidsLimit, c.Name).toBeGreaterThan(0);
         for (const agent of ["bart", "lisa"]) expect(JSON.parse(docker("inspect", container(agent)))[0].HostConfig.PortBindings ?? {}).toEqual({});
+    });
+
+    it("gives each service's V8 the heap its memory limit sets, the one the benchmarks run it with", () => {
+        const heapLimit = (run: (script: string) => string) => Number(run("console.log(require('v8').getHeapStatistics().heap_size_limit)"));
+        const config = parseStackConfig(e2eConfig());
+        for (const [service, { memoryMb }] of [["key-proxy", config.keyProxy.resources], ["egress-gateway", config.egress.resources], ["ingress", config.ingress!.resources]] as const) {
+            const name = `openclaw-${STACK}-${service}`;
+            expect(JSON.parse(docker("inspect", name))[0].HostConfig.Memory, name).toBe(memoryMb * 2 ** 20);
+            const local = heapLimit((script) => execFileSync(process.execPath, ["-e", script], { encoding: "utf8", env: { PATH: process.env.PATH, NODE_OPTIONS: serviceNodeOptions(memoryMb) } }));
+            expect(heapLimit((script) => docker("exec", name, "/nodejs/bin/node", "-e", script)), name).toBe(local);
+        }
     });
 
     it("keeps the spend ledger through docker restart and docker kill of KeyProxy", async () => {

@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { beforeAll, describe, expect, it } from "vitest";
 import { keyProxyRuntimeConfig } from "../components/keyProxy";
 import { parseStackConfig } from "../infra/config";
-import { agentNetworkAddresses, uplinkAddresses } from "../infra/topology";
+import { agentNetworkAddresses, serviceNodeOptions, uplinkAddresses } from "../infra/topology";
 import { type RecordedResource, TYPES, agentConfigUpload, byType, devConfig, isSecret, reveal, runProgram } from "./support/mockStack";
 import { fakeKey } from "./support/fakeKeys";
 
@@ -37,6 +37,28 @@ describe("the KeyProxy container", () => {
             auditDir: "/var/lib/keyproxy/audit",
         });
         expect(keyProxyRuntimeConfig(config.keyProxy).upstreams).not.toHaveProperty("openai");
+    });
+});
+
+describe.each([
+    [256, 256],
+    [512, 256],
+    [2048, 1024],
+    [4000, 2000],
+])("serviceNodeOptions for a container of %i MB", (memoryMb, oldSpaceMb) => {
+    it(`caps V8's old generation at ${oldSpaceMb} MB, with the 4 MB young generation`, () => {
+        expect(serviceNodeOptions(memoryMb)).toBe(`--max-semi-space-size=4 --max-old-space-size=${oldSpaceMb}`);
+    });
+});
+
+describe("the services' Node options", () => {
+    it("follow each service's memory limit, in the container's environment", async () => {
+        const raw = { ...devConfig(), keyProxy: { resources: { memoryMb: 2048 } } };
+        const run = await runProgram(raw);
+        const config = parseStackConfig(raw);
+        const nodeOptions = (name: string) => (reveal(find(run, TYPES.container, name).inputs).envs as string[]).filter((e) => e.startsWith("NODE_OPTIONS="));
+        expect(nodeOptions("key-proxy-container")).toEqual(["NODE_OPTIONS=--max-semi-space-size=4 --max-old-space-size=1024"]);
+        expect(nodeOptions("egress-gateway-container")).toEqual([`NODE_OPTIONS=${serviceNodeOptions(config.egress.resources.memoryMb)}`]);
     });
 });
 
