@@ -60,7 +60,7 @@ const quick = args.includes("--quick");
 const out = outFile !== undefined ? path.resolve(outFile) : quick ? undefined : path.join(ROOT, "bench", "results.md");
 const P = quick
     ? { seconds: 1, rounds: 1, conns: [1, 16, 100], rates: [500, 1500], rateSeconds: 1, streams: 100, afterLoadSeconds: 1, chunks: 40, chunkRounds: 1, mbStreams: 2, mbRounds: 1, tunnels: 30, tunnelMb: 8 }
-    : { seconds: 5, rounds: 3, conns: [1, 16, 100], rates: [500, 1500], rateSeconds: 5, streams: 1000, afterLoadSeconds: 60, chunks: 200, chunkRounds: 3, mbStreams: 48, mbRounds: 5, tunnelMb: 256, tunnels: 300 };
+    : { seconds: 5, rounds: 3, conns: [1, 16, 100], rates: [500, 1500], rateSeconds: 5, streams: 1000, afterLoadSeconds: 60, chunks: 200, chunkRounds: 6, mbStreams: 48, mbRounds: 5, tunnelMb: 256, tunnels: 300 };
 const TOKEN = "ocp_benchbenchbenchbenchbenchbenchbenchbenchbenchbe";
 /** What the mock upstream receives as the provider key (it checks nothing). */
 const KEY = "bench-upstream-key";
@@ -338,7 +338,7 @@ const streamTargets: StreamTarget[] = [
         request: (query) => http.request({ host: "127.0.0.1", port: keyProxyPort, method: "POST", path: `/anthropic/v1/messages?${query}`, headers: { "x-api-key": TOKEN, "content-type": "application/json" }, agent: false }),
     },
 ];
-/** The Node floor holds open streams too (memory only: its chunk delays are not measured). */
+/** The Node floor: its chunk delays, its CPU per streamed MB and its memory with open streams, beside KeyProxy's. */
 const floorStreams: StreamTarget = {
     name: "Node floor",
     request: (query) => http.request({ host: "127.0.0.1", port: floorPort, method: "POST", path: `/anthropic/v1/messages?${query}`, headers: { "content-type": "application/json" }, agent: false }),
@@ -377,7 +377,7 @@ function stream(target: StreamTarget, query: string, body = MESSAGE): Promise<St
 
 const chunkRuns: Record<string, StreamRun[]> = {};
 for (let round = 0; round < P.chunkRounds; round++) {
-    for (const target of streamTargets) {
+    for (const target of [...streamTargets, floorStreams]) {
         progress(`streaming ${P.chunks} chunks through ${target.name}, round ${round + 1}`);
         for (let i = 0; i < 3; i++) (chunkRuns[target.name] ??= []).push(await stream(target, `chunks=${P.chunks}&interval=5&size=64`));
     }
@@ -399,16 +399,24 @@ const routeTargets = (name: string, port: number) => ({
 // runs the same rounds interleaved, so a change in the ratio can be told from a change in the machine.
 const meteringSubjects = [{ name: "KeyProxy", pid: keyProxyPid, ...routeTargets("KeyProxy", keyProxyPort) }, ...(baseline ? [{ name: "KeyProxy before", pid: baseline.pid, ...routeTargets("KeyProxy before", baseline.port) }] : [])];
 const cpuPerMb: Record<string, { passthrough: number[]; metered: number[] }> = Object.fromEntries(meteringSubjects.map((subject) => [subject.name, { passthrough: [], metered: [] }]));
+/** CPU-ms per MB of the Node floor carrying the same streams (and so holding, later, what they left in its memory). */
+const floorCpuPerMb: number[] = [];
+/** CPU-ms per MB of `pid` while `P.mbStreams` fast streams go through `target` at once. */
+async function cpuPerStreamedMb(target: StreamTarget, pid: number, body: string): Promise<number> {
+    const before = cpuSeconds([pid]);
+    const runs = await Promise.all(Array.from({ length: P.mbStreams }, () => stream(target, "chunks=2000&interval=0&size=400", body)));
+    const mb = runs.reduce((s, r) => s + r.bytes, 0) / 1e6;
+    return ((cpuSeconds([pid]) - before) * 1000) / mb;
+}
 for (let round = 0; round < P.mbRounds; round++) {
+    progress(`CPU per MB, Node floor, round ${round + 1}`);
+    floorCpuPerMb.push(await cpuPerStreamedMb(floorStreams, floorPid, MESSAGE));
     for (const subject of meteringSubjects) {
         // Alternate which goes first, so neither pays for the other's garbage every time.
         const order = [["passthrough", subject.passthrough], ["metered", subject.metered]] as const;
         for (const [kind, target] of round % 2 === 0 ? order : [...order].reverse()) {
             progress(`CPU per MB, ${subject.name} ${kind}, round ${round + 1}`);
-            const before = cpuSeconds([subject.pid]);
-            const runs = await Promise.all(Array.from({ length: P.mbStreams }, () => stream(target, "chunks=2000&interval=0&size=400", kind === "passthrough" ? "" : MESSAGE)));
-            const mb = runs.reduce((s, r) => s + r.bytes, 0) / 1e6;
-            cpuPerMb[subject.name][kind].push(((cpuSeconds([subject.pid]) - before) * 1000) / mb);
+            cpuPerMb[subject.name][kind].push(await cpuPerStreamedMb(target, subject.pid, kind === "passthrough" ? "" : MESSAGE));
         }
     }
 }
@@ -622,7 +630,7 @@ if (baseline) {
 lines.push("", `## Streaming (${P.chunks} SSE events 5 ms apart, timestamps carried in the events)`, "");
 lines.push("| path | per-chunk delay p50 / p99 ms | added over direct p50 / p99 ms | time to first byte p50 / p99 ms | reads carrying >1 event |", "| --- | ---: | ---: | ---: | ---: |");
 const direct = chunkStats("direct");
-for (const name of ["direct", "nginx", "KeyProxy"]) {
+for (const name of ["direct", "nginx", "Node floor", "KeyProxy"]) {
     const s = chunkStats(name);
     lines.push(`| ${name} | ${f(s.p50, 3)} / ${f(s.p99, 3)} | ${name === "direct" ? "-" : `${f(s.p50 - direct.p50, 3)} / ${f(s.p99 - direct.p99, 3)}`} | ${f(s.ttfb50, 2)} / ${f(s.ttfb99, 2)} | ${s.coalesced} of ${s.chunks} |`);
 }
@@ -644,6 +652,7 @@ const overhead = meteringOverhead("KeyProxy");
 lines.push("", "## CPU per streamed MB: metering and budgets on against pure passthrough", "");
 lines.push("| KeyProxy | passthrough (GET /v1/models, not metered) CPU-ms per MB | metered, budget enforced (POST /v1/messages) CPU-ms per MB | metering overhead, median of paired rounds |", "| --- | ---: | ---: | ---: |");
 for (const { name } of meteringSubjects) lines.push(`| ${name} | ${f(median(cpuPerMb[name].passthrough), 3)} | ${f(median(cpuPerMb[name].metered), 3)} | ${f(meteringOverhead(name), 1)}% |`);
+lines.push("", `The Node floor carrying the same streams: ${f(median(floorCpuPerMb), 3)} CPU-ms per MB.`);
 lines.push("", `Metering overhead, median of ${P.mbRounds} paired rounds: **${f(overhead, 1)}%** (target at most 10%).`);
 
 lines.push("", "## EgressGateway", "");
