@@ -1,11 +1,13 @@
 // The agent registry's entries: who an agent is is exactly one of its network (Docker) or its own port on the
 // service (Kubernetes). Anything else is refused, and a refused file leaves its agent out (fail closed).
+import { rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { egressAgentSchema, egressConfigSchema, ownPorts as egressOwnPorts } from "../egress-image/src/config";
 import { agentEntrySchema, ownPorts as keyProxyOwnPorts, runtimeConfigSchema } from "../proxy-image/src/config";
 import { jsonLogger } from "../runtime/log";
-import { agentEntrySchema as registryEntrySchema, ipv4InSubnet, loadEntries, writeEntry } from "../runtime/registry";
+import { agentEntrySchema as registryEntrySchema, directorySignature, ipv4InSubnet, loadEntries, watchEntries, writeEntry } from "../runtime/registry";
 import { tempDir } from "./support/tempDirs";
 
 const OWN = [8080, 9464];
@@ -81,4 +83,52 @@ describe("an address in a subnet (both services' network identity)", () => {
         ["0x7f.0.0.1", "127.0.0.0/8", false],
         ["", "0.0.0.0/0", false],
     ])("%s in %s: %s", (address, subnet, expected) => expect(ipv4InSubnet(address, subnet)).toBe(expected));
+});
+
+describe("the registry directory's signature, which the poll compares before reading any entry", () => {
+    const withEntries = () => {
+        const dir = tempDir("registry-signature");
+        for (const name of ["bart", "lisa"]) writeEntry(dir, name, { name, mode: "enforce" });
+        return dir;
+    };
+    it("stays the same while nothing changes", async () => {
+        const dir = withEntries();
+        expect(await directorySignature(dir)).toBe(await directorySignature(dir));
+    });
+    it.each<[string, (dir: string) => void]>([
+        ["an entry written (renamed in)", (dir) => writeEntry(dir, "homer", { name: "homer", mode: "enforce" })],
+        ["an entry rewritten with the same bytes", (dir) => writeEntry(dir, "bart", { name: "bart", mode: "enforce" })],
+        ["an entry edited in place", (dir) => writeFileSync(path.join(dir, "bart.json"), `${JSON.stringify({ name: "bart", mode: "report" })}\n`)],
+        ["an entry removed", (dir) => rmSync(path.join(dir, "lisa.json"))],
+    ])("changes with %s", async (_change, change) => {
+        const dir = withEntries();
+        const before = await directorySignature(dir);
+        change(dir);
+        expect(await directorySignature(dir)).not.toBe(before);
+    });
+    it("ignores files that are not entries (a writer's temporary file)", async () => {
+        const dir = withEntries();
+        const before = await directorySignature(dir);
+        writeFileSync(path.join(dir, "marge.json.tmp-1"), "{");
+        expect(await directorySignature(dir)).toBe(before);
+    });
+});
+
+describe("watching the registry", () => {
+    const quiet = jsonLogger("test", () => undefined);
+
+    it("sees an entry edited in place, and one removed (the agent left out: fail closed)", async () => {
+        const dir = tempDir("registry-watch");
+        for (const name of ["bart", "lisa"]) writeEntry(dir, name, { name, mode: "enforce" });
+        const seen: { name: string; mode: string }[][] = [];
+        const stop = watchEntries(dir, z.object({ name: z.string(), mode: z.string() }), quiet, (entries) => seen.push(entries), 10);
+        try {
+            writeFileSync(path.join(dir, "bart.json"), JSON.stringify({ name: "bart", mode: "report" }));
+            await expect.poll(() => seen.at(-1)?.find((e) => e.name === "bart")?.mode).toBe("report");
+            rmSync(path.join(dir, "lisa.json"));
+            await expect.poll(() => seen.at(-1)?.map((e) => e.name)).toEqual(["bart"]);
+        } finally {
+            stop();
+        }
+    });
 });
