@@ -60,7 +60,7 @@ const quick = args.includes("--quick");
 const out = outFile !== undefined ? path.resolve(outFile) : quick ? undefined : path.join(ROOT, "bench", "results.md");
 const P = quick
     ? { seconds: 1, rounds: 1, conns: [1, 16, 100], rates: [500, 1500], rateSeconds: 1, streams: 100, afterLoadSeconds: 1, chunks: 40, chunkRounds: 1, mbStreams: 2, mbRounds: 1, tunnels: 30, tunnelMb: 8 }
-    : { seconds: 5, rounds: 3, conns: [1, 16, 100], rates: [500, 1500], rateSeconds: 5, streams: 1000, afterLoadSeconds: 60, chunks: 200, chunkRounds: 6, mbStreams: 48, mbRounds: 5, tunnelMb: 256, tunnels: 300 };
+    : { seconds: 5, rounds: 3, conns: [1, 16, 100], rates: [500, 1500], rateSeconds: 5, streams: 1000, afterLoadSeconds: 60, chunks: 200, chunkRounds: 6, mbStreams: 48, mbRounds: 9, tunnelMb: 256, tunnels: 300 };
 const TOKEN = "ocp_benchbenchbenchbenchbenchbenchbenchbenchbenchbe";
 /** What the mock upstream receives as the provider key (it checks nothing). */
 const KEY = "bench-upstream-key";
@@ -166,6 +166,8 @@ const floor = await start(process.execPath, [path.join(ROOT, "bench", "floor.mts
 const floorPort: number = floor.line.port;
 const floorPid = floor.child.pid!;
 freshRss.floor = rssMb([floorPid]);
+// The same floor metered: the least any metering proxy on Node does per request (bench/floor.mts says what).
+const meteredFloor = await start(process.execPath, [path.join(ROOT, "bench", "floor.mts"), `https://localhost:${upstreamPort}`, pki.caFile, KEY, credentialDigest(TOKEN), path.join(work, "floor-ledger.log")], { NODE_OPTIONS: KEYPROXY_NODE_OPTIONS }, (l) => typeof l.port === "number");
 
 // The Portkey AI gateway (TypeScript, Hono on Node), as it ships, pointed at the mock upstream by its custom-host
 // header; it trusts the test CA through NODE_EXTRA_CA_CERTS.
@@ -224,6 +226,7 @@ const TARGETS: Target[] = [
         pids: [portkeyPid],
     },
     { name: "Node floor", url: `http://127.0.0.1:${floorPort}/anthropic/v1/messages`, method: "POST", headers: { "content-type": "application/json" }, body: MESSAGE, pids: [floorPid] },
+    { name: "Node floor, metered", url: `http://127.0.0.1:${meteredFloor.line.port}/anthropic/v1/messages`, method: "POST", headers: { "x-api-key": TOKEN, "content-type": "application/json" }, body: MESSAGE, pids: [meteredFloor.child.pid!] },
     ...(baseline ? [{ name: "KeyProxy before", url: `http://127.0.0.1:${baseline.port}/anthropic/v1/messages`, method: "POST" as const, headers: { "x-api-key": TOKEN, "content-type": "application/json" }, body: MESSAGE, pids: [baseline.pid] }] : []),
     { name: "KeyProxy", url: `http://127.0.0.1:${keyProxyPort}/anthropic/v1/messages`, method: "POST", headers: { "x-api-key": TOKEN, "content-type": "application/json" }, body: MESSAGE, pids: [keyProxyPid] },
 ];
@@ -623,6 +626,7 @@ lines.push(
 );
 
 lines.push("", `The floor of a Node proxy (node:http + undici, key attached, nothing else) per core against nginx: **${f(wrkPer10k.nginx / wrkPer10k["Node floor"])}x**; KeyProxy per core against that floor: ${f(wrkPer10k["Node floor"] / wrkPer10k.KeyProxy)}x.`);
+lines.push("", `The same floor metered (credential digest, plan, budget reservation, usage, settlement in a batched fdatasync'd ledger, access line, counter: \`bench/floor.mts\`) per core against nginx: **${f(wrkPer10k.nginx / wrkPer10k["Node floor, metered"])}x**; KeyProxy per core against the metered floor: ${f(wrkPer10k["Node floor, metered"] / wrkPer10k.KeyProxy)}x.`);
 if (baseline) {
     lines.push("", `KeyProxy against the baseline bundle (\`--baseline\`), CPU per request: ${f(wrkPer10k["KeyProxy before"] / wrkPer10k.KeyProxy)}x at ${busiest} concurrent, ${f(ratePer10k["KeyProxy before"] / ratePer10k.KeyProxy)}x at ${P.rates[0]} req/s (above 1: the current build spends less).`);
 }
