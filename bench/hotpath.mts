@@ -9,7 +9,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { bundle } from "../scripts/images.mts";
-import { auditDirSetting, cpuSeconds, nodeOptionsOf, percentile, start as startProcess } from "./processes.mts";
+import { auditDirSetting, cpuSeconds, nodeOptionsOf, percentile, processEnvOf, start as startProcess } from "./processes.mts";
 import { removeTempDirs, tempDir } from "../test/support/tempDirs.ts";
 import { testPki } from "../test/support/tls.ts";
 
@@ -47,6 +47,7 @@ const upstream = await startProcess(children, process.execPath, [path.join(ROOT,
 async function startKeyProxy(bundleFile: string, name: string) {
     const profileDir = path.join(work, `${name}-profile`);
     const env = {
+        ...(name === "baseline" ? {} : processEnvOf("keyProxy")),
         NODE_OPTIONS: (name === "baseline" ? baselineNodeOptions : nodeOptionsOf("keyProxy")) + (profile ? ` --cpu-prof --cpu-prof-dir=${profileDir}` : ""),
         KEYPROXY_CONFIG: JSON.stringify({
             listen: { host: "127.0.0.1", port: 0 },

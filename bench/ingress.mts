@@ -13,7 +13,7 @@ import { keyEnv } from "../providers/index.ts";
 import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { removeTempDirs, tempDir } from "../test/support/tempDirs.ts";
 import { testPki } from "../test/support/tls.ts";
-import { cpuSeconds, nodeOptionsOf, percentile, rssMb, running, start, startBundle, stopChildren } from "./processes.mts";
+import { cpuSeconds, nodeOptionsOf, percentile, processEnvOf, rssMb, running, start, startBundle, stopChildren } from "./processes.mts";
 
 const USAGE = `usage: npm run bench:ingress [-- --quick] [-- --out FILE]
 
@@ -66,7 +66,7 @@ const gatewayPort: number = gateway.line.port;
 /** An Ingress bundle in front of the stand-in, with one agent and one user who may reach it; limits out of the way. */
 async function startIngress(name: string, rules?: []) {
     const env = {
-        NODE_OPTIONS: nodeOptionsOf("ingress"),
+        ...processEnvOf("ingress"),
         INGRESS_CONFIG: JSON.stringify({
             listen: { host: "127.0.0.1", port: 0 },
             admin: [{ host: "127.0.0.1", port: 0 }],
@@ -90,7 +90,7 @@ const keyProxy = await startBundle(
     children,
     "keyProxy",
     {
-        NODE_OPTIONS: nodeOptionsOf("keyProxy"),
+        ...processEnvOf("keyProxy"),
         KEYPROXY_CONFIG: JSON.stringify({
             listen: { host: "127.0.0.1", port: 0 },
             admin: [{ host: "127.0.0.1", port: 0 }],

@@ -11,7 +11,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { bundle } from "../scripts/images.mts";
-import { auditDirSetting, cpuSeconds, loopbackEgressEnv, nodeOptionsOf, percentile, rssMb, running, start as startProcess, stopChildren } from "./processes.mts";
+import { auditDirSetting, cpuSeconds, loopbackEgressEnv, percentile, processEnvOf, rssMb, running, start as startProcess, stopChildren } from "./processes.mts";
 import { freePort } from "../test/support/processes.ts";
 import { removeTempDirs, tempDir } from "../test/support/tempDirs.ts";
 import { testPki } from "../test/support/tls.ts";
@@ -26,12 +26,13 @@ const USAGE = `usage: npm run bench [-- --quick] [-- --out FILE] [-- --baseline 
                also run another KeyProxy bundle (an earlier build) as "KeyProxy before" in the wrk and
                fixed-rate scenarios, interleaved with the others: before/after in one run
   --baseline-node-options=OPTIONS
-               the baseline's NODE_OPTIONS, as its build deployed them (default: this build's)
+               the baseline's NODE_OPTIONS, as its build deployed them, and no other setting (default: this build's)
   --help       this text`;
 
 const ROOT = path.resolve(import.meta.dirname, "..");
-/** KeyProxy's Node options as its container gets them by default; the Node floor runs with them too. */
-const KEYPROXY_NODE_OPTIONS = nodeOptionsOf("keyProxy");
+/** KeyProxy's process environment as its container gets it by default; the Node floor runs with it too. */
+const KEYPROXY_ENV = processEnvOf("keyProxy");
+const KEYPROXY_NODE_OPTIONS = KEYPROXY_ENV.NODE_OPTIONS;
 const args = process.argv.slice(2);
 function usageError(message: string): never {
     console.error(`error: ${message}\n\n${USAGE}`);
@@ -93,7 +94,8 @@ let accessLines = 0;
 async function startKeyProxy(bundleFile: string, name: string) {
     const env = {
         // As in the image: the services' Node options come from infra/topology.ts (the baseline's, as given).
-        NODE_OPTIONS: name === "baseline" ? baselineNodeOptions : KEYPROXY_NODE_OPTIONS,
+        // The baseline as its own build deployed it: only the Node options given.
+        ...(name === "baseline" ? { NODE_OPTIONS: baselineNodeOptions } : KEYPROXY_ENV),
         KEYPROXY_CONFIG: JSON.stringify({
             listen: { host: "127.0.0.1", port: 0 },
             admin: [{ host: "127.0.0.1", port: 0 }],
@@ -162,12 +164,12 @@ freshRss.nginx = rssMb(nginxPids);
 
 // The floor of any Node proxy: node:http + undici dispatch + key injection, nothing else (bench/floor.mts), with the
 // services' Node options, so its memory compares with KeyProxy's too.
-const floor = await start(process.execPath, [path.join(ROOT, "bench", "floor.mts"), `https://localhost:${upstreamPort}`, pki.caFile, KEY], { NODE_OPTIONS: KEYPROXY_NODE_OPTIONS }, (l) => typeof l.port === "number");
+const floor = await start(process.execPath, [path.join(ROOT, "bench", "floor.mts"), `https://localhost:${upstreamPort}`, pki.caFile, KEY], KEYPROXY_ENV, (l) => typeof l.port === "number");
 const floorPort: number = floor.line.port;
 const floorPid = floor.child.pid!;
 freshRss.floor = rssMb([floorPid]);
 // The same floor metered: the least any metering proxy on Node does per request (bench/floor.mts says what).
-const meteredFloor = await start(process.execPath, [path.join(ROOT, "bench", "floor.mts"), `https://localhost:${upstreamPort}`, pki.caFile, KEY, credentialDigest(TOKEN), path.join(work, "floor-ledger.log")], { NODE_OPTIONS: KEYPROXY_NODE_OPTIONS }, (l) => typeof l.port === "number");
+const meteredFloor = await start(process.execPath, [path.join(ROOT, "bench", "floor.mts"), `https://localhost:${upstreamPort}`, pki.caFile, KEY, credentialDigest(TOKEN), path.join(work, "floor-ledger.log")], KEYPROXY_ENV, (l) => typeof l.port === "number");
 
 // The Portkey AI gateway (TypeScript, Hono on Node), as it ships, pointed at the mock upstream by its custom-host
 // header; it trusts the test CA through NODE_EXTRA_CA_CERTS.
@@ -559,7 +561,7 @@ lines.push(
     "TypeScript on Node, as it ships) routes by its `x-portkey-custom-host` header to the same mock upstream.",
     "The mock upstream speaks HTTP/2 and HTTP/1.1 over TLS, ALPN choosing, as the providers' APIs do: KeyProxy and the",
     "Node floor (undici) talk HTTP/2 to it, nginx (`proxy_pass`) and Portkey (Node's `fetch`) HTTP/1.1, as each would to a provider.",
-    `KeyProxy and the Node floor run with \`NODE_OPTIONS=${KEYPROXY_NODE_OPTIONS}\`${baseline ? `, the baseline with \`${baselineNodeOptions}\`` : ""}.`,
+    `KeyProxy and the Node floor run with their container's environment, \`${Object.entries(KEYPROXY_ENV).map(([key, value]) => `${key}=${value}`).join(" ")}\`${baseline ? `; the baseline with \`NODE_OPTIONS=${baselineNodeOptions}\` only` : ""}.`,
     "",
 );
 lines.push("## Added latency over direct (non-streaming POST /v1/messages, wrk, closed loop)", "");

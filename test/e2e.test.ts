@@ -16,7 +16,7 @@ import { Agent, fetch as undiciFetch, request } from "undici";
 import { USER_TOKEN } from "../ingress-image/src/policy";
 import { parseStackConfig } from "../infra/config";
 import { OPENCLAW_IMAGE } from "../infra/openclaw";
-import { agentNetworkAddresses, serviceNodeOptions } from "../infra/topology";
+import { agentNetworkAddresses, serviceNodeOptions, serviceProcessEnv } from "../infra/topology";
 import { buildAgentImage } from "./e2e/agentImage";
 import { buildImage, buildLocalNodeBase } from "../scripts/images.mts";
 import { docker, dockerWithInput, requireDocker } from "./support/docker";
@@ -291,12 +291,14 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", { timeout: 
         for (const agent of ["bart", "lisa"]) expect(JSON.parse(docker("inspect", container(agent)))[0].HostConfig.PortBindings ?? {}).toEqual({});
     });
 
-    it("gives each service's V8 the heap its memory limit sets, the one the benchmarks run it with", () => {
+    it("gives each service's V8 the heap its memory limit sets, and glibc's allocator settings, as the benchmarks run it", () => {
         const heapLimit = (run: (script: string) => string) => Number(run("console.log(require('v8').getHeapStatistics().heap_size_limit)"));
         const config = parseStackConfig(e2eConfig());
         for (const [service, { memoryMb }] of [["key-proxy", config.keyProxy.resources], ["egress-gateway", config.egress.resources], ["ingress", config.ingress!.resources]] as const) {
             const name = `openclaw-${STACK}-${service}`;
-            expect(JSON.parse(docker("inspect", name))[0].HostConfig.Memory, name).toBe(memoryMb * 2 ** 20);
+            const [inspected] = JSON.parse(docker("inspect", name));
+            expect(inspected.HostConfig.Memory, name).toBe(memoryMb * 2 ** 20);
+            expect(inspected.Config.Env, name).toEqual(expect.arrayContaining(Object.entries(serviceProcessEnv(memoryMb)).map(([key, value]) => `${key}=${value}`)));
             const local = heapLimit((script) => execFileSync(process.execPath, ["-e", script], { encoding: "utf8", env: { PATH: process.env.PATH, NODE_OPTIONS: serviceNodeOptions(memoryMb) } }));
             expect(heapLimit((script) => docker("exec", name, "/nodejs/bin/node", "-e", script)), name).toBe(local);
         }

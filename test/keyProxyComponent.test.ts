@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { beforeAll, describe, expect, it } from "vitest";
 import { keyProxyRuntimeConfig } from "../components/keyProxy";
 import { parseStackConfig } from "../infra/config";
-import { agentNetworkAddresses, serviceNodeOptions, uplinkAddresses } from "../infra/topology";
+import { agentNetworkAddresses, serviceNodeOptions, serviceProcessEnv, uplinkAddresses } from "../infra/topology";
 import { type RecordedResource, TYPES, agentConfigUpload, byType, devConfig, isSecret, reveal, runProgram } from "./support/mockStack";
 import { fakeKey } from "./support/fakeKeys";
 
@@ -51,14 +51,17 @@ describe.each([
     });
 });
 
-describe("the services' Node options", () => {
-    it("follow each service's memory limit, in the container's environment", async () => {
+describe("the services' process environment", () => {
+    const processEnv = (run: RecordedResource[], name: string) =>
+        (reveal(find(run, TYPES.container, name).inputs).envs as string[]).filter((e) => /^(NODE_OPTIONS|MALLOC_[A-Z_]+)=/.test(e)).sort();
+
+    it("follows each service's memory limit: Node options and glibc's allocator settings, in the container", async () => {
         const raw = { ...devConfig(), keyProxy: { resources: { memoryMb: 2048 } } };
         const run = await runProgram(raw);
         const config = parseStackConfig(raw);
-        const nodeOptions = (name: string) => (reveal(find(run, TYPES.container, name).inputs).envs as string[]).filter((e) => e.startsWith("NODE_OPTIONS="));
-        expect(nodeOptions("key-proxy-container")).toEqual(["NODE_OPTIONS=--max-semi-space-size=4 --max-old-space-size=1024"]);
-        expect(nodeOptions("egress-gateway-container")).toEqual([`NODE_OPTIONS=${serviceNodeOptions(config.egress.resources.memoryMb)}`]);
+        expect(processEnv(run, "key-proxy-container")).toEqual(["MALLOC_ARENA_MAX=2", "MALLOC_TOP_PAD_=0", "MALLOC_TRIM_THRESHOLD_=65536", "NODE_OPTIONS=--max-semi-space-size=4 --max-old-space-size=1024"]);
+        const egress = serviceProcessEnv(config.egress.resources.memoryMb);
+        expect(processEnv(run, "egress-gateway-container")).toEqual(Object.entries(egress).map(([key, value]) => `${key}=${value}`).sort());
     });
 });
 
