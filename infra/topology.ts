@@ -94,8 +94,9 @@ export function serviceNodeOptions(memoryMb: number): string {
  * A service's process environment besides its own config: its Node options, and glibc's allocator told to give
  * memory back. Fast streams leave freed holes in the main arena, and at most two arenas serve Node's helper
  * threads; a 64 KiB trim threshold with no top pad returns the arena's free top to the system at once. Measured
- * with KeyProxy in the full benchmark, the same build and heap beside it: 146.8 MB with 1,000 streams after every
- * load phase, against 158.1 (the run before), and the same CPU at 100 concurrent (bench/README.md).
+ * with KeyProxy in the full benchmark: 145.8 MB with 1,000 streams after every load phase (158.1 without these, in
+ * the run before), and the same CPU per request as the same build and heap without them, run beside it: 0.98x at
+ * 100 concurrent, 1.01x at 500 req/s (bench/README.md).
  */
 export function serviceProcessEnv(memoryMb: number): Record<string, string> {
     return { NODE_OPTIONS: serviceNodeOptions(memoryMb), MALLOC_ARENA_MAX: "2", MALLOC_TRIM_THRESHOLD_: "65536", MALLOC_TOP_PAD_: "0" };
