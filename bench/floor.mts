@@ -14,6 +14,8 @@ import { promisify } from "node:util";
 import { Pool } from "undici";
 
 const [origin, caFile, key, credentialSha256, ledgerFile] = process.argv.slice(2);
+const writeAsync = promisify(write);
+const fdatasyncAsync = promisify(fdatasync);
 const pool = new Pool(origin, { connections: 2048, connect: { ca: readFileSync(caFile, "utf8"), servername: "localhost" } });
 
 /** The metered floor's state: one agent, its budget, its ledger and its counters. */
@@ -64,8 +66,8 @@ class Metering {
         const bytes = Buffer.from(this.settlements.join(""));
         this.settlements = [];
         try {
-            await promisify(write)(this.ledger, bytes);
-            await promisify(fdatasync)(this.ledger);
+            await writeAsync(this.ledger, bytes);
+            await fdatasyncAsync(this.ledger);
         } finally {
             this.flushing = false;
         }

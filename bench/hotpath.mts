@@ -9,7 +9,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { bundle } from "../scripts/images.mts";
-import { auditDirSetting, cpuSeconds, nodeOptionsOf, percentile, processEnvOf, start as startProcess } from "./processes.mts";
+import { auditDirSetting, cpuSeconds, percentile, processEnvOf, start as startProcess } from "./processes.mts";
 import { removeTempDirs, tempDir } from "../test/support/tempDirs.ts";
 import { testPki } from "../test/support/tls.ts";
 
@@ -28,7 +28,7 @@ const rounds = Number(flag("--rounds") ?? 3);
 const seconds = Number(flag("--seconds") ?? 5);
 const profile = args.includes("--profile");
 /** The baseline's NODE_OPTIONS as its build deployed them (default: this build's). */
-const baselineNodeOptions = args.find((arg) => arg.startsWith("--baseline-node-options="))?.slice("--baseline-node-options=".length) ?? nodeOptionsOf("keyProxy");
+const baselineNodeOptions = args.find((arg) => arg.startsWith("--baseline-node-options="))?.slice("--baseline-node-options=".length) ?? processEnvOf("keyProxy").NODE_OPTIONS;
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const TOKEN = "ocp_benchbenchbenchbenchbenchbenchbenchbenchbenchbe";
@@ -46,9 +46,11 @@ const upstream = await startProcess(children, process.execPath, [path.join(ROOT,
 
 async function startKeyProxy(bundleFile: string, name: string) {
     const profileDir = path.join(work, `${name}-profile`);
+    // The baseline as its own build deployed it: only its Node options; this build with its container's environment.
+    const processEnv = name === "baseline" ? { NODE_OPTIONS: baselineNodeOptions } : processEnvOf("keyProxy");
     const env = {
-        ...(name === "baseline" ? {} : processEnvOf("keyProxy")),
-        NODE_OPTIONS: (name === "baseline" ? baselineNodeOptions : nodeOptionsOf("keyProxy")) + (profile ? ` --cpu-prof --cpu-prof-dir=${profileDir}` : ""),
+        ...processEnv,
+        NODE_OPTIONS: processEnv.NODE_OPTIONS + (profile ? ` --cpu-prof --cpu-prof-dir=${profileDir}` : ""),
         KEYPROXY_CONFIG: JSON.stringify({
             listen: { host: "127.0.0.1", port: 0 },
             admin: [{ host: "127.0.0.1", port: 0 }],

@@ -13,7 +13,7 @@ import { keyEnv } from "../providers/index.ts";
 import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { removeTempDirs, tempDir } from "../test/support/tempDirs.ts";
 import { testPki } from "../test/support/tls.ts";
-import { cpuSeconds, nodeOptionsOf, percentile, processEnvOf, rssMb, running, start, startBundle, stopChildren } from "./processes.mts";
+import { cpuSeconds, percentile, processEnvOf, rssMb, running, start, startBundle, stopChildren } from "./processes.mts";
 
 const USAGE = `usage: npm run bench:ingress [-- --quick] [-- --out FILE]
 
@@ -251,7 +251,7 @@ const cpuModel = /model name\s*:\s*(.*)/.exec(readFileSync("/proc/cpuinfo", "utf
 const lines: string[] = [];
 lines.push(`# The Ingress beside KeyProxy${quick ? " (quick mode: proves the benchmark runs; numbers are not meaningful)" : ""}`, "");
 lines.push(`Command: \`npm run bench:ingress${quick ? " -- --quick" : ""}\` (bench/ingress.mts), ${new Date().toISOString().slice(0, 10)}.`);
-lines.push(`Machine: ${os.cpus().length} cores (${cpuModel}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}; Node ${process.version}; services as their production bundles with their containers' default Node options (Ingress \`${nodeOptionsOf("ingress")}\`, KeyProxy \`${nodeOptionsOf("keyProxy")}\`). Load average (1 min) at the start ${f(loadAtStart, 1)}, at the end ${f(os.loadavg()[0], 1)}: the machine is shared with other work.`);
+lines.push(`Machine: ${os.cpus().length} cores (${cpuModel}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}; Node ${process.version}; services as their production bundles with their containers' default Node options (Ingress \`${processEnvOf("ingress").NODE_OPTIONS}\`, KeyProxy \`${processEnvOf("keyProxy").NODE_OPTIONS}\`). Load average (1 min) at the start ${f(loadAtStart, 1)}, at the end ${f(os.loadavg()[0], 1)}: the machine is shared with other work.`);
 lines.push(
     "",
     "One chat request, `POST /v1/chat/completions` with about 1.5 KB of user text (non-streaming; a short SSE stream",

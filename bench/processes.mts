@@ -4,7 +4,7 @@ import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
 import { readFileSync, readdirSync } from "node:fs";
 import { SERVICE_RESOURCES } from "../infra/config.ts";
-import { serviceNodeOptions, serviceProcessEnv } from "../infra/topology.ts";
+import { serviceProcessEnv } from "../infra/topology.ts";
 import { type Service, bundle } from "../scripts/images.mts";
 
 /**
@@ -102,15 +102,16 @@ export const percentile = (values: number[], q: number) => {
 };
 
 /**
+ * A service's process environment (its Node options and allocator settings) as its container gets it by default
+ * (infra/topology.ts, with the service's default memory limit).
+ */
+export const processEnvOf = (service: keyof typeof SERVICE_RESOURCES) => serviceProcessEnv(SERVICE_RESOURCES[service].memoryMb);
+
+/**
  * EgressGateway's environment for a bench on loopback: every listener on 127.0.0.1, loopback exempted from the
  * private-range denial. Upstreams listen on 127.0.0.2: the gateway refuses its own addresses, and it shares
  * 127.0.0.1 with the host here. The audit stream goes beside the registry (`<registryDir>-audit`).
  */
-/** A service's Node options as its container gets them by default (infra/topology.ts, with the default memory limit). */
-export const nodeOptionsOf = (service: keyof typeof SERVICE_RESOURCES) => serviceNodeOptions(SERVICE_RESOURCES[service].memoryMb);
-/** A service's process environment (its Node options and allocator settings) as its container gets it by default. */
-export const processEnvOf = (service: keyof typeof SERVICE_RESOURCES) => serviceProcessEnv(SERVICE_RESOURCES[service].memoryMb);
-
 export function loopbackEgressEnv(registryDir: string, config: Record<string, unknown>) {
     const auditDir = `${registryDir}-audit`;
     return {

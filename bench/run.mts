@@ -9,6 +9,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
+import { envEntries } from "../infra/topology.ts";
 import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { bundle } from "../scripts/images.mts";
 import { auditDirSetting, cpuSeconds, loopbackEgressEnv, percentile, processEnvOf, rssMb, running, start as startProcess, stopChildren } from "./processes.mts";
@@ -93,8 +94,8 @@ let accessLines = 0;
 /** Starts a KeyProxy bundle with its own registry and ledger, the bench agent registered. */
 async function startKeyProxy(bundleFile: string, name: string) {
     const env = {
-        // As in the image: the services' Node options come from infra/topology.ts (the baseline's, as given).
-        // The baseline as its own build deployed it: only the Node options given.
+        // As in the image: the environment comes from infra/topology.ts; the baseline as its own build deployed it,
+        // with only the Node options given.
         ...(name === "baseline" ? { NODE_OPTIONS: baselineNodeOptions } : KEYPROXY_ENV),
         KEYPROXY_CONFIG: JSON.stringify({
             listen: { host: "127.0.0.1", port: 0 },
@@ -561,7 +562,7 @@ lines.push(
     "TypeScript on Node, as it ships) routes by its `x-portkey-custom-host` header to the same mock upstream.",
     "The mock upstream speaks HTTP/2 and HTTP/1.1 over TLS, ALPN choosing, as the providers' APIs do: KeyProxy and the",
     "Node floor (undici) talk HTTP/2 to it, nginx (`proxy_pass`) and Portkey (Node's `fetch`) HTTP/1.1, as each would to a provider.",
-    `KeyProxy and the Node floor run with their container's environment, \`${Object.entries(KEYPROXY_ENV).map(([key, value]) => `${key}=${value}`).join(" ")}\`${baseline ? `; the baseline with \`NODE_OPTIONS=${baselineNodeOptions}\` only` : ""}.`,
+    `KeyProxy and the Node floor run with their container's environment, \`${envEntries(KEYPROXY_ENV).join(" ")}\`${baseline ? `; the baseline with \`NODE_OPTIONS=${baselineNodeOptions}\` only` : ""}.`,
     "",
 );
 lines.push("## Added latency over direct (non-streaming POST /v1/messages, wrk, closed loop)", "");

@@ -14,7 +14,7 @@ import { credentialDigest } from "../proxy-image/src/policy.ts";
 import { runtimeConfigSchema } from "../proxy-image/src/config.ts";
 import { bundle } from "../scripts/images.mts";
 import { testPki } from "../test/support/tls.ts";
-import { cpuSeconds, nodeOptionsOf, openDescriptors, processEnvOf, rssMb, start } from "./processes.mts";
+import { cpuSeconds, openDescriptors, processEnvOf, rssMb, start } from "./processes.mts";
 
 const ROOT = path.resolve(import.meta.dirname, "..");
 const args = process.argv.slice(2);
@@ -210,7 +210,7 @@ const lines = [
     "# KeyProxy soak",
     "",
     `Command: \`npm run bench:soak${args.length > 0 ? ` -- ${args.join(" ")}` : ""}\` (bench/soak.mts), ${new Date().toISOString().slice(0, 10)}.`,
-    `Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "unknown"}), ${Math.round(os.totalmem() / 2 ** 30)} GiB; Node ${process.version}; KeyProxy as its production bundle (\`${nodeOptionsOf("keyProxy")}\`, glibc\'s allocator as in its container).`,
+    `Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? "unknown"}), ${Math.round(os.totalmem() / 2 ** 30)} GiB; Node ${process.version}; KeyProxy as its production bundle (\`${processEnvOf("keyProxy").NODE_OPTIONS}\`, glibc\'s allocator as in its container).`,
     "",
     `${STREAMS} metered \`POST /anthropic/v1/messages\` SSE streams through KeyProxy at once, each ${chunks} events ${EVENT_INTERVAL_MS} ms apart`,
     `(about ${SECONDS} s), from the mock HTTPS upstream (\`bench/upstream.mts\`, ${HTTP1 ? "HTTP/1.1 only" : "HTTP/2"}) on loopback. ${AGENTS} agents with the default ${PER_AGENT}`,

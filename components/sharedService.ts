@@ -1,7 +1,7 @@
 import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
-import { LABELS, SERVICE_NODE, SERVICE_USER, serviceProcessEnv } from "../infra/topology";
+import { LABELS, SERVICE_NODE, SERVICE_USER, envEntries, serviceProcessEnv } from "../infra/topology";
 import type { Listen } from "../runtime/admin";
 import { type ContainerResources, type PublishedPort, hardenedContainer, publishAddressLabel } from "./hardening";
 
@@ -81,7 +81,7 @@ export function sharedServiceContainer(parent: pulumi.Resource, name: string, sp
             healthcheck: { tests: ["CMD", SERVICE_NODE, spec.entry, "healthcheck"], interval: "15s", startPeriod: "10s" },
             networks: [{ name: spec.uplinkNetwork, ipv4Address: spec.uplinkAddress }],
             ports: published.length > 0 ? published : undefined,
-            envs: pulumi.all([config, pulumi.output(spec.envs ?? [])]).apply(([configEnv, envs]) => [...Object.entries(serviceProcessEnv(spec.resources.memoryMb)).map(([key, value]) => `${key}=${value}`), configEnv, ...envs]),
+            envs: pulumi.all([config, pulumi.output(spec.envs ?? [])]).apply(([configEnv, envs]) => [...envEntries(serviceProcessEnv(spec.resources.memoryMb)), configEnv, ...envs]),
             volumes: [{ volumeName: data.name, containerPath: spec.dataDir }],
             tmpfs: { "/tmp": "16m" },
             stopTimeoutSeconds: spec.stopTimeoutSeconds,

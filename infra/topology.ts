@@ -101,6 +101,9 @@ export function serviceNodeOptions(memoryMb: number): string {
 export function serviceProcessEnv(memoryMb: number): Record<string, string> {
     return { NODE_OPTIONS: serviceNodeOptions(memoryMb), MALLOC_ARENA_MAX: "2", MALLOC_TRIM_THRESHOLD_: "65536", MALLOC_TOP_PAD_: "0" };
 }
+
+/** An environment as `KEY=value` entries, the form a container's env list takes. */
+export const envEntries = (env: Record<string, string>): string[] => Object.entries(env).map(([key, value]) => `${key}=${value}`);
 export const EGRESS_DATA_DIR = "/var/lib/egress";
 export const EGRESS_ENTRY = "/app/egress.cjs";
 export const INGRESS_DATA_DIR = "/var/lib/ingress";

@@ -16,7 +16,7 @@ import { Agent, fetch as undiciFetch, request } from "undici";
 import { USER_TOKEN } from "../ingress-image/src/policy";
 import { parseStackConfig } from "../infra/config";
 import { OPENCLAW_IMAGE } from "../infra/openclaw";
-import { agentNetworkAddresses, serviceNodeOptions, serviceProcessEnv } from "../infra/topology";
+import { agentNetworkAddresses, envEntries, serviceNodeOptions, serviceProcessEnv } from "../infra/topology";
 import { buildAgentImage } from "./e2e/agentImage";
 import { buildImage, buildLocalNodeBase } from "../scripts/images.mts";
 import { docker, dockerWithInput, requireDocker } from "./support/docker";
@@ -298,7 +298,7 @@ describe.skipIf(!hasDocker)("the dev stack on a real Docker Engine", { timeout: 
             const name = `openclaw-${STACK}-${service}`;
             const [inspected] = JSON.parse(docker("inspect", name));
             expect(inspected.HostConfig.Memory, name).toBe(memoryMb * 2 ** 20);
-            expect(inspected.Config.Env, name).toEqual(expect.arrayContaining(Object.entries(serviceProcessEnv(memoryMb)).map(([key, value]) => `${key}=${value}`)));
+            expect(inspected.Config.Env, name).toEqual(expect.arrayContaining(envEntries(serviceProcessEnv(memoryMb))));
             const local = heapLimit((script) => execFileSync(process.execPath, ["-e", script], { encoding: "utf8", env: { PATH: process.env.PATH, NODE_OPTIONS: serviceNodeOptions(memoryMb) } }));
             expect(heapLimit((script) => docker("exec", name, "/nodejs/bin/node", "-e", script)), name).toBe(local);
         }

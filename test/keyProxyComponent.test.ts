@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { beforeAll, describe, expect, it } from "vitest";
 import { keyProxyRuntimeConfig } from "../components/keyProxy";
 import { parseStackConfig } from "../infra/config";
-import { agentNetworkAddresses, serviceNodeOptions, serviceProcessEnv, uplinkAddresses } from "../infra/topology";
+import { agentNetworkAddresses, envEntries, serviceNodeOptions, serviceProcessEnv, uplinkAddresses } from "../infra/topology";
 import { type RecordedResource, TYPES, agentConfigUpload, byType, devConfig, isSecret, reveal, runProgram } from "./support/mockStack";
 import { fakeKey } from "./support/fakeKeys";
 
@@ -61,7 +61,7 @@ describe("the services' process environment", () => {
         const config = parseStackConfig(raw);
         expect(processEnv(run, "key-proxy-container")).toEqual(["MALLOC_ARENA_MAX=2", "MALLOC_TOP_PAD_=0", "MALLOC_TRIM_THRESHOLD_=65536", "NODE_OPTIONS=--max-semi-space-size=4 --max-old-space-size=1024"]);
         const egress = serviceProcessEnv(config.egress.resources.memoryMb);
-        expect(processEnv(run, "egress-gateway-container")).toEqual(Object.entries(egress).map(([key, value]) => `${key}=${value}`).sort());
+        expect(processEnv(run, "egress-gateway-container")).toEqual(envEntries(egress).sort());
     });
 });
 

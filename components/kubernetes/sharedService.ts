@@ -2,7 +2,7 @@ import * as k8s from "@pulumi/kubernetes";
 import * as pulumi from "@pulumi/pulumi";
 import { createHash } from "node:crypto";
 import { type SharedServiceRole, agentPort, k8sNames, podLabels } from "../../infra/kubernetesTopology";
-import { SERVICE_NODE, SERVICE_USER, serviceProcessEnv } from "../../infra/topology";
+import { SERVICE_NODE, SERVICE_USER, envEntries, serviceProcessEnv } from "../../infra/topology";
 import type { Listen } from "../../runtime/admin";
 import type { ContainerResources } from "../hardening";
 import { serviceFromAgent } from "./networkPolicies";
@@ -93,7 +93,7 @@ export function kubernetesService(parent: pulumi.Resource, name: string, spec: K
             user: SERVICE_USER,
             resources: spec.resources,
             env: [
-                ...envVars(Object.entries(serviceProcessEnv(spec.resources.memoryMb)).map(([key, value]) => `${key}=${value}`)),
+                ...envVars(envEntries(serviceProcessEnv(spec.resources.memoryMb))),
                 { name: spec.runtimeConfig.variable, valueFrom: { secretKeyRef: { name: k8sNames.serviceConfig(spec.role), key: "config" } } },
                 ...(spec.secretEnv ?? []).map((v) => ({ name: v.name, valueFrom: { secretKeyRef: { name: v.secret, key: v.key } } })),
             ],
